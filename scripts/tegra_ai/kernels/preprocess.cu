@@ -1,0 +1,198 @@
+// Fused image preprocessing: decode (BGR/RGB/gray/NV12) -> bilinear resize with
+// half-pixel centres (OpenCV INTER_LINEAR geometry) -> optional letterbox ->
+// colour conversion -> (x*scale - mean)/std -> NCHW or NHWC, fp32 or fp16.
+// Semantics: tegra_ai/preprocess/spec.py; reference: tegra_ai/preprocess/reference.py.
+//
+// Header-free on purpose: it compiles unchanged with nvcc (prebuilt cubin, plugin)
+// and NVRTC (run time), from CUDA 11.4 (JetPack 5) to 13.x.
+
+#ifndef TAI_PREPROCESS_CU
+#define TAI_PREPROCESS_CU
+
+// One source image of a batch. Images of one batch may differ in size.
+// Layout mirrored by tegra_ai.kernels.layout.ImageDesc (64 bytes).
+struct TaiImageDesc {
+    unsigned long long src;     // packed pixels (bgr8/rgb8/gray8) or the Y plane (nv12)
+    unsigned long long src_uv;  // nv12: interleaved UV plane; else 0
+    int src_h, src_w;
+    int src_pitch, uv_pitch;    // bytes per row
+    int roi_top, roi_left;      // where the resized image lands in the output
+    int roi_h, roi_w;           // size of the resized image (== output size for stretch)
+    float scale_y, scale_x;     // source pixels per output pixel (src / roi)
+    int reserved0, reserved1;
+};
+
+// Per-launch parameters, passed by value. Mirrored by tegra_ai.kernels.layout.PreprocessParams.
+struct TaiPreprocessParams {
+    unsigned long long images;      // const TaiImageDesc* (device)
+    unsigned long long out;         // output base pointer (device)
+    long long out_image_stride;     // elements between consecutive images
+    int out_h, out_w;
+    int out_order;                  // 0 rgb, 1 bgr, 2 gray
+    int layout;                     // 0 nchw, 1 nhwc
+    int dtype;                      // 0 float32, 1 float16
+    int batch;
+    float mul[3];                   // scale / std[c]
+    float add[3];                   // -mean[c] / std[c]
+    float pad_out[3];               // normalised pad value per output channel
+    int vector_stores;              // 1: the output pointer is 16-byte aligned
+};
+
+#define TAI_PX_PER_THREAD 4
+#define TAI_BLOCK_X 32
+#define TAI_BLOCK_Y 8
+
+enum { TAI_FMT_BGR8 = 0, TAI_FMT_RGB8 = 1, TAI_FMT_GRAY8 = 2, TAI_FMT_NV12 = 3 };
+
+static __device__ __forceinline__ unsigned short tai_f2h(float f) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+// OpenCV's COLOR_YUV2RGB_NV12 (BT.601 limited range), bit-exact integer arithmetic.
+static __device__ __forceinline__ void tai_nv12_rgb(int Y, int U, int V, float& r, float& g, float& b) {
+    const int y = max(0, Y - 16) * 1220542;
+    const int u = U - 128, v = V - 128;
+    const int ruv = (1 << 19) + 1673527 * v;
+    const int guv = (1 << 19) - 852492 * v - 409993 * u;
+    const int buv = (1 << 19) + 2116026 * u;
+    r = (float)min(255, max(0, (y + ruv) >> 20));
+    g = (float)min(255, max(0, (y + guv) >> 20));
+    b = (float)min(255, max(0, (y + buv) >> 20));
+}
+
+// Decoded RGB (or gray in r) of source pixel (x, y).
+template <int FMT>
+static __device__ __forceinline__ void tai_fetch(const TaiImageDesc& d, int x, int y, float& r, float& g, float& b) {
+    const unsigned char* row = (const unsigned char*)d.src + (long long)y * d.src_pitch;
+    if (FMT == TAI_FMT_BGR8) {
+        const unsigned char* p = row + 3 * x;
+        b = __ldg(p); g = __ldg(p + 1); r = __ldg(p + 2);
+    } else if (FMT == TAI_FMT_RGB8) {
+        const unsigned char* p = row + 3 * x;
+        r = __ldg(p); g = __ldg(p + 1); b = __ldg(p + 2);
+    } else if (FMT == TAI_FMT_GRAY8) {
+        r = g = b = __ldg(row + x);
+    } else {
+        const unsigned char* uv = (const unsigned char*)d.src_uv + (long long)(y >> 1) * d.uv_pitch + (x & ~1);
+        tai_nv12_rgb(__ldg(row + x), __ldg(uv), __ldg(uv + 1), r, g, b);
+    }
+}
+
+// OpenCV INTER_LINEAR source coordinate: half-pixel centres; below 0 or at/after the
+// last pixel the weight of the second tap is 0.
+static __device__ __forceinline__ void tai_src_coord(int dst, float scale, int size, int& i0, int& i1, float& f) {
+    float s = ((float)dst + 0.5f) * scale - 0.5f;
+    int i = (int)floorf(s);
+    f = s - (float)i;
+    if (i < 0) { i = 0; f = 0.f; }
+    if (i >= size - 1) { i = size - 1; f = 0.f; }
+    i0 = i;
+    i1 = min(i + 1, size - 1);
+}
+
+template <int FMT>
+static __device__ __forceinline__ void tai_sample(const TaiImageDesc& d, int x0, int x1, float fx,
+                                                  int y0, int y1, float fy, float& r, float& g, float& b) {
+    float r00, g00, b00, r01, g01, b01, r10, g10, b10, r11, g11, b11;
+    tai_fetch<FMT>(d, x0, y0, r00, g00, b00);
+    tai_fetch<FMT>(d, x1, y0, r01, g01, b01);
+    tai_fetch<FMT>(d, x0, y1, r10, g10, b10);
+    tai_fetch<FMT>(d, x1, y1, r11, g11, b11);
+    const float wx0 = 1.f - fx, wy0 = 1.f - fy;
+    r = wy0 * (wx0 * r00 + fx * r01) + fy * (wx0 * r10 + fx * r11);
+    g = wy0 * (wx0 * g00 + fx * g01) + fy * (wx0 * g10 + fx * g11);
+    b = wy0 * (wx0 * b00 + fx * b01) + fy * (wx0 * b10 + fx * b11);
+}
+
+template <int FMT>
+static __device__ __forceinline__ void tai_preprocess_body(const TaiPreprocessParams& p) {
+    const int n = blockIdx.z;
+    const int y = blockIdx.y * TAI_BLOCK_Y + threadIdx.y;
+    const int xb = (blockIdx.x * TAI_BLOCK_X + threadIdx.x) * TAI_PX_PER_THREAD;
+    if (n >= p.batch || y >= p.out_h || xb >= p.out_w) return;
+    const TaiImageDesc d = ((const TaiImageDesc*)p.images)[n];
+    const int channels = p.out_order == 2 ? 1 : 3;
+
+    float v[3][TAI_PX_PER_THREAD];
+    const int ry = y - d.roi_top;
+    const bool row_in = ry >= 0 && ry < d.roi_h;
+    int y0 = 0, y1 = 0;
+    float fy = 0.f;
+    if (row_in) tai_src_coord(ry, d.scale_y, d.src_h, y0, y1, fy);
+
+#pragma unroll
+    for (int k = 0; k < TAI_PX_PER_THREAD; ++k) {
+        const int rx = xb + k - d.roi_left;
+        if (row_in && rx >= 0 && rx < d.roi_w && xb + k < p.out_w) {
+            int x0, x1;
+            float fx, r, g, b;
+            tai_src_coord(rx, d.scale_x, d.src_w, x0, x1, fx);
+            tai_sample<FMT>(d, x0, x1, fx, y0, y1, fy, r, g, b);
+            if (p.out_order == 2) {
+                v[0][k] = (FMT == TAI_FMT_GRAY8 ? r : 0.299f * r + 0.587f * g + 0.114f * b) * p.mul[0] + p.add[0];
+                v[1][k] = v[2][k] = 0.f;
+            } else {
+                const float c0 = p.out_order == 0 ? r : b;
+                const float c2 = p.out_order == 0 ? b : r;
+                v[0][k] = c0 * p.mul[0] + p.add[0];
+                v[1][k] = g * p.mul[1] + p.add[1];
+                v[2][k] = c2 * p.mul[2] + p.add[2];
+            }
+        } else {
+            v[0][k] = p.pad_out[0];
+            v[1][k] = p.pad_out[1];
+            v[2][k] = p.pad_out[2];
+        }
+    }
+
+    const long long plane = (long long)p.out_h * p.out_w;
+    const long long base = (long long)n * p.out_image_stride;
+    const bool full = xb + TAI_PX_PER_THREAD <= p.out_w;
+    if (p.layout == 0) {
+        const long long pix = base + (long long)y * p.out_w + xb;
+        // One 8- or 16-byte store per channel when the 4-pixel group is aligned
+        // (element offset % 4 == 0 and a 16-byte aligned base pointer).
+        for (int c = 0; c < channels; ++c) {
+            const long long o = pix + c * plane;
+            if (p.dtype == 1) {
+                unsigned short* out = (unsigned short*)p.out + o;
+                if (full && p.vector_stores && ((o & 3) == 0)) {
+                    uint2 w;
+                    w.x = (unsigned)tai_f2h(v[c][0]) | ((unsigned)tai_f2h(v[c][1]) << 16);
+                    w.y = (unsigned)tai_f2h(v[c][2]) | ((unsigned)tai_f2h(v[c][3]) << 16);
+                    *(uint2*)out = w;
+                } else {
+                    for (int k = 0; k < TAI_PX_PER_THREAD && xb + k < p.out_w; ++k) out[k] = tai_f2h(v[c][k]);
+                }
+            } else {
+                float* out = (float*)p.out + o;
+                if (full && p.vector_stores && ((o & 3) == 0)) {
+                    *(float4*)out = make_float4(v[c][0], v[c][1], v[c][2], v[c][3]);
+                } else {
+                    for (int k = 0; k < TAI_PX_PER_THREAD && xb + k < p.out_w; ++k) out[k] = v[c][k];
+                }
+            }
+        }
+    } else {
+        const long long pix = base + ((long long)y * p.out_w + xb) * channels;
+        for (int k = 0; k < TAI_PX_PER_THREAD && xb + k < p.out_w; ++k) {
+            for (int c = 0; c < channels; ++c) {
+                if (p.dtype == 1) ((unsigned short*)p.out)[pix + k * channels + c] = tai_f2h(v[c][k]);
+                else ((float*)p.out)[pix + k * channels + c] = v[c][k];
+            }
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(TAI_BLOCK_X * TAI_BLOCK_Y)
+tai_preprocess_bgr8(const TaiPreprocessParams p) { tai_preprocess_body<TAI_FMT_BGR8>(p); }
+extern "C" __global__ void __launch_bounds__(TAI_BLOCK_X * TAI_BLOCK_Y)
+tai_preprocess_rgb8(const TaiPreprocessParams p) { tai_preprocess_body<TAI_FMT_RGB8>(p); }
+extern "C" __global__ void __launch_bounds__(TAI_BLOCK_X * TAI_BLOCK_Y)
+tai_preprocess_gray8(const TaiPreprocessParams p) { tai_preprocess_body<TAI_FMT_GRAY8>(p); }
+extern "C" __global__ void __launch_bounds__(TAI_BLOCK_X * TAI_BLOCK_Y)
+tai_preprocess_nv12(const TaiPreprocessParams p) { tai_preprocess_body<TAI_FMT_NV12>(p); }
+
+#endif  // TAI_PREPROCESS_CU

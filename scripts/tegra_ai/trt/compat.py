@@ -1,0 +1,461 @@
+"""Every difference between TensorRT releases lives here, and nowhere else.
+
+Supported: TensorRT 8.5 (JetPack 5), 8.6, 10.x (JetPack 6: 10.3; JetPack 7: 10.13-10.16),
+11.x, and the TensorRT-RTX flavour (``tensorrt_rtx``, which builds engines ahead of
+time without a GPU for SM80/86/89/120 but cannot run them on a Jetson).
+
+The rest of the package asks ``features`` questions (``feats.weak_typing``) or calls
+the helpers below; it never compares ``trt.__version__``. The facts are a table
+(:data:`FEATURES`) so unit tests can pin what exists in which release without
+importing TensorRT.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, fields
+
+from tegra_ai.errors import EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError
+
+FLAVOR_TENSORRT = "tensorrt"
+FLAVOR_RTX = "tensorrt-rtx"
+
+# feature -> (first TensorRT version that has it, first version that no longer has it).
+# None means "since before 8.5" / "still there". Sources: TensorRT release notes and
+# API docs of 8.5, 8.6, 10.0, 10.1, 10.12 and 11.0.
+FEATURES = {
+    # ONNX needs an explicit-batch network; the flag is required on 8.x, ignored and
+    # deprecated from 10.0 (explicit batch is the only mode), gone in 11.
+    "explicit_batch_flag": (None, (10, 0)),
+    # NetworkDefinitionCreationFlag.STRONGLY_TYPED
+    "strongly_typed": ((9, 0), None),
+    # Weak typing: BuilderFlag.FP16/INT8/BF16 pick precisions for the builder.
+    # Deprecated in 10.12, removed in 11.0 (strong typing only).
+    "weak_typing": (None, (11, 0)),
+    "weak_typing_deprecated": ((10, 12), (11, 0)),
+    # Implicit quantization with IInt8Calibrator: deprecated 10.1, removed 11.0.
+    "int8_calibrators": (None, (11, 0)),
+    "int8_calibrators_deprecated": ((10, 1), (11, 0)),
+    # IBuilderConfig.set_memory_pool_limit replaced max_workspace_size in 8.4.
+    "memory_pool_limit": ((8, 4), None),
+    "builder_optimization_level": ((8, 6), None),
+    "hardware_compatibility": ((8, 6), None),
+    "progress_monitor": ((10, 0), None),
+    "engine_inspector": ((8, 2), None),
+    # Name-based I/O tensor API (get_tensor_name, get_tensor_profile_shape).
+    "tensor_io_api": ((8, 5), None),
+    "timing_cache": ((8, 0), None),
+    "plugin_v3": ((10, 0), None),
+    # IPluginRegistry.load_library (before it, ctypes loads the plugin library).
+    "registry_load_library": ((8, 6), None),
+    # BuilderFlag.BF16 / FP8 for weak typing.
+    "bf16": ((9, 0), None),
+    "dla": (None, None),
+}
+
+# TensorRT-RTX 1.x: the TensorRT 10 API, strongly typed only, no calibrators, no DLA,
+# and builds for a compute capability chosen in the config.
+RTX_OVERRIDES = {
+    "explicit_batch_flag": False,
+    "strongly_typed": True,
+    "weak_typing": False,
+    "weak_typing_deprecated": False,
+    "int8_calibrators": False,
+    "int8_calibrators_deprecated": False,
+    "dla": False,
+    "plugin_v3": True,
+    "progress_monitor": True,
+}
+
+# Compute capabilities TensorRT-RTX can target without a GPU (ComputeCapability enum).
+RTX_TARGETS = {"8.0": "SM80", "8.6": "SM86", "8.9": "SM89", "12.0": "SM120", "12.1": "SM121", "7.5": "SM75"}
+
+# GPUs with a DLA: Xavier (7.2) and Orin (8.7). Thor (11.0) has none.
+DLA_COMPUTE_CAPABILITIES = ("7.2", "8.7")
+
+
+def parse_version(text: str) -> tuple:
+    nums = re.findall(r"\d+", str(text))
+    if not nums:
+        raise ValueError(f"not a version: {text!r}")
+    return tuple(int(n) for n in nums[:4])
+
+
+def _has(feature: str, version: tuple) -> bool:
+    first, gone = FEATURES[feature]
+    v = tuple(version[:2])
+    return (first is None or v >= first) and (gone is None or v < gone)
+
+
+@dataclass(frozen=True)
+class Features:
+    version: tuple
+    flavor: str
+    explicit_batch_flag: bool
+    strongly_typed: bool
+    weak_typing: bool
+    weak_typing_deprecated: bool
+    int8_calibrators: bool
+    int8_calibrators_deprecated: bool
+    memory_pool_limit: bool
+    builder_optimization_level: bool
+    hardware_compatibility: bool
+    progress_monitor: bool
+    engine_inspector: bool
+    tensor_io_api: bool
+    timing_cache: bool
+    plugin_v3: bool
+    registry_load_library: bool
+    bf16: bool
+    dla: bool
+
+    @property
+    def strongly_typed_only(self) -> bool:
+        return self.strongly_typed and not self.weak_typing
+
+    @property
+    def version_string(self) -> str:
+        return ".".join(str(v) for v in self.version)
+
+    @property
+    def is_rtx(self) -> bool:
+        return self.flavor == FLAVOR_RTX
+
+    def describe(self) -> str:
+        name = "TensorRT-RTX" if self.is_rtx else "TensorRT"
+        return f"{name} {self.version_string}"
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"version": self.version_string}
+
+
+def features_for(version, flavor: str = FLAVOR_TENSORRT) -> Features:
+    """The facts for one release. ``version`` is a string or tuple."""
+    v = parse_version(version) if isinstance(version, str) else tuple(version)
+    if flavor == FLAVOR_TENSORRT and v[:2] < (8, 5):
+        raise TegraAIError(f"TensorRT {'.'.join(map(str, v))} is older than the oldest supported release (8.5, JetPack 5)",
+                           exit_code=EXIT_UNAVAILABLE)
+    values = {name: _has(name, v if flavor == FLAVOR_TENSORRT else (10, 99)) for name in FEATURES}
+    if flavor == FLAVOR_RTX:
+        values.update(RTX_OVERRIDES)
+    return Features(version=v, flavor=flavor, **values)
+
+
+# --------------------------------------------------------------------------- loading
+
+_loaded = None
+
+
+def load():
+    """Import TensorRT and return ``(module, Features)``.
+
+    ``TEGRA_AI_TENSORRT`` chooses: ``tensorrt`` (full TensorRT, what Jetsons have),
+    ``tensorrt_rtx``, or ``auto`` (default: full TensorRT, else TensorRT-RTX)."""
+    global _loaded
+    if _loaded is not None:
+        return _loaded
+    choice = os.environ.get("TEGRA_AI_TENSORRT", "auto")
+    candidates = {"auto": ["tensorrt", "tensorrt_rtx"], "tensorrt": ["tensorrt"],
+                  "tensorrt_rtx": ["tensorrt_rtx"]}.get(choice)
+    if candidates is None:
+        raise TegraAIError(f"TEGRA_AI_TENSORRT={choice!r}: expected auto, tensorrt or tensorrt_rtx", exit_code=EXIT_USAGE)
+    problems = []
+    for name in candidates:
+        try:
+            module = __import__(name)
+            version = module.__version__
+        except Exception as exc:  # PyPI's 'tensorrt' stub raises more than ImportError
+            problems.append(f"{name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            continue
+        flavor = FLAVOR_RTX if name == "tensorrt_rtx" else FLAVOR_TENSORRT
+        _loaded = (module, features_for(version, flavor))
+        return _loaded
+    raise TegraAIError("TensorRT is not available on this machine (" + "; ".join(problems) + ")",
+                       hint="on a Jetson install python3-tensorrt (meta-tegra); on a host without a Jetson GPU only "
+                            "the host half (check, bundle) runs, or pip install tensorrt-rtx for RTX-only builds",
+                       exit_code=EXIT_UNAVAILABLE)
+
+
+def available() -> bool:
+    try:
+        load()
+        return True
+    except TegraAIError:
+        return False
+
+
+def reset_for_tests():
+    global _loaded
+    _loaded = None
+
+
+# --------------------------------------------------------------------------- building
+
+def create_network(trt, feats: Features, builder, strongly_typed: bool):
+    flags = 0
+    if feats.explicit_batch_flag:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    if strongly_typed:
+        if not feats.strongly_typed:
+            raise TegraAIError(f"{feats.describe()} has no strongly typed networks (they arrived in TensorRT 9.0)",
+                               hint="drop --strongly-typed; Q/DQ models build with the INT8 flag on this release",
+                               exit_code=EXIT_USAGE)
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return builder.create_network(flags)
+
+
+def resolve_typing(feats: Features, precision: str, has_qdq: bool, strongly_typed: bool | None,
+                   has_calibration: bool) -> dict:
+    """Decide strong vs weak typing and the builder flags for ``precision``.
+
+    Returns ``{"strongly_typed": bool, "flags": [names], "notes": [str]}``; raises a clear
+    error when the precision cannot be had on this release."""
+    notes = []
+    if strongly_typed is None:
+        strongly_typed = feats.strongly_typed_only or (has_qdq and feats.strongly_typed)
+        if strongly_typed and has_qdq and not feats.strongly_typed_only:
+            notes.append("Q/DQ model: strongly typed network, precisions follow the model's Q/DQ and types")
+    if strongly_typed and not feats.strongly_typed:
+        raise TegraAIError(f"{feats.describe()} has no strongly typed networks (they arrived in TensorRT 9.0)",
+                           exit_code=EXIT_USAGE)
+    if not strongly_typed and not feats.weak_typing:
+        raise TegraAIError(f"{feats.describe()} only builds strongly typed networks", exit_code=EXIT_USAGE)
+    flags = []
+    if strongly_typed:
+        if precision in ("fp16", "best") and not has_qdq:
+            raise TegraAIError(
+                f"--precision {precision} needs weakly typed builder flags, which {feats.describe()} does not have",
+                hint="convert the model to FP16 first (e.g. NVIDIA Model Optimizer's AutoCast) and build it with --precision fp32",
+                exit_code=EXIT_USAGE)
+        if precision == "int8" and not has_qdq:
+            raise TegraAIError(
+                f"--precision int8 on {feats.describe()} needs a Q/DQ (explicitly quantized) ONNX model",
+                hint="quantize it first (calibration-dataset + NVIDIA Model Optimizer) and build the Q/DQ model",
+                exit_code=EXIT_USAGE)
+        if precision != "fp32" and has_qdq:
+            notes.append(f"--precision {precision}: the strongly typed network takes its precisions from the Q/DQ model")
+        return {"strongly_typed": True, "flags": flags, "notes": notes}
+    if precision in ("fp16", "best"):
+        flags.append("FP16")
+    if precision == "int8" or (precision == "best" and (has_qdq or has_calibration)):
+        if not has_qdq and not has_calibration:
+            raise TegraAIError("--precision int8 needs calibration data (--calibration / --calibration-cache) or a Q/DQ model",
+                               exit_code=EXIT_USAGE)
+        if not has_qdq and not feats.int8_calibrators:
+            raise TegraAIError(f"{feats.describe()} has no INT8 calibrators", hint="use a Q/DQ model",
+                               exit_code=EXIT_USAGE)
+        flags.append("INT8")
+    if precision == "best" and "INT8" not in flags:
+        notes.append("--precision best: INT8 left off (no calibration data and no Q/DQ in the model); FP16 + FP32")
+    if feats.weak_typing_deprecated and flags:
+        notes.append(f"{feats.describe()} deprecates the weak-typing flags {', '.join(flags)}; TensorRT 11 removes them")
+    if "INT8" in flags and not has_qdq and feats.int8_calibrators_deprecated:
+        notes.append(f"{feats.describe()} deprecates implicit INT8 calibration; Q/DQ models are the way forward")
+    return {"strongly_typed": False, "flags": flags, "notes": notes}
+
+
+def set_builder_flags(trt, config, flag_names: list) -> None:
+    for name in flag_names:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+
+
+def set_workspace(trt, feats: Features, config, size_bytes: int | None) -> None:
+    if size_bytes is None:
+        return
+    if feats.memory_pool_limit:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(size_bytes))
+    else:  # pragma: no cover - only TensorRT < 8.4, below our floor
+        config.max_workspace_size = int(size_bytes)
+
+
+def set_optimization_level(feats: Features, config, level: int | None) -> list:
+    if level is None:
+        return []
+    if not feats.builder_optimization_level:
+        return [f"--opt-level ignored: {feats.describe()} has no builder optimization level (TensorRT 8.6+)"]
+    if not 0 <= level <= 5:
+        raise TegraAIError(f"--opt-level {level}: expected 0..5", exit_code=EXIT_USAGE)
+    config.builder_optimization_level = int(level)
+    return []
+
+
+def configure_dla(trt, feats: Features, builder, config, dla_core: int | None, gpu_fallback: bool,
+                  precision_flags: list, strongly_typed: bool) -> None:
+    if dla_core is None:
+        return
+    if not feats.dla:
+        raise TegraAIError(f"{feats.describe()} has no DLA support", exit_code=EXIT_USAGE)
+    cores = int(getattr(builder, "num_DLA_cores", 0))
+    if cores == 0:
+        raise TegraAIError("--dla-core given, but this GPU has no DLA (Xavier and Orin have DLAs; Thor and dGPUs do not)",
+                           exit_code=EXIT_USAGE)
+    if not 0 <= dla_core < cores:
+        raise TegraAIError(f"--dla-core {dla_core}: this device has DLA cores 0..{cores - 1}", exit_code=EXIT_USAGE)
+    if not strongly_typed and not ({"FP16", "INT8"} & set(precision_flags)):
+        raise TegraAIError("the DLA runs FP16 or INT8 only", hint="add --precision fp16 or int8", exit_code=EXIT_USAGE)
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = int(dla_core)
+    if gpu_fallback:
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+
+
+def set_rtx_compute_capability(trt, feats: Features, config, compute_capability: str | None) -> str | None:
+    """TensorRT-RTX builds for a chosen GPU architecture; full TensorRT builds for the GPU it runs on."""
+    if not feats.is_rtx:
+        if compute_capability:
+            raise TegraAIError("--compute-capability is for TensorRT-RTX ahead-of-time builds; full TensorRT builds "
+                               "for the GPU it runs on", exit_code=EXIT_USAGE)
+        return None
+    cc = compute_capability or "8.6"
+    if cc not in RTX_TARGETS:
+        raise TegraAIError(f"TensorRT-RTX cannot target compute capability {cc} (it targets {', '.join(sorted(RTX_TARGETS))}; "
+                           "Jetson's 7.2, 8.7 and 11.0 need full TensorRT on the device)", exit_code=EXIT_USAGE)
+    config.num_compute_capabilities = 1
+    config.set_compute_capability(getattr(trt.ComputeCapability, RTX_TARGETS[cc]), 0)
+    return cc
+
+
+def attach_progress_monitor(trt, feats: Features, config, on_progress) -> object | None:
+    """Hook TensorRT's progress monitor (10.0+) to ``on_progress(phase_stack)``.
+
+    Returns the monitor (keep a reference while building) or None when unsupported."""
+    if not feats.progress_monitor or on_progress is None:
+        return None
+
+    class _Monitor(trt.IProgressMonitor):
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
+            self.phases = {}
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            self.phases[phase_name] = [0, num_steps, parent_phase]
+            on_progress(dict(self.phases))
+
+        def step_complete(self, phase_name, step):
+            if phase_name in self.phases:
+                self.phases[phase_name][0] = step + 1
+                on_progress(dict(self.phases))
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name):
+            self.phases.pop(phase_name, None)
+            on_progress(dict(self.phases))
+
+    monitor = _Monitor()
+    config.progress_monitor = monitor
+    return monitor
+
+
+def load_timing_cache(feats: Features, config, data: bytes | None):
+    """Create (or load) a timing cache and attach it. A cache from another TensorRT
+    version or GPU is tolerated: TensorRT rejects it and we start a fresh one."""
+    if not feats.timing_cache:
+        return None, ["timing cache unsupported on " + feats.describe()]
+    notes = []
+    cache = None
+    if data:
+        try:
+            cache = config.create_timing_cache(data)
+        except Exception:
+            cache = None
+        if cache is None:
+            notes.append("timing cache is from another TensorRT version or GPU; starting a fresh one")
+    if cache is None:
+        cache = config.create_timing_cache(b"")
+    if not config.set_timing_cache(cache, ignore_mismatch=True):
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, ignore_mismatch=True)
+        notes.append("timing cache rejected by TensorRT; starting a fresh one")
+    return cache, notes
+
+
+def set_calibrator(feats: Features, config, calibrator) -> None:
+    if not feats.int8_calibrators:
+        raise TegraAIError(f"{feats.describe()} has no INT8 calibrators", hint="use a Q/DQ model", exit_code=EXIT_USAGE)
+    config.int8_calibrator = calibrator
+
+
+def calibrator_base(trt, feats: Features):
+    if not feats.int8_calibrators:
+        raise TegraAIError(f"{feats.describe()} has no INT8 calibrators", hint="use a Q/DQ model", exit_code=EXIT_USAGE)
+    return trt.IInt8EntropyCalibrator2
+
+
+def enable_detailed_profiling(trt, config) -> None:
+    # Layer names, precisions and tactics in the engine inspector.
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+
+
+def load_plugin_library(trt, feats: Features, path: str):
+    """Load a plugin library so its creators register (before parse/build/deserialize)."""
+    if not os.path.exists(path):
+        raise TegraAIError(f"plugin library {path} does not exist")
+    registry = trt.get_plugin_registry()
+    if feats.registry_load_library:
+        handle = registry.load_library(path)
+        if handle is None:
+            raise TegraAIError(f"TensorRT could not load plugin library {path}")
+        return handle
+    import ctypes
+    try:
+        return ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+    except OSError as exc:
+        raise TegraAIError(f"cannot load plugin library {path}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- engines
+
+def deserialize(trt, feats: Features, logger, data: bytes):
+    if feats.is_rtx:
+        # RTX engines are built ahead of time for a GPU this machine may not have.
+        raise TegraAIError("TensorRT-RTX engines cannot be loaded on a Jetson; this check needs full TensorRT",
+                           exit_code=EXIT_UNAVAILABLE)
+    runtime = trt.Runtime(logger)
+    engine = runtime.deserialize_cuda_engine(data)
+    if engine is None:
+        raise TegraAIError(f"{feats.describe()} could not load this engine: it was built by another TensorRT version "
+                           "or for another GPU, or is corrupt", hint="rebuild it on this device")
+    return runtime, engine
+
+
+def io_tensors(trt, engine) -> list:
+    out = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        mode = engine.get_tensor_mode(name)
+        out.append({
+            "name": name,
+            "mode": "input" if mode == trt.TensorIOMode.INPUT else "output",
+            "dtype": str(engine.get_tensor_dtype(name)).split(".")[-1].lower(),
+            "shape": list(engine.get_tensor_shape(name)),
+            "format": str(engine.get_tensor_format_desc(name)) if hasattr(engine, "get_tensor_format_desc") else None,
+        })
+    return out
+
+
+def engine_profiles(trt, engine) -> list:
+    profiles = []
+    inputs = [t for t in io_tensors(trt, engine) if t["mode"] == "input"]
+    for p in range(engine.num_optimization_profiles):
+        shapes = []
+        for t in inputs:
+            try:
+                mn, opt, mx = engine.get_tensor_profile_shape(t["name"], p)
+            except Exception:
+                continue  # shape tensors and others without a profile shape
+            shapes.append({"name": t["name"], "min": list(mn), "opt": list(opt), "max": list(mx)})
+        profiles.append(shapes)
+    return profiles
+
+
+def inspector_json(trt, feats: Features, engine) -> dict:
+    if not feats.engine_inspector:
+        return {}
+    import json as _json
+    inspector = engine.create_engine_inspector()
+    text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+    try:
+        return _json.loads(text)
+    except ValueError:
+        return {}

@@ -1,0 +1,82 @@
+"""Hashes of models, including ONNX external data, with a stat-based memo so that an
+unchanged multi-gigabyte model is not re-read on every boot."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from tegra_ai.errors import TegraAIError
+from tegra_ai.util.atomic import atomic_write_json
+
+CHUNK = 1 << 20
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(CHUNK), b""):
+                h.update(block)
+    except OSError as exc:
+        raise TegraAIError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return h.hexdigest()
+
+
+class HashMemo:
+    """path -> sha256, trusted while (size, mtime_ns, inode) are unchanged.
+
+    Stored as JSON; an unreadable or corrupt memo is simply ignored (it is a cache)."""
+
+    def __init__(self, memo_path: str | None):
+        self.memo_path = memo_path
+        self.entries: dict = {}
+        self.dirty = False
+        if memo_path and os.path.exists(memo_path):
+            try:
+                with open(memo_path) as f:
+                    data = json.load(f)
+                if isinstance(data, dict) and isinstance(data.get("files"), dict):
+                    self.entries = data["files"]
+            except (OSError, ValueError):
+                self.entries = {}
+        self.hits = 0
+        self.misses = 0
+
+    def sha256(self, path: str) -> str:
+        path = os.path.abspath(path)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise TegraAIError(f"cannot read {path}: {exc.strerror or exc}") from None
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        entry = self.entries.get(path)
+        if entry and entry.get("stat") == stamp:
+            self.hits += 1
+            return entry["sha256"]
+        self.misses += 1
+        digest = sha256_file(path)
+        self.entries[path] = {"stat": stamp, "sha256": digest}
+        self.dirty = True
+        return digest
+
+    def save(self) -> None:
+        if self.memo_path and self.dirty:
+            try:
+                atomic_write_json(self.memo_path, {"files": self.entries})
+            except TegraAIError:
+                pass  # read-only cache: hashing still works, just slower next time
+            self.dirty = False
+
+
+def combined_sha256(file_digests: list) -> str:
+    """One digest over (relative name, digest) pairs: renaming an external-data file
+    the model refers to changes the model."""
+    h = hashlib.sha256()
+    for name, digest in sorted(file_digests):
+        h.update(name.encode())
+        h.update(b"\0")
+        h.update(digest.encode())
+        h.update(b"\n")
+    return h.hexdigest()
