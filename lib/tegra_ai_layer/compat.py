@@ -1,0 +1,68 @@
+"""Differences between the release series the layer supports (scarthgap .. master)."""
+
+import glob
+import os
+import re
+
+__all__ = ["unpackdir", "recipe_available", "layer_recipe_versions", "project_version"]
+
+
+def unpackdir(d):
+    """Where the fetcher unpacks SRC_URI: ``UNPACKDIR`` (styhead and later) or ``WORKDIR`` (scarthgap).
+
+    Master refuses ``S = "${WORKDIR}"``; scarthgap has no ``UNPACKDIR``. Recipes write
+    ``S = "${@tegra_ai_layer.compat.unpackdir(d)}/<subdir>"`` to serve both.
+    """
+    return d.getVar("UNPACKDIR") or d.getVar("WORKDIR")
+
+
+def _bbfiles_globs(d):
+    return (d.getVar("BBFILES") or "").split()
+
+
+_VERSIONS_MEMO = {}
+
+
+def layer_recipe_versions(d, pn):
+    """Versions of recipe ``pn`` found through the configured BBFILES globs (no BitBake cache needed).
+
+    Used at parse time to ask "does any layer in this build provide pn?" (for example
+    python3-cuda, which meta-tegra-community has on scarthgap and master but not on
+    scarthgap-l4t-r35.x). Results are memoized per BBFILES value.
+    """
+    globs = tuple(_bbfiles_globs(d))
+    key = (globs, pn)
+    if key not in _VERSIONS_MEMO:
+        found = []
+        pattern = re.compile(r"^%s(?:_(?P<pv>[^/]+))?\.bb$" % re.escape(pn))
+        for g in globs:
+            if not g.endswith(".bb"):
+                continue
+            # restrict the glob to this recipe name to keep it cheap
+            head = os.path.dirname(g)
+            for path in glob.glob(os.path.join(head, pn + "*.bb")):
+                m = pattern.match(os.path.basename(path))
+                if m:
+                    found.append(m.group("pv") or "")
+        _VERSIONS_MEMO[key] = sorted(set(found))
+    return list(_VERSIONS_MEMO[key])
+
+
+def recipe_available(d, pn, value=None):
+    """``value`` (default ``pn``) when a recipe named ``pn`` is in BBFILES, else ''."""
+    return (value if value is not None else pn) if layer_recipe_versions(d, pn) else ""
+
+
+_PROJECT_VERSION = re.compile(r'^\s*version\s*=\s*"([^"]+)"', re.MULTILINE)
+
+
+def project_version(layerdir, default="0.0.0"):
+    """``version`` of [project] in the repository's pyproject.toml (the layer root), else ``default``."""
+    try:
+        with open(os.path.join(layerdir or "", "pyproject.toml")) as f:
+            text = f.read()
+    except OSError:
+        return default
+    project = text.split("[project]", 1)[-1].split("\n[", 1)[0] if "[project]" in text else ""
+    m = _PROJECT_VERSION.search(project)
+    return m.group(1) if m else default

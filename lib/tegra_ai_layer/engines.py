@@ -1,0 +1,439 @@
+"""Model and engine options of ``tensorrt_engine.bbclass``: parsing, validation and commands.
+
+A recipe lists its models in ``TEGRA_AI_MODELS`` and describes each one with a
+variable ``TEGRA_AI_MODEL_<name>`` (the ONNX file) and varflags on it (the build
+options)::
+
+    TEGRA_AI_MODELS = "digits"
+    TEGRA_AI_MODEL_digits = "digits.onnx"
+    TEGRA_AI_MODEL_digits[precision] = "fp16"
+    TEGRA_AI_MODEL_digits[shapes] = "input:1x1x8x8:8x1x8x8:32x1x8x8"
+
+Everything here is plain Python and is called from the class's anonymous python
+(parse time: ``parse_models`` raises ``ModelConfigError`` naming the variable) and
+from its tasks (``bundle_commands``).
+"""
+
+import os
+import re
+import shlex
+
+__all__ = [
+    "ModelConfigError", "ModelSpec", "OPTION_FLAGS", "PRECISIONS",
+    "parse_models", "bundle_commands", "bundle_target", "compute_capability",
+    "guess_trt_version", "short_trt_version", "check_builder", "remote_ensure_script", "builder_command",
+    "absolute_file_checksums", "model_files",
+    "builder_is_local", "read_bool", "parse_size", "parse_shapes",
+]
+
+PRECISIONS = ("fp32", "fp16", "int8", "best")
+
+# varflag -> one-line description (also the list of accepted varflags)
+OPTION_FLAGS = {
+    "precision": "fp32, fp16, int8 or best (default TEGRA_AI_ENGINE_PRECISION)",
+    "shapes": "optimization profiles, whitespace-separated; each NAME:DIMS or NAME:MIN:OPT:MAX, inputs joined by ','",
+    "workspace": "builder workspace limit in bytes, or with a K/M/G suffix",
+    "dla_core": "DLA core index (0 or 1) to build for instead of the GPU",
+    "gpu_fallback": "with dla_core: let layers the DLA cannot run fall back to the GPU (0/1)",
+    "opt_level": "builder optimization level 0..5",
+    "calibration": "INT8 calibration cache file (relative paths are in UNPACKDIR, i.e. from SRC_URI)",
+    "qdq": "1 when the ONNX is already quantized (Q/DQ nodes): INT8 without calibration",
+    "strongly_typed": "build a strongly typed network (0/1)",
+    "timing_cache": "TensorRT timing cache file to start from (relative paths are in UNPACKDIR)",
+    "preprocess": "preprocessing spec JSON (tegra_ai PreprocessSpec; relative paths are in UNPACKDIR)",
+}
+
+# Flags BitBake itself may put on any variable; never treated as model options.
+_BITBAKE_FLAGS = {
+    "doc", "vardeps", "vardepsexclude", "vardepvalue", "vardepvalueexclude", "export",
+    "unexport", "func", "python", "noexec", "dirs", "cleandirs", "deps", "depends",
+    "rdepends", "file-checksums", "filename", "lineno", "type", "defaultval", "immediate",
+    "_defaultval", "_content", "content",
+}
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_DIMS = re.compile(r"^\d+(x\d+)*$")
+_SIZE = re.compile(r"^(\d+)\s*([KMG]i?B?|B)?$", re.IGNORECASE)
+_TRUE = ("1", "yes", "true", "on", "y")
+_FALSE = ("0", "no", "false", "off", "n", "")
+
+
+class ModelConfigError(ValueError):
+    """A model option is wrong; the message starts with the variable (and flag) it came from."""
+
+
+class ModelSpec(object):
+    """One model of a recipe, with validated options (paths still relative when they were)."""
+
+    def __init__(self, name, onnx, precision, shapes=(), workspace=None, dla_core=None,
+                 gpu_fallback=False, opt_level=None, calibration=None, qdq=False,
+                 strongly_typed=None, timing_cache=None, preprocess=None):
+        self.name = name
+        self.onnx = onnx
+        self.precision = precision
+        self.shapes = list(shapes)
+        self.workspace = workspace
+        self.dla_core = dla_core
+        self.gpu_fallback = gpu_fallback
+        self.opt_level = opt_level
+        self.calibration = calibration
+        self.qdq = qdq
+        self.strongly_typed = strongly_typed
+        self.timing_cache = timing_cache
+        self.preprocess = preprocess
+
+    def files(self):
+        """Input files the bundle step reads (model, calibration, timing cache, preprocess spec)."""
+        return [p for p in (self.onnx, self.calibration, self.timing_cache, self.preprocess) if p]
+
+    def bundle_args(self, srcdir, outdir, target=None, check=True):
+        """argv (without the program) of ``tensorrt-optimize bundle`` for this model."""
+        def path(p):
+            return p if os.path.isabs(p) else os.path.join(srcdir, p)
+        args = ["bundle", path(self.onnx), "--out", outdir, "--name", self.name,
+                "--precision", self.precision]
+        for profile in self.shapes:
+            args += ["--shapes", profile]
+        if self.workspace is not None:
+            args += ["--workspace", str(self.workspace)]
+        if self.dla_core is not None:
+            args += ["--dla-core", str(self.dla_core)]
+            if self.gpu_fallback:
+                args.append("--gpu-fallback")
+        if self.opt_level is not None:
+            args += ["--opt-level", str(self.opt_level)]
+        if self.calibration:
+            args += ["--calibration-cache", path(self.calibration)]
+        if self.strongly_typed:
+            args.append("--strongly-typed")
+        if self.timing_cache:
+            args += ["--timing-cache", path(self.timing_cache)]
+        if self.preprocess:
+            args += ["--preprocess", path(self.preprocess)]
+        if target:
+            args += ["--target", target]
+        if not check:
+            args.append("--no-check")
+        return args
+
+    def __repr__(self):
+        return "ModelSpec(%r, %r, %r)" % (self.name, self.onnx, self.precision)
+
+
+def read_bool(value, where):
+    v = (value or "").strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ModelConfigError("%s: %r is not a boolean (use 1 or 0)" % (where, value))
+
+
+def parse_size(value, where):
+    """'268435456', '256M', '1G', '512MiB' -> bytes."""
+    m = _SIZE.match((value or "").strip())
+    if not m:
+        raise ModelConfigError("%s: %r is not a size (bytes, or a number with K, M or G)" % (where, value))
+    n = int(m.group(1))
+    unit = (m.group(2) or "").upper()[:1]
+    n *= {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[unit]
+    if n <= 0:
+        raise ModelConfigError("%s: the size must be positive" % where)
+    return n
+
+
+def _parse_dims(text, where, spec):
+    if not _DIMS.match(text):
+        raise ModelConfigError("%s: malformed dimensions %r in %r" % (where, text, spec))
+    dims = [int(v) for v in text.split("x")]
+    if any(v <= 0 for v in dims):
+        raise ModelConfigError("%s: dimensions must be positive in %r" % (where, spec))
+    return dims
+
+
+def _parse_input(spec, where):
+    parts = spec.split(":")
+    dims = []
+    while parts and len(dims) < 3 and _DIMS.match(parts[-1]):
+        dims.insert(0, parts.pop())
+    name = ":".join(parts)
+    if not name:
+        raise ModelConfigError("%s: missing input name in %r" % (where, spec))
+    if len(dims) not in (1, 3):
+        raise ModelConfigError("%s: %r must be NAME:DIMS or NAME:MIN:OPT:MAX (e.g. input:1x1x8x8:8x1x8x8:32x1x8x8)"
+                               % (where, spec))
+    parsed = [_parse_dims(t, where, spec) for t in dims]
+    if len(parsed) == 3:
+        mn, opt, mx = parsed
+        if not len(mn) == len(opt) == len(mx):
+            raise ModelConfigError("%s: min, opt and max of %r have different ranks" % (where, name))
+        for i, (a, b, c) in enumerate(zip(mn, opt, mx)):
+            if not a <= b <= c:
+                raise ModelConfigError("%s: dimension %d of %r needs min <= opt <= max, got %d, %d, %d"
+                                       % (where, i, name, a, b, c))
+    return name
+
+
+def parse_shapes(value, where):
+    """Whitespace-separated profiles, each 'IN:DIMS[:OPT:MAX][,IN2:...]' (tegra_ai --shapes syntax)."""
+    profiles = (value or "").split()
+    for profile in profiles:
+        names = [_parse_input(s, where) for s in profile.split(",")]
+        if len(set(names)) != len(names):
+            raise ModelConfigError("%s: an input appears twice in profile %r" % (where, profile))
+    return profiles
+
+
+def _int(value, where, lo, hi):
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise ModelConfigError("%s: %r is not an integer" % (where, value))
+    if not lo <= n <= hi:
+        raise ModelConfigError("%s: %d is out of range %d..%d" % (where, n, lo, hi))
+    return n
+
+
+def _relpath_ok(value, where):
+    v = value.strip()
+    if not v or any(c.isspace() for c in v):
+        raise ModelConfigError("%s: %r is not a file name" % (where, value))
+    if not os.path.isabs(v) and ".." in v.split("/"):
+        raise ModelConfigError("%s: %r leaves UNPACKDIR; list the file in SRC_URI instead" % (where, value))
+    return v
+
+
+def model_var(name):
+    return "TEGRA_AI_MODEL_" + name
+
+
+def parse_model(d, name):
+    """Validated ``ModelSpec`` of model ``name``; raises ``ModelConfigError`` naming the variable."""
+    var = model_var(name)
+    if not _NAME.match(name):
+        raise ModelConfigError("TEGRA_AI_MODELS: %r is not a valid model name (letters, digits, '_', '.', '+', '-')"
+                               % name)
+    onnx = (d.getVar(var) or "").strip()
+    if not onnx:
+        raise ModelConfigError("%s is not set: give the ONNX file of model %r (a SRC_URI file name or an absolute path)"
+                               % (var, name))
+    onnx = _relpath_ok(onnx, var)
+    if not onnx.lower().endswith(".onnx"):
+        raise ModelConfigError("%s: %r is not an .onnx file" % (var, onnx))
+
+    flags = d.getVarFlags(var) or {}
+    unknown = sorted(f for f in flags if f not in OPTION_FLAGS and f not in _BITBAKE_FLAGS and not f.startswith("_"))
+    if unknown:
+        raise ModelConfigError("%s[%s]: unknown option; known options: %s"
+                               % (var, unknown[0], ", ".join(sorted(OPTION_FLAGS))))
+
+    def flag(f):
+        v = d.getVarFlag(var, f)
+        return None if v is None else str(v).strip()
+
+    def where(f):
+        return "%s[%s]" % (var, f)
+
+    precision = flag("precision")
+    precision_where = where("precision")
+    if precision is None or precision == "":
+        precision = (d.getVar("TEGRA_AI_ENGINE_PRECISION") or "fp16").strip()
+        precision_where = "TEGRA_AI_ENGINE_PRECISION"
+    if precision not in PRECISIONS:
+        raise ModelConfigError("%s: %r is not one of %s" % (precision_where, precision, ", ".join(PRECISIONS)))
+
+    shapes = parse_shapes(flag("shapes"), where("shapes"))
+
+    workspace = flag("workspace")
+    if workspace in (None, ""):
+        workspace = (d.getVar("TEGRA_AI_ENGINE_WORKSPACE") or "").strip()
+        ws_where = "TEGRA_AI_ENGINE_WORKSPACE"
+    else:
+        ws_where = where("workspace")
+    workspace = parse_size(workspace, ws_where) if workspace else None
+
+    dla = flag("dla_core")
+    dla_core = _int(dla, where("dla_core"), 0, 1) if dla not in (None, "") else None
+    gpu_fallback = read_bool(flag("gpu_fallback"), where("gpu_fallback"))
+    if gpu_fallback and dla_core is None:
+        raise ModelConfigError("%s: gpu_fallback only applies with %s[dla_core]" % (where("gpu_fallback"), var))
+
+    lvl = flag("opt_level")
+    opt_level = _int(lvl, where("opt_level"), 0, 5) if lvl not in (None, "") else None
+
+    qdq = read_bool(flag("qdq"), where("qdq"))
+    calibration = flag("calibration") or None
+    if calibration:
+        calibration = _relpath_ok(calibration, where("calibration"))
+    if calibration and qdq:
+        raise ModelConfigError("%s: a Q/DQ model (%s[qdq] = \"1\") carries its own scales; drop the calibration cache"
+                               % (where("calibration"), var))
+    if calibration and precision not in ("int8", "best"):
+        raise ModelConfigError("%s: a calibration cache needs precision int8 or best, not %s"
+                               % (where("calibration"), precision))
+    if precision == "int8" and not (calibration or qdq):
+        raise ModelConfigError("%s: int8 needs calibration data: set %s[calibration] to a calibration cache, "
+                               "or %s[qdq] = \"1\" for a quantized (Q/DQ) ONNX" % (precision_where, var, var))
+    if qdq and precision not in ("int8", "best"):
+        raise ModelConfigError("%s: a Q/DQ model builds with precision int8 or best, not %s"
+                               % (where("qdq"), precision))
+
+    st = flag("strongly_typed")
+    strongly_typed = read_bool(st, where("strongly_typed")) if st not in (None, "") else None
+    if strongly_typed and calibration:
+        raise ModelConfigError("%s: a strongly typed network takes its types from the ONNX; it cannot use "
+                               "a calibration cache" % where("strongly_typed"))
+
+    timing_cache = flag("timing_cache") or None
+    if timing_cache:
+        timing_cache = _relpath_ok(timing_cache, where("timing_cache"))
+    preprocess = flag("preprocess") or None
+    if preprocess:
+        preprocess = _relpath_ok(preprocess, where("preprocess"))
+        if not preprocess.endswith(".json"):
+            raise ModelConfigError("%s: %r is not a .json preprocessing spec" % (where("preprocess"), preprocess))
+
+    return ModelSpec(name, onnx, precision, shapes=shapes, workspace=workspace, dla_core=dla_core,
+                     gpu_fallback=gpu_fallback, opt_level=opt_level, calibration=calibration, qdq=qdq,
+                     strongly_typed=strongly_typed, timing_cache=timing_cache, preprocess=preprocess)
+
+
+def parse_models(d):
+    """All models of the recipe, validated. Raises ``ModelConfigError`` (message names the variable)."""
+    names = (d.getVar("TEGRA_AI_MODELS") or "").split()
+    if not names:
+        raise ModelConfigError("TEGRA_AI_MODELS is empty: list the models this recipe bundles "
+                               "(and set TEGRA_AI_MODEL_<name> for each)")
+    if len(set(names)) != len(names):
+        raise ModelConfigError("TEGRA_AI_MODELS: a model is listed twice in %r" % " ".join(names))
+    return [parse_model(d, n) for n in names]
+
+
+def bundle_commands(d, tool="tensorrt-optimize", srcdir=None, outdir=None):
+    """Shell lines (one per model) that write the bundle with ``tensorrt-optimize bundle``."""
+    srcdir = srcdir or d.getVar("TEGRA_AI_SRCDIR")
+    outdir = outdir or d.getVar("TEGRA_AI_BUNDLE_DIR")
+    target = (d.getVar("TEGRA_AI_BUNDLE_TARGET") or "").strip() or None
+    check = read_bool(d.getVar("TEGRA_AI_ONNX_CHECK") or "0", "TEGRA_AI_ONNX_CHECK")
+    lines = []
+    for spec in parse_models(d):
+        argv = [tool] + spec.bundle_args(srcdir, outdir, target=target, check=check)
+        lines.append(" ".join(shlex.quote(a) for a in argv))
+    return "\n".join(lines)
+
+
+def model_files(d):
+    """Relative input files of all models (for checks that they were fetched)."""
+    return [f for spec in parse_models(d) for f in spec.files()]
+
+
+# --- target description ---------------------------------------------------
+
+def compute_capability(cuda_arch):
+    """meta-tegra's TEGRA_CUDA_ARCHITECTURE ('72', '87', '110') -> compute capability ('7.2', '8.7', '11.0')."""
+    a = (cuda_arch or "").strip()
+    if not a.isdigit() or len(a) < 2:
+        return ""
+    return "%s.%s" % (a[:-1], a[-1])
+
+
+def _vkey(v):
+    return [int(x) if x.isdigit() else x for x in re.split(r"[.\-+]", v)]
+
+
+def short_trt_version(v, parts=3):
+    """'10.3.0.30-1' -> '10.3.0' (parts=3) or '10.3' (parts=2); '' for unknown."""
+    v = (v or "").strip().rstrip("%").split("-")[0].split("+")[0]
+    nums = [x for x in v.split(".") if x.isdigit()]
+    if len(nums) < 2:
+        return ""
+    return ".".join(nums[:parts])
+
+
+def guess_trt_version(d):
+    """The TensorRT version the image will contain, for manifests and engine verification.
+
+    In order: PREFERRED_VERSION_tensorrt-core; TENSORRT_TARBALL_VERSION when this layer's
+    tarball recipe provides tensorrt-core; else the newest tensorrt-core recipe in BBFILES
+    (meta-tegra ships exactly one per branch). '' when none is found.
+    """
+    pref = (d.getVar("PREFERRED_VERSION_tensorrt-core") or "").strip()
+    if pref:
+        return short_trt_version(pref, 4) or pref
+    if (d.getVar("PREFERRED_PROVIDER_tensorrt-core") or "") == "tensorrt-tarball":
+        return short_trt_version(d.getVar("TENSORRT_TARBALL_VERSION"), 4)
+    from tegra_ai_layer import compat
+    versions = [v for v in compat.layer_recipe_versions(d, "tensorrt-core") if v]
+    if not versions:
+        return ""
+    return short_trt_version(sorted(versions, key=_vkey)[-1], 4)
+
+
+def bundle_target(trt_version):
+    """``--target`` for ``tensorrt-optimize bundle``: 'trt-10.3' for TensorRT 10.3.x, '' when unknown."""
+    short = short_trt_version(trt_version, 2)
+    return "trt-" + short if short else ""
+
+
+# --- image-build-time engine builder ---------------------------------------
+
+def builder_is_local(builder):
+    return (builder or "").strip() == "local"
+
+
+def check_builder(d):
+    """Parse-time check of TEGRA_AI_ENGINE_BUILDER; returns the command prefix ('' = build on first boot).
+
+    'local' means the build host itself; it is only accepted on an aarch64 build host
+    (a Jetson building its own image), because an x86 build host cannot build Jetson
+    engines: TensorRT engines are specific to the GPU (compute capability), the TensorRT
+    version and the platform they were built on.
+    """
+    builder = (d.getVar("TEGRA_AI_ENGINE_BUILDER") or "").strip()
+    if not builder:
+        return ""
+    if builder_is_local(builder):
+        build_arch = d.getVar("BUILD_ARCH") or ""
+        if build_arch != "aarch64":
+            raise ModelConfigError(
+                "TEGRA_AI_ENGINE_BUILDER = \"local\" needs a Jetson as the build host, but BUILD_ARCH is %s: "
+                "an x86 build host cannot build Jetson engines. Point TEGRA_AI_ENGINE_BUILDER at a reference "
+                "Jetson (e.g. \"ssh root@jetson\") or leave it empty to build the engines on first boot."
+                % (build_arch or "unknown"))
+        return "sh -c"
+    if not compute_capability(d.getVar("TEGRA_CUDA_ARCHITECTURE")) and not (d.getVar("TEGRA_AI_COMPUTE_CAPABILITY") or "").strip():
+        raise ModelConfigError("TEGRA_AI_ENGINE_BUILDER is set but the target's compute capability is unknown: "
+                               "set TEGRA_AI_COMPUTE_CAPABILITY (e.g. 8.7 for Orin)")
+    if not (d.getVar("TEGRA_AI_TRT_VERSION") or "").strip():
+        raise ModelConfigError("TEGRA_AI_ENGINE_BUILDER is set but the image's TensorRT version is unknown: "
+                               "set TEGRA_AI_TRT_VERSION (e.g. 10.3.0)")
+    return builder
+
+
+def builder_command(d):
+    """The builder pipeline stage: command prefix + quoted remote script ('' when no builder)."""
+    prefix = check_builder(d)
+    if not prefix:
+        return ""
+    return "%s %s" % (prefix, shlex.quote(remote_ensure_script(d.getVar("TEGRA_AI_ENGINE_BUILDER_TOOL") or "tensorrt-optimize")))
+
+
+def absolute_file_checksums(d):
+    """``file-checksums`` entries for model inputs given by absolute path (SRC_URI files are tracked by the fetcher)."""
+    try:
+        files = model_files(d)
+    except ModelConfigError:
+        return ""
+    return " ".join("%s:%s" % (f, os.path.exists(f)) for f in files if os.path.isabs(f))
+
+
+def remote_ensure_script(tool="tensorrt-optimize"):
+    """POSIX shell run by the builder: bundle tar on stdin -> engine cache tar on stdout.
+
+    Written without braces so BitBake never expands anything in it; progress goes to stderr.
+    """
+    return ("set -e; w=$(mktemp -d); trap 'rm -rf \"$w\"' EXIT; mkdir \"$w/b\" \"$w/e\"; "
+            "tar -C \"$w/b\" -xf -; "
+            "%s ensure --manifest \"$w/b\" --cache \"$w/e\" --json >&2; "
+            "tar -C \"$w/e\" -cf - ."
+            % shlex.quote(tool))

@@ -1,0 +1,25 @@
+SUMMARY = "Example tegra-ai model: the embedded 8x8 digits classifier, with its engine service"
+DESCRIPTION = "Bundles the project's default model (scripts/tegra_ai/models/digits.onnx, \
+input 'input' Nx1x8x8 float32 with a dynamic batch) with tensorrt_engine.bbclass. The \
+engine is built on the device at first boot by tegra-ai-engines.service, or at \
+image-build time when TEGRA_AI_ENGINE_BUILDER points at a reference Jetson."
+
+# The model is taken from this repository's tree, not copied into the layer.
+LICENSE = "MIT"
+LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
+FILESEXTRAPATHS:prepend := "${TEGRA_AI_LAYERDIR}/scripts/tegra_ai/models:"
+SRC_URI = "file://digits.onnx file://digits.preprocess.json"
+PV = "${@tegra_ai_layer.compat.project_version(d.getVar('TEGRA_AI_LAYERDIR'))}"
+S = "${@tegra_ai_layer.compat.unpackdir(d)}"
+
+inherit tensorrt_engine
+
+TEGRA_AI_MODELS = "digits"
+TEGRA_AI_MODEL_digits = "digits.onnx"
+TEGRA_AI_MODEL_digits[precision] = "fp16"
+# One profile: batch 1..32, tuned for 8.
+TEGRA_AI_MODEL_digits[shapes] = "input:1x1x8x8:8x1x8x8:32x1x8x8"
+TEGRA_AI_MODEL_digits[workspace] = "64M"
+TEGRA_AI_MODEL_digits[preprocess] = "digits.preprocess.json"
+
+COMPATIBLE_MACHINE = "(tegra)"

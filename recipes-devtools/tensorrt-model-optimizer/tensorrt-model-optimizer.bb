@@ -1,0 +1,45 @@
+SUMMARY = "ONNX to verified TensorRT engines on Jetson: optimizer, engine cache, benchmark and calibration tools"
+DESCRIPTION = "The tegra_ai Python package of meta-tegra-ai: tensorrt-optimize (build, bundle, \
+ensure and verify TensorRT engines with a persistent cache), model-benchmark and calibration-dataset. \
+The native variant bundles models at image-build time and needs no TensorRT."
+SECTION = "devel/python"
+
+# Built from this repository's pyproject.toml (setuptools, package-dir scripts/).
+TEGRA_AI_SOURCE_FILES = "pyproject.toml README.md scripts/tegra_ai"
+inherit tegra_ai_source python_setuptools_build_meta
+
+# scarthgap's setuptools (69) predates PEP 639 license expressions
+# ('license = "MIT"', setuptools >= 77): rewrite it as the older table form
+# there. Newer setuptools keep the file as it is.
+do_configure:prepend() {
+    if ! nativepython3 -c 'import setuptools, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 77)'; then
+        sed -i -e 's/^license = "\([^"]*\)"$/license = {text = "\1"}/' ${S}/pyproject.toml
+    fi
+}
+
+DEPENDS:append:class-native = " python3-numpy-native"
+
+PACKAGES =+ "${PN}-benchmark ${PN}-calibration"
+
+# tensorrt-optimize and the tegra_ai package (engine build, cache, ensure)
+FILES:${PN} += "${bindir}/tensorrt-optimize"
+FILES:${PN}-benchmark = "${bindir}/model-benchmark"
+FILES:${PN}-calibration = "${bindir}/calibration-dataset"
+
+RDEPENDS:${PN} += " \
+    python3-core python3-crypt python3-ctypes python3-fcntl python3-io python3-json \
+    python3-logging python3-shell python3-numpy \
+    python3-tensorrt tensorrt-plugins \
+"
+# Inference needs CUDA from Python too: python3-cuda is added from
+# dynamic-layers/tegra-community where meta-tegra-community provides it.
+RDEPENDS:${PN}-benchmark += "${PN} python3-numpy"
+RDEPENDS:${PN}-calibration += "${PN} python3-numpy"
+
+# Build-time use (tensorrt_engine.bbclass): bundle and verify-cache need neither
+# TensorRT nor a GPU.
+RDEPENDS:${PN}:class-native = "python3-numpy-native"
+RDEPENDS:${PN}-benchmark:class-native = ""
+RDEPENDS:${PN}-calibration:class-native = ""
+
+BBCLASSEXTEND = "native"

@@ -1,0 +1,18 @@
+SUMMARY = "Put trtexec on PATH"
+DESCRIPTION = "meta-tegra's tensorrt-trtexec (and tensorrt-tarball) install trtexec as \
+${prefix}/src/tensorrt/bin/trtexec, like NVIDIA's packages; this adds ${bindir}/trtexec."
+LICENSE = "MIT"
+LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
+
+inherit allarch
+
+do_configure[noexec] = "1"
+do_compile[noexec] = "1"
+
+do_install() {
+    install -d ${D}${bindir}
+    ln -s ../src/tensorrt/bin/trtexec ${D}${bindir}/trtexec
+}
+
+FILES:${PN} = "${bindir}/trtexec"
+RDEPENDS:${PN} = "tensorrt-trtexec"
