@@ -38,6 +38,10 @@ struct TaiPreprocessParams {
     int vector_stores;              // 1: the output pointer is 16-byte aligned
 };
 
+// The Python side (kernels/layout.py) packs these byte for byte.
+static_assert(sizeof(TaiImageDesc) == 64, "TaiImageDesc layout changed: update kernels/layout.py");
+static_assert(sizeof(TaiPreprocessParams) == 88, "TaiPreprocessParams layout changed: update kernels/layout.py");
+
 #define TAI_PX_PER_THREAD 4
 #define TAI_BLOCK_X 32
 #define TAI_BLOCK_Y 8

@@ -1,0 +1,189 @@
+"""Small helpers over the CUDA driver API: errors as TegraAIError, the primary context
+(shared with PyTorch, CuPy and TensorRT), device buffers, streams and events.
+
+Pointers and streams are plain integers so that any framework's can be passed in
+(``tensor.data_ptr()``, ``cupy_array.data.ptr``, ``torch.cuda.current_stream().cuda_stream``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import threading
+
+import numpy as np
+
+from tegra_ai.cuda import compat
+from tegra_ai.errors import TegraAIError
+
+
+def check(result, what: str = "CUDA call"):
+    """Unpack a cuda-python ``(err, *values)`` tuple; raise TegraAIError on failure."""
+    if not isinstance(result, tuple):
+        result = (result,)
+    err, values = result[0], result[1:]
+    if int(err) != 0:
+        raise TegraAIError(f"{what} failed: {error_name(err)}")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+def error_name(err) -> str:
+    drv = compat.driver()
+    try:
+        if isinstance(err, drv.CUresult):
+            status, name = drv.cuGetErrorName(err)
+            if int(status) == 0 and name:
+                return name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:  # noqa: BLE001 - error formatting must not raise
+        pass
+    return getattr(err, "name", None) or str(err)
+
+
+_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=None)
+def _primary_context(ordinal: int):
+    drv = compat.driver()
+    check(drv.cuInit(0), "cuInit")
+    device = check(drv.cuDeviceGet(ordinal), "cuDeviceGet")
+    return check(drv.cuDevicePrimaryCtxRetain(device), "cuDevicePrimaryCtxRetain"), device
+
+
+def ensure_context(ordinal: int = 0):
+    """Make device ``ordinal``'s primary context current on this thread (idempotent)."""
+    with _lock:
+        ctx, device = _primary_context(ordinal)
+    drv = compat.driver()
+    check(drv.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+    return device
+
+
+def compute_capability(ordinal: int = 0) -> tuple:
+    drv = compat.driver()
+    device = ensure_context(ordinal)
+    attr = drv.CUdevice_attribute
+    major = check(drv.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device))
+    minor = check(drv.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device))
+    return int(major), int(minor)
+
+
+def device_attribute(name: str, ordinal: int = 0) -> int:
+    drv = compat.driver()
+    device = ensure_context(ordinal)
+    return int(check(drv.cuDeviceGetAttribute(getattr(drv.CUdevice_attribute, name), device)))
+
+
+class DeviceBuffer:
+    """Device memory owned by Python; ``int(buf)`` is the pointer."""
+
+    def __init__(self, nbytes: int):
+        drv = compat.driver()
+        ensure_context()
+        self.nbytes = int(nbytes)
+        self.ptr = int(check(drv.cuMemAlloc(max(1, self.nbytes)), f"cuMemAlloc({self.nbytes})"))
+
+    def __int__(self):
+        return self.ptr
+
+    def free(self):
+        if self.ptr:
+            compat.driver().cuMemFree(self.ptr)
+            self.ptr = 0
+
+    def __del__(self):
+        try:
+            self.free()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def upload(self, array: np.ndarray, stream: int = 0, offset: int = 0):
+        array = np.ascontiguousarray(array)
+        if offset + array.nbytes > self.nbytes:
+            raise TegraAIError(f"upload of {array.nbytes} bytes does not fit a {self.nbytes}-byte buffer")
+        copy_htod(self.ptr + offset, array, stream)
+        return self
+
+    def download(self, array: np.ndarray, stream: int = 0, offset: int = 0) -> np.ndarray:
+        copy_dtoh(array, self.ptr + offset, stream)
+        return array
+
+
+def copy_htod(dst: int, array: np.ndarray, stream: int = 0):
+    drv = compat.driver()
+    check(drv.cuMemcpyHtoDAsync(int(dst), array.ctypes.data, array.nbytes, stream_handle(stream)), "cuMemcpyHtoDAsync")
+
+
+def copy_dtoh(array: np.ndarray, src: int, stream: int = 0, synchronize: bool = True):
+    drv = compat.driver()
+    check(drv.cuMemcpyDtoHAsync(array.ctypes.data, int(src), array.nbytes, stream_handle(stream)), "cuMemcpyDtoHAsync")
+    if synchronize:
+        stream_synchronize(stream)
+
+
+def stream_handle(stream):
+    """A ``CUstream`` for an integer handle, a cuda-python stream, or 0 (legacy default)."""
+    drv = compat.driver()
+    if isinstance(stream, drv.CUstream):
+        return stream
+    return drv.CUstream(int(stream or 0))
+
+
+def stream_synchronize(stream=0):
+    check(compat.driver().cuStreamSynchronize(stream_handle(stream)), "cuStreamSynchronize")
+
+
+class Stream:
+    """A non-blocking stream; ``int(stream)`` is its handle."""
+
+    def __init__(self):
+        drv = compat.driver()
+        ensure_context()
+        self.handle = check(drv.cuStreamCreate(drv.CUstream_flags.CU_STREAM_NON_BLOCKING), "cuStreamCreate")
+
+    def __int__(self):
+        return int(self.handle)
+
+    def synchronize(self):
+        stream_synchronize(self.handle)
+
+
+class Event:
+    def __init__(self):
+        drv = compat.driver()
+        ensure_context()
+        self.handle = check(drv.cuEventCreate(drv.CUevent_flags.CU_EVENT_DEFAULT), "cuEventCreate")
+
+    def record(self, stream=0):
+        check(compat.driver().cuEventRecord(self.handle, stream_handle(stream)), "cuEventRecord")
+
+    def elapsed_ms(self, start: "Event") -> float:
+        drv = compat.driver()
+        check(drv.cuEventSynchronize(self.handle), "cuEventSynchronize")
+        return float(check(drv.cuEventElapsedTime(start.handle, self.handle), "cuEventElapsedTime"))
+
+
+def kernel_args(*values) -> tuple:
+    """Pack kernel arguments for cuLaunchKernel: ``(holder, pointer_array)``.
+
+    Each value is a ctypes object (scalar or Structure); the returned holder keeps them
+    alive until the launch call returns (the driver copies arguments at launch).
+    """
+    holder = list(values)
+    pointers = (ctypes.c_void_p * len(holder))(*[ctypes.addressof(v) for v in holder])
+    return holder, pointers
+
+
+def launch(function, grid, block, args, shared_bytes: int = 0, stream=0):
+    """cuLaunchKernel with ``args`` from :func:`kernel_args`."""
+    drv = compat.driver()
+    holder, pointers = args
+    check(
+        drv.cuLaunchKernel(function, int(grid[0]), int(grid[1]), int(grid[2]),
+                           int(block[0]), int(block[1]), int(block[2]),
+                           int(shared_bytes), stream_handle(stream), ctypes.addressof(pointers), 0),
+        "cuLaunchKernel",
+    )
+    del holder

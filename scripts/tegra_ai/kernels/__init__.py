@@ -1,0 +1,18 @@
+"""CUDA kernels: fused image preprocessing and exact NMS.
+
+Sources (``*.cu``) ship with the package; :mod:`.loader` loads a prebuilt image or
+compiles them with NVRTC (cached on disk); :mod:`.api` is the Python API. Importing
+this package needs neither a GPU nor cuda-python.
+"""
+
+from tegra_ai.kernels.layout import SourceImage
+
+__all__ = ["SourceImage", "Preprocessor", "Nms", "preprocess", "nms", "BoxMapping"]
+
+
+def __getattr__(name):
+    if name in ("Preprocessor", "Nms", "preprocess", "nms", "BoxMapping", "box_mapping"):
+        from tegra_ai.kernels import api
+
+        return getattr(api, name)
+    raise AttributeError(name)
