@@ -6,8 +6,8 @@
 #   TEGRA_AI_SOURCE_FILES  paths relative to the repository root to unpack
 #                          (files or directories), e.g. "pyproject.toml scripts"
 #
-# They are unpacked below ${S}, keeping their relative paths. PV is the
-# project's version from pyproject.toml so packages follow releases.
+# They are unpacked below ${S}, keeping their relative paths. Recipes using
+# it are named <pn>_<version of pyproject.toml>.bb (tests/layer checks that).
 
 TEGRA_AI_SOURCE_FILES ??= "pyproject.toml"
 
@@ -17,7 +17,5 @@ LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda
 
 FILESEXTRAPATHS:prepend := "${TEGRA_AI_LAYERDIR}:"
 SRC_URI = "${@' '.join('file://%s;subdir=tegra-ai' % p for p in d.getVar('TEGRA_AI_SOURCE_FILES').split())}"
-
-PV = "${@tegra_ai_layer.compat.project_version(d.getVar('TEGRA_AI_LAYERDIR'))}"
 
 S = "${@tegra_ai_layer.compat.unpackdir(d)}/tegra-ai"

@@ -96,7 +96,7 @@ tensorrt_engine_build_on_builder() {
     bbnote "Building TensorRT engines on the engine builder '${TEGRA_AI_ENGINE_BUILDER}' (target: TensorRT ${TEGRA_AI_TRT_VERSION}, compute capability ${TEGRA_AI_COMPUTE_CAPABILITY})"
     mkdir -p ${TEGRA_AI_ENGINE_DIR}
     if ! tar -C ${TEGRA_AI_BUNDLE_DIR} -cf - . \
-        | ${@tegra_ai_layer.engines.builder_command(d)} \
+        | ${@tegra_ai_layer.engines.builder_command(d) or 'false'} \
         | tar -C ${TEGRA_AI_ENGINE_DIR} -xf -; then
         bbfatal "the engine builder '${TEGRA_AI_ENGINE_BUILDER}' failed; fix it, or leave TEGRA_AI_ENGINE_BUILDER empty to build the engines on the device at first boot"
     fi

@@ -1,4 +1,7 @@
-SUMMARY = "tegra-ai: TensorRT engine tools, first-boot engine service, CUDA kernels and plugin"
+SUMMARY = "tegra-ai: TensorRT engine tools, engine service, CUDA kernels, plugin"
+DESCRIPTION = "Everything an image needs to run tegra-ai model bundles: tensorrt-optimize, \
+the first-boot engine service, the prebuilt CUDA kernels and the TensorRT plugin; \
+${PN}-dev-tools adds benchmark and calibration tools and trtexec on PATH."
 LICENSE = "MIT"
 
 # Package-specific dependencies (tensorrt, CUDA kernels for this SoC).
@@ -7,14 +10,14 @@ inherit packagegroup
 
 PACKAGES = "${PN} ${PN}-dev-tools"
 
-RDEPENDS:${PN} = " \
-    tensorrt-model-optimizer \
+RDEPENDS:${PN} = "\
     tegra-ai-engines \
     tegra-ai-kernels \
     tegra-ai-plugin \
+    tensorrt-model-optimizer \
 "
 # On-device development: benchmarks, calibration data sets, trtexec on PATH.
-RDEPENDS:${PN}-dev-tools = " \
+RDEPENDS:${PN}-dev-tools = "\
     ${PN} \
     tensorrt-model-optimizer-benchmark \
     tensorrt-model-optimizer-calibration \

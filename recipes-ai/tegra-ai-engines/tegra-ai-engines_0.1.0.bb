@@ -1,3 +1,4 @@
+# nooelint: oelint.var.mandatoryvar.HOMEPAGE - built from this repository itself (the layer's own tree); it has no separate upstream page
 SUMMARY = "First-boot TensorRT engine service for tegra-ai model bundles"
 DESCRIPTION = "A systemd oneshot unit that runs 'tensorrt-optimize ensure' over the model \
 bundles in ${datadir}/tegra-ai/models before the applications start, building into a \

@@ -1,3 +1,4 @@
+# nooelint: oelint.var.mandatoryvar.HOMEPAGE - built from this repository itself (the layer's own tree); it has no separate upstream page
 SUMMARY = "tegra-ai CUDA preprocessing and post-processing kernels, compiled ahead of time"
 DESCRIPTION = "cubins of scripts/tegra_ai/kernels/*.cu for this machine's GPU architecture, \
 installed as ${datadir}/tegra-ai/kernels/<module>.sm_<XY>.cubin where the tegra_ai loader \
@@ -12,6 +13,7 @@ OECMAKE_SOURCEPATH = "${S}/scripts/tegra_ai/kernels"
 FILES:${PN} = "${datadir}/tegra-ai/kernels"
 # cubins are CUDA ELF images (EM_CUDA), not code for the CPU: the ELF machine
 # check cannot apply to them.
+# nooelint: oelint.vars.insaneskip
 INSANE_SKIP:${PN} = "arch"
 
 COMPATIBLE_MACHINE = "(cuda)"

@@ -1,4 +1,5 @@
-SUMMARY = "Example tegra-ai model: the embedded 8x8 digits classifier, with its engine service"
+# nooelint: oelint.var.mandatoryvar.HOMEPAGE - built from this repository itself (the layer's own tree); it has no separate upstream page
+SUMMARY = "Example tegra-ai model: the 8x8 digits classifier and its TensorRT engine"
 DESCRIPTION = "Bundles the project's default model (scripts/tegra_ai/models/digits.onnx, \
 input 'input' Nx1x8x8 float32 with a dynamic batch) with tensorrt_engine.bbclass. The \
 engine is built on the device at first boot by tegra-ai-engines.service, or at \
@@ -9,7 +10,6 @@ LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
 FILESEXTRAPATHS:prepend := "${TEGRA_AI_LAYERDIR}/scripts/tegra_ai/models:"
 SRC_URI = "file://digits.onnx file://digits.preprocess.json"
-PV = "${@tegra_ai_layer.compat.project_version(d.getVar('TEGRA_AI_LAYERDIR'))}"
 S = "${@tegra_ai_layer.compat.unpackdir(d)}"
 
 inherit tensorrt_engine

@@ -1,3 +1,4 @@
+# nooelint: oelint.var.mandatoryvar.HOMEPAGE - built from this repository itself (the layer's own tree); it has no separate upstream page
 SUMMARY = "tegra-ai TensorRT preprocessing plugin"
 DESCRIPTION = "libtegra_ai_plugin.so: the TensorRT plugin that runs the tegra-ai \
 preprocessing spec inside an engine (IPluginV2DynamicExt on TensorRT 8.5, IPluginV3 on \

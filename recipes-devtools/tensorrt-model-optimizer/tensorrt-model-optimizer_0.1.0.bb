@@ -1,3 +1,4 @@
+# nooelint: oelint.var.mandatoryvar.HOMEPAGE - built from this repository itself (the layer's own tree); it has no separate upstream page
 SUMMARY = "ONNX to verified TensorRT engines on Jetson: optimizer, engine cache, benchmark and calibration tools"
 DESCRIPTION = "The tegra_ai Python package of meta-tegra-ai: tensorrt-optimize (build, bundle, \
 ensure and verify TensorRT engines with a persistent cache), model-benchmark and calibration-dataset. \
@@ -26,7 +27,7 @@ FILES:${PN} += "${bindir}/tensorrt-optimize"
 FILES:${PN}-benchmark = "${bindir}/model-benchmark"
 FILES:${PN}-calibration = "${bindir}/calibration-dataset"
 
-RDEPENDS:${PN} += " \
+RDEPENDS:${PN} += "\
     python3-core python3-crypt python3-ctypes python3-fcntl python3-io python3-json \
     python3-logging python3-shell python3-numpy \
     python3-tensorrt tensorrt-plugins \

@@ -1,6 +1,8 @@
+# nooelint: oelint.var.mandatoryvar.SRC_URI - nothing to fetch: the recipe installs one symlink
 SUMMARY = "Put trtexec on PATH"
 DESCRIPTION = "meta-tegra's tensorrt-trtexec (and tensorrt-tarball) install trtexec as \
 ${prefix}/src/tensorrt/bin/trtexec, like NVIDIA's packages; this adds ${bindir}/trtexec."
+HOMEPAGE = "https://developer.nvidia.com/tensorrt"
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
 

@@ -23,6 +23,7 @@ TENSORRT_TARBALL_VERSION ??= ""
 # The archive's top directory (TensorRT-<version>/) is stripped.
 SRC_URI = "${TENSORRT_TARBALL};subdir=tensorrt;striplevel=1"
 SRC_URI[sha256sum] = "${TENSORRT_TARBALL_SHA256}"
+# The version is the tarball's, not this file name's.
 PV = "${@d.getVar('TENSORRT_TARBALL_VERSION') or '0'}"
 S = "${@tegra_ai_layer.compat.unpackdir(d)}/tensorrt"
 
@@ -31,7 +32,7 @@ inherit features_check
 REQUIRED_DISTRO_FEATURES = "opengl"
 
 PROVIDES = "tensorrt-core tensorrt-plugins tensorrt-trtexec"
-DEPENDS = "cuda-cudart libcublas"
+DEPENDS += "cuda-cudart libcublas"
 
 python __anonymous() {
     tarball = (d.getVar("TENSORRT_TARBALL") or "").strip()
@@ -52,8 +53,14 @@ do_compile[noexec] = "1"
 do_install() {
     install -d ${D}${libdir} ${D}${includedir} ${D}${prefix}/src/tensorrt/bin
     # Libraries with their version symlinks; stubs/ (link-time stubs) stays out.
-    find ${S}/lib/ -maxdepth 1 \( -name 'lib*.so*' -o -name 'lib*.a' \) \
-        -exec cp --no-dereference --preserve=mode,timestamps,links {} ${D}${libdir}/ \;
+    for f in ${S}/lib/lib*.so* ${S}/lib/lib*.a; do
+        [ -e "$f" ] || continue
+        if [ -L "$f" ]; then
+            ln -s $(readlink "$f") ${D}${libdir}/$(basename "$f")
+        else
+            install -m 0644 "$f" ${D}${libdir}/
+        fi
+    done
     install -m 0644 ${S}/include/*.h ${D}${includedir}/
     # Where meta-tegra's tensorrt-trtexec puts it (tensorrt-trtexec-path adds it to PATH).
     install -m 0755 ${S}/bin/trtexec ${D}${prefix}/src/tensorrt/bin/trtexec
