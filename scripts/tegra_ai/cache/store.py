@@ -108,7 +108,9 @@ class EngineCache:
 
     def store(self, name: str, key: str, engine: bytes, sidecar: dict):
         engine_path, sidecar_path = self.paths(name, key)
-        return engine_path, write_engine_files(engine_path, sidecar_path, engine, dict(sidecar, cache_key=key))
+        sidecar = write_engine_files(engine_path, sidecar_path, engine, dict(sidecar, cache_key=key))
+        self.memo.record(engine_path, sidecar["engine_sha256"])
+        return engine_path, sidecar
 
     def entries(self, name: str | None = None) -> list:
         """Every sidecar in the cache: (name, sidecar path, sidecar dict or None)."""

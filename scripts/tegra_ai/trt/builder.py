@@ -94,7 +94,7 @@ def network_inputs(trt, network) -> list:
     for i in range(network.num_inputs):
         t = network.get_input(i)
         dims = tuple(int(d) if int(d) >= 0 else None for d in t.shape)
-        out.append(ModelInput(t.name, dims, str(t.dtype).split(".")[-1].lower()))
+        out.append(ModelInput(t.name, dims, compat.dtype_name(t.dtype)))
     return out
 
 

@@ -66,6 +66,8 @@ RTX_OVERRIDES = {
     "dla": False,
     "plugin_v3": True,
     "progress_monitor": True,
+    # RTX 1.2 made timing-cache calls no-ops (it has a runtime cache instead).
+    "timing_cache": False,
 }
 
 # Compute capabilities TensorRT-RTX can target without a GPU (ComputeCapability enum).
@@ -406,6 +408,16 @@ def load_plugin_library(trt, feats: Features, path: str):
 
 # --------------------------------------------------------------------------- engines
 
+_DTYPE_NAMES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
+                "INT64": "int64", "BOOL": "bool", "UINT8": "uint8", "FP8": "fp8", "INT4": "int4", "FP4": "fp4"}
+
+
+def dtype_name(dtype) -> str:
+    """TensorRT DataType -> numpy-style name ('DataType.HALF' -> 'float16')."""
+    raw = str(dtype).split(".")[-1].upper()
+    return _DTYPE_NAMES.get(raw, raw.lower())
+
+
 def deserialize(trt, feats: Features, logger, data: bytes):
     if feats.is_rtx:
         # RTX engines are built ahead of time for a GPU this machine may not have.
@@ -427,7 +439,7 @@ def io_tensors(trt, engine) -> list:
         out.append({
             "name": name,
             "mode": "input" if mode == trt.TensorIOMode.INPUT else "output",
-            "dtype": str(engine.get_tensor_dtype(name)).split(".")[-1].lower(),
+            "dtype": dtype_name(engine.get_tensor_dtype(name)),
             "shape": list(engine.get_tensor_shape(name)),
             "format": str(engine.get_tensor_format_desc(name)) if hasattr(engine, "get_tensor_format_desc") else None,
         })

@@ -61,6 +61,8 @@ def parse_input_shapes(spec: str) -> InputShapes:
     while parts and len(dims_parts) < 3 and _DIMS.match(parts[-1]):
         dims_parts.insert(0, parts.pop())
     name = ":".join(parts)
+    if parts and re.fullmatch(r"[\dx]*\d[\dx]*", parts[-1]) and "x" in parts[-1]:
+        raise _usage(f"malformed dimensions {parts[-1]!r} in --shapes {spec!r}")
     if not name:
         raise _usage(f"missing input name in --shapes {spec!r}")
     if len(dims_parts) == 0:

@@ -39,6 +39,10 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb"):
         raise TegraAIError(f"cannot write {path}: {exc.strerror or exc}",
                            hint="choose a writable output location") from None
     try:
+        # mkstemp makes 0600 files; give the final file the usual umask-based mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

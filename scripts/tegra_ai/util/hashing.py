@@ -61,6 +61,13 @@ class HashMemo:
         self.dirty = True
         return digest
 
+    def record(self, path: str, digest: str) -> None:
+        """Remember the digest of a file we just wrote (no need to read it back)."""
+        path = os.path.abspath(path)
+        st = os.stat(path)
+        self.entries[path] = {"stat": [st.st_size, st.st_mtime_ns, st.st_ino], "sha256": digest}
+        self.dirty = True
+
     def save(self) -> None:
         if self.memo_path and self.dirty:
             try:

@@ -1,0 +1,117 @@
+"""Engine inspection: IO tensors, profiles, per-layer info from TensorRT's engine
+inspector, and a precision summary (layers per precision, GPU vs DLA)."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+
+from tegra_ai.errors import EXIT_USAGE, TegraAIError
+
+_PRECISION_TOKENS = [("FP32", "fp32"), ("FP16", "fp16"), ("BF16", "bf16"), ("FP8", "fp8"), ("INT8", "int8"),
+                     ("INT4", "int4"), ("INT32", "int32"), ("INT64", "int64"), ("BOOL", "bool"), ("UINT8", "uint8")]
+
+
+def sidecar_path_for(engine_path: str) -> str:
+    return os.path.splitext(engine_path)[0] + ".json"
+
+
+def read_sidecar(engine_path: str) -> dict | None:
+    try:
+        with open(sidecar_path_for(engine_path)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def layer_precision(layer: dict) -> str:
+    """Precision of a layer from its outputs' 'Format/Datatype' text (detailed verbosity)."""
+    for out in layer.get("Outputs", []) or []:
+        text = str(out.get("Format/Datatype", "")).upper()
+        for token, name in _PRECISION_TOKENS:
+            if re.search(rf"\b{token}\b", text):
+                return name
+    return "unknown"
+
+
+def layer_device(layer: dict) -> str:
+    # DLA subgraphs appear as one foreign node whose type or tactic names the DLA.
+    text = " ".join(str(layer.get(k, "")) for k in ("LayerType", "TacticName", "Name")).upper()
+    return "DLA" if "DLA" in text else "GPU"
+
+
+def summarize_layers(inspector: dict) -> dict:
+    layers = inspector.get("Layers", []) if isinstance(inspector, dict) else []
+    rows, by_precision, by_device = [], collections.Counter(), collections.Counter()
+    for layer in layers:
+        if not isinstance(layer, dict):  # names only: the engine was built without detailed verbosity
+            rows.append({"name": str(layer), "type": None, "precision": "unknown", "device": "GPU"})
+            by_precision["unknown"] += 1
+            by_device["GPU"] += 1
+            continue
+        row = {"name": layer.get("Name"), "type": layer.get("LayerType"), "precision": layer_precision(layer),
+               "device": layer_device(layer), "tactic": layer.get("TacticName")}
+        rows.append(row)
+        by_precision[row["precision"]] += 1
+        by_device[row["device"]] += 1
+    return {"layers": rows, "precision_summary": dict(by_precision), "device_summary": dict(by_device)}
+
+
+def inspect_engine(engine_path: str, with_layers: bool = True) -> dict:
+    if not os.path.isfile(engine_path):
+        raise TegraAIError(f"engine {engine_path} does not exist", exit_code=EXIT_USAGE)
+    sidecar = read_sidecar(engine_path)
+    info = {"engine": os.path.abspath(engine_path), "size": os.path.getsize(engine_path), "sidecar": sidecar}
+    from tegra_ai.trt import compat
+
+    try:
+        trt, feats = compat.load()
+    except TegraAIError as exc:
+        info["note"] = f"{exc.message}: showing the sidecar only"
+        return info
+    if feats.is_rtx:
+        info["note"] = "TensorRT-RTX cannot load engines here: showing the sidecar only"
+        return info
+    if sidecar:
+        from tegra_ai.trt.builder import check_engine_matches
+
+        problems = check_engine_matches(sidecar, feats, None)
+        if problems:
+            raise TegraAIError(f"{os.path.basename(engine_path)} cannot be loaded here: {'; '.join(problems)}",
+                               hint="rebuild it on this device with tensorrt-optimize build")
+    logger = trt.Logger(trt.Logger.ERROR)
+    with open(engine_path, "rb") as f:
+        _runtime, engine = compat.deserialize(trt, feats, logger, f.read())
+    info["tensorrt"] = feats.describe()
+    info["io"] = compat.io_tensors(trt, engine)
+    info["profiles"] = compat.engine_profiles(trt, engine)
+    if with_layers:
+        info.update(summarize_layers(compat.inspector_json(trt, feats, engine)))
+    return info
+
+
+def format_inspection(info: dict, show_layers: bool = False) -> str:
+    lines = [f"engine: {info['engine']} ({info['size'] / 1e6:.2f} MB)"]
+    sc = info.get("sidecar")
+    if sc:
+        lines.append(f"built:  {sc.get('tensorrt', {}).get('flavor')} {sc.get('tensorrt', {}).get('version')} for "
+                     f"sm_{str(sc.get('device', {}).get('compute_capability', '?')).replace('.', '')} "
+                     f"({sc.get('device', {}).get('device_name')}), precision {sc.get('precision')}, "
+                     f"model {sc.get('model')} {str(sc.get('model_sha256', ''))[:12]}")
+    if info.get("note"):
+        lines.append(f"note:   {info['note']}")
+    for t in info.get("io", []):
+        lines.append(f"{t['mode']:6}  {t['name']} {t['shape']} {t['dtype']}")
+    for i, prof in enumerate(info.get("profiles", [])):
+        for s in prof:
+            lines.append(f"profile {i}: {s['name']} min {s['min']} opt {s['opt']} max {s['max']}")
+    if "precision_summary" in info:
+        lines.append(f"layers: {len(info['layers'])}; by precision: "
+                     + ", ".join(f"{k} {v}" for k, v in sorted(info["precision_summary"].items()))
+                     + "; by device: " + ", ".join(f"{k} {v}" for k, v in sorted(info["device_summary"].items())))
+        if show_layers:
+            for row in info["layers"]:
+                lines.append(f"  {row['device']:3} {row['precision']:7} {row['type'] or '':20} {row['name']}")
+    return "\n".join(lines)

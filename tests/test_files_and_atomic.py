@@ -1,0 +1,95 @@
+"""Model files (external data), hashing with the stat memo, and atomic writes."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from tegra_ai.errors import TegraAIError
+from tegra_ai.onnx_tools.model_files import external_data_locations, has_qdq, model_digest, model_files
+from tegra_ai.util.atomic import atomic_write_bytes, atomic_writer
+from tegra_ai.util.hashing import HashMemo
+
+
+def test_external_data_found_without_onnx(model_factory):
+    path = model_factory("ext.onnx", external=True)
+    assert external_data_locations(path) == ["ext.onnx.data"]
+    files = model_files(path)
+    assert [os.path.basename(f) for f in files] == ["ext.onnx", "ext.onnx.data"]
+
+
+def test_external_data_changes_the_digest(model_factory):
+    path = model_factory("ext.onnx", external=True)
+    before, _ = model_digest(path)
+    with open(path + ".data", "r+b") as f:
+        f.seek(10)
+        f.write(b"\x01\x02\x03\x04")
+    after, _ = model_digest(path)
+    assert before != after
+
+
+def test_missing_external_data(model_factory):
+    path = model_factory("ext.onnx", external=True)
+    os.unlink(path + ".data")
+    with pytest.raises(TegraAIError, match="missing external data file.*ext.onnx.data"):
+        model_files(path)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_models(static_model, damage):
+    data = open(static_model, "rb").read()
+    with open(static_model, "wb") as f:
+        f.write({"truncate": data[: len(data) // 2], "garbage": b"\xff" * 64, "empty": b""}[damage])
+    with pytest.raises(TegraAIError, match="not a valid ONNX model|empty"):
+        model_digest(static_model)
+
+
+def test_memo_skips_unchanged_files(static_model, tmp_path):
+    memo_path = str(tmp_path / "memo.json")
+    memo = HashMemo(memo_path)
+    first, _ = model_digest(static_model, memo)
+    memo.save()
+    memo2 = HashMemo(memo_path)
+    second, _ = model_digest(static_model, memo2)
+    assert first == second and memo2.hits == 1 and memo2.misses == 0
+    os.utime(static_model, ns=(1, 1))  # a changed stamp must re-hash
+    model_digest(static_model, memo2)
+    assert memo2.misses == 1
+
+
+def test_corrupt_memo_is_ignored(static_model, tmp_path):
+    memo_path = tmp_path / "memo.json"
+    memo_path.write_text("{not json")
+    assert model_digest(static_model, HashMemo(str(memo_path)))[0] == model_digest(static_model)[0]
+
+
+def test_has_qdq(model_factory):
+    from onnx import helper
+
+    plain = model_factory("plain.onnx")
+    q = model_factory("q.onnx", extra_nodes=[helper.make_node("Identity", ["output"], ["o2"], name="QuantizeLinear_like")])
+    assert not has_qdq(plain)
+    assert not has_qdq(q)  # a node *named* like Q/DQ is not quantization
+
+
+def test_atomic_write_failure_leaves_nothing(tmp_path):
+    target = tmp_path / "engine.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_writer(str(target)) as f:
+            f.write(b"partial")
+            raise RuntimeError("power cut")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["engine.bin"]
+
+
+def test_atomic_write_mode_and_unwritable(tmp_path):
+    target = tmp_path / "x.bin"
+    atomic_write_bytes(str(target), b"data")
+    assert stat.S_IMODE(os.stat(target).st_mode) & 0o044  # readable by others (umask permitting), not 0600
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(TegraAIError, match="cannot write"):
+        atomic_write_bytes(str(blocker / "sub" / "x.bin"), b"data")
