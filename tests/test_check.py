@@ -121,3 +121,52 @@ def test_real_parser_reports_by_node(model_factory, monkeypatch):
     r = check_model(path, resolve_target("jetpack6"))
     parser_errors = [f for f in r.findings if f.code == "parser" and f.severity == "error"]
     assert parser_errors and "TensorRT-RTX" in parser_errors[0].message
+
+
+def test_resize_attributes_checked(model_factory):
+    inits = [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")]
+    cubic = helper.make_node("Resize", ["output", "", "scales"], ["up"], name="up_cubic", mode="cubic")
+    p = model_factory("r.onnx", input_dims=(1, 3, 8, 8), extra_nodes=[cubic], initializers=inits)
+    r = check(p, "jetpack5")
+    f = [f for f in r.findings if f.code == "operator-attr"]
+    assert f and "mode cubic" in f[0].message and f[0].nodes == ["up_cubic"]
+    linear = helper.make_node("Resize", ["output", "", "scales"], ["up"], name="up_linear", mode="linear")
+    p2 = model_factory("r2.onnx", input_dims=(1, 3, 8, 8), extra_nodes=[linear], initializers=inits)
+    assert "operator-attr" not in codes(check(p2, "jetpack5"))
+
+
+def _packaged_detector():
+    """PP-OCRv4's text detector (DBNet, dynamic N x 3 x H x W), shipped inside the
+    rapidocr-onnxruntime wheel: a real trained detector, found without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("rapidocr-onnxruntime (the real detector model) is not installed")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "models", "ch_PP-OCRv4_det_infer.onnx")
+    if not os.path.exists(path):
+        pytest.skip("rapidocr-onnxruntime ships no detector model")
+    return path
+
+
+@pytest.mark.parametrize("target", ["jetpack5", "jetpack6"])
+def test_real_detector_report(target):
+    r = check(_packaged_detector(), target)
+    assert r.ok, [f.message for f in r.findings if f.severity == "error"]
+    assert r.opset == 12 and r.inputs[0]["dims"][1] == 3
+    assert all(isinstance(d, str) for i, d in enumerate(r.inputs[0]["dims"]) if i != 1)
+    assert r.suggested_shapes == "x:1x3x320x320:1x3x640x640:8x3x1280x1280"
+    assert r.operators["Conv"] > 50 and "Resize" in r.operators
+    assert any(f.code == "operator-notes" and f.message.startswith("Resize:") for f in r.findings)
+
+
+@pytest.mark.rtx
+def test_real_detector_builds_with_rtx(monkeypatch):
+    from tegra_ai.cache.options import BuildOptions
+    from tegra_ai.trt.builder import build_engine
+    from tegra_ai.trt.shapes import parse_profile
+
+    monkeypatch.setenv("TEGRA_AI_TENSORRT", "tensorrt_rtx")
+    r = build_engine(_packaged_detector(), BuildOptions(profiles=[parse_profile("x:1x3x320x320:1x3x640x640:2x3x960x960")]),
+                     show_progress=False)
+    assert len(r.engine) > 1_000_000 and r.sidecar["profiles"][0][0]["max"] == [2, 3, 960, 960]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 from dataclasses import asdict, dataclass, field
 
 from tegra_ai.errors import TegraAIError
@@ -147,7 +148,8 @@ def check_model(model_path: str, target: Target, use_parser: bool = True) -> Rep
         for op in sorted(counts):
             notes = (table["operators"].get(op) or {}).get("notes")
             if notes and op not in unsupported:
-                report.add(INFO, "operator-notes", f"{op}: {notes}")
+                report.add(INFO, "operator-notes", f"{op}: {_clean_notes(notes)}")
+        _check_resize(model, table, target, report)
 
     # 5. Inputs, outputs, dynamic dims.
     initializer_names = {t.name for t in model.graph.initializer}
@@ -198,6 +200,43 @@ def check_model(model_path: str, target: Target, use_parser: bool = True) -> Rep
     if use_parser:
         _real_parse(model_path, report)
     return report
+
+
+def _clean_notes(text: str) -> str:
+    return re.sub(r"\s*<br\s*/?>\s*", "; ", text).replace("`", "")
+
+
+def _check_resize(model, table, target, report):
+    """Resize attributes against the restrictions the target's parser table states."""
+    notes = _clean_notes((table["operators"].get("Resize") or {}).get("notes") or "")
+    if not notes:
+        return
+
+    def listed(label):
+        m = re.search(label + r"[^:]*:\s*([^;]+)", notes, re.IGNORECASE)
+        return {w.strip(" .") for w in m.group(1).split(",") if w.strip(" .")} if m else None
+
+    modes, transforms = listed("Supported resize modes"), listed("Supported resize transformation modes")
+    if modes:
+        modes = {m.split()[-1] for m in modes}  # "and linear" -> "linear"
+    if transforms:
+        transforms = {t.split()[-1] for t in transforms}
+    bad = collections.defaultdict(list)
+    for i, node in enumerate(_all_nodes(model.graph)):
+        if node.op_type != "Resize":
+            continue
+        attrs = {a.name: (a.s.decode() if a.s else a.i) for a in node.attribute}
+        mode = attrs.get("mode", "nearest")
+        ctm = attrs.get("coordinate_transformation_mode", "half_pixel")
+        if modes and mode not in modes:
+            bad[f"mode {mode}"].append(_node_label(node, i))
+        if transforms and ctm not in transforms:
+            bad[f"coordinate_transformation_mode {ctm}"].append(_node_label(node, i))
+        if attrs.get("antialias") and "antialias" in notes.lower():
+            bad["antialias=1"].append(_node_label(node, i))
+    for what, nodes in sorted(bad.items()):
+        report.add(ERROR, "operator-attr", f"Resize with {what} is not supported by TensorRT {target.tensorrt_string}",
+                   nodes[:20])
 
 
 def _check_qdq(onnx, model, target, report):
