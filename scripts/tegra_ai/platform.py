@@ -66,13 +66,21 @@ def tegra_soc(dt_root: str = DT_ROOT):
 
 
 def _cuda_device():
+    """{"name", "compute_capability"} of GPU 0 through cuda-python, or None."""
     try:
-        from tegra_ai.cuda import compat as cuda_compat
+        from tegra_ai.cuda import compat as cuda_compat, driver
     except ImportError:
         return None
     try:
-        return cuda_compat.device_properties(0)
-    except Exception:
+        if not cuda_compat.available():
+            return None
+        major, minor = driver.compute_capability(0)
+        drv = cuda_compat.driver()
+        device = driver.ensure_context(0)
+        name = driver.check(drv.cuDeviceGetName(256, device), "cuDeviceGetName")
+        name = name.split(b"\0", 1)[0].decode() if isinstance(name, bytes) else str(name)
+        return {"name": name, "compute_capability": f"{major}.{minor}"}
+    except Exception:  # no driver, no GPU: fall back to the device tree
         return None
 
 

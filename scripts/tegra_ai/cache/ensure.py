@@ -40,6 +40,7 @@ def default_builder(cache: EngineCache, show_progress: bool, verbose: bool):
         # One timing cache for the whole cache dir: rebuilding after an OTA update of one
         # model reuses the tactic timings of every layer seen before.
         return build_engine(entry.onnx, entry.options, timing_cache_path=os.path.join(cache.root, "timing.cache"),
+                            calibration_data=entry.calibration_data, calibration_cache=entry.calibration_cache,
                             show_progress=show_progress, verbose=verbose, memo=cache.memo)
     return build
 

@@ -29,11 +29,14 @@ class ModelEntry:
     options: BuildOptions
     preprocess: dict | None = None
     manifest: str | None = None
+    calibration_data: str | None = None     # implicit INT8 (TensorRT <= 10.x): .npz, absolute once loaded
+    calibration_cache: str | None = None
 
     def to_json(self, base: str) -> dict:
-        rel = lambda p: os.path.relpath(p, base)  # noqa: E731
+        rel = lambda p: os.path.relpath(p, base) if p else None  # noqa: E731
         return {"name": self.name, "onnx": rel(self.onnx), "files": [rel(p) for p in self.files],
-                "sha256": self.sha256, "options": self.options.normalized(), "preprocess": self.preprocess}
+                "sha256": self.sha256, "options": self.options.normalized(), "preprocess": self.preprocess,
+                "calibration_data": rel(self.calibration_data), "calibration_cache": rel(self.calibration_cache)}
 
 
 def _bad(path: str, msg: str) -> TegraAIError:
@@ -62,9 +65,11 @@ def load_manifest(path: str) -> list:
             seen.add(name)
             files = [os.path.normpath(os.path.join(base, p)) for p in m["files"]]
             onnx = os.path.normpath(os.path.join(base, m["onnx"]))
+            calib = {k: os.path.normpath(os.path.join(base, m[k])) if m.get(k) else None
+                     for k in ("calibration_data", "calibration_cache")}
             entries.append(ModelEntry(name=name, onnx=onnx, files=files, sha256=m["sha256"],
                                       options=BuildOptions.from_dict(m.get("options") or {}),
-                                      preprocess=m.get("preprocess"), manifest=os.path.abspath(path)))
+                                      preprocess=m.get("preprocess"), manifest=os.path.abspath(path), **calib))
         except (KeyError, TypeError) as exc:
             raise _bad(path, f"model #{i + 1} lacks {exc}") from None
         except TegraAIError as exc:
@@ -87,7 +92,8 @@ def find_manifests(paths: list) -> list:
 
 
 def add_to_bundle(out_dir: str, name: str, model_files: list, sha256: str, options: BuildOptions,
-                  preprocess: dict | None = None) -> str:
+                  preprocess: dict | None = None, calibration_data: str | None = None,
+                  calibration_cache: str | None = None) -> str:
     """Copy a model (+ external data) to ``out_dir/name/`` and add it to the bundle's manifest."""
     check_model_name(name)
     manifest_path = os.path.join(out_dir, MANIFEST_NAME)
@@ -107,10 +113,19 @@ def add_to_bundle(out_dir: str, name: str, model_files: list, sha256: str, optio
             shutil.copyfile(src, tmp)
             os.replace(tmp, dest)
             copied.append(dest)
+        calib = {}
+        for key, src, dest_name in (("calibration_data", calibration_data, "calibration.npz"),
+                                    ("calibration_cache", calibration_cache, "calibration.cache")):
+            if src:
+                dest = os.path.join(dest_dir, dest_name)
+                shutil.copyfile(src, dest + ".tmp")
+                os.replace(dest + ".tmp", dest)
+                calib[key] = dest
     except OSError as exc:
         raise TegraAIError(f"cannot write bundle {out_dir}: {exc.strerror or exc}",
                            hint="choose a writable --out directory") from None
-    entry = ModelEntry(name=name, onnx=copied[0], files=copied, sha256=sha256, options=options, preprocess=preprocess)
+    entry = ModelEntry(name=name, onnx=copied[0], files=copied, sha256=sha256, options=options, preprocess=preprocess,
+                       **calib)
     models.append(entry.to_json(out_dir))
     models.sort(key=lambda m: m["name"])
     atomic_write_json(manifest_path, {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "models": models})

@@ -30,7 +30,11 @@ def _add_build_options(p):
     g.add_argument("--dla-core", type=int, metavar="N", help="build for DLA core N (Xavier, Orin)")
     g.add_argument("--gpu-fallback", action="store_true", help="let layers the DLA cannot run fall back to the GPU")
     g.add_argument("--opt-level", type=int, metavar="0-5", help="builder optimization level (TensorRT 8.6+)")
-    g.add_argument("--calibration-cache", metavar="FILE", help="INT8 calibration cache (implicit INT8, TensorRT <= 10.x)")
+    g.add_argument("--calibration", metavar="DATA",
+                   help="INT8 calibration data: .npz (or directory of .npy) with one preprocessed array per input, "
+                        "samples on axis 0 (implicit INT8, TensorRT <= 10.x)")
+    g.add_argument("--calibration-cache", metavar="FILE",
+                   help="INT8 calibration cache: read if present, written after calibrating with --calibration")
     g.add_argument("--plugin", action="append", default=[], metavar="LIB.so", help="plugin library to load first")
     g.add_argument("--compute-capability", metavar="M.m",
                    help="TensorRT-RTX only: the GPU architecture to build for (8.0, 8.6, 8.9, 12.0)")
@@ -42,7 +46,16 @@ def _options_from_args(args):
     from tegra_ai.util.hashing import sha256_file
 
     calib_sha = None
-    if args.calibration_cache:
+    calibration = getattr(args, "calibration", None)
+    if calibration:
+        if not os.path.exists(calibration):
+            raise TegraAIError(f"calibration data {calibration} does not exist", exit_code=EXIT_USAGE)
+        files = sorted(os.path.join(calibration, f) for f in os.listdir(calibration)) if os.path.isdir(calibration) \
+            else [calibration]
+        from tegra_ai.util.hashing import combined_sha256
+
+        calib_sha = combined_sha256([(os.path.basename(f), sha256_file(f)) for f in files if os.path.isfile(f)])
+    elif args.calibration_cache:
         if not os.path.isfile(args.calibration_cache):
             raise TegraAIError(f"calibration cache {args.calibration_cache} does not exist", exit_code=EXIT_USAGE)
         calib_sha = sha256_file(args.calibration_cache)
@@ -68,12 +81,8 @@ def cmd_build(args):
     options = _options_from_args(args)
     output = args.output or os.path.splitext(os.path.basename(args.model))[0] + ".engine"
     check_writable_output(output)
-    calibrator = None
-    if args.calibration_cache:
-        from tegra_ai.trt.calibrator import cache_only_calibrator
-
-        calibrator = cache_only_calibrator(args.calibration_cache)
-    result = build_engine(args.model, options, timing_cache_path=args.timing_cache, calibrator=calibrator,
+    result = build_engine(args.model, options, timing_cache_path=args.timing_cache,
+                          calibration_data=args.calibration, calibration_cache=args.calibration_cache,
                           plugin_libraries=tuple(args.plugin), show_progress=not args.no_progress,
                           verbose=args.verbose)
     sidecar_path = write_engine(result, output)
@@ -138,7 +147,10 @@ def cmd_bundle(args):
             raise TegraAIError(f"{args.model} fails the preflight for {args.target}; not bundled")
     sha, files = model_digest(args.model)
     name = args.name or os.path.splitext(os.path.basename(args.model))[0]
-    manifest = add_to_bundle(args.out, name, files, sha, options, preprocess)
+    if args.calibration and os.path.isdir(args.calibration):
+        raise TegraAIError("bundle takes calibration data as one .npz file", exit_code=EXIT_USAGE)
+    manifest = add_to_bundle(args.out, name, files, sha, options, preprocess,
+                             calibration_data=args.calibration, calibration_cache=args.calibration_cache)
     if args.json:
         print_json({"manifest": os.path.abspath(manifest), "name": name, "sha256": sha})
     else:

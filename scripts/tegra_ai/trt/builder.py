@@ -99,7 +99,8 @@ def network_inputs(trt, network) -> list:
 
 
 def build_engine(model_path: str, options: BuildOptions, *, timing_cache_path: str | None = None,
-                 calibrator=None, plugin_libraries: tuple = (), show_progress: bool = True,
+                 calibration_data: str | None = None, calibration_cache: str | None = None,
+                 calibration_batch: int = 8, plugin_libraries: tuple = (), show_progress: bool = True,
                  verbose: bool = False, memo: HashMemo | None = None) -> BuildResult:
     trt, feats = compat.load()
     notes = []
@@ -110,7 +111,7 @@ def build_engine(model_path: str, options: BuildOptions, *, timing_cache_path: s
     qdq = has_qdq(model_path)
 
     typing = compat.resolve_typing(feats, options.precision, qdq, options.strongly_typed,
-                                   has_calibration=calibrator is not None or options.calibration_sha256 is not None)
+                                   has_calibration=bool(calibration_data or calibration_cache))
     notes += typing["notes"]
 
     logger = _make_logger(trt, verbose)
@@ -139,8 +140,19 @@ def build_engine(model_path: str, options: BuildOptions, *, timing_cache_path: s
     compat.configure_dla(trt, feats, builder, config, options.dla_core, options.gpu_fallback,
                          typing["flags"], typing["strongly_typed"])
     compat.set_rtx_compute_capability(trt, feats, config, options.compute_capability)
-    if calibrator is not None and "INT8" in typing["flags"] and not qdq:
+    calibration_notes = []
+    if "INT8" in typing["flags"] and not qdq and (calibration_data or calibration_cache):
+        from tegra_ai.trt.calibrator import CalibrationBatches, make_calibrator
+
+        batches = CalibrationBatches(calibration_data, inputs, calibration_batch) if calibration_data else None
+        calibrator = make_calibrator(trt, feats, batches, calibration_cache)
         compat.set_calibrator(feats, config, calibrator)
+        if batches is not None and any(i.is_dynamic for i in inputs):
+            compat.set_calibration_profile(trt, builder, config, {
+                i.name: (batches.batch_size,) + batches.sample_shape(i.name) for i in inputs})
+        calibration_notes.append(f"implicit INT8 calibration: {batches.num_batches} batch(es) of {batches.batch_size}"
+                                 if batches else f"implicit INT8 from calibration cache {calibration_cache}")
+    notes += calibration_notes
     compat.enable_detailed_profiling(trt, config)
 
     timing_cache = None

@@ -1,40 +1,125 @@
 """Implicit INT8 calibrators (TensorRT <= 10.x; deprecated in 10.1, gone in 11.0 — the
-compat module refuses them there)."""
+compat module refuses them there, and Q/DQ models are the way forward).
+
+Calibration data is an ``.npz`` with one array per network input (already
+preprocessed, e.g. by ``calibration-dataset`` with the model's PreprocessSpec), samples
+along axis 0; or a directory of ``<input>.npy`` files."""
 
 from __future__ import annotations
 
+import glob
 import os
+
+import numpy as np
 
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
 from tegra_ai.trt import compat
+from tegra_ai.util.atomic import atomic_write_bytes
 
 
-def cache_only_calibrator(cache_path: str):
-    """A calibrator that hands TensorRT an existing calibration cache and has no data:
-    TensorRT reads the scales from the cache and never asks for a batch."""
-    trt, feats = compat.load()
+def _usage(msg: str) -> TegraAIError:
+    return TegraAIError(msg, exit_code=EXIT_USAGE)
+
+
+class CalibrationBatches:
+    """Validated calibration arrays, served in batches (pure NumPy, no GPU)."""
+
+    def __init__(self, path: str, inputs: list, batch_size: int = 8):
+        self.path = path
+        if not os.path.exists(path):
+            raise _usage(f"calibration data {path} does not exist")
+        if os.path.isdir(path):
+            arrays = {os.path.splitext(os.path.basename(f))[0]: np.load(f, mmap_mode="r")
+                      for f in sorted(glob.glob(os.path.join(path, "*.npy")))}
+        else:
+            try:
+                with np.load(path) as data:
+                    arrays = {k: data[k] for k in data.files}
+            except (OSError, ValueError) as exc:
+                raise _usage(f"calibration data {path} is not an .npz file ({exc})") from None
+        if not arrays:
+            raise _usage(f"calibration data {path} holds no arrays")
+        self.arrays = {}
+        counts = set()
+        for inp in inputs:
+            if inp.name not in arrays:
+                raise _usage(f"calibration data {path} has no array for input {inp.name!r} (it has {', '.join(arrays)})")
+            a = arrays[inp.name]
+            if a.ndim != len(inp.dims):
+                raise _usage(f"calibration array {inp.name!r} has rank {a.ndim}, the input has rank {len(inp.dims)}")
+            for axis, d in enumerate(inp.dims):
+                if axis and isinstance(d, int) and d > 0 and a.shape[axis] != d:
+                    raise _usage(f"calibration array {inp.name!r} has shape {list(a.shape)}; dimension {axis} of the "
+                                 f"input is {d}")
+            self.arrays[inp.name] = a
+            counts.add(a.shape[0])
+        if len(counts) != 1:
+            raise _usage(f"calibration arrays in {path} have different sample counts {sorted(counts)}")
+        self.samples = counts.pop()
+        if self.samples == 0:
+            raise _usage(f"calibration data {path} has no samples")
+        self.batch_size = max(1, min(int(batch_size), self.samples))
+        self.num_batches = self.samples // self.batch_size  # whole batches only: a ragged one skews the histogram
+
+    def sample_shape(self, name: str) -> tuple:
+        return tuple(self.arrays[name].shape[1:])
+
+    def batch(self, index: int) -> dict | None:
+        if index >= self.num_batches:
+            return None
+        lo = index * self.batch_size
+        return {n: np.ascontiguousarray(a[lo:lo + self.batch_size], dtype=np.float32) for n, a in self.arrays.items()}
+
+
+def _read(path):
+    if path and os.path.isfile(path):
+        with open(path, "rb") as f:
+            return f.read() or None
+    return None
+
+
+def make_calibrator(trt, feats, batches: CalibrationBatches | None, cache_path: str | None, progress=None):
+    """An IInt8EntropyCalibrator2 over ``batches`` (device buffers through cuda-python),
+    reading and writing ``cache_path``. With no batches it serves the cache alone."""
     base = compat.calibrator_base(trt, feats)
-    if not os.path.isfile(cache_path):
-        raise TegraAIError(f"calibration cache {cache_path} does not exist", exit_code=EXIT_USAGE)
-    with open(cache_path, "rb") as f:
-        data = f.read()
-    if not data:
-        raise TegraAIError(f"calibration cache {cache_path} is empty", exit_code=EXIT_USAGE)
+    if batches is None and not _read(cache_path):
+        raise _usage(f"calibration cache {cache_path} does not exist or is empty")
 
-    class CacheOnlyCalibrator(base):
+    class Calibrator(base):
         def __init__(self):
             base.__init__(self)
+            self.index = 0
+            self.buffers = {}
 
         def get_batch_size(self):
-            return 1
+            return batches.batch_size if batches else 1
 
         def get_batch(self, names):
-            return None  # no data: TensorRT must use the cache
+            if batches is None:
+                return None
+            data = batches.batch(self.index)
+            if data is None:
+                return None
+            from tegra_ai.cuda.driver import DeviceBuffer
+
+            pointers = []
+            for name in names:
+                arr = data[name]
+                buf = self.buffers.get(name)
+                if buf is None:
+                    buf = self.buffers[name] = DeviceBuffer(arr.nbytes)
+                buf.upload(arr)
+                pointers.append(int(buf))
+            self.index += 1
+            if progress is not None:
+                progress.update(f"calibration batch {self.index}/{batches.num_batches}")
+            return pointers
 
         def read_calibration_cache(self):
-            return data
+            return _read(cache_path)
 
         def write_calibration_cache(self, cache):
-            pass
+            if cache_path:
+                atomic_write_bytes(cache_path, bytes(cache))
 
-    return CacheOnlyCalibrator()
+    return Calibrator()

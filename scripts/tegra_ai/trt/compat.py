@@ -378,6 +378,14 @@ def set_calibrator(feats: Features, config, calibrator) -> None:
     config.int8_calibrator = calibrator
 
 
+def set_calibration_profile(trt, builder, config, shapes: dict) -> None:
+    """Dynamic-shape networks calibrate at one fixed shape per input (TensorRT <= 10.x)."""
+    profile = builder.create_optimization_profile()
+    for name, shape in shapes.items():
+        profile.set_shape(name, shape, shape, shape)
+    config.set_calibration_profile(profile)
+
+
 def calibrator_base(trt, feats: Features):
     if not feats.int8_calibrators:
         raise TegraAIError(f"{feats.describe()} has no INT8 calibrators", hint="use a Q/DQ model", exit_code=EXIT_USAGE)
