@@ -163,32 +163,47 @@ tai_nms_mask(const float* boxes, const int* classes, const float* scores, int* o
 }
 
 // Greedy pass over the mask, 64 boxes at a time: warp 0 settles one tile from its
-// diagonal word (a few bit operations per kept box), then every thread ORs the kept
-// rows into the words of later tiles. Two barriers per 64 boxes, not one per kept box.
+// diagonal words (a few bit operations per kept box), then the whole block ORs the kept
+// rows into the words of later tiles, every load independent (many in flight).
+// Two barriers per 64 boxes, not one per kept box.
 // Dynamic shared memory: 8 bytes per 64 input boxes.
 extern "C" __global__ void __launch_bounds__(TAI_NMS_GATHER_THREADS)
 tai_nms_gather(const int* order, const int* n_valid, const unsigned long long* mask, int n,
                int top_k, int* keep, int* keep_count) {
     extern __shared__ unsigned long long removed[];
     __shared__ unsigned long long s_diag[TAI_NMS_TILE];
-    __shared__ unsigned long long s_kept;
-    __shared__ int s_count, s_stop;
+    __shared__ int s_rows[TAI_NMS_TILE];
+    __shared__ int s_nkept, s_count, s_stop;
     const int m = *n_valid;
     const int col_words = (n + TAI_NMS_TILE - 1) / TAI_NMS_TILE;
     const int tiles = (m + TAI_NMS_TILE - 1) / TAI_NMS_TILE;
     const int limit = top_k > 0 ? min(top_k, m) : m;
+    const int lane = threadIdx.x & 31;
     for (int w = threadIdx.x; w < tiles; w += blockDim.x) removed[w] = 0;
-    if (threadIdx.x == 0) { s_count = 0; s_stop = limit <= 0; }
+    if (threadIdx.x == 0) { s_count = 0; s_stop = limit <= 0; s_nkept = 0; }
+    // Warp 0 keeps the next tile's diagonal words in registers: they do not depend on
+    // earlier tiles, so their load overlaps the previous tile's OR pass.
+    unsigned long long d_lo = 0, d_hi = 0;
+    if (threadIdx.x < 32 && tiles > 0) {
+        const int rows = min(m, TAI_NMS_TILE);
+        if (lane < rows) d_lo = mask[(long long)lane * col_words];
+        if (lane + 32 < rows) d_hi = mask[(long long)(lane + 32) * col_words];
+    }
     __syncthreads();
     for (int t = 0; t < tiles && !s_stop; ++t) {
+        const long long row0 = (long long)t * TAI_NMS_TILE;
         if (threadIdx.x < 32) {
-            const int lane = threadIdx.x;
             const int rows = min(m - t * TAI_NMS_TILE, TAI_NMS_TILE);
-            const long long row0 = (long long)t * TAI_NMS_TILE;
-            if (lane < rows) s_diag[lane] = mask[(row0 + lane) * col_words + t];
-            if (lane + 32 < rows) s_diag[lane + 32] = mask[(row0 + lane + 32) * col_words + t];
+            s_diag[lane] = d_lo;
+            s_diag[lane + 32] = d_hi;
             __syncwarp();
-            int count = s_count;
+            if (t + 1 < tiles) {
+                const int next_rows = min(m - (t + 1) * TAI_NMS_TILE, TAI_NMS_TILE);
+                const long long r1 = row0 + TAI_NMS_TILE;
+                d_lo = lane < next_rows ? mask[(r1 + lane) * col_words + t + 1] : 0ULL;
+                d_hi = lane + 32 < next_rows ? mask[(r1 + lane + 32) * col_words + t + 1] : 0ULL;
+            }
+            const int count = s_count;
             unsigned long long kept = 0;
             if (lane == 0) {
                 const unsigned long long valid = rows == 64 ? ~0ULL : ((1ULL << rows) - 1);
@@ -200,34 +215,45 @@ tai_nms_gather(const int* order, const int* n_valid, const unsigned long long* m
                     rem |= s_diag[k];
                     cand = ~rem & valid & ~((2ULL << k) - 1);
                 }
-                int room = limit - count;
+                const int room = limit - count;
                 while (__popcll(kept) > room) kept &= ~(1ULL << (63 - __clzll((long long)kept)));
-                s_kept = kept;
             }
-            __syncwarp();
-            kept = s_kept;
+            kept = __shfl_sync(0xFFFFFFFFu, kept, 0);
             for (int k = lane; k < rows; k += 32) {
-                if ((kept >> k) & 1ULL)
-                    keep[count + __popcll(kept & ((1ULL << k) - 1))] = order[row0 + k];
+                if ((kept >> k) & 1ULL) {
+                    const int pos = __popcll(kept & ((1ULL << k) - 1));
+                    s_rows[pos] = k;
+                    keep[count + pos] = order[row0 + k];
+                }
             }
-            __syncwarp();
             if (lane == 0) {
+                s_nkept = __popcll(kept);
                 s_count = count + __popcll(kept);
                 s_stop = s_count >= limit;
             }
         }
         __syncthreads();
-        const unsigned long long kept = s_kept;
-        if (kept && !s_stop) {
-            const long long row0 = (long long)t * TAI_NMS_TILE;
-            for (int w = t + 1 + threadIdx.x; w < tiles; w += blockDim.x) {
-                unsigned long long acc = 0, bits = kept;
-                while (bits) {
-                    const int k = __ffsll((long long)bits) - 1;
-                    bits &= bits - 1;
-                    acc |= mask[(row0 + k) * col_words + w];
+        const int nk = s_nkept;
+        const int words = tiles - t - 1;
+        if (nk && words > 0 && !s_stop) {
+            const int total = nk * words;
+            for (int base = threadIdx.x; base < total; base += 4 * blockDim.x) {
+                unsigned long long v[4];
+                int w[4];
+#pragma unroll
+                for (int u = 0; u < 4; ++u) {
+                    const int id = base + u * blockDim.x;
+                    v[u] = 0;
+                    w[u] = 0;
+                    if (id < total) {
+                        const int k = s_rows[id / words];
+                        w[u] = t + 1 + id % words;
+                        v[u] = mask[(row0 + k) * col_words + w[u]];
+                    }
                 }
-                removed[w] |= acc;
+#pragma unroll
+                for (int u = 0; u < 4; ++u)
+                    if (v[u]) atomicOr(&removed[w[u]], v[u]);
             }
         }
         __syncthreads();

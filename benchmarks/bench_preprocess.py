@@ -1,0 +1,120 @@
+"""Preprocessing benchmark: 1080p BGR uint8 -> 640x640 RGB fp16 NCHW, /255, batch 1
+and 16, letterbox and stretch. Prints achieved GB/s (source bytes read + output
+bytes written, over time) next to a device-to-device copy of the same number of
+bytes, PyTorch on the GPU (interpolate bilinear + normalise + half) and OpenCV on
+the CPU (resize + border + cvtColor + normalise + transpose + half).
+
+Goals (issue #3): >= 60% of copy bandwidth at batch 16, >= 3x PyTorch, >= 50x OpenCV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import gpu_median_ms, graph_median_ms, wall_median_ms  # noqa: E402
+
+SRC_H, SRC_W, DST = 1080, 1920, 640
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batches", default="1,16")
+    ap.add_argument("--opencv-repeat", type=int, default=5)
+    args = ap.parse_args(argv)
+
+    import torch
+    import torch.nn.functional as F
+
+    from tegra_ai.kernels import Preprocessor, SourceImage
+    from tegra_ai.preprocess.spec import PreprocessSpec, letterbox_geometry
+
+    try:
+        import cv2
+    except ImportError:
+        cv2 = None
+
+    dev = torch.cuda.get_device_name(0)
+    print(f"device: {dev}; torch {torch.__version__}; opencv {cv2.__version__ if cv2 else 'absent'}")
+    rows = []
+    for mode in ("letterbox", "stretch"):
+        spec = PreprocessSpec(height=DST, width=DST, input_format="bgr8", channel_order="rgb", resize=mode,
+                              dtype="float16", layout="nchw", scale=1 / 255.0)
+        pre = Preprocessor(spec)
+        _, new_h, new_w, top, left = letterbox_geometry(SRC_H, SRC_W, DST, DST) if mode == "letterbox" \
+            else (1.0, DST, DST, 0, 0)
+        for batch in [int(b) for b in args.batches.split(",")]:
+            g = torch.Generator(device="cuda").manual_seed(batch)
+            src = torch.randint(0, 256, (batch, SRC_H, SRC_W, 3), dtype=torch.uint8, device="cuda", generator=g)
+            out = torch.empty((batch, 3, DST, DST), dtype=torch.float16, device="cuda")
+            in_bytes, out_bytes = src.numel(), out.numel() * 2
+            total = in_bytes + out_bytes
+            images = [SourceImage(src[i].data_ptr(), SRC_H, SRC_W) for i in range(batch)]
+            stream = torch.cuda.current_stream()
+
+            def ours():
+                pre.run_device(images, out.data_ptr(), stream=torch.cuda.current_stream().cuda_stream)
+
+            # copy of the same bytes: reads total/2, writes total/2
+            cbuf = torch.empty(total // 2, dtype=torch.uint8, device="cuda")
+            cdst = torch.empty_like(cbuf)
+
+            def copy():
+                cdst.copy_(cbuf)
+
+            def torch_pipeline():
+                x = src.permute(0, 3, 1, 2).flip(1).float()
+                x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=False)
+                x = x * (1 / 255.0)
+                if mode == "letterbox":
+                    x = F.pad(x, (left, DST - new_w - left, top, DST - new_h - top), value=114 / 255.0)
+                return x.half()
+
+            ours()
+            stream.synchronize()
+            ref = torch_pipeline()
+            max_diff = (out.float() - ref.float()).abs().max().item()
+
+            t_ours = graph_median_ms(ours, torch)
+            t_ours_eager = gpu_median_ms(ours, torch)
+            t_copy = graph_median_ms(copy, torch)
+            t_torch = graph_median_ms(torch_pipeline, torch, calls_per_graph=5, repeat=10)
+            t_cv = None
+            if cv2 is not None:
+                host = src.cpu().numpy()
+
+                def opencv():
+                    res = []
+                    for i in range(batch):
+                        small = cv2.resize(host[i], (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+                        if mode == "letterbox":
+                            small = cv2.copyMakeBorder(small, top, DST - new_h - top, left, DST - new_w - left,
+                                                       cv2.BORDER_CONSTANT, value=(114, 114, 114))
+                        rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+                        res.append((rgb.astype(np.float32) * (1 / 255.0)).transpose(2, 0, 1).astype(np.float16))
+                    return res
+
+                t_cv = wall_median_ms(opencv, warmup=1, repeat=args.opencv_repeat)
+            rows.append(dict(mode=mode, batch=batch, ours=t_ours, ours_eager=t_ours_eager, copy=t_copy,
+                             torch=t_torch, cv=t_cv, total=total, diff=max_diff))
+
+    print()
+    print("preprocess 1080p bgr8 -> 640x640 rgb fp16 nchw (times: median ms; GB/s = (in+out bytes)/time)")
+    hdr = f"{'mode':<10}{'batch':>6}{'ours ms':>10}{'eager ms':>10}{'GB/s':>9}{'copy GB/s':>11}{'%copy':>7}" \
+          f"{'torch ms':>10}{'x torch':>9}{'opencv ms':>11}{'x opencv':>10}{'|d| torch':>11}"
+    print(hdr)
+    for r in rows:
+        gbs = r["total"] / r["ours"] / 1e6
+        cgbs = r["total"] / r["copy"] / 1e6
+        cv = f"{r['cv']:>11.2f}{r['cv'] / r['ours']:>10.0f}" if r["cv"] else f"{'-':>11}{'-':>10}"
+        print(f"{r['mode']:<10}{r['batch']:>6}{r['ours']:>10.4f}{r['ours_eager']:>10.4f}{gbs:>9.0f}{cgbs:>11.0f}"
+              f"{100 * gbs / cgbs:>6.0f}%{r['torch']:>10.4f}{r['torch'] / r['ours']:>9.1f}{cv}{r['diff']:>11.4f}")
+    print("goals: >=60% of copy at batch 16; >=3x torch; >=50x opencv")
+
+
+if __name__ == "__main__":
+    main()
