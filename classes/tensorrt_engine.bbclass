@@ -100,8 +100,7 @@ tensorrt_engine_build_on_builder() {
         | tar -C ${TEGRA_AI_ENGINE_DIR} -xf -; then
         bbfatal "the engine builder '${TEGRA_AI_ENGINE_BUILDER}' failed; fix it, or leave TEGRA_AI_ENGINE_BUILDER empty to build the engines on the device at first boot"
     fi
-    if ! tensorrt-optimize verify-cache ${TEGRA_AI_ENGINE_DIR} \
-            --trt-version ${TEGRA_AI_TRT_VERSION} --compute-capability ${TEGRA_AI_COMPUTE_CAPABILITY}; then
+    if ! tensorrt-optimize verify-cache ${TEGRA_AI_ENGINE_DIR} --trt-version ${@tegra_ai_layer.engines.short_trt_version(d.getVar('TEGRA_AI_TRT_VERSION'))} --compute-capability ${TEGRA_AI_COMPUTE_CAPABILITY}; then
         bbfatal "refusing the engines from '${TEGRA_AI_ENGINE_BUILDER}': they were not built with TensorRT ${TEGRA_AI_TRT_VERSION} for compute capability ${TEGRA_AI_COMPUTE_CAPABILITY} (the image's). Use a builder Jetson with the same module and BSP as the image, or leave TEGRA_AI_ENGINE_BUILDER empty."
     fi
 }

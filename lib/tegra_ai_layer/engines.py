@@ -319,7 +319,7 @@ def bundle_commands(d, tool="tensorrt-optimize", srcdir=None, outdir=None):
     for spec in parse_models(d):
         argv = [tool] + spec.bundle_args(srcdir, outdir, target=target, check=check)
         lines.append(" ".join(shlex.quote(a) for a in argv))
-    return "\n".join(lines)
+    return "\n    ".join(lines)
 
 
 def model_files(d):

@@ -1,0 +1,1 @@
+"""Stub of hashserv.client (see __init__.py)."""

@@ -1,0 +1,125 @@
+"""tensorrt_engine.bbclass parsed by BitBake's real parser and data store (bb from bitbake-setup).
+
+openembedded-core is not available here, so the test recipes inherit only our class;
+its logic lives in lib/tegra_ai_layer and is reached through conf/layer.conf's addpylib,
+exactly as in a real build.
+"""
+
+import pytest
+
+pytestmark = pytest.mark.yocto
+
+GOOD = '''
+inherit tensorrt_engine
+SRC_URI = "file://det.onnx file://det.calib file://cls.onnx"
+TEGRA_AI_MODELS = "det cls"
+TEGRA_AI_MODEL_det = "det.onnx"
+TEGRA_AI_MODEL_det[precision] = "int8"
+TEGRA_AI_MODEL_det[calibration] = "det.calib"
+TEGRA_AI_MODEL_det[shapes] = "images:1x3x64x64:2x3x64x64:4x3x64x64"
+TEGRA_AI_MODEL_det[workspace] = "512M"
+TEGRA_AI_MODEL_cls = "cls.onnx"
+TEGRA_AI_MODEL_cls[dla_core] = "1"
+TEGRA_AI_MODEL_cls[gpu_fallback] = "1"
+'''
+
+
+def test_layer_conf(bb_layer_data, root):
+    d = bb_layer_data
+    assert "tegra-ai" in d.getVar("BBFILE_COLLECTIONS").split()
+    assert d.getVar("TEGRA_AI_LAYERDIR") == root
+    compat = d.getVar("LAYERSERIES_COMPAT_tegra-ai").split()
+    assert compat[0] == "scarthgap" and "blacksail" in compat
+    assert set(d.getVar("LAYERDEPENDS_tegra-ai").split()) >= {"core", "tegra"}
+
+
+def test_good_recipe(parse_recipe):
+    d = parse_recipe(GOOD)
+    assert "tensorrt-model-optimizer-native" in d.getVar("DEPENDS")
+    assert "tegra-ai-engines" in d.getVar("RDEPENDS:model-test")
+    assert d.getVar("TEGRA_AI_TRT_VERSION") == "10.3.0.30"
+    assert d.getVar("TEGRA_AI_COMPUTE_CAPABILITY") == "8.7"
+    assert d.getVar("TEGRA_AI_BUNDLE_TARGET") == "trt-10.3"
+    assert d.getVar("PACKAGE_ARCH") == "armv8a_tegra"
+    compile_ = d.getVar("tensorrt_engine_do_compile")
+    assert ("tensorrt-optimize bundle /build/work/model/det.onnx --out /build/work/model/build/tegra-ai-bundle "
+            "--name det --precision int8 --shapes images:1x3x64x64:2x3x64x64:4x3x64x64 --workspace 536870912 "
+            "--calibration-cache /build/work/model/det.calib --target trt-10.3 --no-check") in compile_
+    assert "--name cls --precision fp16 --dla-core 1 --gpu-fallback" in compile_
+    # the default: no builder, engines on first boot
+    assert "will be built on the device at first boot" in compile_
+    assert d.getVarFlag("do_compile", "nostamp") is None
+    # EXPORT_FUNCTIONS made the class's tasks the recipe's
+    assert "tensorrt_engine_do_compile" in d.getVar("do_compile")
+    assert "tensorrt_engine_do_install" in d.getVar("do_install")
+
+
+def test_varflag_precision_default(parse_recipe):
+    d = parse_recipe(GOOD + 'TEGRA_AI_ENGINE_PRECISION = "fp32"\n')
+    assert "--name cls --precision fp32" in d.getVar("tensorrt_engine_do_compile")
+
+
+def test_override_syntax_applies(parse_recipe, bb_layer_data):
+    d = parse_recipe(GOOD + 'TEGRA_AI_MODELS:remove = "cls"\n')
+    assert "--name cls" not in d.getVar("tensorrt_engine_do_compile")
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('TEGRA_AI_MODEL_det[precision] = "fp8"\n', "TEGRA_AI_MODEL_det[precision]: 'fp8' is not one of"),
+    ('TEGRA_AI_MODEL_cls[shapes] = "x:1x3:2x3"\n', "TEGRA_AI_MODEL_cls[shapes]"),
+    ('TEGRA_AI_MODEL_cls[dla_core] = "3"\n', "TEGRA_AI_MODEL_cls[dla_core]: 3 is out of range"),
+    ('TEGRA_AI_MODEL_det[calibration] = ""\n', "TEGRA_AI_MODEL_det[precision]: int8 needs calibration data"),
+    ('TEGRA_AI_MODEL_cls[workspace] = "big"\n', "TEGRA_AI_MODEL_cls[workspace]"),
+    ('TEGRA_AI_MODEL_cls[precison] = "fp16"\n', "TEGRA_AI_MODEL_cls[precison]: unknown option"),
+    ('TEGRA_AI_MODELS += "seg"\n', "TEGRA_AI_MODEL_seg is not set"),
+    ('TEGRA_AI_ENGINE_BUILDER = "local"\n', "an x86 build host cannot build Jetson engines"),
+])
+def test_bad_options_fail_at_parse_time(parse_recipe, extra, message, capsys):
+    import bb
+    with pytest.raises(bb.BBHandledException):
+        parse_recipe(GOOD + extra)
+    # bb.fatal logs the message: BitBake prints it as the parse error
+    logged = capsys.readouterr()
+    assert message in (logged.out + logged.err) or message in _last_bb_log()
+
+
+def test_empty_model_list_fails(parse_recipe):
+    import bb
+    with pytest.raises(bb.BBHandledException):
+        parse_recipe("inherit tensorrt_engine\n")
+
+
+def test_builder_configured(parse_recipe):
+    d = parse_recipe(GOOD + 'TEGRA_AI_ENGINE_BUILDER = "ssh -o BatchMode=yes root@orin-ref"\n')
+    build = d.getVar("tensorrt_engine_build_on_builder")
+    assert "ssh -o BatchMode=yes root@orin-ref 'set -e;" in build
+    assert "verify-cache /build/work/model/build/tegra-ai-engines --trt-version 10.3.0 --compute-capability 8.7" in build
+    assert "refusing the engines" in build
+    assert d.getVar("PACKAGE_ARCH") == "jetson_orin_nano_devkit"
+    assert d.getVarFlag("do_compile", "nostamp") == "1"
+
+
+def test_builder_local_on_aarch64(parse_recipe, bb_layer_data):
+    d = parse_recipe(GOOD + 'TEGRA_AI_ENGINE_BUILDER = "local"\nBUILD_ARCH = "aarch64"\n')
+    assert "| sh -c 'set -e;" in d.getVar("tensorrt_engine_build_on_builder")
+
+
+# --- capture of bb.fatal messages --------------------------------------------
+
+_MESSAGES = []
+
+
+@pytest.fixture(autouse=True)
+def _capture_bb_log():
+    import logging
+    handler = logging.Handler()
+    handler.emit = lambda record: _MESSAGES.append(record.getMessage())
+    logger = logging.getLogger("BitBake")
+    logger.addHandler(handler)
+    del _MESSAGES[:]
+    yield
+    logger.removeHandler(handler)
+
+
+def _last_bb_log():
+    return "\n".join(_MESSAGES)
