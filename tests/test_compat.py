@@ -60,11 +60,13 @@ def test_older_than_85_refused():
     ("11.0", "fp32", False, False, True, []),
     ("11.0", "auto", False, False, True, []),
     ("11.0", "int8", True, False, True, []),
-    ("10.3", "auto", False, False, False, []),
+    ("10.3", "auto", False, False, False, ["FP16"]),
+    ("8.5.2", "auto", True, False, False, ["FP16", "INT8"]),
+    ("1.7", "auto", False, False, True, []),
 ])
 def test_resolve_typing(version, precision, qdq, calib, strong, flags):
-    feats = compat.features_for(version)
-    out = compat.resolve_typing(feats, "fp32" if precision == "auto" else precision, qdq, None, calib)
+    feats = compat.features_for(version, compat.FLAVOR_RTX if version == "1.7" else compat.FLAVOR_TENSORRT)
+    out = compat.resolve_typing(feats, precision, qdq, None, calib)
     assert out["strongly_typed"] is strong
     assert out["flags"] == flags
 

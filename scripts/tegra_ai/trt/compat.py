@@ -221,6 +221,10 @@ def resolve_typing(feats: Features, precision: str, has_qdq: bool, strongly_type
     if strongly_typed and not feats.strongly_typed:
         raise TegraAIError(f"{feats.describe()} has no strongly typed networks (they arrived in TensorRT 9.0)",
                            exit_code=EXIT_USAGE)
+    if precision == "auto":
+        # Strongly typed: the model's own types. Weakly typed: FP16 (Jetson's fast default),
+        # plus INT8 where the model is Q/DQ.
+        precision = "fp32" if strongly_typed else ("best" if has_qdq else "fp16")
     if not strongly_typed and not feats.weak_typing:
         raise TegraAIError(f"{feats.describe()} only builds strongly typed networks", exit_code=EXIT_USAGE)
     flags = []

@@ -1,0 +1,128 @@
+"""Our builder's control flow against each TensorRT release's API surface (a recording
+stand-in, see fake_trt.py). Real builds: test_rtx.py (TensorRT-RTX) and, on a Jetson,
+the tests marked 'tensorrt'."""
+
+from __future__ import annotations
+
+import pytest
+
+from fake_trt import make_fake_trt
+from tegra_ai import platform
+from tegra_ai.cache.options import BuildOptions
+from tegra_ai.errors import TegraAIError
+from tegra_ai.trt import compat
+from tegra_ai.trt.builder import build_engine
+from tegra_ai.trt.shapes import parse_profile
+
+ORIN = platform.DeviceFacts("8.7", "Orin", "NVIDIA Jetson AGX Orin Developer Kit", "36.4.3")
+PROFILE = [parse_profile("input:1x1x8x8:8x1x8x8:64x1x8x8")]
+
+
+def use(monkeypatch, version, facts=ORIN, **kw):
+    feats = compat.features_for(version)
+    trt = make_fake_trt(feats, **kw)
+    monkeypatch.setattr(compat, "load", lambda: (trt, feats))
+    monkeypatch.setattr(platform, "detect", lambda *a, **k: facts)
+    return trt
+
+
+def build(model, **opts):
+    return build_engine(model, BuildOptions(profiles=PROFILE, **opts), show_progress=False)
+
+
+@pytest.mark.parametrize("version,net_flags,precision,builder_flags,monitor", [
+    ("8.5.2", 1 << 0, "fp16", ["FP16"], False),
+    ("10.3.0", 0, "fp16", ["FP16"], True),
+    ("10.16.2", 0, "best", ["FP16"], True),
+    ("11.0.0", 1 << 1, "fp32", [], True),
+    ("11.0.0", 1 << 1, "auto", [], True),
+])
+def test_flags_per_release(monkeypatch, default_model, version, net_flags, precision, builder_flags, monitor):
+    trt = use(monkeypatch, version)
+    r = build(default_model, precision=precision, workspace=1 << 28)
+    b = trt.builder
+    assert b.network.flags == net_flags
+    assert b.config.flags == builder_flags
+    assert b.config.pools == {"WORKSPACE": 1 << 28}
+    assert b.config.profiles[0].shapes["input"] == ((1, 1, 8, 8), (8, 1, 8, 8), (64, 1, 8, 8))
+    assert hasattr(b.config, "progress_monitor") is monitor
+    assert b.config.profiling_verbosity == "DETAILED"
+    assert r.sidecar["tensorrt"]["version"] == version and r.sidecar["device"]["l4t_release"] == "36.4.3"
+
+
+def test_auto_precision_is_fp16_with_weak_typing(monkeypatch, default_model):
+    trt = use(monkeypatch, "10.3.0")
+    build(default_model, precision="auto")
+    # auto on weak-typing releases means FP16 (the fast default on Jetson)
+    assert trt.builder.config.flags == ["FP16"]
+
+
+def test_opt_level_needs_86(monkeypatch, default_model):
+    trt = use(monkeypatch, "8.5.2")
+    r = build(default_model, precision="fp16", opt_level=4)
+    assert any("no builder optimization level" in n for n in r.notes)
+    trt = use(monkeypatch, "10.3.0")
+    build(default_model, precision="fp16", opt_level=4)
+    assert trt.builder.config.builder_optimization_level == 4
+
+
+def test_timing_cache_round_trip(monkeypatch, default_model, tmp_path):
+    trt = use(monkeypatch, "10.3.0")
+    tc = tmp_path / "t.cache"
+    tc.write_bytes(b"OLD")
+    build_engine(default_model, BuildOptions(profiles=PROFILE), timing_cache_path=str(tc), show_progress=False)
+    assert ("create_timing_cache", b"OLD") in trt.calls and tc.read_bytes() == b"TIMING"
+
+
+def test_dla(monkeypatch, default_model):
+    trt = use(monkeypatch, "10.3.0", dla_cores=2)
+    build(default_model, precision="fp16", dla_core=1, gpu_fallback=True)
+    c = trt.builder.config
+    assert (c.default_device_type, c.DLA_core) == ("DLA", 1) and "GPU_FALLBACK" in c.flags
+    use(monkeypatch, "10.3.0", dla_cores=2)
+    with pytest.raises(TegraAIError, match="DLA cores 0..1"):
+        build(default_model, precision="fp16", dla_core=2)
+    use(monkeypatch, "10.16.2", facts=platform.DeviceFacts("11.0", "Thor"), dla_cores=0)
+    with pytest.raises(TegraAIError, match="has no DLA"):
+        build(default_model, precision="fp16", dla_core=0)
+    use(monkeypatch, "10.3.0", dla_cores=2)
+    with pytest.raises(TegraAIError, match="the DLA runs FP16 or INT8 only"):
+        build(default_model, precision="fp32", dla_core=0)
+
+
+def test_out_of_memory(monkeypatch, default_model):
+    use(monkeypatch, "10.3.0", build_result=None, errors_on_build=["Requested amount of GPU memory (1073741824 bytes) "
+                                                                   "could not be allocated. There may not be enough free memory"])
+    with pytest.raises(TegraAIError, match="out of GPU memory") as exc:
+        build(default_model, precision="fp16")
+    assert "lower --workspace" in exc.value.hint
+
+
+def test_parser_errors_by_node(monkeypatch, default_model):
+    use(monkeypatch, "8.5.2", parse_errors=[("Unsupported operator Foo", "foo_1")])
+    with pytest.raises(TegraAIError, match="node foo_1: Unsupported operator Foo"):
+        build(default_model)
+
+
+def test_no_gpu_on_build_host(monkeypatch, default_model):
+    use(monkeypatch, "10.3.0", facts=None)
+    with pytest.raises(TegraAIError, match="never on an x86 build host") as exc:
+        build(default_model)
+    assert exc.value.exit_code == 69
+
+
+def test_engine_from_other_release_refused(monkeypatch, default_model, tmp_path):
+    from tegra_ai.trt.builder import write_engine
+    from tegra_ai.trt.inspect import inspect_engine
+
+    use(monkeypatch, "10.3.0")
+    engine = tmp_path / "d.engine"
+    write_engine(build(default_model, precision="fp16"), str(engine))
+    use(monkeypatch, "8.5.2")
+    with pytest.raises(TegraAIError, match="built with tensorrt 10.3.0, this machine has TensorRT 8.5.2"):
+        inspect_engine(str(engine))
+    # without a sidecar, TensorRT's own refusal becomes one line too
+    engine.with_suffix(".json").unlink()
+    engine.write_bytes(b"not this release")
+    with pytest.raises(TegraAIError, match="another TensorRT version"):
+        inspect_engine(str(engine), with_layers=False)
