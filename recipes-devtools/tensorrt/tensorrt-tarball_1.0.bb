@@ -13,6 +13,8 @@ LICENSE = "Proprietary"
 # reading NVIDIA's license.
 TENSORRT_TARBALL_LIC_FILES_CHKSUM ??= "file://include/NvInfer.h;endline=16;md5=cac95541e748626c31067a3f6573562f"
 LIC_FILES_CHKSUM = "${TENSORRT_TARBALL_LIC_FILES_CHKSUM}"
+# Accept NVIDIA's TensorRT license explicitly: LICENSE_FLAGS_ACCEPTED += "nvidia-tensorrt"
+LICENSE_FLAGS = "nvidia-tensorrt"
 
 # The archive, as a SRC_URI entry: file:///path/to/TensorRT-10.x.y.z.l4t.aarch64-gnu.cuda-12.x.tar.gz
 # (or an https URL of your own mirror); its sha256 and the TensorRT version it holds.
