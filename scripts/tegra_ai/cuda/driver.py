@@ -121,6 +121,7 @@ def copy_dtoh(array: np.ndarray, src: int, stream: int = 0, synchronize: bool = 
     check(drv.cuMemcpyDtoHAsync(array.ctypes.data, int(src), array.nbytes, stream_handle(stream)), "cuMemcpyDtoHAsync")
     if synchronize:
         stream_synchronize(stream)
+    return array
 
 
 def stream_handle(stream):

@@ -184,8 +184,7 @@ class Nms:
             c.c_float(0.0 if score_threshold is None else float(score_threshold)),
             c.c_int32(score_threshold is not None), c.c_uint64(order), c.c_uint64(n_valid)), 0, stream)
         launch(self._mask, g.mask_grid, (layout.NMS_TILE, 1, 1), kernel_args(
-            c.c_uint64(int(boxes_ptr)), c.c_uint64(int(classes_ptr or 0)), c.c_uint64(int(scores_ptr)),
-            c.c_uint64(order), c.c_uint64(n_valid), c.c_int32(n), c.c_float(float(iou_threshold)),
+            c.c_uint64(int(boxes_ptr)), c.c_uint64(int(classes_ptr or 0)), c.c_uint64(order), c.c_uint64(n_valid), c.c_int32(n), c.c_float(float(iou_threshold)),
             c.c_uint64(mask)), 0, stream)
         launch(self._gather, (1, 1, 1), (layout.NMS_GATHER_THREADS, 1, 1), kernel_args(
             c.c_uint64(order), c.c_uint64(n_valid), c.c_uint64(mask), c.c_int32(n),

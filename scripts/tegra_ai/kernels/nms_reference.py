@@ -1,6 +1,6 @@
-"""NumPy model of what ``nms.cu`` computes, for CPU tests of its logic: torch.sort's
-tie order (bitonic network for 32 or fewer, stable otherwise), torchvision's IoU in
-float32, greedy suppression, class-aware variant, score threshold and top-k.
+"""NumPy model of what ``nms.cu`` computes, for CPU tests of its logic: a stable
+descending sort by score (torch.sort's tie order on CUDA), torchvision's IoU in float32,
+greedy suppression, class-aware variant, score threshold and top-k.
 
 It does not model the GPU's fused multiply-adds, so at an IoU exactly on the
 threshold it may disagree with the GPU; the GPU tests compare with torchvision itself.
@@ -11,43 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 
-def _gt(a: float, b: float) -> bool:
-    return (np.isnan(a) and not np.isnan(b)) or a > b
-
-
-def bitonic_order_desc(keys: np.ndarray) -> np.ndarray:
-    """Permutation torch.sort(descending=True) returns on CUDA for 2..32 elements
-    (ATen SmallBitonicSort, replayed pair by pair)."""
-    m = len(keys)
-    assert m <= 32
-    key = [float(k) for k in keys] + [0.0] * (32 - m)
-    idx = list(range(m)) + [-1] * (32 - m)
-    ok = [True] * m + [False] * (32 - m)
-    size = 2
-    while size <= 32:
-        stride = size // 2
-        while stride > 0:
-            for t in range(16):
-                direction = ((t & (size // 2)) != 0) if size < 32 else False
-                pa = 2 * t - (t & (stride - 1))
-                pb = pa + stride
-                swap = (_gt(key[pa], key[pb]) and ok[pa]) or not ok[pb]
-                if swap == direction:
-                    key[pa], key[pb] = key[pb], key[pa]
-                    idx[pa], idx[pb] = idx[pb], idx[pa]
-                    ok[pa], ok[pb] = ok[pb], ok[pa]
-            stride //= 2
-        size *= 2
-    return np.array(idx[:m], dtype=np.int64)
-
-
 def sort_order_desc(scores: np.ndarray) -> np.ndarray:
-    scores = np.asarray(scores, dtype=np.float32)
-    if len(scores) <= 1:
-        return np.arange(len(scores))
-    if len(scores) <= 32:
-        return bitonic_order_desc(scores)
-    s = np.where(scores == 0, np.float32(0), scores)  # -0.0 ties with +0.0
+    """Stable descending order (torch.sort on CUDA as torchvision uses it; -0.0 == +0.0)."""
+    s = np.asarray(scores, dtype=np.float32)
+    s = np.where(s == 0, np.float32(0), s)
     return np.argsort(-s.astype(np.float64), kind="stable")
 
 
