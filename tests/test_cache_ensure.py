@@ -179,7 +179,7 @@ def test_failed_build_reports_and_exits_nonzero(bundle, tmp_path):
 
 
 def test_tampered_model_is_refused(bundle, tmp_path):
-    from conftest import make_model
+    from onnx_models import make_model
 
     onnx_path = load_manifest(os.path.join(bundle, "manifest.json"))[0].onnx
     make_model(onnx_path, input_dims=(1, 3, 16, 16), op="Sigmoid")  # a valid model, but not the bundled one

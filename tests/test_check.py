@@ -99,7 +99,7 @@ def _qdq_model(tmp_path, zp_value, zp_type=TensorProto.INT8):
              numpy_helper.from_array(np.array(zp_value, np_type), "zp")]
     nodes = [helper.make_node("QuantizeLinear", ["output", "s", "zp"], ["q"], name="q0"),
              helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["dq"], name="dq0")]
-    from conftest import make_model
+    from onnx_models import make_model
 
     return make_model(str(tmp_path / f"qdq{zp_value}{zp_type}.onnx"), input_dims=(1, 3, 8, 8), extra_nodes=nodes,
                       initializers=inits)
