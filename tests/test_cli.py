@@ -71,8 +71,11 @@ def test_no_tensorrt_says_so(tmp_path, static_model):
 
 
 def test_verbose_shows_traceback(tmp_path, corrupt_model):
-    proc = cli("--verbose", "check", corrupt_model, "--no-parser")
-    assert proc.returncode == 1
+    quiet = cli("build", corrupt_model, "-o", str(tmp_path / "x.engine"), env={"TEGRA_AI_TENSORRT": "tensorrt_rtx"})
+    loud = cli("--verbose", "build", corrupt_model, "-o", str(tmp_path / "x.engine"),
+               env={"TEGRA_AI_TENSORRT": "tensorrt_rtx"})
+    assert quiet.returncode == loud.returncode == 1
+    assert "Traceback" not in quiet.stderr and "Traceback" in loud.stderr
 
 
 def test_check_json_and_exit_codes(default_model, corrupt_model):

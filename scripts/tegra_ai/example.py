@@ -28,13 +28,14 @@ def reference_accuracy() -> dict:
     """Top-1 accuracy of the ONNX model on the held-out split, with ONNX Runtime (CPU)."""
     import onnxruntime as ort
 
+    from tegra_ai.backend.onnxruntime import OnnxRuntimeRunner
     from tegra_ai.preprocess.reference import preprocess_batch_reference
 
     images, labels = models.load_samples("val")
     spec = models.load_preprocess_spec()
     batch = preprocess_batch_reference(spec, list(images), dtype=spec.dtype)
-    session = ort.InferenceSession(models.DEFAULT_MODEL, providers=["CPUExecutionProvider"])
-    logits = session.run(None, {"input": batch})[0]
+    with OnnxRuntimeRunner(models.DEFAULT_MODEL) as runner:
+        logits = runner.infer({"input": batch})["logits"]
     return {"backend": f"onnxruntime {ort.__version__} (CPU)", "samples": int(len(labels)),
             "top1": float((logits.argmax(1) == labels).mean())}
 

@@ -134,6 +134,7 @@ def build_engine(model_path: str, options: BuildOptions, *, timing_cache_path: s
                 raise TegraAIError("TensorRT rejected an optimization profile: " + "; ".join(s.format() for s in profile),
                                    exit_code=EXIT_USAGE)
 
+    compat.check_gpu_precisions(builder, typing["flags"])
     compat.set_builder_flags(trt, config, typing["flags"])
     compat.set_workspace(trt, feats, config, options.workspace)
     notes += compat.set_optimization_level(feats, config, options.opt_level)

@@ -443,6 +443,19 @@ def deserialize(trt, feats: Features, logger, data: bytes):
     return runtime, engine
 
 
+def set_optimization_profile(context, index: int, stream: int) -> None:
+    context.set_optimization_profile_async(int(index), int(stream))
+
+
+def check_gpu_precisions(builder, flag_names: list) -> None:
+    """A precision the GPU has no fast path for is refused instead of silently slow.
+    (platform_has_fast_* exist up to TensorRT 10.x; every Jetson GPU has both.)"""
+    for flag, attr in (("FP16", "platform_has_fast_fp16"), ("INT8", "platform_has_fast_int8")):
+        if flag in flag_names and getattr(builder, attr, True) is False:
+            raise TegraAIError(f"this GPU has no fast {flag} path", hint=f"build without --precision {flag.lower()}",
+                               exit_code=EXIT_USAGE)
+
+
 def io_tensors(trt, engine) -> list:
     out = []
     for i in range(engine.num_io_tensors):
