@@ -180,3 +180,54 @@ def test_device_pointers_from_torch(rng):
     stream.synchronize()
     for k, img in enumerate(imgs):
         check_close(spec, out[k].cpu().numpy(), preprocess_reference(spec, img), REF_TOL_LEVELS)
+
+
+@pytest.mark.nvcc
+def test_plugin_core_matches_the_python_kernel(rng, tmp_path):
+    """The TensorRT plugin's launcher (built here with nvcc, called through its C ABI)
+    computes what the NVRTC-built kernel and the reference compute."""
+    import ctypes
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from tegra_ai.cuda.driver import DeviceBuffer, compute_capability, copy_dtoh
+    from tegra_ai.kernels.layout import DTYPE_CODES, FORMAT_CODES, LAYOUT_CODES, ORDER_CODES
+
+    if not shutil.which("nvcc"):
+        pytest.skip("nvcc is not on PATH")
+    plugin = Path(__file__).resolve().parents[2] / "scripts" / "tegra_ai" / "plugin"
+    cc = "".join(map(str, compute_capability()))
+    lib = tmp_path / "libcore.so"
+    r = subprocess.run(["nvcc", "-shared", "-Xcompiler", "-fPIC", f"-arch=sm_{cc}", "-o", str(lib),
+                        str(plugin / "preprocess_plugin_core.cu")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+    class Params(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_int32) for n in ("height", "width", "input_format", "channel_order", "resize",
+                                                   "layout", "dtype")] + \
+                   [("pad_value", ctypes.c_float), ("scale", ctypes.c_float),
+                    ("mean", ctypes.c_float * 3), ("std", ctypes.c_float * 3)]
+
+    core = ctypes.CDLL(str(lib))
+    for fmt, resize, dtype in [("bgr8", "letterbox", "float16"), ("nv12", "stretch", "float32"),
+                               ("gray8", "letterbox", "float32")]:
+        spec = PreprocessSpec(height=96, width=128, input_format=fmt, resize=resize, dtype=dtype,
+                              mean=(0.2, 0.3, 0.4), std=(0.3, 0.2, 0.25), pad_value=33)
+        h, w, batch = 150, 202, 3
+        imgs = [random_image(rng, fmt, h, w) for _ in range(batch)]
+        dense = np.ascontiguousarray(np.stack(imgs))
+        src = DeviceBuffer(dense.nbytes).upload(dense)
+        out_n = batch * 3 * 96 * 128
+        out = DeviceBuffer(out_n * 4)
+        ws = DeviceBuffer(batch * 64 + 256)
+        p = Params(96, 128, FORMAT_CODES[fmt], ORDER_CODES["rgb"], 1 if resize == "letterbox" else 0,
+                   LAYOUT_CODES["nchw"], DTYPE_CODES[dtype], 33.0, 1 / 255.0,
+                   (ctypes.c_float * 3)(0.2, 0.3, 0.4), (ctypes.c_float * 3)(0.3, 0.2, 0.25))
+        err = core.tegra_ai_preprocess_enqueue(ctypes.byref(p), ctypes.c_void_p(src.ptr), batch, h, w,
+                                               ctypes.c_void_p(out.ptr), ctypes.c_void_p(ws.ptr), None)
+        assert err == 0
+        core.cudaDeviceSynchronize() if hasattr(core, "cudaDeviceSynchronize") else None
+        got = copy_dtoh(np.empty((batch, 3, 96, 128), np.float16 if dtype == "float16" else np.float32), out.ptr)
+        for k in range(batch):
+            check_close(spec, got[k], preprocess_reference(spec, imgs[k]), REF_TOL_LEVELS)
