@@ -286,19 +286,8 @@ def _real_parse(model_path: str, report: Report):
         report.add(INFO, "parser", f"{feats.describe()}'s ONNX parser accepts the model"
                    + (" (the target's TensorRT may differ)" if feats.is_rtx else ""))
         return
-    for i in range(parser.num_errors):
-        err = parser.get_error(i)
-        node = None
-        for attr in ("node_name", "node"):
-            fn = getattr(err, attr, None)
-            try:
-                value = fn() if callable(fn) else fn
-            except Exception:
-                value = None
-            if value not in (None, "", -1):
-                node = str(value)
-                break
-        report.add(ERROR, "parser", f"{feats.describe()}'s ONNX parser: {err.desc()}", [node] if node else [])
+    for node, desc in compat.parser_errors(parser):
+        report.add(ERROR, "parser", f"{feats.describe()}'s ONNX parser: {desc}", [node] if node else [])
 
 
 def format_report(report: Report) -> str:

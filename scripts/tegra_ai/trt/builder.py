@@ -70,20 +70,7 @@ def _parse(trt, parser, model_path: str, logger):
     ok = parser.parse_from_file(model_path)
     if ok:
         return
-    errors = []
-    for i in range(parser.num_errors):
-        err = parser.get_error(i)
-        node = ""
-        for attr in ("node_name", "node"):
-            fn = getattr(err, attr, None)
-            try:
-                value = fn() if callable(fn) else fn
-            except Exception:
-                value = None
-            if value not in (None, "", -1):
-                node = f"node {value}: "
-                break
-        errors.append(f"{node}{err.desc()}")
+    errors = [f"node {node}: {desc}" if node else desc for node, desc in compat.parser_errors(parser)]
     detail = "; ".join(errors) or "; ".join(logger.errors) or "unknown parser error"
     raise TegraAIError(f"TensorRT's ONNX parser rejected {os.path.basename(model_path)}: {detail}",
                        hint="run 'tensorrt-optimize check' for a per-node report")

@@ -418,6 +418,26 @@ def load_plugin_library(trt, feats: Features, path: str):
         raise TegraAIError(f"cannot load plugin library {path}: {exc}") from None
 
 
+def parser_errors(parser) -> list:
+    """[(node name or None, description)] of an OnnxParser. The node is ``node_name()``
+    on 10.x and ``node()`` (an index) on 8.x."""
+    errors = []
+    for i in range(parser.num_errors):
+        err = parser.get_error(i)
+        node = None
+        for attr in ("node_name", "node"):
+            fn = getattr(err, attr, None)
+            try:
+                value = fn() if callable(fn) else fn
+            except Exception:
+                value = None
+            if value not in (None, "", -1):
+                node = str(value)
+                break
+        errors.append((node, err.desc()))
+    return errors
+
+
 # --------------------------------------------------------------------------- engines
 
 _DTYPE_NAMES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
