@@ -77,7 +77,10 @@ class Preprocessor:
         self._module = load_module("preprocess", ordinal)
         self._function = self._module.function(layout.KERNEL_NAMES[spec.input_format])
         self._work = _Workspace()
-        self._uploaded = None
+        self._last_key = None
+        self._last_maps = []
+        self._params = {}
+        self._grid = None
 
     def run_device(self, images: Sequence[SourceImage], out_ptr: int, stream=0,
                    out_image_stride: int | None = None) -> list:
@@ -87,17 +90,26 @@ class Preprocessor:
 
         if not images:
             raise TegraAIError("preprocess needs at least one image")
-        descs = (layout.ImageDesc * len(images))(*[layout.image_desc(self.spec, im) for im in images])
-        raw = bytes(descs)
-        desc_ptr = self._work.get("descs", len(raw))
-        if raw != self._uploaded:
+        key = tuple(images)
+        if key != self._last_key:
+            # Descriptors and box mappings depend only on the images' pointers and sizes:
+            # a pipeline that reuses its buffers pays for them once.
+            descs = (layout.ImageDesc * len(images))(*[layout.image_desc(self.spec, im) for im in images])
+            raw = bytes(descs)
+            desc_ptr = self._work.get("descs", len(raw))
             # Pageable source: the driver stages it before returning, so `raw` may go.
             copy_htod(desc_ptr, np.frombuffer(raw, dtype=np.uint8), stream)
-            self._uploaded = raw
-        params = layout.preprocess_params(self.spec, desc_ptr, out_ptr, len(images), out_image_stride)
-        grid, block = layout.preprocess_grid(self.spec, len(images))
-        launch(self._function, grid, block, kernel_args(params), 0, stream)
-        return [box_mapping(self.spec, im.height, im.width) for im in images]
+            self._last_key = key
+            self._last_maps = [box_mapping(self.spec, im.height, im.width) for im in images]
+            self._params = {}
+        params = self._params.get((out_ptr, out_image_stride))
+        if params is None:
+            desc_ptr = self._work.get("descs", len(images) * layout.IMAGE_DESC_BYTES)
+            params = layout.preprocess_params(self.spec, desc_ptr, out_ptr, len(images), out_image_stride)
+            self._params = {(out_ptr, out_image_stride): params}
+            self._grid = layout.preprocess_grid(self.spec, len(images))
+        launch(self._function, self._grid[0], self._grid[1], kernel_args(params), 0, stream)
+        return list(self._last_maps)
 
     def __call__(self, images, stream=0):
         """NumPy in (one HxWxC / HxW / NV12 (H*3/2)xW array or a list of them), NumPy out."""

@@ -25,7 +25,7 @@ BLOCK = (32, 8, 1)
 
 NMS_TILE = 64
 NMS_RANK_THREADS = 128
-NMS_GATHER_THREADS = 512
+NMS_GATHER_THREADS = 1024
 # The gather kernel keeps one removed-bit word per 64 boxes in shared memory (48 KiB
 # without opting in to more on every architecture we target).
 NMS_MAX_BOXES = 48 * 1024 // 8 * NMS_TILE
