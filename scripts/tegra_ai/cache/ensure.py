@@ -38,8 +38,12 @@ def default_builder(cache: EngineCache, show_progress: bool, verbose: bool):
         from tegra_ai.trt.builder import build_engine
 
         # One timing cache for the whole cache dir: rebuilding after an OTA update of one
-        # model reuses the tactic timings of every layer seen before.
-        return build_engine(entry.onnx, entry.options, timing_cache_path=os.path.join(cache.root, "timing.cache"),
+        # model reuses the tactic timings of every layer seen before. A timing cache
+        # shipped in the bundle seeds it.
+        timing_cache = os.path.join(cache.root, "timing.cache")
+        if entry.timing_cache and os.path.isfile(entry.timing_cache) and not os.path.exists(timing_cache):
+            shutil.copyfile(entry.timing_cache, timing_cache)
+        return build_engine(entry.onnx, entry.options, timing_cache_path=timing_cache,
                             calibration_data=entry.calibration_data, calibration_cache=entry.calibration_cache,
                             show_progress=show_progress, verbose=verbose, memo=cache.memo)
     return build

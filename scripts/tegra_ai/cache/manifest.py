@@ -31,12 +31,14 @@ class ModelEntry:
     manifest: str | None = None
     calibration_data: str | None = None     # implicit INT8 (TensorRT <= 10.x): .npz, absolute once loaded
     calibration_cache: str | None = None
+    timing_cache: str | None = None          # a starting timing cache shipped with the model
 
     def to_json(self, base: str) -> dict:
         rel = lambda p: os.path.relpath(p, base) if p else None  # noqa: E731
         return {"name": self.name, "onnx": rel(self.onnx), "files": [rel(p) for p in self.files],
                 "sha256": self.sha256, "options": self.options.normalized(), "preprocess": self.preprocess,
-                "calibration_data": rel(self.calibration_data), "calibration_cache": rel(self.calibration_cache)}
+                "calibration_data": rel(self.calibration_data), "calibration_cache": rel(self.calibration_cache),
+                "timing_cache": rel(self.timing_cache)}
 
 
 def _bad(path: str, msg: str) -> TegraAIError:
@@ -66,7 +68,7 @@ def load_manifest(path: str) -> list:
             files = [os.path.normpath(os.path.join(base, p)) for p in m["files"]]
             onnx = os.path.normpath(os.path.join(base, m["onnx"]))
             calib = {k: os.path.normpath(os.path.join(base, m[k])) if m.get(k) else None
-                     for k in ("calibration_data", "calibration_cache")}
+                     for k in ("calibration_data", "calibration_cache", "timing_cache")}
             entries.append(ModelEntry(name=name, onnx=onnx, files=files, sha256=m["sha256"],
                                       options=BuildOptions.from_dict(m.get("options") or {}),
                                       preprocess=m.get("preprocess"), manifest=os.path.abspath(path), **calib))
@@ -93,7 +95,7 @@ def find_manifests(paths: list) -> list:
 
 def add_to_bundle(out_dir: str, name: str, model_files: list, sha256: str, options: BuildOptions,
                   preprocess: dict | None = None, calibration_data: str | None = None,
-                  calibration_cache: str | None = None) -> str:
+                  calibration_cache: str | None = None, timing_cache: str | None = None) -> str:
     """Copy a model (+ external data) to ``out_dir/name/`` and add it to the bundle's manifest."""
     check_model_name(name)
     manifest_path = os.path.join(out_dir, MANIFEST_NAME)
@@ -115,7 +117,8 @@ def add_to_bundle(out_dir: str, name: str, model_files: list, sha256: str, optio
             copied.append(dest)
         calib = {}
         for key, src, dest_name in (("calibration_data", calibration_data, "calibration.npz"),
-                                    ("calibration_cache", calibration_cache, "calibration.cache")):
+                                    ("calibration_cache", calibration_cache, "calibration.cache"),
+                                    ("timing_cache", timing_cache, "timing.cache")):
             if src:
                 dest = os.path.join(dest_dir, dest_name)
                 shutil.copyfile(src, dest + ".tmp")

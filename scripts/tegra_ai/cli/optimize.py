@@ -150,7 +150,8 @@ def cmd_bundle(args):
     if args.calibration and os.path.isdir(args.calibration):
         raise TegraAIError("bundle takes calibration data as one .npz file", exit_code=EXIT_USAGE)
     manifest = add_to_bundle(args.out, name, files, sha, options, preprocess,
-                             calibration_data=args.calibration, calibration_cache=args.calibration_cache)
+                             calibration_data=args.calibration, calibration_cache=args.calibration_cache,
+                             timing_cache=args.timing_cache)
     if args.json:
         print_json({"manifest": os.path.abspath(manifest), "name": name, "sha256": sha})
     else:
@@ -238,6 +239,7 @@ def build_parser():
     p.add_argument("--preprocess", metavar="SPEC.json", help="preprocessing spec to record with the model")
     p.add_argument("--target", help="run the preflight for this target first and refuse a failing model")
     p.add_argument("--no-check", action="store_true", help="skip the preflight (no onnx package needed)")
+    p.add_argument("--timing-cache", metavar="FILE", help="a timing cache to ship with the model (seeds the device's)")
     _add_build_options(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bundle)
