@@ -4,7 +4,8 @@ import glob
 import os
 import re
 
-__all__ = ["unpackdir", "recipe_available", "layer_recipe_versions", "project_version"]
+__all__ = ["unpackdir", "recipe_available", "layer_recipe_versions", "project_version",
+           "proprietary_license"]
 
 
 def unpackdir(d):
@@ -66,3 +67,9 @@ def project_version(layerdir, default="0.0.0"):
     project = text.split("[project]", 1)[-1].split("\n[", 1)[0] if "[project]" in text else ""
     m = _PROJECT_VERSION.search(project)
     return m.group(1) if m else default
+
+
+def proprietary_license(d):
+    """'Proprietary' up to scarthgap; 'LicenseRef-Proprietary' (SPDX syntax, as meta-tegra master uses) after."""
+    series = (d.getVar("LAYERSERIES_CORENAMES") or "").split()
+    return "Proprietary" if "scarthgap" in series else "LicenseRef-Proprietary"

@@ -7,7 +7,8 @@ accept the license, and point TENSORRT_TARBALL at it. Select it in local.conf wi
 PREFERRED_PROVIDER_tensorrt-core = \"tensorrt-tarball\" (and the same for \
 tensorrt-plugins and tensorrt-trtexec)."
 HOMEPAGE = "https://developer.nvidia.com/tensorrt"
-LICENSE = "Proprietary"
+# "Proprietary" on scarthgap, "LicenseRef-Proprietary" from the SPDX-syntax releases on.
+LICENSE = "${@tegra_ai_layer.compat.proprietary_license(d)}"
 # The SPDX header of NvInfer.h (TensorRT 10.3); for another release bitbake
 # prints the new checksum: set TENSORRT_TARBALL_LIC_FILES_CHKSUM to it after
 # reading NVIDIA's license.

@@ -191,3 +191,8 @@ def test_project_version(tmp_path):
     (tmp_path / "pyproject.toml").write_text('[build-system]\nversion = "9"\n[project]\nname = "x"\nversion = "1.2.3"\n')
     assert compat.project_version(str(tmp_path)) == "1.2.3"
     assert compat.project_version(str(tmp_path / "missing")) == "0.0.0"
+
+
+def test_proprietary_license():
+    assert compat.proprietary_license(FakeData({"LAYERSERIES_CORENAMES": "scarthgap"})) == "Proprietary"
+    assert compat.proprietary_license(FakeData({"LAYERSERIES_CORENAMES": "wrynose blacksail"})) == "LicenseRef-Proprietary"
