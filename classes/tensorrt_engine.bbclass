@@ -44,8 +44,10 @@
 # Engines coming back from a builder are checked with `tensorrt-optimize
 # verify-cache` against TEGRA_AI_TRT_VERSION and TEGRA_AI_COMPUTE_CAPABILITY;
 # a mismatch fails the build instead of packaging engines the device would
-# reject. They are packaged under their cache keys in ${TEGRA_AI_ENGINE_CACHE},
-# where the first-boot service finds them as cache hits.
+# reject. They are packaged under their cache keys in ${TEGRA_AI_ENGINE_SEED}
+# (read-only, part of the rootfs and so of every OTA update); the first-boot
+# service copies a matching one into the persistent ${TEGRA_AI_ENGINE_CACHE}
+# instead of building it (`ensure --seed`).
 
 # Models of this recipe (names; each needs TEGRA_AI_MODEL_<name>).
 TEGRA_AI_MODELS ??= ""
@@ -70,6 +72,8 @@ TEGRA_AI_ENGINE_BUILDER_TOOL ??= "tensorrt-optimize"
 # On-device locations (the contract in docs/ARCHITECTURE.md).
 TEGRA_AI_MODELS_DIR ??= "${datadir}/tegra-ai/models"
 TEGRA_AI_ENGINE_CACHE ??= "${localstatedir}/lib/tegra-ai/engines"
+# Engines prebuilt at image-build time (read-only seed of the cache above).
+TEGRA_AI_ENGINE_SEED ??= "${datadir}/tegra-ai/engines"
 
 TEGRA_AI_SRCDIR ?= "${@tegra_ai_layer.compat.unpackdir(d)}"
 TEGRA_AI_BUNDLE_DIR = "${B}/tegra-ai-bundle"
@@ -130,14 +134,14 @@ tensorrt_engine_do_install() {
         for f in ${TEGRA_AI_ENGINE_DIR}/*/*.engine ${TEGRA_AI_ENGINE_DIR}/*/*.json; do
             [ -f "$f" ] || continue
             n=$(basename $(dirname "$f"))
-            install -D -m 0644 "$f" ${D}${TEGRA_AI_ENGINE_CACHE}/$n/$(basename "$f")
+            install -D -m 0644 "$f" ${D}${TEGRA_AI_ENGINE_SEED}/$n/$(basename "$f")
         done
     fi
 }
 
 EXPORT_FUNCTIONS do_compile do_install
 
-FILES:${PN} += "${TEGRA_AI_MODELS_DIR}/${TEGRA_AI_BUNDLE} ${TEGRA_AI_ENGINE_CACHE}"
+FILES:${PN} += "${TEGRA_AI_MODELS_DIR}/${TEGRA_AI_BUNDLE} ${TEGRA_AI_ENGINE_SEED}"
 # The first-boot service turns the bundle into engines (and accepts prebuilt ones).
 RDEPENDS:${PN} += "tegra-ai-engines"
 # The bundle's manifest targets this BSP's TensorRT version.

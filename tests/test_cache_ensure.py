@@ -237,3 +237,19 @@ def test_verify_cache(bundle, tmp_path):
     with open(engine, "ab") as f:
         f.write(b"x")
     assert "not matching its sidecar" in verify_cache(cache)["problems"][0]
+
+
+def test_seed_cache_from_the_image(bundle, tmp_path):
+    """Engines prebuilt into the rootfs (read-only) are copied into the persistent cache."""
+    seed = str(tmp_path / "rootfs-engines")
+    run(bundle, seed, FakeBuilder())
+    os.chmod(os.path.join(seed, "net"), 0o555)
+    b = FakeBuilder()
+    s = run(bundle, str(tmp_path / "cache"), b, seeds=(seed,))
+    assert b.calls == [] and s["models"][0]["status"] == "seeded" and s["seeded"] == 1
+    s2 = run(bundle, str(tmp_path / "cache"), b, seeds=(seed,))
+    assert s2["models"][0]["status"] == "hit"
+    # a seed for another TensorRT release is not used
+    b3 = FakeBuilder()
+    s3 = run(bundle, str(tmp_path / "cache3"), b3, seeds=(seed,), rt=runtime("10.3.0.31"))
+    assert b3.calls == ["net"] and s3["models"][0]["status"] == "built"

@@ -30,6 +30,7 @@ do_install() {
         -e 's,@SYSCONFDIR@,${sysconfdir},g' \
         -e 's,@MODELSDIR@,${datadir}/tegra-ai/models,g' \
         -e 's,@ENGINECACHE@,${localstatedir}/lib/tegra-ai/engines,g' \
+        -e 's,@ENGINESEED@,${datadir}/tegra-ai/engines,g' \
         -e 's,@TIMEOUT@,${TEGRA_AI_ENGINES_TIMEOUT},g' \
         -e 's,@RETRIES@,${TEGRA_AI_ENGINES_RETRIES},g' \
         -e 's,@RETRYWINDOW@,${TEGRA_AI_ENGINES_RETRY_WINDOW},g' \

@@ -52,6 +52,10 @@ def test_good_recipe(parse_recipe):
     # EXPORT_FUNCTIONS made the class's tasks the recipe's
     assert "tensorrt_engine_do_compile" in d.getVar("do_compile")
     assert "tensorrt_engine_do_install" in d.getVar("do_install")
+    # prebuilt engines go to the read-only seed, which ensure --seed copies from
+    install = d.getVar("tensorrt_engine_do_install")
+    assert d.getVar("TEGRA_AI_ENGINE_SEED") == d.getVar("datadir") + "/tegra-ai/engines"
+    assert "${D}" + d.getVar("TEGRA_AI_ENGINE_SEED") in install.replace(d.getVar("D"), "${D}")
 
 
 def test_varflag_precision_default(parse_recipe):

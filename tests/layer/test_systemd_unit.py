@@ -18,7 +18,7 @@ def render(bindir, sysconfdir="/etc", modelsdir="/usr/share/tegra-ai/models",
     """What the recipe's do_install writes (same placeholders, same defaults)."""
     text = open(UNIT).read()
     for k, v in {"@BINDIR@": bindir, "@SYSCONFDIR@": sysconfdir, "@MODELSDIR@": modelsdir,
-                 "@ENGINECACHE@": cache, "@TIMEOUT@": "1h", "@RETRIES@": "4", "@RETRYWINDOW@": "6h"}.items():
+                 "@ENGINECACHE@": cache, "@ENGINESEED@": "/usr/share/tegra-ai/engines", "@TIMEOUT@": "1h", "@RETRIES@": "4", "@RETRYWINDOW@": "6h"}.items():
         text = text.replace(k, v)
     return text
 
@@ -34,10 +34,10 @@ def test_recipe_fills_every_placeholder():
     recipe = [f for f in os.listdir(RECIPE_DIR) if f.endswith(".bb")]
     assert len(recipe) == 1
     text = open(os.path.join(RECIPE_DIR, recipe[0])).read()
-    for placeholder in ("@BINDIR@", "@SYSCONFDIR@", "@MODELSDIR@", "@ENGINECACHE@", "@TIMEOUT@", "@RETRIES@",
-                        "@RETRYWINDOW@"):
+    for placeholder in ("@BINDIR@", "@SYSCONFDIR@", "@MODELSDIR@", "@ENGINECACHE@", "@ENGINESEED@", "@TIMEOUT@",
+                        "@RETRIES@", "@RETRYWINDOW@"):
         assert placeholder in text
-    assert "@" not in render("/usr/bin").split("[Unit]", 1)[1].replace("root@", "")
+    assert "@" not in render("/usr/bin").replace("root@", "")
 
 
 def test_unit_contract():
@@ -48,6 +48,9 @@ def test_unit_contract():
                                      "--cache ${TEGRA_AI_ENGINE_CACHE}")
     assert "TEGRA_AI_MODELS_DIR=/usr/share/tegra-ai/models" in s["Environment"]
     assert "TEGRA_AI_ENGINE_CACHE=/var/lib/tegra-ai/engines" in s["Environment"]
+    # engines prebuilt into the read-only rootfs seed the persistent cache
+    assert "--seed ${TEGRA_AI_ENGINE_SEED}" in s["ExecStart"]
+    assert "TEGRA_AI_ENGINE_SEED=/usr/share/tegra-ai/engines" in s["Environment"]
     assert s["TimeoutStartSec"] == "1h"          # never blocks forever
     assert s["Restart"] == "on-failure"          # retried after a failure
     assert set(s["RestartPreventExitStatus"].split()) == {"2", "69"}  # ensure's bad input / no TensorRT

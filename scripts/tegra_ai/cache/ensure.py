@@ -64,11 +64,34 @@ def default_loader():
     return load
 
 
+def _from_seeds(seed_caches, cache, name, key, loader, log):
+    """Copy a valid engine for ``key`` from a read-only seed cache into ``cache``."""
+    for seed in seed_caches:
+        found = seed.lookup(name, key)
+        if found is None:
+            continue
+        engine_path, sidecar = found
+        if loader is not None:
+            try:
+                loader(engine_path)
+            except TegraAIError as exc:
+                log(f"{name}: prebuilt engine in {seed.root} does not load ({exc.message}); ignoring it")
+                continue
+        with open(engine_path, "rb") as f:
+            engine = f.read()
+        return cache.store(name, key, engine, sidecar)
+    return None
+
+
 def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builder=None, loader="default",
-           runtime=None, show_progress: bool = True, verbose: bool = False, log=print) -> dict:
+           runtime=None, seeds: tuple = (), show_progress: bool = True, verbose: bool = False, log=print) -> dict:
     """Returns a JSON-able summary; ``summary["exit_code"]`` is what the CLI exits with.
 
-    ``runtime`` is ``(features, facts_for(options))``; by default TensorRT and this GPU."""
+    ``runtime`` is ``(features, facts_for(options))``; by default TensorRT and this GPU.
+    ``seeds`` are read-only caches (engines prebuilt into the rootfs at image-build
+    time): a miss in ``cache_dir`` that a seed holds is copied, not built. This keeps
+    prebuilt engines working when /var/lib is a persistent partition an A/B OTA
+    update does not replace."""
     if prune not in PRUNE_POLICIES:
         raise TegraAIError(f"--prune {prune!r}: expected one of {', '.join(PRUNE_POLICIES)}", exit_code=EXIT_USAGE)
     started = time.monotonic()
@@ -89,6 +112,7 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
     feats, facts_for = runtime
     summary["tensorrt"] = {"flavor": feats.flavor, "version": feats.version_string}
     builder = builder or default_builder(cache, show_progress, verbose)
+    seed_caches = [EngineCache(p, create=False) for p in seeds if os.path.isdir(p)]
     if loader == "default":
         loader = default_loader()
 
@@ -115,10 +139,15 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
                     except TegraAIError as exc:
                         log(f"{entry.name}: cached engine does not load ({exc.message}); rebuilding")
                         hit = None
+                seeded = None if hit is not None else _from_seeds(seed_caches, cache, entry.name, key, loader, log)
                 if hit is not None:
                     record["status"] = "hit"
                     summary["hits"] += 1
                     engine_path, sidecar = hit
+                elif seeded is not None:
+                    record["status"] = "seeded"
+                    summary["seeded"] = summary.get("seeded", 0) + 1
+                    engine_path, sidecar = seeded
                 else:
                     log(f"{entry.name}: building engine (key {key[:12]})")
                     result = builder(entry)

@@ -164,6 +164,7 @@ def cmd_ensure(args):
 
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     summary = ensure(args.manifest, args.cache, prune=args.prune, loader="default" if not args.no_load_check else None,
+                     seeds=tuple(args.seed),
                      show_progress=not args.no_progress, verbose=args.verbose, log=log)
     if args.json:
         print_json(summary)
@@ -173,7 +174,8 @@ def cmd_ensure(args):
         for m in summary["models"]:
             extra = f" ({m['error']})" if m.get("error") else f" -> {m.get('engine')}"
             print(f"{m['name']}: {m.get('status', 'not built')}{extra}")
-        print(f"{summary['hits']} cached, {summary['built']} built, {summary['failed']} failed")
+        print(f"{summary['hits']} cached, {summary.get('seeded', 0)} from prebuilt, {summary['built']} built, "
+              f"{summary['failed']} failed")
     return summary["exit_code"]
 
 
@@ -248,6 +250,8 @@ def build_parser():
     p.add_argument("--manifest", action="append", required=True, metavar="PATH",
                    help="manifest.json or a directory of */manifest.json; repeatable")
     p.add_argument("--cache", required=True, metavar="DIR", help="engine cache directory")
+    p.add_argument("--seed", action="append", default=[], metavar="DIR",
+                   help="read-only cache of prebuilt engines (e.g. from the image) copied in on a miss; repeatable")
     p.add_argument("--prune", default="stale", choices=["none", "stale", "unlisted"],
                    help="stale: drop engines of other keys of listed models; unlisted: also models no longer listed")
     p.add_argument("--no-load-check", action="store_true", help="trust sidecars without deserializing cached engines")
