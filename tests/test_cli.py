@@ -149,3 +149,23 @@ def test_example_with_rtx(tmp_path):
     proc = cli("example", "--out", str(tmp_path / "ex"), "--no-progress", env={"TEGRA_AI_TENSORRT": "tensorrt_rtx"})
     assert proc.returncode == 0, proc.stderr
     assert "TensorRT-RTX ahead-of-time engine" in proc.stdout and "built" in proc.stdout
+
+
+def test_bundle_without_onnx_package(tmp_path, model_factory):
+    """The native tool in a Yocto build has no onnx: bundle --no-check must still hash
+    the model and its external data."""
+    blocker = tmp_path / "block"
+    (blocker / "onnx").mkdir(parents=True)
+    (blocker / "onnx" / "__init__.py").write_text("raise ImportError('onnx blocked for this test')\n")
+    path = model_factory("ext.onnx", external=True, input_dims=(1, 3, 8, 8))
+    env = {"PYTHONPATH": f"{blocker}{os.pathsep}{os.path.join(ROOT, 'scripts')}"}
+    e = dict(os.environ, **env)
+    proc = subprocess.run([sys.executable, "-m", "tegra_ai.cli.optimize", "bundle", path, "--out", str(tmp_path / "b"),
+                           "--no-check", "--target", "trt-10.3", "--json"], capture_output=True, text=True, env=e)
+    assert proc.returncode == 0, proc.stderr
+    m = json.load(open(tmp_path / "b" / "manifest.json"))["models"][0]
+    assert m["files"] == ["ext/ext.onnx", "ext/ext.onnx.data"]
+    # without --no-check the preflight needs onnx and says so in one line
+    proc = subprocess.run([sys.executable, "-m", "tegra_ai.cli.optimize", "bundle", path, "--out", str(tmp_path / "c"),
+                           "--target", "trt-10.3"], capture_output=True, text=True, env=e)
+    assert proc.returncode == 69 and "'onnx'" in proc.stderr and "Traceback" not in proc.stderr
