@@ -26,7 +26,7 @@ def gpu_unavailable_reason():
 def pytest_collection_modifyitems(config, items):
     reason = None
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu") is not None:
             reason = reason or gpu_unavailable_reason()
             if reason:
                 item.add_marker(pytest.mark.skip(reason=reason))
