@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 
 from tegra_ai import models
 from tegra_ai.cache.manifest import add_to_bundle

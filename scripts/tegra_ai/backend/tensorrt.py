@@ -53,7 +53,6 @@ class TensorRTRunner(Runner):
         return buf
 
     def _infer(self, feed):
-        from tegra_ai.cuda import driver
 
         for t in self.io:
             if t["mode"] == "input":

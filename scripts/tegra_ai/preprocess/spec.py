@@ -20,8 +20,7 @@ Semantics (every implementation must match :mod:`tegra_ai.preprocess.reference`)
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from dataclasses import asdict, dataclass
 
 from tegra_ai.errors import TegraAIError
 

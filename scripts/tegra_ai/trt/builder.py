@@ -15,9 +15,9 @@ from tegra_ai.cache.store import write_engine_files
 from tegra_ai.errors import EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError
 from tegra_ai.onnx_tools.model_files import has_qdq, model_digest
 from tegra_ai.trt import compat
-from tegra_ai.trt.shapes import ModelInput, format_dims, profiles_to_json, resolve_profiles
+from tegra_ai.trt.shapes import ModelInput, profiles_to_json, resolve_profiles
 from tegra_ai.util.atomic import atomic_write_bytes
-from tegra_ai.util.hashing import HashMemo, sha256_file
+from tegra_ai.util.hashing import HashMemo
 from tegra_ai.util.progress import Progress
 
 OOM_MARKERS = ("out of memory", "outofmemory", "cudaerrormemoryallocation", "insufficient memory",
@@ -219,5 +219,4 @@ def check_engine_matches(sidecar: dict, feats, facts) -> list:
     return problems
 
 
-__all__ = ["BuildResult", "build_engine", "write_engine", "engine_key", "target_facts", "check_engine_matches",
-           "sha256_file", "format_dims"]
+__all__ = ["BuildResult", "build_engine", "write_engine", "engine_key", "target_facts", "check_engine_matches"]
