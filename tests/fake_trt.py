@@ -50,13 +50,13 @@ def make_fake_trt(feats, inputs=(("input", (-1, 1, 8, 8)),), build_result=b"ENGI
         trt.IProgressMonitor = IProgressMonitor
 
     class Tensor:
-        def __init__(self, name, shape):
-            self.name, self.shape, self.dtype = name, shape, "DataType.FLOAT"
+        def __init__(self, name, shape, dtype="FLOAT"):
+            self.name, self.shape, self.dtype = name, shape, f"DataType.{dtype}"
 
     class Network:
         def __init__(self, flags):
             self.flags = flags
-            self.inputs = [Tensor(n, s) for n, s in inputs]
+            self.inputs = [Tensor(*i) for i in inputs]
 
         @property
         def num_inputs(self):
@@ -122,6 +122,10 @@ def make_fake_trt(feats, inputs=(("input", (-1, 1, 8, 8)),), build_result=b"ENGI
         def set_timing_cache(self, cache, ignore_mismatch):
             return True
 
+        if feats.int8_calibrators:
+            def set_calibration_profile(self, profile):
+                self.calibration_profile = profile
+
         def __setattr__(self, name, value):
             if name == "builder_optimization_level" and not feats.builder_optimization_level:
                 raise AttributeError(name)
@@ -151,6 +155,9 @@ def make_fake_trt(feats, inputs=(("input", (-1, 1, 8, 8)),), build_result=b"ENGI
 
         def build_serialized_network(self, network, config):
             calls.append("build")
+            calibrator = getattr(config, "int8_calibrator", None)
+            if calibrator is not None and "INT8" in config.flags:
+                _calibrate(calibrator, network, config)
             for e in errors_on_build:
                 self.logger.log(Severity.ERROR, e)
             return build_result
@@ -161,6 +168,33 @@ def make_fake_trt(feats, inputs=(("input", (-1, 1, 8, 8)),), build_result=b"ENGI
 
         def deserialize_cuda_engine(self, data):
             return None if data != build_result else types.SimpleNamespace()
+
+    def _calibrate(calibrator, network, config):
+        # What TensorRT <= 10.x does with an explicit-batch network: each batch has the
+        # input's network shape (the calibration profile's for dynamic inputs); an
+        # exception in get_batch is logged by the binding and ends calibration.
+        names = [t.name for t in network.inputs]
+        profile = getattr(config, "calibration_profile", None)
+        shapes = {t.name: profile.shapes[t.name][1] if profile else tuple(t.shape) for t in network.inputs}
+        if calibrator.read_calibration_cache():
+            calls.append(("calibration", "from cache"))
+            return
+        while True:
+            try:
+                pointers = calibrator.get_batch(names)
+            except Exception as exc:  # noqa: BLE001 - the real binding swallows it too
+                calls.append(("calibration_exception", str(exc)))
+                pointers = None
+            if not pointers:
+                break
+            calls.append(("calib_batch", {n: shapes[n] for n in names}, list(pointers)))
+        calibrator.write_calibration_cache(b"CALIBRATION")
+
+    if feats.int8_calibrators:
+        class IInt8EntropyCalibrator2:
+            def __init__(self):
+                pass
+        trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
 
     trt.Builder, trt.OnnxParser, trt.Runtime = Builder, OnnxParser, Runtime
     return trt

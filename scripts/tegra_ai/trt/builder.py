@@ -87,7 +87,7 @@ def network_inputs(trt, network) -> list:
 
 def build_engine(model_path: str, options: BuildOptions, *, timing_cache_path: str | None = None,
                  calibration_data: str | None = None, calibration_cache: str | None = None,
-                 calibration_batch: int = 8, plugin_libraries: tuple = (), show_progress: bool = True,
+                 calibration_batch: int | None = None, plugin_libraries: tuple = (), show_progress: bool = True,
                  verbose: bool = False, memo: HashMemo | None = None) -> BuildResult:
     trt, feats = compat.load()
     notes = []
@@ -129,16 +129,18 @@ def build_engine(model_path: str, options: BuildOptions, *, timing_cache_path: s
                          typing["flags"], typing["strongly_typed"])
     compat.set_rtx_compute_capability(trt, feats, config, options.compute_capability)
     calibration_notes = []
+    calibrator = None
     if "INT8" in typing["flags"] and not qdq and (calibration_data or calibration_cache):
-        from tegra_ai.trt.calibrator import CalibrationBatches, make_calibrator
+        from tegra_ai.trt.calibrator import CalibrationBatches, cache_provenance, dataset_preprocess, make_calibrator
 
         batches = CalibrationBatches(calibration_data, inputs, calibration_batch) if calibration_data else None
-        calibrator = make_calibrator(trt, feats, batches, calibration_cache)
+        calibrator = make_calibrator(trt, feats, batches, calibration_cache, provenance=cache_provenance(
+            model_sha, feats.version_string, dataset_preprocess(calibration_data)))
         compat.set_calibrator(feats, config, calibrator)
         if batches is not None and any(i.is_dynamic for i in inputs):
-            compat.set_calibration_profile(trt, builder, config, {
-                i.name: (batches.batch_size,) + batches.sample_shape(i.name) for i in inputs})
+            compat.set_calibration_profile(trt, builder, config, {i.name: batches.batch_shape(i.name) for i in inputs})
         calibration_notes.append(f"implicit INT8 calibration: {batches.num_batches} batch(es) of {batches.batch_size}"
+                                 + (f" ({batches.dropped} sample(s) left over)" if batches.dropped else "")
                                  if batches else f"implicit INT8 from calibration cache {calibration_cache}")
     notes += calibration_notes
     compat.enable_detailed_profiling(trt, config)
@@ -162,6 +164,8 @@ def build_engine(model_path: str, options: BuildOptions, *, timing_cache_path: s
             serialized = None
             logger.errors.append("out of memory")
     build_seconds = time.monotonic() - started
+    if calibrator is not None:
+        calibrator.raise_if_failed()  # the binding swallows get_batch exceptions: surface them
     if serialized is None:
         text = " ".join(logger.errors).lower()
         if any(m in text for m in OOM_MARKERS):
