@@ -56,7 +56,8 @@ def load_arrays(path: str) -> dict:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError, EOFError) as exc:
-        what = "object arrays (pickled data is never loaded)" if "pickle" in str(exc).lower() else f"({exc})"
+        what = "object arrays (pickled data is never loaded)" if "pickle" in str(exc).lower() \
+            or "python objects" in str(exc).lower() else f"({exc})"
         raise _usage(f"calibration data {path} is not a valid .npz/.npy {what}") from None
     if not isinstance(arrays, dict):
         raise _usage(f"calibration data {path} is not an .npz file")

@@ -1,0 +1,475 @@
+"""Build a calibration dataset: sources -> preprocessed samples in one deterministic ``.npz``.
+
+Sources, in the order given:
+
+- an image file or a folder of images, searched recursively (jpg, jpeg, png, bmp, webp);
+  with ``class_balanced`` the first-level sub-folders of a folder are classes and the
+  sample takes the same number from each;
+- a video file (mp4, avi, mkv, mov, webm, m4v): every ``video_every``-th frame, or
+  ``video_frames`` frames evenly spaced over the video;
+- an ``.npy``/``.npz`` of raw images (uint8, N x H x W [x C], in the spec's input format)
+  or of already preprocessed samples (N x the spec's output shape); never unpickled.
+
+Sampling is deterministic: candidates are enumerated in sorted order, and ``count`` of
+them are drawn with ``numpy.random.default_rng(seed)``; the same sources and seed give a
+byte-identical file (the zip entries carry a fixed timestamp).
+
+The output is an ``.npz`` with one array under the model input's name plus ``_manifest``
+(UTF-8 JSON as uint8): the spec, the source files with their sha256, what was skipped,
+and per-channel statistics.
+
+Decoding and resizing use OpenCV (``opencv-python-headless``, the ``opencv`` extra) in
+worker processes; the resize follows the spec's geometry (OpenCV ``INTER_LINEAR``, what
+the CUDA kernel and the plugin do) and is within one pixel level of the NumPy reference.
+Without OpenCV, arrays of raw images are still preprocessed with the NumPy reference."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import multiprocessing
+import os
+import zipfile
+
+import numpy as np
+
+from tegra_ai.errors import EXIT_FAILURE, EXIT_USAGE, TegraAIError
+from tegra_ai.preprocess.spec import PreprocessSpec, letterbox_geometry
+from tegra_ai.util.atomic import atomic_writer
+from tegra_ai.util.hashing import sha256_file
+from tegra_ai.util.lazy import is_available, require
+from tegra_ai.util.progress import Progress
+
+log = logging.getLogger("tegra_ai.dataset.calibration")
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+ARRAY_EXTS = (".npy", ".npz")
+MANIFEST_KEY = "_manifest"
+FORMAT = "tegra-ai-calibration-dataset"
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def _usage(msg, hint=None):
+    return TegraAIError(msg, hint=hint, exit_code=EXIT_USAGE)
+
+
+def _cv2():
+    return require("cv2", extra="opencv", purpose="decoding images and video for calibration-dataset")
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+def preprocess_opencv(spec: PreprocessSpec, image: np.ndarray) -> np.ndarray:
+    """One decoded image (in ``spec.input_format``) -> ``spec.output_shape`` in ``spec.dtype``,
+    resized by OpenCV with the spec's geometry (matches the NumPy reference within one
+    pixel level, which is what uint8 rounding of ``cv2.resize`` costs)."""
+    cv2 = _cv2()
+    if spec.input_format == "nv12":
+        image = cv2.cvtColor(np.asarray(image, np.uint8), cv2.COLOR_YUV2RGB_NV12)
+        fmt = "rgb8"
+    else:
+        fmt = spec.input_format
+    img = np.asarray(image)
+    if img.dtype != np.uint8:
+        raise TegraAIError(f"source image must be uint8, got {img.dtype}")
+    if fmt == "gray8" and img.ndim != 2 or fmt != "gray8" and (img.ndim != 3 or img.shape[2] != 3):
+        raise TegraAIError(f"{fmt} image has shape {img.shape}")
+    h, w = img.shape[:2]
+    if spec.resize == "stretch":
+        canvas = cv2.resize(img, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    else:
+        _, nh, nw, top, left = letterbox_geometry(h, w, spec.height, spec.width)
+        resized = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        canvas = np.full((spec.height, spec.width) + resized.shape[2:], spec.pad_value, np.float32)
+        canvas[top:top + nh, left:left + nw] = resized
+    if canvas.ndim == 2:
+        canvas = canvas[..., None]
+    # colour: the decoded canvas is BGR (bgr8), RGB (rgb8/nv12) or gray.
+    if canvas.shape[2] == 1:
+        x = canvas if spec.channel_order == "gray" else np.repeat(canvas, 3, axis=2)
+    else:
+        rgb = canvas[..., ::-1] if fmt == "bgr8" else canvas
+        if spec.channel_order == "rgb":
+            x = rgb
+        elif spec.channel_order == "bgr":
+            x = rgb[..., ::-1]
+        else:
+            x = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2])[..., None]
+    x = (x * np.float32(spec.scale) - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    if spec.layout == "nchw":
+        x = np.transpose(x, (2, 0, 1))
+    return np.ascontiguousarray(x, dtype=spec.dtype)
+
+
+def preprocess_image(spec: PreprocessSpec, image: np.ndarray) -> np.ndarray:
+    if is_available("cv2"):
+        return preprocess_opencv(spec, image)
+    from tegra_ai.preprocess.reference import preprocess_reference
+
+    return preprocess_reference(spec, image, dtype=spec.dtype)
+
+
+def _file_spec(spec: PreprocessSpec) -> PreprocessSpec:
+    """Image and video files decode to BGR (OpenCV) or gray: the spec for that source."""
+    return dataclasses.replace(spec, input_format="gray8" if spec.input_format == "gray8" else "bgr8")
+
+
+# --------------------------------------------------------------------------- sources
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    kind: str          # image | video | array
+    path: str
+    index: int = 0     # frame (video) or row (array)
+    key: str = ""      # array name inside an .npz
+    label: str = ""    # class (sub-folder) for balanced sampling
+
+
+def _video_frame_count(path: str) -> int:
+    cv2 = _cv2()
+    cap = cv2.VideoCapture(path)
+    try:
+        if not cap.isOpened():
+            return -1
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if n > 0:
+            return n
+        while cap.grab():  # containers without a frame count: count by decoding
+            n += 1
+        return n
+    finally:
+        cap.release()
+
+
+def _array_members(path: str) -> list:
+    """[(key, array)] of an .npy/.npz; raises on pickled content."""
+    try:
+        if path.endswith(".npy"):
+            return [("", np.load(path, mmap_mode="r", allow_pickle=False))]
+        with np.load(path, allow_pickle=False) as data:
+            return [(k, data[k]) for k in data.files if not k.startswith("_")]
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "python objects" in str(exc).lower():
+            raise _usage(f"{path} holds object arrays; pickled data is never loaded") from None
+        raise _usage(f"{path} is not a valid {os.path.splitext(path)[1]} file ({exc})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise _usage(f"{path} is not a valid {os.path.splitext(path)[1]} file ({exc})") from None
+
+
+def _array_kind(spec: PreprocessSpec, arr: np.ndarray) -> str | None:
+    """'pre' for preprocessed samples, 'raw' for images to preprocess, None to ignore."""
+    if arr.ndim >= 2 and tuple(arr.shape[1:]) == spec.output_shape and arr.dtype.kind == "f":
+        return "pre"
+    if arr.dtype == np.uint8:
+        if spec.input_format == "gray8" and arr.ndim == 3:
+            return "raw"
+        if spec.input_format in ("bgr8", "rgb8") and arr.ndim == 4 and arr.shape[3] == 3:
+            return "raw"
+        if spec.input_format == "nv12" and arr.ndim == 3:
+            return "raw"
+    return None
+
+
+def enumerate_candidates(sources, spec: PreprocessSpec, video_every: int | None = None,
+                         video_frames: int | None = 16, skipped: list | None = None, arrays=None) -> list:
+    """Every sample the sources could give, in a deterministic order."""
+    skipped = skipped if skipped is not None else []
+    out = []
+    for src in sources:
+        if not os.path.exists(src):
+            raise _usage(f"source {src} does not exist")
+        if os.path.isdir(src):
+            found = []
+            for dirpath, dirnames, filenames in os.walk(src):
+                dirnames.sort()
+                for f in sorted(filenames):
+                    if f.lower().endswith(IMAGE_EXTS):
+                        p = os.path.join(dirpath, f)
+                        rel = os.path.relpath(p, src)
+                        label = rel.split(os.sep)[0] if os.sep in rel else ""
+                        found.append(Candidate("image", p, label=label))
+            if not found:
+                raise _usage(f"source folder {src} has no images ({', '.join(IMAGE_EXTS)})")
+            out += found
+            continue
+        low = src.lower()
+        if low.endswith(IMAGE_EXTS):
+            out.append(Candidate("image", src))
+        elif low.endswith(VIDEO_EXTS):
+            n = _video_frame_count(src)
+            if n <= 0:
+                skipped.append({"path": src, "reason": "unreadable video"})
+                log.warning("skipping %s: unreadable video", src)
+                continue
+            if video_every:
+                idx = range(0, n, int(video_every))
+            else:
+                k = min(int(video_frames or 16), n)
+                idx = sorted({int(i) for i in np.linspace(0, n - 1, k).round()})
+            out += [Candidate("video", src, index=i) for i in idx]
+        elif low.endswith(ARRAY_EXTS):
+            members = _array_members(src)
+            if arrays:
+                missing = sorted(set(arrays) - {k for k, _ in members})
+                if len(missing) == len(set(arrays)):
+                    raise _usage(f"{src} has no array {', '.join(missing)} (it has {', '.join(k for k, _ in members)})")
+                members = [(k, a) for k, a in members if k in arrays]
+            used = 0
+            for key, arr in members:
+                kind = _array_kind(spec, arr)
+                if kind is None:
+                    continue
+                used += 1
+                out += [Candidate("array", src, index=i, key=f"{key}:{kind}") for i in range(arr.shape[0])]
+            if not used:
+                shapes = ", ".join(f"{k or 'array'} {list(a.shape)} {a.dtype}" for k, a in members)
+                raise _usage(f"{src} holds no images for input format {spec.input_format} and no samples of "
+                             f"shape {list(spec.output_shape)} ({shapes})")
+        else:
+            raise _usage(f"source {src} is not an image, a video, an .npy/.npz or a folder",
+                         hint=f"images: {' '.join(IMAGE_EXTS)}; videos: {' '.join(VIDEO_EXTS)}")
+    return out
+
+
+def sample(candidates: list, count: int | None, seed: int, class_balanced: bool = False) -> list:
+    """``count`` candidates drawn with ``default_rng(seed)``, kept in enumeration order."""
+    n = len(candidates)
+    if count is None or count >= n:
+        return list(candidates)
+    rng = np.random.default_rng(seed)
+    if not class_balanced:
+        return [candidates[i] for i in sorted(rng.choice(n, size=count, replace=False))]
+    groups = {}
+    for i, c in enumerate(candidates):
+        groups.setdefault(c.label, []).append(i)
+    order = {lab: list(rng.permutation(idx)) for lab, idx in sorted(groups.items())}
+    chosen = []
+    while len(chosen) < count:  # round-robin over classes: equal counts while each class lasts
+        for lab in sorted(order):
+            if order[lab] and len(chosen) < count:
+                chosen.append(order[lab].pop(0))
+    return [candidates[i] for i in sorted(chosen)]
+
+
+# --------------------------------------------------------------------------- workers
+
+def _work(task):
+    """(kind, path, indices, key, spec dict) -> [(index, array or None, error)]"""
+    kind, path, indices, key, spec_d = task
+    spec = PreprocessSpec.from_dict(spec_d)
+    try:
+        if kind == "image":
+            cv2 = _cv2()
+            flag = cv2.IMREAD_GRAYSCALE if spec.input_format == "gray8" else cv2.IMREAD_COLOR
+            img = cv2.imread(path, flag)
+            if img is None:
+                return [(indices[0], None, "unreadable image")]
+            return [(indices[0], preprocess_image(_file_spec(spec), img), None)]
+        if kind == "video":
+            cv2 = _cv2()
+            cap = cv2.VideoCapture(path)
+            want, out, frame_no = set(indices), {}, 0
+            try:
+                while want - set(out) and frame_no <= max(want):
+                    if not cap.grab():
+                        break
+                    if frame_no in want:
+                        ok, frame = cap.retrieve()
+                        if ok:
+                            if spec.input_format == "gray8":
+                                frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+                            out[frame_no] = preprocess_image(_file_spec(spec), frame)
+                    frame_no += 1
+            finally:
+                cap.release()
+            return [(i, out.get(i), None if i in out else f"frame {i} could not be decoded") for i in indices]
+        name, how = key.rsplit(":", 1)
+        members = dict(_array_members(path))
+        arr = members[name]
+        res = []
+        for i in indices:
+            x = np.asarray(arr[i])
+            res.append((i, np.ascontiguousarray(x, dtype=spec.dtype) if how == "pre" else preprocess_image(spec, x), None))
+        return res
+    except TegraAIError as exc:
+        return [(i, None, exc.message) for i in indices]
+    except Exception as exc:  # noqa: BLE001 - a broken source is reported and skipped, never fatal by itself
+        return [(i, None, f"{type(exc).__name__}: {exc}") for i in indices]
+
+
+def _tasks(chosen: list, spec: PreprocessSpec):
+    """Group the chosen candidates into worker tasks (a video or an array is one task)."""
+    spec_d = spec.to_dict()
+    tasks, groups = [], {}
+    for pos, c in enumerate(chosen):
+        if c.kind == "image":
+            tasks.append(("image", c.path, [c.index], "", spec_d, [pos]))
+        else:
+            g = groups.get((c.kind, c.path, c.key))
+            if g is None:
+                g = groups[(c.kind, c.path, c.key)] = (c.kind, c.path, [], c.key, spec_d, [])
+                tasks.append(g)
+            g[2].append(c.index)
+            g[5].append(pos)
+    return tasks
+
+
+# --------------------------------------------------------------------------- output
+
+def channel_stats(x: np.ndarray, layout: str) -> dict:
+    axis = 1 if layout == "nchw" else x.ndim - 1
+    moved = np.moveaxis(x.astype(np.float64), axis, 0).reshape(x.shape[axis], -1)
+    r = lambda v: [round(float(a), 6) for a in v]  # noqa: E731
+    return {"mean": r(moved.mean(1)), "std": r(moved.std(1)), "min": r(moved.min(1)), "max": r(moved.max(1))}
+
+
+def write_npz(path: str, arrays: dict) -> None:
+    """np.savez with fixed zip timestamps (byte-identical output), written atomically."""
+    with atomic_writer(path, "wb") as f:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, arr in arrays.items():
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, np.asanyarray(arr), allow_pickle=False)
+                info = zipfile.ZipInfo(name + ".npy", date_time=_ZIP_DATE)
+                info.external_attr = 0o644 << 16
+                zf.writestr(info, buf.getvalue())
+
+
+def read_manifest(path: str) -> dict | None:
+    with np.load(path, allow_pickle=False) as data:
+        if MANIFEST_KEY not in data.files:
+            return None
+        return json.loads(bytes(data[MANIFEST_KEY]).decode("utf-8"))
+
+
+def build_dataset(sources, output: str, spec: PreprocessSpec, input_name: str = "input", count: int | None = None,
+                  seed: int = 0, class_balanced: bool = False, video_every: int | None = None,
+                  video_frames: int | None = 16, workers: int | None = None, show_progress: bool = True,
+                  arrays=None) -> dict:
+    """Sources -> ``output`` (.npz); returns the manifest. Raises TegraAIError (exit 2) on
+    bad input, exit 1 when no sample could be made."""
+    if not sources:
+        raise _usage("no sources given")
+    if count is not None and count <= 0:
+        raise _usage(f"--count must be positive, got {count}")
+    if video_every is not None and video_every <= 0:
+        raise _usage(f"--every-nth-frame must be positive, got {video_every}")
+    if video_frames is not None and video_frames <= 0:
+        raise _usage(f"--frames-per-video must be positive, got {video_frames}")
+    if not str(output).endswith(".npz"):
+        raise _usage(f"output {output} must end in .npz")
+    skipped = []
+    candidates = enumerate_candidates(sources, spec, video_every, video_frames, skipped, arrays)
+    if not candidates:
+        raise TegraAIError("no samples: every source was unreadable", exit_code=EXIT_FAILURE)
+    chosen = sample(candidates, count, seed, class_balanced)
+    tasks = _tasks(chosen, spec)
+    results = [None] * len(chosen)
+    errors = {}
+    workers = workers if workers is not None else min(len(tasks), os.cpu_count() or 1)
+    with Progress(f"calibration-dataset ({len(chosen)} samples)", enabled=show_progress) as progress:
+        done = 0
+        if workers > 1 and len(tasks) > 1:
+            ctx = multiprocessing.get_context("spawn" if os.name != "posix" else "fork")
+            with ctx.Pool(workers) as pool:
+                iterator = pool.imap(_work, [t[:5] for t in tasks], chunksize=max(1, len(tasks) // (workers * 8)))
+                for task, res in zip(tasks, iterator):
+                    done = _collect(task, res, results, errors, done, progress, len(chosen))
+        else:
+            for task in tasks:
+                done = _collect(task, _work(task[:5]), results, errors, done, progress, len(chosen))
+    for pos, msg in sorted(errors.items()):
+        c = chosen[pos]
+        where = f"{c.path}" + (f" frame {c.index}" if c.kind == "video" else f" [{c.index}]" if c.kind == "array" else "")
+        skipped.append({"path": c.path, "reason": msg, **({"index": c.index} if c.kind != "image" else {})})
+        log.warning("skipping %s: %s", where, msg)
+    keep = [i for i, r in enumerate(results) if r is not None]
+    if not keep:
+        raise TegraAIError(f"no samples: all {len(chosen)} selected source(s) were unreadable "
+                           f"(first: {skipped[0]['path']}: {skipped[0]['reason']})", exit_code=EXIT_FAILURE)
+    data = np.stack([results[i] for i in keep])
+    used_files = sorted({chosen[i].path for i in keep})
+    manifest = {
+        "format": FORMAT, "version": 1, "input": input_name, "count": int(data.shape[0]),
+        "shape": list(data.shape), "dtype": str(data.dtype), "spec": spec.to_dict(), "seed": seed,
+        "class_balanced": class_balanced, "candidates": len(candidates),
+        "video": {"every_nth_frame": video_every} if video_every else {"frames_per_video": video_frames},
+        "decoder": "opencv" if is_available("cv2") else "numpy-reference",
+        "sources": [{"path": p, "sha256": sha256_file(p)} for p in used_files],
+        "samples": [{"path": chosen[i].path, **({"index": chosen[i].index} if chosen[i].kind != "image" else {})}
+                    for i in keep],
+        "skipped": skipped,
+        "stats": channel_stats(data, spec.layout),
+    }
+    blob = np.frombuffer(json.dumps(manifest, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    write_npz(output, {input_name: data, MANIFEST_KEY: blob})
+    return manifest
+
+
+def _collect(task, res, results, errors, done, progress, total):
+    for pos, (_idx, arr, err) in zip(task[5], res):
+        if arr is None:
+            errors[pos] = err
+        else:
+            results[pos] = arr
+    done += len(task[5])
+    progress.update(f"{done}/{total}")
+    return done
+
+
+# --------------------------------------------------------------------------- model
+
+def model_input(model_path: str, input_name: str | None = None):
+    """(name, dims, numpy dtype name) of the model input to calibrate; dims hold None for dynamic."""
+    onnx = require("onnx", extra="onnx", purpose="reading the model's input")
+    from onnx import helper
+
+    try:
+        model = onnx.load(model_path, load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and others
+        raise _usage(f"cannot read {model_path} as ONNX ({type(exc).__name__})") from None
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if input_name is None:
+        if len(inputs) != 1:
+            raise _usage(f"{model_path} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); choose one "
+                         "with --input")
+        inp = inputs[0]
+    else:
+        match = [i for i in inputs if i.name == input_name]
+        if not match:
+            raise _usage(f"{model_path} has no input {input_name!r} (it has {', '.join(i.name for i in inputs)})")
+        inp = match[0]
+    t = inp.type.tensor_type
+    dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in t.shape.dim)
+    dtype = helper.tensor_dtype_to_np_dtype(t.elem_type).name
+    return inp.name, dims, dtype
+
+
+def reconcile_spec(fields: dict, dims: tuple, dtype: str) -> PreprocessSpec:
+    """Complete spec ``fields`` from the model input (size, dtype) and check they agree."""
+    fields = dict(fields)
+    if len(dims) != 4:
+        raise _usage(f"the model input has rank {len(dims)}; calibration-dataset makes image batches (rank 4)")
+    layout = fields.get("layout", "nchw")
+    h, w = (dims[2], dims[3]) if layout == "nchw" else (dims[1], dims[2])
+    if fields.get("height") is None and h:
+        fields["height"] = h
+    if fields.get("width") is None and w:
+        fields["width"] = w
+    if fields.get("dtype") is None and dtype in ("float32", "float16"):
+        fields["dtype"] = dtype
+    if fields.get("height") is None or fields.get("width") is None:
+        raise _usage("the model's input size is dynamic; give --height and --width (or --spec)")
+    spec = PreprocessSpec.from_dict({k: v for k, v in fields.items() if v is not None})
+    want = (None,) + spec.output_shape
+    for axis, (d, s) in enumerate(zip(dims, want)):
+        if axis and d is not None and d != s:
+            raise _usage(f"the preprocessing spec makes {spec.layout} samples of shape {list(spec.output_shape)}, "
+                         f"the model input is {[x if x else '?' for x in dims]}")
+    if dtype != spec.dtype:
+        raise _usage(f"the preprocessing spec makes {spec.dtype}, the model input is {dtype}")
+    return spec
