@@ -159,8 +159,12 @@ def _reader(batch_list):
     return Reader()
 
 
-def _quantize_ort(model, src_path, output, feed, method, excluded, op_types, target, notes):
+def _quantize_ort(model, src_path, output, feed, method, excluded, op_types, target, notes, range_cache=None):
     require("onnxruntime", extra="onnxruntime", purpose="quantization")
+    import contextlib
+    import inspect
+    import io
+
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     cm = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
@@ -169,10 +173,25 @@ def _quantize_ort(model, src_path, output, feed, method, excluded, op_types, tar
              "OpTypesToExcludeOutputQuantization": list(op_types),
              "AddQDQPairToWeight": target == "jetpack5", "DedicatedQDQPair": False,
              "CalibPercentile": 99.99, "CalibMovingAverage": False}
-    quantize_static(src_path, output, _reader(batches(feed, model)), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(op_types), per_channel=True, reduce_range=False,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    nodes_to_exclude=list(excluded), calibrate_method=cm, extra_options=extra)
+    kwargs = {}
+    if range_cache and "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+        kwargs["calibration_cache_path"] = range_cache  # ONNX Runtime >= 1.23: ranges computed once, reused
+    # The tool prints its progress on stdout and warns through the root logger: keep the
+    # library's stdout clean (--json) and its log to our logger.
+    root = logging.getLogger()
+    level = root.level
+    captured = io.StringIO()
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(captured):
+            quantize_static(src_path, output, _reader(batches(feed, model)), quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=list(op_types), per_channel=True, reduce_range=False,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=list(excluded), calibrate_method=cm, extra_options=extra, **kwargs)
+    finally:
+        root.setLevel(level)
+    for line in captured.getvalue().splitlines():
+        log.debug("onnxruntime: %s", line)
 
 
 def _quantize_modelopt(src_path, output, feed, method, excluded, op_types, notes):
@@ -190,7 +209,7 @@ def _quantize_modelopt(src_path, output, feed, method, excluded, op_types, notes
 
 def quantize(model_path: str, calibration: str, output: str, *, target: str = "jetpack6", method: str = "entropy",
              exclude=(), op_types=QUANTIZED_OP_TYPES, backend: str = "onnxruntime", max_samples: int | None = None,
-             keep_float=()) -> QuantizeResult:
+             keep_float=(), range_cache: str | None = None) -> QuantizeResult:
     """Write a Q/DQ INT8 copy of ``model_path`` to ``output`` (atomically).
 
     ``exclude``: node names or op types left in float (the user's); ``keep_float``: more
@@ -237,12 +256,17 @@ def quantize(model_path: str, calibration: str, output: str, *, target: str = "j
             _quantize_modelopt(src, dst, feed, method, excluded, op_types, notes)
         else:
             _quantize_ort(model, src, dst, feed, method, excluded, op_types, "jetpack5" if tgt.tensorrt < (9,)
-                          else target, notes)
+                          else target, notes, range_cache)
         q = onnx.load(dst)
         if tgt.tensorrt < (9,) and model_opset(q) > JETPACK5_MAX_OPSET:
             raise TegraAIError(f"the quantizer raised the opset to {model_opset(q)}, above TensorRT "
                                f"{tgt.tensorrt_string}'s {JETPACK5_MAX_OPSET}")
         q.producer_name = "meta-tegra-ai quantize"
+        onnx.save(q, dst)
+        problems = check_for_target(dst, target)
+        if problems:  # our placement broke a rule of the target's TensorRT: never hand that out
+            raise TegraAIError(f"the quantized model fails the {target} preflight: {problems[0]}",
+                               hint="report this; --exclude the layer named there meanwhile")
         from tegra_ai.util.atomic import atomic_write_bytes
 
         atomic_write_bytes(output, q.SerializeToString())
