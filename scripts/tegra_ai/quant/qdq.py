@@ -10,7 +10,8 @@ with ONNX Runtime's quantization tool (``onnxruntime.quantization.quantize_stati
 - Q/DQ on the *inputs* of the layers TensorRT runs in INT8 (Conv, ConvTranspose, Gemm,
   MatMul) and not on their outputs (``OpTypesToExcludeOutputQuantization``): TensorRT
   fuses the following Q into the layer, and a residual Add keeps its FP inputs so the
-  Conv+Add fusion is not broken;
+  Conv+Add fusion is not broken (ONNX Runtime shares one Q/DQ pair among all consumers
+  of a tensor; :func:`unquantize_other_consumers` gives the Add its float input back);
 - biases stay float (``QuantizeBias=False``): TensorRT quantizes them itself;
 - ``--target jetpack5`` (TensorRT 8.5): opset <= 17 and float weights behind a Q->DQ
   pair (``AddQDQPairToWeight``), the form 8.5's parser folds; newer targets get INT8
@@ -171,7 +172,7 @@ def _quantize_ort(model, src_path, output, feed, method, excluded, op_types, tar
           "percentile": CalibrationMethod.Percentile}[method]
     extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
              "OpTypesToExcludeOutputQuantization": list(op_types),
-             "AddQDQPairToWeight": target == "jetpack5", "DedicatedQDQPair": False,
+             "AddQDQPairToWeight": target == "jetpack5", "DedicatedQDQPair": True,
              "CalibPercentile": 99.99, "CalibMovingAverage": False}
     kwargs = {}
     if range_cache and "calibration_cache_path" in inspect.signature(quantize_static).parameters:
@@ -261,6 +262,7 @@ def quantize(model_path: str, calibration: str, output: str, *, target: str = "j
         if tgt.tensorrt < (9,) and model_opset(q) > JETPACK5_MAX_OPSET:
             raise TegraAIError(f"the quantizer raised the opset to {model_opset(q)}, above TensorRT "
                                f"{tgt.tensorrt_string}'s {JETPACK5_MAX_OPSET}")
+        unquantize_other_consumers(q, op_types)
         q.producer_name = "meta-tegra-ai quantize"
         onnx.save(q, dst)
         problems = check_for_target(dst, target)
@@ -280,6 +282,39 @@ def quantize(model_path: str, calibration: str, output: str, *, target: str = "j
     return QuantizeResult(output=output, target=target, method=method, backend=backend, samples=samples,
                           quantized_nodes=quantized, excluded_nodes=excluded, qdq_nodes=len(qdq),
                           opset=model_opset(q), notes=notes)
+
+
+def unquantize_other_consumers(model, op_types=QUANTIZED_OP_TYPES) -> int:
+    """Rewire consumers other than ``op_types`` (a residual Add, a Concat, ...) that read an
+    activation's DequantizeLinear back to the float tensor; drop Q/DQ pairs left unused.
+    Returns how many inputs were rewired."""
+    graph = model.graph
+    inits = {i.name for i in graph.initializer}
+    q_by_out = {n.output[0]: n for n in graph.node if n.op_type == "QuantizeLinear"}
+    original = {}
+    for n in graph.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] in q_by_out:
+            src = q_by_out[n.input[0]].input[0]
+            if src not in inits:
+                original[n.output[0]] = src
+    rewired = 0
+    for n in graph.node:
+        if n.op_type in tuple(op_types) + ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, name in enumerate(n.input):
+            if name in original:
+                n.input[i] = original[name]
+                rewired += 1
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {i for n in graph.node for i in n.input} | outputs
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    return rewired
 
 
 def check_for_target(path: str, target: str) -> list:

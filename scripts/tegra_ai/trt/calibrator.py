@@ -53,14 +53,15 @@ def load_arrays(path: str) -> dict:
             arrays = {os.path.splitext(os.path.basename(f))[0]: np.load(f, mmap_mode="r", allow_pickle=False)
                       for f in sorted(glob.glob(os.path.join(path, "*.npy")))}
         else:
-            with np.load(path, allow_pickle=False) as data:
+            data = np.load(path, allow_pickle=False)
+            if isinstance(data, np.ndarray):
+                raise _usage(f"{path} is a single .npy array; expected an .npz with one array per model input")
+            with data:
                 arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError, EOFError) as exc:
         what = "object arrays (pickled data is never loaded)" if "pickle" in str(exc).lower() \
             or "python objects" in str(exc).lower() else f"({exc})"
         raise _usage(f"calibration data {path} is not a valid .npz/.npy {what}") from None
-    if not isinstance(arrays, dict):
-        raise _usage(f"calibration data {path} is not an .npz file")
     return {k: v for k, v in arrays.items() if not k.startswith("_")}
 
 
