@@ -97,7 +97,18 @@ def build_engine(model_path: str, options: BuildOptions, *, timing_cache_path: s
     model_sha, files = model_digest(model_path, memo)
     qdq = has_qdq(model_path)
 
-    typing = compat.resolve_typing(feats, options.precision, qdq, options.strongly_typed,
+    precision, parse_path, workdir = options.precision, model_path, None
+    if precision == "fp16" and feats.strongly_typed_only and not qdq:
+        # No FP16 flag on strongly typed-only releases: build an FP16 copy made on the host.
+        import tempfile
+
+        from tegra_ai.quant.fp16 import fp16_model_for_build
+
+        workdir = tempfile.TemporaryDirectory(prefix="tegra-ai-fp16-")
+        parse_path, precision = fp16_model_for_build(model_path, workdir.name), "fp32"
+        notes.append(f"--precision fp16 on {feats.describe()}: built from an FP16 copy converted on the host "
+                     "(tegra_ai.quant.fp16; inputs/outputs and sensitive ops FP32)")
+    typing = compat.resolve_typing(feats, precision, qdq, options.strongly_typed,
                                    has_calibration=bool(calibration_data or calibration_cache))
     notes += typing["notes"]
 
@@ -107,7 +118,9 @@ def build_engine(model_path: str, options: BuildOptions, *, timing_cache_path: s
     builder = trt.Builder(logger)
     network = compat.create_network(trt, feats, builder, typing["strongly_typed"])
     parser = trt.OnnxParser(network, logger)
-    _parse(trt, parser, model_path, logger)
+    _parse(trt, parser, parse_path, logger)
+    if workdir is not None:
+        workdir.cleanup()
 
     inputs = network_inputs(trt, network)
     profiles = resolve_profiles(inputs, options.profile_objects())

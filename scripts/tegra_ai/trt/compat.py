@@ -232,12 +232,12 @@ def resolve_typing(feats: Features, precision: str, has_qdq: bool, strongly_type
         if precision in ("fp16", "best") and not has_qdq:
             raise TegraAIError(
                 f"--precision {precision} needs weakly typed builder flags, which {feats.describe()} does not have",
-                hint="convert the model to FP16 first (e.g. NVIDIA Model Optimizer's AutoCast) and build it with --precision fp32",
+                hint="convert the model first: tensorrt-optimize convert-fp16 MODEL.onnx -o MODEL.fp16.onnx",
                 exit_code=EXIT_USAGE)
         if precision == "int8" and not has_qdq:
             raise TegraAIError(
                 f"--precision int8 on {feats.describe()} needs a Q/DQ (explicitly quantized) ONNX model",
-                hint="quantize it first (calibration-dataset + NVIDIA Model Optimizer) and build the Q/DQ model",
+                hint="quantize it first: calibration-dataset, then tensorrt-optimize quantize; build the Q/DQ model",
                 exit_code=EXIT_USAGE)
         if precision != "fp32" and has_qdq:
             notes.append(f"--precision {precision}: the strongly typed network takes its precisions from the Q/DQ model")
