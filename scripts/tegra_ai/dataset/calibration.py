@@ -146,6 +146,9 @@ def _video_frame_count(path: str) -> int:
 
 def _array_members(path: str) -> list:
     """[(key, array)] of an .npy/.npz; raises on pickled content."""
+    from tegra_ai.trt.calibrator import check_array_file
+
+    check_array_file(path)
     try:
         if path.endswith(".npy"):
             return [("", np.load(path, mmap_mode="r", allow_pickle=False))]

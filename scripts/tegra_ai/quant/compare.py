@@ -133,6 +133,13 @@ def make_runner(path: str):
     if not os.path.isfile(path):
         raise _usage(f"{path} does not exist")
     if path.endswith(".onnx"):
+        from tegra_ai.util.lazy import require
+
+        onnx = require("onnx", extra="onnx", purpose="accuracy comparison")
+        try:
+            onnx.load(path, load_external_data=False)
+        except Exception as exc:  # noqa: BLE001 - DecodeError and friends
+            raise _usage(f"cannot load {path} as ONNX ({type(exc).__name__})") from None
         return OnnxRuntimeRunner(path)
     from tegra_ai.backend.tensorrt import TensorRTRunner
 
@@ -233,6 +240,9 @@ def compare_outputs(ref_out: dict, cand_out: dict, labels=None, detections: str 
         pairs = list(zip(ref_out, cand_out))
     else:
         raise _usage(f"the models' outputs differ: {', '.join(ref_out)} vs {', '.join(cand_out)}")
+    if detections is not None and not any(v.ndim == 3 for v in ref_out.values()):
+        shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in ref_out.items())
+        raise _usage(f"--detections {detections} expects an output of shape N x (4+classes) x anchors ({shapes})")
     result = {}
     for rk, ck in pairs:
         r, c = ref_out[rk], cand_out[ck]

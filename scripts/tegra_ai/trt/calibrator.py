@@ -44,10 +44,24 @@ def _usage(msg: str, hint: str | None = None) -> TegraAIError:
     return TegraAIError(msg, hint=hint, exit_code=EXIT_USAGE)
 
 
+def check_array_file(path: str) -> None:
+    """Refuse a file that is neither .npz (zip) nor .npy by its magic bytes (NumPy would
+    take it for a pickle)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as exc:
+        raise _usage(f"cannot read {path}: {exc.strerror}") from None
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06") or head == b"\x93NUMPY"):
+        raise _usage(f"{path} is not a valid .npz/.npy file")
+
+
 def load_arrays(path: str) -> dict:
     """name -> array of an .npz (never unpickled) or a directory of NAME.npy; ``_*`` keys skipped."""
     if not os.path.exists(path):
         raise _usage(f"calibration data {path} does not exist")
+    if os.path.isfile(path):
+        check_array_file(path)
     try:
         if os.path.isdir(path):
             arrays = {os.path.splitext(os.path.basename(f))[0]: np.load(f, mmap_mode="r", allow_pickle=False)
