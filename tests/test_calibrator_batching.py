@@ -11,14 +11,15 @@ import pytest
 
 from fake_trt import make_fake_trt
 from tegra_ai import platform
-from tegra_ai.cache.options import BuildOptions
+from tegra_ai.spec import BuildOptions
 from tegra_ai.errors import TegraAIError
-from tegra_ai.onnx_tools.model_files import model_digest
+from tegra_ai.onnx_files import model_digest
 from tegra_ai.trt import calibrator as calib_mod
 from tegra_ai.trt import compat
 from tegra_ai.trt.builder import build_engine
 from tegra_ai.trt.calibrator import CalibrationBatches
-from tegra_ai.trt.shapes import ModelInput, parse_profile
+from tegra_ai.spec import parse_profile
+from tegra_ai.trt.shapes import ModelInput
 
 ORIN = platform.DeviceFacts("8.7", "Orin", "NVIDIA Jetson AGX Orin Developer Kit", "36.4.3")
 

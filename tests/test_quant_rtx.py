@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from tegra_ai import models
-from tegra_ai.cache.options import BuildOptions
+from tegra_ai.spec import BuildOptions
 from tegra_ai.trt.builder import build_engine
-from tegra_ai.trt.shapes import parse_profile
+from tegra_ai.spec import parse_profile
 
 pytestmark = pytest.mark.rtx
 pytest.importorskip("onnxruntime")
@@ -41,7 +41,7 @@ def test_qdq_digits_builds_strongly_typed(tmp_path, calib, target):
     out = str(tmp_path / "q.onnx")
     quantize(models.DEFAULT_MODEL, calib, out, target=target)
     r = build_engine(out, BuildOptions(profiles=DIGITS_PROFILE), show_progress=False)
-    assert len(r.engine) > 1000 and r.sidecar["qdq"] is True and r.sidecar["strongly_typed"] is True
+    assert len(r.engine) > 1000 and r.sidecar.qdq is True and r.sidecar.strongly_typed is True
 
 
 def test_fp16_digits_builds_strongly_typed(tmp_path):
@@ -50,7 +50,7 @@ def test_fp16_digits_builds_strongly_typed(tmp_path):
     out = str(tmp_path / "f16.onnx")
     convert_fp16(models.DEFAULT_MODEL, out)
     r = build_engine(out, BuildOptions(profiles=DIGITS_PROFILE), show_progress=False)
-    assert len(r.engine) > 1000 and r.sidecar["strongly_typed"] is True and r.sidecar["builder_flags"] == []
+    assert len(r.engine) > 1000 and r.sidecar.strongly_typed is True and r.sidecar.builder_flags == []
 
 
 def test_residual_qdq_and_fp16_build(tmp_path):
