@@ -279,3 +279,24 @@ def test_box_agreement():
     assert (a["matched"], a["precision"], a["recall"]) == (1, 0.5, 0.5)
     rep = cmp.compare_outputs({"o": ref}, {"o": cand}, detections="yolo")
     assert cmp.evaluate_gate(rep, cmp.Gate(min_box_recall=0.9)) == ["o: box recall 0.5000 < 0.9"]
+
+
+def test_qat_without_torch_names_the_extra(monkeypatch):
+    import builtins
+
+    from tegra_ai.errors import MissingDependencyError
+    from tegra_ai.quant import qat
+
+    real = builtins.__import__
+
+    def no_torch(name, *a, **k):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError(f"No module named {name!r}", name=name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    monkeypatch.delitem(__import__("sys").modules, "torch", raising=False)
+    with pytest.raises(MissingDependencyError, match=r"meta-tegra-ai\[qat\]"):
+        qat.digits_module()
+    with pytest.raises(MissingDependencyError):
+        qat.insert_fake_quant(None, [], backend="torch")

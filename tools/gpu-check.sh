@@ -21,6 +21,7 @@ carry() {  # carry <import name> <wheel dir>
 carry cuda.bindings .gpu-carry/kwhl
 export PYTHONPATH="$SITE:${PYTHONPATH:-}"
 carry pytest .gpu-carry/kwhl/pytest
+carry modelopt.torch.quantization .gpu-carry/qat-whl  # nvidia-modelopt + deps for the QAT test (optional)
 export PYTHONPATH="$SITE:$PWD/scripts:${PYTHONPATH:-}"
 export XDG_CACHE_HOME=${XDG_CACHE_HOME:-/tmp/tegra-ai-cache}
 
