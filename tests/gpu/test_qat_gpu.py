@@ -31,4 +31,5 @@ def test_qat_round_trip(tmp_path, backend):
     m = onnx.load(r["output"])
     dq_out = {n.output[0] for n in m.graph.node if n.op_type == "DequantizeLinear"}
     fed = {n.op_type for n in m.graph.node if set(n.input) & dq_out}
-    assert fed <= {"Conv", "Gemm", "MatMul"} and "Conv" in fed
+    # Q/DQ on the inputs of Conv/Gemm (Model Optimizer's INT8 recipe also quantizes pooling inputs)
+    assert fed <= {"Conv", "Gemm", "MatMul", "MaxPool", "AveragePool"} and {"Conv", "Gemm"} <= fed
