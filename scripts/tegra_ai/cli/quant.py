@@ -166,7 +166,8 @@ def _gate_flags(p, labels=True):
                    help="gate: classifier top-1 accuracy drop <= POINTS percentage points (without --labels: "
                         "100 x (1 - top-1 agreement))")
     if labels:
-        p.add_argument("--labels", metavar="LABELS.npy", help="class indices (N,) of the samples: accuracies of both")
+        p.add_argument("--labels", metavar="LABELS", help="class indices of the samples, .npy (N,) or a "
+                       "calibration-dataset .npz of class sub-folders (its _labels): accuracies of both")
 
 
 def add_commands(sub):

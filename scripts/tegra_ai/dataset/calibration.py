@@ -16,7 +16,9 @@ byte-identical file (the zip entries carry a fixed timestamp).
 
 The output is an ``.npz`` with one array under the model input's name plus ``_manifest``
 (UTF-8 JSON as uint8): the spec, the source files with their sha256, what was skipped,
-and per-channel statistics.
+and per-channel statistics. When every sample is an image in a class sub-folder,
+``_labels`` holds each sample's class (index into the sorted sub-folder names, listed in
+the manifest as ``classes``): ``tensorrt-optimize compare --labels DATA.npz`` reads it.
 
 Decoding and resizing use OpenCV (``opencv-python-headless``, the ``opencv`` extra) in
 worker processes; the resize follows the spec's geometry (OpenCV ``INTER_LINEAR``, what
@@ -25,12 +27,13 @@ Without OpenCV, arrays of raw images are still preprocessed with the NumPy refer
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import io
 import json
 import logging
 import multiprocessing
 import os
+import tempfile
 import zipfile
 
 import numpy as np
@@ -48,6 +51,7 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 ARRAY_EXTS = (".npy", ".npz")
 MANIFEST_KEY = "_manifest"
+LABELS_KEY = "_labels"
 FORMAT = "tegra-ai-calibration-dataset"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -65,7 +69,10 @@ def _cv2():
 def preprocess_opencv(spec: PreprocessSpec, image: np.ndarray) -> np.ndarray:
     """One decoded image (in ``spec.input_format``) -> ``spec.output_shape`` in ``spec.dtype``,
     resized by OpenCV with the spec's geometry (matches the NumPy reference within one
-    pixel level, which is what uint8 rounding of ``cv2.resize`` costs)."""
+    pixel level, which is what uint8 rounding of ``cv2.resize`` costs).
+
+    Fast path: resize, letterbox border and channel swap stay uint8 (OpenCV), then one fused
+    multiply-subtract per channel writes the float output in its final layout."""
     cv2 = _cv2()
     if spec.input_format == "nv12":
         image = cv2.cvtColor(np.asarray(image, np.uint8), cv2.COLOR_YUV2RGB_NV12)
@@ -78,16 +85,23 @@ def preprocess_opencv(spec: PreprocessSpec, image: np.ndarray) -> np.ndarray:
     if fmt == "gray8" and img.ndim != 2 or fmt != "gray8" and (img.ndim != 3 or img.shape[2] != 3):
         raise TegraAIError(f"{fmt} image has shape {img.shape}")
     h, w = img.shape[:2]
+    pad = float(spec.pad_value)
+    uint8_pad = pad.is_integer() and 0 <= pad <= 255
     if spec.resize == "stretch":
-        canvas = cv2.resize(img, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+        canvas = cv2.resize(img, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
     else:
         _, nh, nw, top, left = letterbox_geometry(h, w, spec.height, spec.width)
         resized = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        canvas = np.full((spec.height, spec.width) + resized.shape[2:], spec.pad_value, np.float32)
-        canvas[top:top + nh, left:left + nw] = resized
+        bottom, right = spec.height - nh - top, spec.width - nw - left
+        if uint8_pad:
+            value = (int(pad),) * (1 if resized.ndim == 2 else 3)
+            canvas = cv2.copyMakeBorder(resized, top, bottom, left, right, cv2.BORDER_CONSTANT, value=value)
+        else:
+            canvas = np.full((spec.height, spec.width) + resized.shape[2:], pad, np.float32)
+            canvas[top:top + nh, left:left + nw] = resized
     if canvas.ndim == 2:
         canvas = canvas[..., None]
-    # colour: the decoded canvas is BGR (bgr8), RGB (rgb8/nv12) or gray.
+    # colour: the canvas is BGR (bgr8), RGB (rgb8/nv12) or gray; channel swaps are views.
     if canvas.shape[2] == 1:
         x = canvas if spec.channel_order == "gray" else np.repeat(canvas, 3, axis=2)
     else:
@@ -97,11 +111,19 @@ def preprocess_opencv(spec: PreprocessSpec, image: np.ndarray) -> np.ndarray:
         elif spec.channel_order == "bgr":
             x = rgb[..., ::-1]
         else:
+            rgb = rgb.astype(np.float32)
             x = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2])[..., None]
-    x = (x * np.float32(spec.scale) - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    # (pixel * scale - mean) / std == pixel * a - b, per channel
+    a = (np.float32(spec.scale) / np.asarray(spec.std, np.float32))
+    b = (np.asarray(spec.mean, np.float32) / np.asarray(spec.std, np.float32))
     if spec.layout == "nchw":
-        x = np.transpose(x, (2, 0, 1))
-    return np.ascontiguousarray(x, dtype=spec.dtype)
+        src, a, b = np.transpose(x, (2, 0, 1)), a[:, None, None], b[:, None, None]
+    else:
+        src = x
+    out = np.empty(spec.output_shape, np.float32)
+    np.multiply(src, a, out=out, casting="unsafe")
+    out -= b
+    return out if spec.dtype == "float32" else out.astype(spec.dtype)
 
 
 def preprocess_image(spec: PreprocessSpec, image: np.ndarray) -> np.ndarray:
@@ -259,10 +281,44 @@ def sample(candidates: list, count: int | None, seed: int, class_balanced: bool 
 
 # --------------------------------------------------------------------------- workers
 
+_SAMPLES = {}
+
+
+def _samples(path):
+    """The shared samples file (a .npy memory map), opened once per worker process."""
+    mm = _SAMPLES.get(path)
+    if mm is None:
+        mm = _SAMPLES[path] = np.load(path, mmap_mode="r+", allow_pickle=False)
+    return mm
+
+
+def sample_stats(x: np.ndarray, layout: str) -> tuple:
+    """Per-channel (sum, sum of squares, min, max, count) of one sample, float64."""
+    axes = (1, 2) if layout == "nchw" else (0, 1)
+    x32 = x.astype(np.float32, copy=False)
+    return (x32.sum(axis=axes, dtype=np.float64), (x32 * x32).sum(axis=axes, dtype=np.float64),
+            x32.min(axis=axes).astype(np.float64), x32.max(axis=axes).astype(np.float64), x32.size // x32.shape[
+                0 if layout == "nchw" else -1])
+
+
 def _work(task):
-    """(kind, path, indices, key, spec dict) -> [(index, array or None, error)]"""
-    kind, path, indices, key, spec_d = task
+    """(kind, path, indices, key, spec dict, positions, samples file) -> [(position, stats or None, error)];
+    each sample is written into the shared samples file at its position."""
+    kind, path, indices, key, spec_d, positions, samples_path = task
     spec = PreprocessSpec.from_dict(spec_d)
+    mm = _samples(samples_path)
+    out = []
+    for pos, (_i, arr, err) in zip(positions, _decode(kind, path, indices, key, spec)):
+        if arr is None:
+            out.append((pos, None, err))
+        else:
+            mm[pos] = arr
+            out.append((pos, sample_stats(arr, spec.layout), None))
+    return out  # a shared mapping: the parent sees the pages without msync
+
+
+def _decode(kind, path, indices, key, spec):
+    """[(index, array or None, error)] for the samples of one source."""
     try:
         if kind == "image":
             cv2 = _cv2()
@@ -303,17 +359,17 @@ def _work(task):
         return [(i, None, f"{type(exc).__name__}: {exc}") for i in indices]
 
 
-def _tasks(chosen: list, spec: PreprocessSpec):
+def _tasks(chosen: list, spec: PreprocessSpec, samples_path: str):
     """Group the chosen candidates into worker tasks (a video or an array is one task)."""
     spec_d = spec.to_dict()
     tasks, groups = [], {}
     for pos, c in enumerate(chosen):
         if c.kind == "image":
-            tasks.append(("image", c.path, [c.index], "", spec_d, [pos]))
+            tasks.append(("image", c.path, [c.index], "", spec_d, [pos], samples_path))
         else:
             g = groups.get((c.kind, c.path, c.key))
             if g is None:
-                g = groups[(c.kind, c.path, c.key)] = (c.kind, c.path, [], c.key, spec_d, [])
+                g = groups[(c.kind, c.path, c.key)] = (c.kind, c.path, [], c.key, spec_d, [], samples_path)
                 tasks.append(g)
             g[2].append(c.index)
             g[5].append(pos)
@@ -322,11 +378,16 @@ def _tasks(chosen: list, spec: PreprocessSpec):
 
 # --------------------------------------------------------------------------- output
 
-def channel_stats(x: np.ndarray, layout: str) -> dict:
-    axis = 1 if layout == "nchw" else x.ndim - 1
-    moved = np.moveaxis(x.astype(np.float64), axis, 0).reshape(x.shape[axis], -1)
+def channel_stats(parts: list) -> dict:
+    """Per-channel mean, std, min, max of the whole dataset from per-sample :func:`sample_stats`."""
+    s = sum(p[0] for p in parts)
+    ss = sum(p[1] for p in parts)
+    n = sum(p[4] for p in parts)
+    mean = s / n
+    std = np.sqrt(np.maximum(ss / n - mean * mean, 0.0))
     r = lambda v: [round(float(a), 6) for a in v]  # noqa: E731
-    return {"mean": r(moved.mean(1)), "std": r(moved.std(1)), "min": r(moved.min(1)), "max": r(moved.max(1))}
+    return {"mean": r(mean), "std": r(std), "min": r(np.min([p[2] for p in parts], axis=0)),
+            "max": r(np.max([p[3] for p in parts], axis=0))}
 
 
 def write_npz(path: str, arrays: dict) -> None:
@@ -334,11 +395,10 @@ def write_npz(path: str, arrays: dict) -> None:
     with atomic_writer(path, "wb") as f:
         with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             for name, arr in arrays.items():
-                buf = io.BytesIO()
-                np.lib.format.write_array(buf, np.asanyarray(arr), allow_pickle=False)
                 info = zipfile.ZipInfo(name + ".npy", date_time=_ZIP_DATE)
                 info.external_attr = 0o644 << 16
-                zf.writestr(info, buf.getvalue())
+                with zf.open(info, "w", force_zip64=True) as member:  # streamed: no second copy in memory
+                    np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
 
 
 def read_manifest(path: str) -> dict | None:
@@ -369,33 +429,64 @@ def build_dataset(sources, output: str, spec: PreprocessSpec, input_name: str = 
     if not candidates:
         raise TegraAIError("no samples: every source was unreadable", exit_code=EXIT_FAILURE)
     chosen = sample(candidates, count, seed, class_balanced)
-    tasks = _tasks(chosen, spec)
-    results = [None] * len(chosen)
-    errors = {}
-    workers = workers if workers is not None else min(len(tasks), os.cpu_count() or 1)
-    with Progress(f"calibration-dataset ({len(chosen)} samples)", enabled=show_progress) as progress:
-        done = 0
-        if workers > 1 and len(tasks) > 1:
-            ctx = multiprocessing.get_context("spawn" if os.name != "posix" else "fork")
-            with ctx.Pool(workers) as pool:
-                iterator = pool.imap(_work, [t[:5] for t in tasks], chunksize=max(1, len(tasks) // (workers * 8)))
-                for task, res in zip(tasks, iterator):
-                    done = _collect(task, res, results, errors, done, progress, len(chosen))
-        else:
-            for task in tasks:
-                done = _collect(task, _work(task[:5]), results, errors, done, progress, len(chosen))
-    for pos, msg in sorted(errors.items()):
-        c = chosen[pos]
-        where = f"{c.path}" + (f" frame {c.index}" if c.kind == "video" else f" [{c.index}]" if c.kind == "array" else "")
-        skipped.append({"path": c.path, "reason": msg, **({"index": c.index} if c.kind != "image" else {})})
-        log.warning("skipping %s: %s", where, msg)
-    keep = [i for i, r in enumerate(results) if r is not None]
-    if not keep:
-        raise TegraAIError(f"no samples: all {len(chosen)} selected source(s) were unreadable "
-                           f"(first: {skipped[0]['path']}: {skipped[0]['reason']})", exit_code=EXIT_FAILURE)
-    data = np.stack([results[i] for i in keep])
+    out_dir = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(out_dir):
+        raise TegraAIError(f"output directory {out_dir} does not exist", exit_code=EXIT_USAGE)
+    fd, samples_path = tempfile.mkstemp(prefix="." + os.path.basename(output) + ".", suffix=".samples.npy", dir=out_dir)
+    os.close(fd)
+    try:
+        # Workers write straight into one memory-mapped file: no sample crosses a pipe.
+        np.lib.format.open_memmap(samples_path, mode="w+", dtype=np.dtype(spec.dtype),
+                                  shape=(len(chosen),) + spec.output_shape).flush()
+        tasks = _tasks(chosen, spec, samples_path)
+        stats, errors = {}, {}
+        workers = workers if workers is not None else min(len(tasks), os.cpu_count() or 1)
+        with Progress(f"calibration-dataset ({len(chosen)} samples)", enabled=show_progress) as progress:
+            done = 0
+            if workers > 1 and len(tasks) > 1:
+                ctx = multiprocessing.get_context("spawn" if os.name != "posix" else "fork")
+                with ctx.Pool(workers, initializer=_init_worker) as pool:
+                    for res in pool.imap(_work, tasks, chunksize=max(1, len(tasks) // (workers * 8))):
+                        done = _collect(res, stats, errors, done, progress, len(chosen))
+            else:
+                for task in tasks:
+                    done = _collect(_work(task), stats, errors, done, progress, len(chosen))
+            _SAMPLES.pop(samples_path, None)
+        for pos, msg in sorted(errors.items()):
+            c = chosen[pos]
+            where = f"{c.path}" + (f" frame {c.index}" if c.kind == "video" else f" [{c.index}]" if c.kind == "array" else "")
+            skipped.append({"path": c.path, "reason": msg, **({"index": c.index} if c.kind != "image" else {})})
+            log.warning("skipping %s: %s", where, msg)
+        keep = sorted(stats)
+        if not keep:
+            raise TegraAIError(f"no samples: all {len(chosen)} selected source(s) were unreadable "
+                               f"(first: {skipped[0]['path']}: {skipped[0]['reason']})", exit_code=EXIT_FAILURE)
+        mm = np.load(samples_path, mmap_mode="r", allow_pickle=False)
+        data = mm if len(keep) == len(chosen) else mm[keep]
+        manifest = _manifest(input_name, data, spec, seed, class_balanced, candidates, video_every, video_frames,
+                             chosen, keep, skipped, channel_stats([stats[i] for i in keep]))
+        arrays = {input_name: data}
+        labels = [chosen[i].label for i in keep]
+        if all(chosen[i].kind == "image" for i in keep) and all(labels):
+            # images in class sub-folders: their labels (index into the sorted class names)
+            classes = sorted(set(labels))
+            manifest["classes"] = classes
+            arrays[LABELS_KEY] = np.array([classes.index(lab) for lab in labels], np.int64)
+        blob = np.frombuffer(json.dumps(manifest, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+        arrays[MANIFEST_KEY] = blob
+        write_npz(output, arrays)
+        del data, mm
+    finally:
+        _SAMPLES.pop(samples_path, None)
+        with contextlib.suppress(OSError):
+            os.unlink(samples_path)
+    return manifest
+
+
+def _manifest(input_name, data, spec, seed, class_balanced, candidates, video_every, video_frames, chosen, keep,
+              skipped, stats):
     used_files = sorted({chosen[i].path for i in keep})
-    manifest = {
+    return {
         "format": FORMAT, "version": 1, "input": input_name, "count": int(data.shape[0]),
         "shape": list(data.shape), "dtype": str(data.dtype), "spec": spec.to_dict(), "seed": seed,
         "class_balanced": class_balanced, "candidates": len(candidates),
@@ -405,20 +496,23 @@ def build_dataset(sources, output: str, spec: PreprocessSpec, input_name: str = 
         "samples": [{"path": chosen[i].path, **({"index": chosen[i].index} if chosen[i].kind != "image" else {})}
                     for i in keep],
         "skipped": skipped,
-        "stats": channel_stats(data, spec.layout),
+        "stats": stats,
     }
-    blob = np.frombuffer(json.dumps(manifest, sort_keys=True).encode("utf-8"), dtype=np.uint8)
-    write_npz(output, {input_name: data, MANIFEST_KEY: blob})
-    return manifest
 
 
-def _collect(task, res, results, errors, done, progress, total):
-    for pos, (_idx, arr, err) in zip(task[5], res):
-        if arr is None:
+def _init_worker():
+    """One OpenCV thread per worker process: the processes are the parallelism."""
+    if is_available("cv2"):
+        _cv2().setNumThreads(1)
+
+
+def _collect(res, stats, errors, done, progress, total):
+    for pos, st, err in res:
+        if st is None:
             errors[pos] = err
         else:
-            results[pos] = arr
-    done += len(task[5])
+            stats[pos] = st
+    done += len(res)
     progress.update(f"{done}/{total}")
     return done
 

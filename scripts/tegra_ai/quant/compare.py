@@ -152,12 +152,17 @@ def _load_labels(labels) -> np.ndarray | None:
     if isinstance(labels, str):
         if not os.path.isfile(labels):
             raise _usage(f"labels {labels} do not exist")
+        path = labels
         try:
-            labels = np.load(labels, allow_pickle=False)
+            labels = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise _usage(f"labels file is not a .npy array without pickles ({str(exc).splitlines()[0]})") from None
-        if not isinstance(labels, np.ndarray):
-            raise _usage("labels must be an .npy array (N,) of class indices")
+        if not isinstance(labels, np.ndarray):  # an .npz from calibration-dataset: its _labels
+            with labels as z:
+                if "_labels" not in z.files:
+                    raise _usage(f"{path} has no _labels (calibration-dataset writes them for images in class "
+                                 "sub-folders); give an .npy of class indices")
+                labels = z["_labels"]
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise _usage(f"labels must be a 1-D integer array of class indices, got {labels.dtype} {list(labels.shape)}")
