@@ -432,7 +432,9 @@ def build_dataset(sources, output: str, spec: PreprocessSpec, input_name: str = 
     out_dir = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(out_dir):
         raise TegraAIError(f"output directory {out_dir} does not exist", exit_code=EXIT_USAGE)
-    fd, samples_path = tempfile.mkstemp(prefix="." + os.path.basename(output) + ".", suffix=".samples.npy", dir=out_dir)
+    fd, samples_path = tempfile.mkstemp(prefix="." + os.path.basename(output) + ".", suffix=".samples.npy",
+                                        dir=_scratch_dir(len(chosen) * int(np.prod(spec.output_shape))
+                                                         * np.dtype(spec.dtype).itemsize, out_dir))
     os.close(fd)
     try:
         # Workers write straight into one memory-mapped file: no sample crosses a pipe.
@@ -444,8 +446,12 @@ def build_dataset(sources, output: str, spec: PreprocessSpec, input_name: str = 
         with Progress(f"calibration-dataset ({len(chosen)} samples)", enabled=show_progress) as progress:
             done = 0
             if workers > 1 and len(tasks) > 1:
-                ctx = multiprocessing.get_context("spawn" if os.name != "posix" else "fork")
-                with ctx.Pool(workers, initializer=_init_worker) as pool:
+                # fork (spawn/forkserver re-import __main__, which hangs a pool started from a
+                # notebook or stdin); OpenCV is set to one thread before forking, so no child
+                # inherits a thread pool it cannot use, and the processes are the parallelism.
+                ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
+                                                  else "spawn")
+                with _single_threaded_opencv(), ctx.Pool(workers) as pool:
                     for res in pool.imap(_work, tasks, chunksize=max(1, len(tasks) // (workers * 8))):
                         done = _collect(res, stats, errors, done, progress, len(chosen))
             else:
@@ -500,10 +506,30 @@ def _manifest(input_name, data, spec, seed, class_balanced, candidates, video_ev
     }
 
 
-def _init_worker():
-    """One OpenCV thread per worker process: the processes are the parallelism."""
-    if is_available("cv2"):
-        _cv2().setNumThreads(1)
+def _scratch_dir(nbytes: int, fallback: str) -> str:
+    """Where the shared samples file lives: RAM (/dev/shm) when it fits in half of what is
+    free there, else beside the output."""
+    shm = "/dev/shm"
+    try:
+        st = os.statvfs(shm)
+        if os.access(shm, os.W_OK) and nbytes < st.f_bavail * st.f_frsize // 2:
+            return shm
+    except OSError:
+        pass
+    return fallback
+
+
+@contextlib.contextmanager
+def _single_threaded_opencv():
+    cv2 = _cv2() if is_available("cv2") else None
+    previous = cv2.getNumThreads() if cv2 is not None else None
+    if cv2 is not None:
+        cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        if cv2 is not None:
+            cv2.setNumThreads(previous)
 
 
 def _collect(res, stats, errors, done, progress, total):
