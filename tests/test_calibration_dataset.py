@@ -61,6 +61,7 @@ def test_images_and_video(media, tmp_path):
     data = load(tmp_path / "out.npz")
     manifest = json.loads(bytes(data["_manifest"]).decode())
     assert manifest["spec"]["resize"] == "letterbox" and len(manifest["sources"]) == 9
+    assert "_labels" not in data and "classes" not in manifest  # video frames have no class
     assert all(re.fullmatch(r"[0-9a-f]{64}", s["sha256"]) for s in manifest["sources"])
     # 4 evenly spaced frames of a 20-frame clip; frame i is gray level 12*i (JPEG-compressed)
     frames = [s["index"] for s in manifest["samples"] if s["path"].endswith("clip.avi")]
@@ -105,6 +106,9 @@ def test_class_balanced(media, tmp_path):
                          class_balanced=True, show_progress=False)
     classes = [os.path.basename(os.path.dirname(s["path"])) for s in m["samples"]]
     assert sorted(classes) == ["cats", "cats", "dogs", "dogs"]
+    # class sub-folders: labels (index into the sorted names) travel in the .npz
+    assert m["classes"] == ["cats", "dogs"]
+    assert load(tmp_path / "b.npz")["_labels"].tolist() == [["cats", "dogs"].index(c) for c in classes]
     m = ds.build_dataset([str(media / "imgs")], str(tmp_path / "u.npz"), PreprocessSpec(8, 8), count=4, seed=3,
                          show_progress=False)
     assert len(m["samples"]) == 4

@@ -5,6 +5,7 @@ the mixed-precision fallback on a deliberately sensitive model."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -236,6 +237,22 @@ def test_fallback_budget_exhausted_writes_nothing(tmp_path):
                         "--gate", "d.npz", "--min-cosine", "0.95", "--report", "r.md", "--no-progress"], str(tmp_path))
     assert res.code == 0 and "1 kept in float (head;" in res.stdout and (tmp_path / "o.onnx").exists()
     assert "gate: PASSED" in (tmp_path / "r.md").read_text()
+
+
+def test_labels_from_a_folder_dataset(digits_int8, tmp_path):
+    """Images in class sub-folders -> calibration-dataset -> compare --labels DATA.npz."""
+    import cv2
+
+    from tegra_ai.dataset.calibration import build_dataset
+
+    x, y = models.load_samples("val")
+    for i, (img, label) in enumerate(zip(x[:60], y[:60])):
+        os.makedirs(tmp_path / "val" / str(label), exist_ok=True)
+        cv2.imwrite(str(tmp_path / "val" / str(label) / f"{i:03d}.png"), img)
+    build_dataset([str(tmp_path / "val")], str(tmp_path / "val.npz"), models.load_preprocess_spec(), show_progress=False)
+    r = cmp.compare(MODEL, digits_int8[0], str(tmp_path / "val.npz"), labels=str(tmp_path / "val.npz"))
+    c = r["outputs"]["logits"]["classifier"]
+    assert r["samples"] == 60 and c["reference_top1_accuracy"] > 0.9  # labels line up with the samples
 
 
 def test_compare_gate_exit_codes(digits_data, digits_int8, tmp_path):
