@@ -64,8 +64,8 @@ def main():
 
     cores = os.cpu_count()
     print(f"calibration-dataset: {args.images} JPEG {w}x{h} -> 640x640 letterbox float32 NCHW, {cores} CPU cores")
-    print(f"| method | images/s | ours x |")
-    print(f"| --- | --- | --- |")
+    print("| method | images/s | ours x |")
+    print("| --- | --- | --- |")
     print(f"| calibration-dataset (ours, {m['decoder']}, workers={args.workers or cores}) | {args.images / ours:.1f} | 1.0 |")
     print(f"| single-process loop, cv2.imread + cv2.resize + np.savez | {args.images / loop:.1f} | {loop / ours:.2f} |")
     print(f"| single-process loop, cv2.imread + NumPy reference | {args.images / ref:.1f} | {ref / ours:.2f} |")

@@ -17,10 +17,9 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from badinput import invoke  # noqa: E402
 from tegra_ai import models  # noqa: E402
 from tegra_ai.cli.optimize import main  # noqa: E402
-from tegra_ai.dataset.calibration import write_npz  # noqa: E402
 from tegra_ai.quant import compare as cmp  # noqa: E402
 from tegra_ai.quant.fallback import quantize_with_gate  # noqa: E402
-from tegra_ai.quant.fp16 import convert_fp16  # noqa: E402
+from tegra_ai.onnx_fp16 import convert_fp16  # noqa: E402
 from tegra_ai.quant.qdq import check_for_target, quantize  # noqa: E402
 
 MODEL = models.DEFAULT_MODEL

@@ -45,7 +45,7 @@ def test_qdq_digits_builds_strongly_typed(tmp_path, calib, target):
 
 
 def test_fp16_digits_builds_strongly_typed(tmp_path):
-    from tegra_ai.quant.fp16 import convert_fp16
+    from tegra_ai.onnx_fp16 import convert_fp16
 
     out = str(tmp_path / "f16.onnx")
     convert_fp16(models.DEFAULT_MODEL, out)
@@ -56,7 +56,7 @@ def test_fp16_digits_builds_strongly_typed(tmp_path):
 def test_residual_qdq_and_fp16_build(tmp_path):
     from test_quant import residual_model
 
-    from tegra_ai.quant.fp16 import convert_fp16
+    from tegra_ai.onnx_fp16 import convert_fp16
     from tegra_ai.quant.qdq import quantize
 
     src = residual_model(str(tmp_path / "res.onnx"))

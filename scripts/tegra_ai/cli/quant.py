@@ -98,7 +98,7 @@ def cmd_quantize(args):
 
 
 def cmd_convert_fp16(args):
-    from tegra_ai.quant.fp16 import convert_fp16
+    from tegra_ai.onnx_fp16 import convert_fp16
 
     _exists(args.model, "model")
     _fresh_output(args.output, args.force)

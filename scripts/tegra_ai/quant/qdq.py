@@ -30,6 +30,7 @@ import tempfile
 import numpy as np
 
 from tegra_ai.errors import EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError
+from tegra_ai.onnx_graph import graph_inputs, load_onnx, model_opset, name_nodes
 from tegra_ai.util.lazy import require
 
 log = logging.getLogger("tegra_ai.quant.qdq")
@@ -59,34 +60,6 @@ class QuantizeResult:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def load_onnx(path: str):
-    onnx = require("onnx", extra="onnx", purpose="quantization")
-    if not os.path.isfile(path):
-        raise _usage(f"model {path} does not exist")
-    try:
-        return onnx.load(path)
-    except Exception as exc:  # noqa: BLE001 - DecodeError and friends
-        raise _usage(f"cannot read {path} as ONNX ({type(exc).__name__})") from None
-
-
-def graph_inputs(model) -> list:
-    inits = {i.name for i in model.graph.initializer}
-    return [i for i in model.graph.input if i.name not in inits]
-
-
-def name_nodes(model) -> None:
-    """ONNX Runtime's quantizer addresses nodes by name: give unnamed ones a stable name."""
-    seen = set()
-    for i, node in enumerate(model.graph.node):
-        if not node.name or node.name in seen:
-            node.name = f"{node.op_type}_{i}"
-        seen.add(node.name)
-
-
-def model_opset(model) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def resolve_exclusions(model, exclude) -> list:

@@ -124,12 +124,12 @@ def parse_network(trt, feats, model_path: str, options: BuildOptions, *, has_cal
         # No FP16 flag on strongly typed-only releases: parse an FP16 copy made on the host.
         import tempfile
 
-        from tegra_ai.quant.fp16 import fp16_model_for_build
+        from tegra_ai.onnx_fp16 import fp16_model_for_build
 
         workdir = tempfile.TemporaryDirectory(prefix="tegra-ai-fp16-")
         parse_path, precision = fp16_model_for_build(model_path, workdir.name), "fp32"
         fp16_notes.append(f"--precision fp16 on {feats.describe()}: built from an FP16 copy converted on the host "
-                          "(tegra_ai.quant.fp16; inputs/outputs and sensitive ops FP32)")
+                          "(tegra_ai.onnx_fp16; inputs/outputs and sensitive ops FP32)")
     typing = compat.resolve_typing(feats, precision, qdq, options.strongly_typed,
                                    has_calibration=has_calibration)
     typing["notes"] = fp16_notes + typing["notes"]

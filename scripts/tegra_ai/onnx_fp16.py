@@ -22,10 +22,11 @@ import os
 import numpy as np
 
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
+from tegra_ai.onnx_graph import load_onnx, name_nodes
 from tegra_ai.util.atomic import atomic_write_bytes
 from tegra_ai.util.lazy import require
 
-log = logging.getLogger("tegra_ai.quant.fp16")
+log = logging.getLogger("tegra_ai.onnx_fp16")
 
 SENSITIVE_OPS = ("ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSum",
                  "ReduceLogSumExp", "ReduceProd", "Softmax", "LogSoftmax", "LayerNormalization",
@@ -126,8 +127,6 @@ def convert_fp16(model_path: str, output: str, keep_fp32=(), keep_io_types: bool
     """Write an FP16 copy of ``model_path`` to ``output``; ``keep_fp32``: more node names or
     op types to keep in FP32. Returns a summary (nodes converted / kept)."""
     onnx = require("onnx", extra="onnx", purpose="FP16 conversion")
-
-    from tegra_ai.quant.qdq import load_onnx, name_nodes
 
     if not keep_io_types:
         raise TegraAIError("FP16 inputs/outputs are not supported: the application's buffers stay FP32",
