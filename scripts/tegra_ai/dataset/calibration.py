@@ -293,12 +293,11 @@ def _samples(path):
 
 
 def sample_stats(x: np.ndarray, layout: str) -> tuple:
-    """Per-channel (sum, sum of squares, min, max, count) of one sample, float64."""
-    axes = (1, 2) if layout == "nchw" else (0, 1)
-    x32 = x.astype(np.float32, copy=False)
-    return (x32.sum(axis=axes, dtype=np.float64), (x32 * x32).sum(axis=axes, dtype=np.float64),
-            x32.min(axis=axes).astype(np.float64), x32.max(axis=axes).astype(np.float64), x32.size // x32.shape[
-                0 if layout == "nchw" else -1])
+    """Per-channel (sum, sum of squares, min, max, count) of one sample, as float64."""
+    v = x.astype(np.float32, copy=False)
+    v = v.reshape(v.shape[0], -1) if layout == "nchw" else v.reshape(-1, v.shape[-1]).T
+    f64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
+    return f64(v.sum(1)), f64(np.einsum("ij,ij->i", v, v)), f64(v.min(1)), f64(v.max(1)), v.shape[1]
 
 
 def _work(task):
