@@ -72,8 +72,11 @@ def default_loader():
 
 
 class EngineSource:
-    """Somewhere a ready engine for a key may come from before building one."""
+    """Somewhere a ready engine for a key may come from before building one.
+    ``last_attempt``: what the last ``fetch`` did (JSON; e.g. a mirror's URL, result,
+    bytes and seconds), reported per model by ``ensure``; None when nothing to say."""
     label = "source"
+    last_attempt = None
 
     def fetch(self, entry, key: str, material: dict, cache: EngineCache):
         """(engine path, Sidecar, status) or None. The engine must be verified (sidecar
@@ -163,6 +166,8 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
                 if found is None:
                     for source in chain:
                         got = source.fetch(entry, key, material, cache)
+                        if source.last_attempt is not None:
+                            record.setdefault("attempts", []).append(source.last_attempt)
                         if got is not None and loads(got[0], source.label):
                             engine_path, sidecar, status = got
                             found = (engine_path, sidecar)

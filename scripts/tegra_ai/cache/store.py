@@ -26,6 +26,13 @@ INDEX_FORMAT = "tegra-ai-engine-index"
 _ENGINE_FILE = re.compile(r"^(?P<name>.+)-(?P<key>[0-9a-f]{24})\.engine$")
 
 
+def engine_relpath(name: str, key: str) -> str:
+    """``<name>/<name>-<key24>.engine``: where a cache (and a mirror, which has the same
+    layout) keeps the engine of ``key``; the sidecar is this path + ``.json``."""
+    name = check_model_name(name)
+    return f"{name}/{name}-{short_key(key)}.engine"
+
+
 class EngineCache:
     def __init__(self, root: str, create: bool = True):
         self.root = os.path.abspath(root)
@@ -48,7 +55,7 @@ class EngineCache:
         return os.path.join(self.root, check_model_name(name))
 
     def paths(self, name: str, key: str):
-        engine = os.path.join(self.model_dir(name), f"{name}-{short_key(key)}.engine")
+        engine = os.path.join(self.root, *engine_relpath(name, key).split("/"))
         return engine, sidecar_path(engine)
 
     def is_model_dir(self, name: str) -> bool:

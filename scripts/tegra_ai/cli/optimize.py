@@ -142,11 +142,45 @@ def cmd_bundle(args):
     return 0
 
 
+def _env_float(name: str, default: float):
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise TegraAIError(f"{name}={value!r}: expected seconds", exit_code=EXIT_USAGE) from None
+
+
+def _mirror_sources(args) -> list:
+    """--mirror and friends; the service passes them as environment variables
+    (TEGRA_AI_ENGINE_MIRRORS, TEGRA_AI_MIRROR_KEYS, TEGRA_AI_MIRROR_TIMEOUT) from its defaults file."""
+    from tegra_ai.cache.mirror import DEFAULT_TIMEOUT, mirror_sources, parse_mirror_list
+
+    urls = args.mirror if args.mirror else parse_mirror_list(os.environ.get("TEGRA_AI_ENGINE_MIRRORS"))
+    keys = args.mirror_key if args.mirror_key else parse_mirror_list(os.environ.get("TEGRA_AI_MIRROR_KEYS"))
+    timeout = args.mirror_timeout if args.mirror_timeout is not None else _env_float("TEGRA_AI_MIRROR_TIMEOUT",
+                                                                                     DEFAULT_TIMEOUT)
+    if not urls:
+        for flag, value in (("--mirror-unsigned", args.mirror_unsigned), ("--allow-http", args.allow_http),
+                            ("--mirror-allow-redirects", args.mirror_allow_redirects), ("--mirror-ca", args.mirror_ca),
+                            ("--mirror-key", args.mirror_key), ("--mirror-timeout", args.mirror_timeout)):
+            if value not in (None, False, []):
+                raise TegraAIError(f"{flag} needs --mirror URL", exit_code=EXIT_USAGE)
+        return []
+    return mirror_sources(urls, keys, unsigned=args.mirror_unsigned, allow_http=args.allow_http,
+                          allow_redirects=args.mirror_allow_redirects, timeout=timeout, ca_file=args.mirror_ca)
+
+
 def cmd_ensure(args):
     from tegra_ai.cache.ensure import ensure
 
+    sources = _mirror_sources(args)
     summary = ensure(args.manifest, args.cache, prune=args.prune, loader="default" if not args.no_load_check else None,
-                     seeds=tuple(args.seed), show_progress=not args.no_progress, verbose=args.verbose)
+                     seeds=tuple(args.seed), sources=tuple(sources), show_progress=not args.no_progress,
+                     verbose=args.verbose)
+    if sources:
+        summary["mirrors"] = [s.url for s in sources]
     if args.json:
         print_json(summary)
     else:
@@ -158,6 +192,36 @@ def cmd_ensure(args):
         print(f"{summary['hits']} cached, {summary['seeded']} prebuilt in the image, {summary['fetched']} fetched, "
               f"{summary['built']} built, {summary['failed']} failed")
     return summary["exit_code"]
+
+
+def cmd_publish(args):
+    from tegra_ai.cache.publish import publish
+
+    summary = publish(args.cache, args.to, args.key, names=tuple(args.name))
+    if args.json:
+        print_json(summary)
+    else:
+        for row in summary["engines"]:
+            extra = f" ({row['reason']})" if row.get("reason") else ""
+            print(f"{row['name']}: {row['status']} {row['engine']}{extra}")
+        for row in summary["skipped"]:
+            print(f"{row['name']}: skipped {row['sidecar']} ({row['reason']})")
+        print(f"{summary['published']} published, {summary['present']} already there, "
+              f"{summary['conflicts']} conflict(s); signed with key {summary['key_id']} into {summary['mirror']}")
+    return summary["exit_code"]
+
+
+def cmd_mirror_keygen(args):
+    from tegra_ai.cache.signing import generate_keypair
+
+    result = generate_keypair(args.out, name=args.name)
+    if args.json:
+        print_json(result)
+    else:
+        print(f"private key: {result['private_key']} (keep it on the publishing machine; publish --key)")
+        print(f"public key:  {result['public_key']} (install on devices; ensure --mirror-key)")
+        print(f"key id:      {result['key_id']}")
+    return 0
 
 
 def cmd_verify_cache(args):
@@ -239,9 +303,37 @@ def build_parser():
     p.add_argument("--prune", default="stale", choices=["none", "stale", "unlisted"],
                    help="stale: drop engines of other keys of listed models; unlisted: also models no longer listed")
     p.add_argument("--no-load-check", action="store_true", help="trust sidecars without deserializing cached engines")
+    m = p.add_argument_group("engine mirrors (on a miss, before building; default from the environment: "
+                             "TEGRA_AI_ENGINE_MIRRORS, TEGRA_AI_MIRROR_KEYS, TEGRA_AI_MIRROR_TIMEOUT)")
+    m.add_argument("--mirror", action="append", default=[], metavar="URL",
+                   help="https://HOST/PATH or file:///DIR holding NAME/NAME-KEY.engine(.json,.sig); repeatable, "
+                        "asked in order")
+    m.add_argument("--mirror-key", action="append", default=[], metavar="PUB",
+                   help="trusted Ed25519 public key (PEM), or a directory of *.pub; repeatable")
+    m.add_argument("--mirror-unsigned", action="store_true",
+                   help="accept engines without a signature (key material and sha256 are still checked)")
+    m.add_argument("--mirror-timeout", type=float, metavar="SECONDS",
+                   help="time budget per model for all mirrors together, then build locally (default 30)")
+    m.add_argument("--allow-http", action="store_true", help="allow http:// mirrors and redirects to http")
+    m.add_argument("--mirror-allow-redirects", action="store_true", help="follow redirects to another host")
+    m.add_argument("--mirror-ca", metavar="FILE", help="extra CA certificates (PEM) for https mirrors")
     p.add_argument("--json", action="store_true", help="JSON summary on stdout (logs go to stderr)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_ensure)
+
+    p = sub.add_parser("publish", help="sign the engines of a cache into an engine mirror (for a fleet's ensure --mirror)")
+    p.add_argument("--cache", required=True, metavar="DIR", help="engine cache (or seed) holding the engines")
+    p.add_argument("--to", required=True, metavar="MIRROR_DIR", help="mirror directory (created; serve it over https)")
+    p.add_argument("--key", required=True, metavar="PRIVATE_KEY", help="Ed25519 private key (PEM) from mirror-keygen")
+    p.add_argument("--name", action="append", default=[], metavar="MODEL", help="only this model; repeatable")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("mirror-keygen", help="make an Ed25519 key pair for signing engine mirrors")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for NAME.key (0600) and NAME.pub")
+    p.add_argument("--name", default="mirror", help="file name stem (default mirror)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_mirror_keygen)
 
     p = sub.add_parser("verify-cache", help="check every engine's sidecar against a TensorRT version and GPU (no TensorRT needed)")
     p.add_argument("cache")
