@@ -179,7 +179,7 @@ class _FileTransport:
     def __init__(self, url: str):
         self.root = url[len("file://"):] or "/"
 
-    def get(self, rel: str, limit: int, deadline: float, sink=None) -> int | bytes:
+    def get(self, rel: str, limit: int, deadline: float, exact: bool = False):
         if not os.path.isdir(self.root):
             raise _Fault(f"mirror directory {self.root} does not exist (not mounted?)")
         path = os.path.join(self.root, *rel.split("/"))
@@ -190,7 +190,10 @@ class _FileTransport:
         except OSError as exc:
             raise _Fault(f"cannot read {path}: {exc.strerror or exc}") from None
         with f:
-            return _drain(lambda n: f.read(n), limit, deadline, sink, rel)
+            data, n = _drain(f.readinto, limit, deadline, rel, exact)
+        if exact and n != limit:
+            raise _Fault(f"{rel} truncated ({n} of {limit} bytes)")
+        return data
 
 
 class _RedirectGuard(urllib.request.HTTPRedirectHandler):
@@ -228,12 +231,12 @@ class _HttpTransport:
         self.opener = urllib.request.build_opener(*handlers)
         self.headers = {"User-Agent": f"tegra-ai/{__version__}", "Accept-Encoding": "identity"}
 
-    def get(self, rel: str, limit: int, deadline: float, sink=None):
+    def get(self, rel: str, limit: int, deadline: float, exact: bool = False):
         url = self.base + "/" + urllib.parse.quote(rel)
         delay = self.policy.backoff
         for attempt in range(self.policy.retries + 1):
             try:
-                return self._get_once(url, rel, limit, deadline, sink)
+                return self._get_once(url, rel, limit, deadline, exact)
             except _Fault as exc:
                 remaining = deadline - time.monotonic()
                 if not exc.retry or attempt == self.policy.retries or remaining <= delay:
@@ -241,11 +244,9 @@ class _HttpTransport:
                 LOG.debug("%s: %s; retrying in %.1f s", url, exc, delay)
                 time.sleep(delay)
                 delay *= 2
-                if sink is not None:
-                    sink.reset()
         raise AssertionError("unreachable")
 
-    def _get_once(self, url, rel, limit, deadline, sink):
+    def _get_once(self, url, rel, limit, deadline, exact):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _Fault(f"mirror time budget ({self.policy.timeout:g} s) spent")
@@ -278,24 +279,23 @@ class _HttpTransport:
             if length is not None and length > limit:
                 raise _Rejected(f"{url} is {length} bytes, more than the {limit} expected; not downloaded")
 
-            def read(n):
+            def readinto(b):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise _Fault(f"{url}: mirror time budget ({self.policy.timeout:g} s) spent mid-download")
                 _set_read_timeout(resp, min(self.policy.io_timeout, left))
                 try:
-                    return resp.read(n)
+                    return resp.readinto(b)
                 except (TimeoutError, socket.timeout):
                     raise _Fault(f"{url}: download stalled (no data for "
                                  f"{min(self.policy.io_timeout, left):.1f} s)", retry=True) from None
                 except (http.client.HTTPException, OSError) as exc:
                     raise _Fault(f"{url}: download broken: {_reason(exc)}", retry=True) from None
 
-            got = _drain(read, limit, deadline, sink, url)
-            n = got if isinstance(got, int) else len(got)
-            if length is not None and n != length:
-                raise _Fault(f"{url}: truncated ({n} of {length} bytes)", retry=True)
-            return got
+            data, n = _drain(readinto, limit, deadline, url, exact)
+            if (length is not None and n != length) or (exact and n != limit):
+                raise _Fault(f"{url}: truncated ({n} of {length if length is not None else limit} bytes)", retry=True)
+            return data
 
 
 def _reason(exc) -> str:
@@ -304,36 +304,32 @@ def _reason(exc) -> str:
     return str(exc) or type(exc).__name__
 
 
-class _Sink:
-    """Collects an engine download in memory with its sha256 (nothing is written before it verifies)."""
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self):
-        self.data = bytearray()
-        self.sha = hashlib.sha256()
-
-    def write(self, b):
-        self.data += b
-        self.sha.update(b)
-
-
-def _drain(read, limit: int, deadline: float, sink, what: str):
-    """Read to the end, at most ``limit`` bytes (one more is the sign of an oversize body)."""
-    buf = sink if sink is not None else _Sink()
-    total = 0
+def _drain(readinto, limit: int, deadline: float, what: str, exact: bool = False):
+    """Read to the end, at most ``limit`` bytes (one more is the sign of an oversize body);
+    returns (bytearray, bytes read). ``exact``: ``limit`` is the expected size, read into
+    one preallocated buffer (an engine: no copies)."""
+    buf = bytearray(limit if exact else min(limit, 1 << 16))
+    view = memoryview(buf)
+    n = 0
     while True:
         if time.monotonic() > deadline:
             raise _Fault(f"{what}: mirror time budget spent mid-download")
-        chunk = read(min(_CHUNK, limit + 1 - total))
-        if not chunk:
+        if n == len(buf):
+            if n >= limit:
+                if readinto(bytearray(1)):
+                    raise _Rejected(f"{what} is larger than the {limit} bytes expected; download cut off")
+                break
+            view.release()
+            buf.extend(bytes(min(len(buf), limit - len(buf))))
+            view = memoryview(buf)
+        got = readinto(view[n:n + _CHUNK])
+        if not got:
             break
-        total += len(chunk)
-        if total > limit:
-            raise _Rejected(f"{what} is larger than the {limit} bytes expected; download cut off")
-        buf.write(chunk)
-    return total if sink is not None else bytes(buf.data)
+        n += got
+    view.release()
+    if not exact:
+        return bytes(buf[:n]), n
+    return buf, n
 
 
 # --------------------------------------------------------------------------- the source
@@ -402,16 +398,13 @@ class MirrorSource(EngineSource):
         if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= self.policy.max_engine \
                 or not _HEX64.match(sha or ""):
             raise _Rejected(f"the sidecar's engine size/sha256 are not usable ({size!r}, {sha!r})")
-        sink = _Sink()
-        n = self.transport.get(rel, size, deadline, sink)
-        attempt["bytes"] += n
-        if n != size:
-            raise _Rejected(f"engine truncated ({n} of {size} bytes)")
-        if sink.sha.hexdigest() != sha:
+        engine = self.transport.get(rel, size, deadline, exact=True)
+        attempt["bytes"] += len(engine)
+        if hashlib.sha256(engine).hexdigest() != sha:
             raise _Rejected("the engine's sha256 differs from its sidecar's (tampered or corrupt)")
         origin = f"fetched from {self.url}" + (f", signed by key {key_id}" if key_id else ", unsigned mirror")
         sidecar.notes = [*list(sidecar.notes or []), origin]
-        engine_path, stored = cache.store(entry.name, key, bytes(sink.data), sidecar)
+        engine_path, stored = cache.store(entry.name, key, engine, sidecar)   # a bytearray: no copy
         LOG.info("%s: engine fetched from %s (%.1f MB)", entry.name, self.url, size / 1e6)
         return engine_path, stored, "fetched"
 
