@@ -329,6 +329,32 @@ def test_publish_never_overwrites_a_different_engine(tmp_path, bundle, mirror, k
     assert {p: open(p, "rb").read() for p in (engine, side, sig)} == before
 
 
+def test_publish_from_an_installed_seed(tmp_path, bundle, keys):
+    """Seeds in an image hold engines and sidecars only (no model markers): publishable too."""
+    run(bundle, str(tmp_path / "ref"))
+    seed = tmp_path / "usr-share-engines"
+    for d in os.listdir(tmp_path / "ref"):
+        if os.path.isdir(tmp_path / "ref" / d):
+            (seed / d).mkdir(parents=True)
+            for f in os.listdir(tmp_path / "ref" / d):
+                if f.endswith((".engine", ".engine.json")):
+                    shutil.copyfile(tmp_path / "ref" / d / f, seed / d / f)
+    r = publish(str(seed), str(tmp_path / "m"), keys["private_key"])
+    assert r["published"] == 2
+    s, b = run(bundle, str(tmp_path / "device"), sources("file://" + str(tmp_path / "m"), keys))
+    assert s["fetched"] == 2 and b.calls == []
+
+
+def test_publish_skips_engines_without_valid_files(tmp_path, bundle, keys):
+    run(bundle, str(tmp_path / "ref"))
+    engine = engine_files(str(tmp_path / "ref"), "det")[0]
+    with open(engine, "r+b") as f:
+        f.truncate(10)
+    r = publish(str(tmp_path / "ref"), str(tmp_path / "m"), keys["private_key"])
+    assert r["published"] == 1 and [row["name"] for row in r["skipped"]] == ["det"]
+    assert not os.path.exists(os.path.join(tmp_path, "m", "det"))
+
+
 def test_publish_signs_a_previously_unsigned_engine(tmp_path, bundle, mirror, keys):
     _e, _s, sig = engine_files(mirror)
     os.unlink(sig)

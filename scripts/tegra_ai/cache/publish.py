@@ -72,6 +72,23 @@ def _present(mirror: str, rel: str, sidecar: Sidecar):
     return "same"
 
 
+def _engines(root: str) -> list:
+    """(name, sidecar path, Sidecar or None) of every ``<name>/*.engine.json`` under ``root``:
+    an ensure cache, or a seed installed in an image (which has no model markers)."""
+    import glob
+
+    out = []
+    for name in sorted(os.listdir(root)):
+        try:
+            check_model_name(name)
+        except TegraAIError:
+            continue
+        if os.path.isdir(os.path.join(root, name)):
+            for path in sorted(glob.glob(os.path.join(glob.escape(root), glob.escape(name), "*.engine.json"))):
+                out.append((name, path, Sidecar.read_if_ours(path)))
+    return out
+
+
 def read_index(mirror: str) -> dict:
     try:
         with open(os.path.join(mirror, MIRROR_INDEX)) as f:
@@ -99,7 +116,7 @@ def publish(cache_dir: str, mirror_dir: str, private_key: str, *, names=(), key_
     create = _check_mirror_dir(mirror)
 
     candidates, skipped = [], []
-    for name, path, sc in cache.entries():
+    for name, path, sc in _engines(cache.root):
         if names and name not in names:
             continue
         found = cache.lookup(name, sc.cache_key) if sc is not None else None
