@@ -145,6 +145,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=6)
     ap.add_argument("--models", type=int, default=10)
+    ap.add_argument("--parallel", type=int, default=os.cpu_count() or 1,
+                    help="devices running at once (default: one per CPU core, so each has a core as a device would)")
     ap.add_argument("--build-seconds", type=float, nargs="*", default=[60.0, 300.0],
                     help="stand-in build times per engine, besides the measured RTX build (default 60 300)")
     ap.add_argument("--workdir", default=None, help="scratch directory (default: a temporary one under /tmp)")
@@ -161,7 +163,7 @@ def main():
         bundle = os.path.join(work, "bundle")
         keys = generate_keypair(os.path.join(work, "keys"))
         ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=args.devices, mp_context=ctx) as pool:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=args.parallel, mp_context=ctx) as pool:
             ref = device((bundle, os.path.join(work, "reference"), sizes, None, None), keep=True)
             t0 = time.monotonic()
             published = publish(os.path.join(work, "reference"), os.path.join(work, "mirror"), keys["private_key"])
@@ -191,7 +193,7 @@ def main():
     io_b = sum(r["seconds"] for r in without)
     io_m = sum(r["seconds"] for r in with_mirror)
     print(f"signing backend: {backend_name()}; cores: {os.cpu_count()}; {args.devices} devices x {args.models} models "
-          f"(in parallel), engines {sum(sizes.values()) / 2**20:.0f} MiB per device")
+          f"({args.parallel} at a time), engines {sum(sizes.values()) / 2**20:.0f} MiB per device")
     print(f"measured: each-builds run {built_b} built, {sum(r['failed'] for r in without)} failed, "
           f"{io_b:.1f} device-s besides building ({wall_b:.1f} s wall); mirror run "
           f"{sum(r['fetched'] for r in with_mirror)} fetched, {sum(r['built'] for r in with_mirror)} built, "

@@ -220,6 +220,30 @@ def test_unsigned_needs_opt_in(tmp_path, bundle, mirror, keys):
     assert "unsigned" in Sidecar.load(models(s2)["net"]["engine"] + ".json").notes[-1]
 
 
+@pytest.mark.parametrize("content, reason", [
+    (b"<html>not found</html>", "not JSON"),
+    (b"[" * 100000 + b"]" * 100000, "nested too deeply"),
+    (json.dumps({"format": "tegra-ai-engine", "version": 2}).encode(), "incomplete sidecar"),
+], ids=["html", "deeply-nested", "incomplete"])
+def test_garbage_sidecars_never_stop_the_build(tmp_path, bundle, mirror, content, reason):
+    _e, side, _s = engine_files(mirror)
+    open(side, "wb").write(content)
+    s, b = run(bundle, str(tmp_path / "device"), sources("file://" + mirror, None, unsigned=True))
+    a = models(s)["net"]["attempts"][0]
+    assert a["result"] == "rejected" and reason in a["reason"], a
+    assert models(s)["net"]["status"] == "built" and models(s)["det"]["status"] == "fetched"
+
+
+def test_fifo_in_a_file_mirror_does_not_block(tmp_path, bundle, mirror, keys):
+    engine, _side, _sig = engine_files(mirror)
+    os.unlink(engine)
+    os.mkfifo(engine)
+    t0 = time.monotonic()
+    s, b = run(bundle, str(tmp_path / "device"), sources("file://" + mirror, keys))
+    assert time.monotonic() - t0 < 5 and "not a regular file" in models(s)["net"]["attempts"][0]["reason"]
+    assert b.calls == ["net"]
+
+
 # --------------------------------------------------------------------------- network faults
 
 def _closed_port():

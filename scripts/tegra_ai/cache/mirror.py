@@ -34,6 +34,7 @@ import os
 import re
 import socket
 import ssl
+import stat
 import time
 import urllib.error
 import urllib.parse
@@ -184,12 +185,15 @@ class _FileTransport:
             raise _Fault(f"mirror directory {self.root} does not exist (not mounted?)")
         path = os.path.join(self.root, *rel.split("/"))
         try:
-            f = open(path, "rb")
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)   # a FIFO must not block the boot
         except FileNotFoundError:
             raise _Miss(rel) from None
         except OSError as exc:
             raise _Fault(f"cannot read {path}: {exc.strerror or exc}") from None
-        with f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise _Rejected(f"{path} is not a regular file")
+        with os.fdopen(fd, "rb") as f:
             data, n = _drain(f.readinto, limit, deadline, rel, exact)
         if exact and n != limit:
             raise _Fault(f"{rel} truncated ({n} of {limit} bytes)")
@@ -364,6 +368,10 @@ class MirrorSource(EngineSource):
         except TegraAIError as exc:     # writing into the local cache
             attempt.update(result="error", reason=str(exc))
             LOG.warning("%s: engine from %s not stored: %s", entry.name, self.url, exc)
+        except Exception as exc:        # whatever a mirror sends, the device still builds
+            attempt.update(result="error", reason=f"unexpected {type(exc).__name__}: {exc}")
+            LOG.warning("%s: mirror %s failed unexpectedly: %s: %s", entry.name, self.url, type(exc).__name__, exc,
+                        exc_info=LOG.isEnabledFor(logging.DEBUG))
         attempt["seconds"] = round(time.monotonic() - t0, 3)
         self.last_attempt = attempt
         return got
@@ -386,8 +394,8 @@ class MirrorSource(EngineSource):
             attempt["key_id"] = key_id
         try:
             sidecar = Sidecar.from_dict(json.loads(raw_sidecar), where=self.url + "/" + sidecar_path(rel))
-        except ValueError:
-            raise _Rejected(f"{sidecar_path(rel)} is not JSON") from None
+        except (ValueError, RecursionError):
+            raise _Rejected(f"{sidecar_path(rel)} is not JSON (or nested too deeply)") from None
         except TegraAIError as exc:
             raise _Rejected(exc.message) from None
         canonical = json.loads(json.dumps(material))
