@@ -131,12 +131,13 @@ class EngineCache:
         return out
 
     # -- writing --------------------------------------------------------------------
-    def store(self, name: str, key: str, engine: bytes, sidecar: Sidecar):
+    def store(self, name: str, key: str, engine: bytes, sidecar: Sidecar, sha256: str | None = None):
+        """Commit an engine for ``key``; ``sha256`` when the caller verified it just now (a mirror)."""
         if sidecar.cache_key != key:
             raise TegraAIError(f"internal: sidecar key {sidecar.cache_key[:12]} is not the cache key {key[:12]}")
         self._make_model_dir(name)
         engine_path, _side = self.paths(name, key)
-        write_engine_files(engine_path, engine, sidecar)
+        write_engine_files(engine_path, engine, sidecar, sha256)
         self.memo.record(engine_path, sidecar.engine_sha256)
         return engine_path, sidecar
 

@@ -188,6 +188,8 @@ def cmd_ensure(args):
             print(f"{PROG}: error: {summary['error']}", file=sys.stderr)
         for m in summary["models"]:
             extra = f" ({m['error']})" if m.get("error") else f" -> {m.get('engine')}"
+            if m.get("source"):
+                extra += f" (from {m['source']})"
             print(f"{m['name']}: {m.get('status', 'not built')}{extra}")
         print(f"{summary['hits']} cached, {summary['seeded']} prebuilt in the image, {summary['fetched']} fetched, "
               f"{summary['built']} built, {summary['failed']} failed")
