@@ -136,7 +136,7 @@ def test_https_mirror_with_private_ca(tmp_path, bundle, mirror, keys):
     with MirrorServer(mirror, tls=(cert, key)) as srv:
         untrusted, b1 = run(bundle, str(tmp_path / "d1"), sources(srv.url, keys))
         trusted, b2 = run(bundle, str(tmp_path / "d2"), sources(srv.url, keys, ca_file=cert))
-    a = models(untrusted)["net"]["attempts"][0]
+    a = untrusted["models"][0]["attempts"][0]
     assert a["result"] == "error" and "certificate" in a["reason"] and sorted(b1.calls) == ["det", "net"]
     assert trusted["fetched"] == 2 and b2.calls == []
 
@@ -259,8 +259,9 @@ def test_server_down_builds_locally_fast(tmp_path, bundle, keys):
     s, b = run(bundle, str(tmp_path / "device"),
                sources(f"http://127.0.0.1:{_closed_port()}/engines", keys, allow_http=True))
     assert s["built"] == 2 and time.monotonic() - t0 < 5
-    a = models(s)["net"]["attempts"][0]
-    assert a["result"] == "error" and "cannot reach" in a["reason"]
+    first, second = (s["models"][i]["attempts"][0] for i in (0, 1))
+    assert first["result"] == "error" and "cannot reach" in first["reason"]
+    assert second["result"] == "skipped" and "failed earlier in this run" in second["reason"]
 
 
 def test_stalled_download_bounded_by_budget(tmp_path, bundle, mirror, keys):
@@ -270,11 +271,12 @@ def test_stalled_download_bounded_by_budget(tmp_path, bundle, mirror, keys):
         s, b = run(bundle, str(tmp_path / "device"), sources(srv.url, keys, allow_http=True, timeout=1.5,
                                                              io_timeout=0.5))
         elapsed = time.monotonic() - t0
-    # two models, each bounded by its 1.5 s budget (plus one read timeout of slack)
-    assert elapsed < 2 * (1.5 + 0.5) + 1.5, elapsed
+    # the first model waits its 1.5 s budget (plus at most one read timeout), the second
+    # does not ask a mirror that just failed
+    assert elapsed < 1.5 + 0.5 + 1.5, elapsed
     assert s["built"] == 2
-    for m in s["models"]:
-        assert m["attempts"][0]["result"] == "error" and m["attempts"][0]["seconds"] <= 2.1
+    first, second = (s["models"][i]["attempts"][0] for i in (0, 1))
+    assert first["result"] == "error" and first["seconds"] <= 2.1 and second["result"] == "skipped"
 
 
 def test_truncated_response(tmp_path, bundle, mirror, keys):
@@ -282,9 +284,9 @@ def test_truncated_response(tmp_path, bundle, mirror, keys):
         srv.behaviour = ("truncate", None)
         s, b = run(bundle, str(tmp_path / "device"), sources(srv.url, keys, allow_http=True))
         engine_requests = [p for p in srv.requests if p.endswith(".engine")]
-    a = models(s)["net"]["attempts"][0]
+    a = s["models"][0]["attempts"][0]
     assert a["result"] == "error" and "truncated" in a["reason"] and s["built"] == 2
-    assert len(engine_requests) == 2 * 3          # first try + 2 retries per model
+    assert len(engine_requests) == 3              # first try + 2 retries, then the mirror is skipped
     assert not any(n.endswith(".tmp") for _r, _d, fs in os.walk(tmp_path / "device") for n in fs)
 
 
@@ -314,6 +316,14 @@ def test_redirect_to_other_host_refused_unless_allowed(tmp_path, bundle, mirror,
         assert any(p.endswith(".engine") for p in real.requests)
 
 
+def test_a_failed_mirror_is_skipped_the_next_one_asked(tmp_path, bundle, mirror, keys):
+    srcs = sources(f"http://127.0.0.1:{_closed_port()}", keys, allow_http=True)
+    srcs += mirror_sources(["file://" + mirror], [keys["public_key"]])
+    s, b = run(bundle, str(tmp_path / "device"), srcs)
+    assert s["fetched"] == 2 and b.calls == []
+    assert [[a["result"] for a in m["attempts"]] for m in s["models"]] == [["error", "hit"], ["skipped", "hit"]]
+
+
 def test_transient_errors_retried(tmp_path, bundle, mirror, keys):
     with MirrorServer(mirror) as srv:
         srv.fail_first = 2
@@ -321,11 +331,11 @@ def test_transient_errors_retried(tmp_path, bundle, mirror, keys):
     assert s["fetched"] == 2 and b.calls == []
 
 
-def test_http_error_not_found_vs_server_error(tmp_path, bundle, mirror, keys):
+def test_http_403_is_an_error_not_a_miss(tmp_path, bundle, mirror, keys):
     with MirrorServer(mirror) as srv:
         srv.behaviour = ("status", 403)
         s, b = run(bundle, str(tmp_path / "device"), sources(srv.url, keys, allow_http=True))
-    a = models(s)["net"]["attempts"][0]
+    a = s["models"][0]["attempts"][0]
     assert a["result"] == "error" and "HTTP 403" in a["reason"] and s["built"] == 2
 
 

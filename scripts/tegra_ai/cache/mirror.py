@@ -339,7 +339,9 @@ def _drain(readinto, limit: int, deadline: float, what: str, exact: bool = False
 # --------------------------------------------------------------------------- the source
 
 class MirrorSource(EngineSource):
-    """One mirror URL. ``last_attempt`` (JSON) says what the last :meth:`fetch` did."""
+    """One mirror URL, for one ``ensure`` run. ``last_attempt`` (JSON) says what the last
+    :meth:`fetch` did. A mirror that failed (after its retries) is not asked again in the
+    same run: a mirror that is down costs one time budget per run, not one per model."""
 
     def __init__(self, url: str, policy: MirrorPolicy, first: bool = True):
         self.policy = policy
@@ -347,6 +349,7 @@ class MirrorSource(EngineSource):
         self.label = f"mirror {self.url}"
         self.first = first
         self.last_attempt = None
+        self.down = None            # why this mirror is skipped for the rest of the run
         self.transport = _FileTransport(self.url) if self.url.startswith("file:") else _HttpTransport(self.url, policy)
 
     def fetch(self, entry, key, material, cache):
@@ -354,6 +357,10 @@ class MirrorSource(EngineSource):
         deadline = self.policy.start(entry.name, key) if self.first else self.policy.deadline(entry.name, key)
         attempt = {"mirror": self.url, "result": "miss", "bytes": 0}
         got = None
+        if self.down is not None:
+            self.last_attempt = dict(attempt, result="skipped", reason=f"failed earlier in this run: {self.down}",
+                                     seconds=0.0)
+            return None
         try:
             got = self._fetch(entry, key, material, cache, deadline, attempt)
             attempt["result"] = "hit"
@@ -364,7 +371,8 @@ class MirrorSource(EngineSource):
             LOG.warning("%s: engine from %s rejected: %s", entry.name, self.url, exc)
         except _Fault as exc:
             attempt.update(result="error", reason=str(exc))
-            LOG.warning("%s: mirror %s unavailable: %s", entry.name, self.url, exc)
+            self.down = str(exc)
+            LOG.warning("%s: mirror %s unavailable: %s (not asked again in this run)", entry.name, self.url, exc)
         except TegraAIError as exc:     # writing into the local cache
             attempt.update(result="error", reason=str(exc))
             LOG.warning("%s: engine from %s not stored: %s", entry.name, self.url, exc)
