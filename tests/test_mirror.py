@@ -447,3 +447,16 @@ def test_policy_requires_keys_or_opt_in():
     with pytest.raises(TegraAIError, match="trusted public key"):
         MirrorPolicy()
     assert MirrorPolicy(unsigned=True).unsigned
+
+
+def test_cli_publish_conflict_exits_1_with_json(tmp_path, bundle, mirror, keys):
+    from badinput import invoke
+    from tegra_ai.cli.optimize import main
+
+    run(bundle, str(tmp_path / "ref2"), builder=SizedBuilder(size=70000))
+    res = invoke(main, ["publish", "--cache", "ref2", "--to", "mirror", "--key", keys["private_key"], "--json"],
+                 str(tmp_path))
+    out = json.loads(res.stdout)
+    assert res.code == 1 and out["conflicts"] == 2 and out["exit_code"] == 1
+    gen = invoke(main, ["mirror-keygen", "--out", "k2", "--json"], str(tmp_path))
+    assert gen.code == 0 and json.loads(gen.stdout)["key_id"] == signing.load_public_keys([str(tmp_path / "k2")])[0].key_id
