@@ -12,7 +12,7 @@ from tegra_ai import __version__, platform
 from tegra_ai.cache.key import cache_key, key_material
 from tegra_ai.cache.options import BuildOptions
 from tegra_ai.cache.store import write_engine_files
-from tegra_ai.errors import EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError
+from tegra_ai.errors import EXIT_UNAVAILABLE, TegraAIError
 from tegra_ai.onnx_tools.model_files import has_qdq, model_digest
 from tegra_ai.trt import compat
 from tegra_ai.trt.shapes import ModelInput, profiles_to_json, resolve_profiles
@@ -114,12 +114,7 @@ def build_engine(model_path: str, options: BuildOptions, *, timing_cache_path: s
     config = builder.create_builder_config()
     if any(i.is_dynamic for i in inputs) or options.profiles:
         for profile in profiles:
-            p = builder.create_optimization_profile()
-            for s in profile:
-                p.set_shape(s.name, s.min, s.opt, s.max)
-            if config.add_optimization_profile(p) < 0:
-                raise TegraAIError("TensorRT rejected an optimization profile: " + "; ".join(s.format() for s in profile),
-                                   exit_code=EXIT_USAGE)
+            compat.add_optimization_profile(builder, config, profile)
 
     compat.check_gpu_precisions(builder, typing["flags"])
     compat.set_builder_flags(trt, config, typing["flags"])
