@@ -457,22 +457,23 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
             fake.calls.append("build")
             dynamic = [t for t in network._inputs if any(int(d) < 0 for d in t.shape)]
             profiles = [p._shapes for p in config._profiles]
-            error = None
+            errors = []
             if dynamic and not profiles:
-                error = "Network has dynamic or shape inputs, but no optimization profile has been defined."
+                errors.append("Network has dynamic or shape inputs, but no optimization profile has been defined.")
             for i, shapes in enumerate(profiles):
                 for t in dynamic:
                     if t.name not in shapes:
-                        error = f"Optimization profile {i} does not define the shape of input {t.name}"
+                        errors.append(f"Optimization profile {i} does not define the shape of input {t.name}")
                 for name, (mn, _op, mx) in shapes.items():
                     t = next((x for x in network._inputs if x.name == name), None)
                     if t is None:
-                        error = f"Optimization profile {i}: {name} is not an input of the network"
+                        errors.append(f"Optimization profile {i}: {name} is not an input of the network")
                     elif len(mn) != len(t.shape) or any(int(d) >= 0 and (a != d or b != d)
                                                         for d, a, b in zip(t.shape, mn, mx)):
-                        error = f"Optimization profile {i}: shape of {name} does not fit dimensions {list(t.shape)}"
-            if error:
+                        errors.append(f"Optimization profile {i}: shape of {name} does not fit dimensions {list(t.shape)}")
+            for error in errors:
                 log(self._logger, S.ERROR, error)
+            if errors:
                 return None
             monitor = config._values.get("progress_monitor")
             if monitor is not None:
@@ -593,7 +594,7 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
             self._engine = engine
 
         def get_engine_information(self, format):
-            precision = "Half" if "FP16" in self._engine._desc["flags"] else "Float"
+            precision = "FP16" if "FP16" in self._engine._desc["flags"] else "FP32"
             return json.dumps({"Layers": [{"Name": "conv", "LayerType": "CaskConvolution", "TacticName": "fake",
                                            "Outputs": [{"Format/Datatype": f"Row major linear {precision}"}]}],
                                "Bindings": [t[0] for t in self._engine._io]})

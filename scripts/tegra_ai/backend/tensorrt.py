@@ -57,7 +57,10 @@ class TensorRTRunner(Runner):
         for t in self.io:
             if t["mode"] == "input":
                 arr = np.ascontiguousarray(feed[t["name"]], dtype=t["dtype"])
-                self.context.set_input_shape(t["name"], arr.shape)
+                # set_input_shape returns False for a shape outside the engine's profile
+                if not self.context.set_input_shape(t["name"], arr.shape):
+                    raise TegraAIError(f"input {t['name']}: shape {list(arr.shape)} is outside what "
+                                       f"{self.engine_path} was built for (its optimization profile {self.profile})")
                 buf = self._buffer(t["name"], arr.nbytes).upload(arr, int(self.stream))
                 self.context.set_tensor_address(t["name"], int(buf))
         outputs = {}
