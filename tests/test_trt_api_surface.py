@@ -23,10 +23,10 @@ import pytest
 
 from fake_trt import ENGINE_MAGIC, load_surface, make_fake_trt, surface_for, surface_releases
 from tegra_ai import platform
-from tegra_ai.cache.options import BuildOptions
+from tegra_ai.spec import BuildOptions
 from tegra_ai.errors import TegraAIError
 from tegra_ai.trt import compat
-from tegra_ai.trt.shapes import parse_profile
+from tegra_ai.spec import parse_profile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.join(ROOT, "scripts", "tegra_ai")
@@ -291,7 +291,7 @@ def test_implicit_int8_calibration_under_every_target(monkeypatch, tmp_path, def
     f = trt._fake
     assert f.calibration == [("batch", 1), ("batch", 1)] and cache.read_bytes() == b"CALIBRATION"
     assert f.config._calibration_profile._shapes["input"] == ((8, 1, 8, 8),) * 3
-    assert "INT8" in r.sidecar["builder_flags"]
+    assert "INT8" in r.sidecar.builder_flags
     # second build: the cache alone
     trt, _ = target(monkeypatch, name)
     build_engine(default_model, opts, calibration_cache=str(cache), show_progress=False)
@@ -306,17 +306,17 @@ def test_qdq_model_under_every_target(monkeypatch, qdq_model, name):
     r = build_engine(qdq_model, BuildOptions(precision="int8", profiles=PROFILE), show_progress=False)
     flags = trt.NetworkDefinitionCreationFlag
     if not feats.strongly_typed:  # 8.x: weakly typed with the INT8 flag, explicit batch
-        assert r.sidecar["builder_flags"] == ["INT8"] and trt._fake.network._flags == 1 << int(flags.EXPLICIT_BATCH)
+        assert r.sidecar.builder_flags == ["INT8"] and trt._fake.network._flags == 1 << int(flags.EXPLICIT_BATCH)
     elif feats.strongly_typed_flag:
-        assert r.sidecar["strongly_typed"] and trt._fake.network._flags == 1 << int(flags.STRONGLY_TYPED)
+        assert r.sidecar.strongly_typed and trt._fake.network._flags == 1 << int(flags.STRONGLY_TYPED)
     else:
-        assert r.sidecar["strongly_typed"] and trt._fake.network._flags == 0
+        assert r.sidecar.strongly_typed and trt._fake.network._flags == 0
 
 
 @pytest.mark.parametrize("name", TARGETS)
 def test_profile_errors_are_usage_errors(monkeypatch, default_model, name):
     from tegra_ai.trt.builder import build_engine
-    from tegra_ai.trt.shapes import InputShapes
+    from tegra_ai.spec import InputShapes
 
     trt, _ = target(monkeypatch, name)
     # our own check refuses a wrong rank before TensorRT sees it
