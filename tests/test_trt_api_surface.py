@@ -272,6 +272,30 @@ def test_build_inspect_run_under_every_target(monkeypatch, tmp_path, default_mod
 
 
 @pytest.mark.parametrize("name", TARGETS)
+def test_check_parser_and_ensure_loader_under_every_target(monkeypatch, tmp_path, default_model, name):
+    from tegra_ai.cache.ensure import default_loader
+    from tegra_ai.onnx_tools.check import check_model
+    from tegra_ai.onnx_tools.targets import resolve_target
+    from tegra_ai.trt.builder import build_engine, write_engine
+
+    trt, feats = target(monkeypatch, name)
+    report = check_model(default_model, resolve_target("jetpack6"))
+    assert report.parser == feats.describe() and any(f.code == "parser" for f in report.findings)
+    trt, feats = target(monkeypatch, name, parse_errors=[("Unsupported operator Foo", "foo_1", 3)])
+    report = check_model(default_model, resolve_target("jetpack6"))
+    errors = [f for f in report.findings if f.code == "parser" and f.severity == "error"]
+    assert errors and errors[0].nodes == (["foo_1"] if feats.parser_error_node_name else ["#3"])
+
+    trt, feats = target(monkeypatch, name)
+    engine = tmp_path / "e.engine"
+    write_engine(build_engine(default_model, BuildOptions(profiles=PROFILE), show_progress=False), str(engine))
+    default_loader()(str(engine))  # deserializes
+    engine.write_bytes(b"garbage")
+    with pytest.raises(TegraAIError, match="could not load this engine"):
+        default_loader()(str(engine))
+
+
+@pytest.mark.parametrize("name", TARGETS)
 def test_implicit_int8_calibration_under_every_target(monkeypatch, tmp_path, default_model, host_cuda, name):
     from tegra_ai.trt.builder import build_engine
 
@@ -497,9 +521,28 @@ def test_mutation_wrong_keyword_is_caught(monkeypatch):
 TRT_OBJECTS = {"engine", "config", "builder", "network", "parser", "context", "runtime", "profile", "inspector",
                "registry", "err", "cache", "monitor", "calibrator"}
 # Same names holding our own objects: (file, variable) -> what it is.
-OWN_OBJECTS = {("trt/inspect.py", "inspector"): "the engine inspector's JSON, parsed into a dict"}
-SCANNED = ["trt/compat.py", "trt/builder.py", "trt/calibrator.py", "trt/inspect.py", "trt/shapes.py",
-           "backend/tensorrt.py"]
+OWN_OBJECTS = {("trt/inspect.py", "inspector"): "the engine inspector's JSON, parsed into a dict",
+               ("cache/ensure.py", "cache"): "our engine cache directory (tegra_ai.cache)"}
+
+
+def _package_files():
+    for root, _dirs, files in os.walk(PKG):
+        for name in files:
+            if name.endswith(".py"):
+                yield os.path.relpath(os.path.join(root, name), PKG)
+
+
+def _trt_modules():
+    """Modules that hold TensorRT objects: trt/, the runner, and whoever calls compat.load()."""
+    out = []
+    for rel in _package_files():
+        text = open(os.path.join(PKG, rel)).read()
+        if rel.startswith("trt/") or rel == "backend/tensorrt.py" or "compat.load()" in text:
+            out.append(rel)
+    return sorted(out)
+
+
+SCANNED = sorted(_package_files())  # trt.<...> chains everywhere; TRT_OBJECTS in _trt_modules() only
 
 
 def _union():
@@ -533,6 +576,7 @@ def _rtx_names():
 
 def _uses():
     """(file, line, kind, name, function node) for every TensorRT attribute our modules touch."""
+    holders = set(_trt_modules())
     for rel in SCANNED:
         path = os.path.join(PKG, rel)
         tree = ast.parse(open(path).read(), path)
@@ -557,6 +601,8 @@ def _uses():
                         yield rel, node.lineno, "module" if i == 0 else "member", attr, owner(node)
                     continue
                 base = node.value
+                if rel not in holders:
+                    continue
                 if isinstance(base, ast.Name) and base.id in TRT_OBJECTS and (rel, base.id) not in OWN_OBJECTS:
                     yield rel, node.lineno, "member", node.attr, owner(node)
                 elif (isinstance(base, ast.Attribute) and isinstance(base.value, ast.Name) and base.value.id == "self"
@@ -565,7 +611,7 @@ def _uses():
             elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr") \
                     and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str):
                 target_ = node.args[0]
-                if isinstance(target_, ast.Name) and (target_.id in TRT_OBJECTS or target_.id == "trt"):
+                if isinstance(target_, ast.Name) and (target_.id == "trt" or (target_.id in TRT_OBJECTS and rel in holders)):
                     yield rel, node.lineno, "probe", node.args[1].value, owner(node)
 
 
@@ -586,7 +632,7 @@ def test_every_trt_attribute_we_touch_exists_in_some_release():
 def test_keywords_we_pass_exist_in_the_signatures():
     _names, _members, keywords = _union()
     bad = []
-    for rel in SCANNED:
+    for rel in _trt_modules():
         path = os.path.join(PKG, rel)
         for node in ast.walk(ast.parse(open(path).read(), path)):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.keywords:
@@ -625,6 +671,12 @@ def test_attributes_newer_than_meta_tegra_bindings_are_probed():
             unguarded.append(f"{rel}:{line}: {attr}")
     assert unguarded == []
     assert "get_engine_stat" in used  # the scan does see our one 10.14+ call
+
+
+def test_the_scan_covers_every_module_holding_tensorrt_objects():
+    assert {"trt/compat.py", "trt/builder.py", "trt/calibrator.py", "trt/inspect.py", "backend/tensorrt.py",
+            "cache/ensure.py", "onnx_tools/check.py"} <= set(_trt_modules())
+    assert sum(1 for u in _uses() if u[0] == "onnx_tools/check.py") > 3  # it parses with TensorRT's parser
 
 
 def test_no_private_stand_in_attributes_in_the_package():
