@@ -108,10 +108,12 @@ class EnumValue:
     def __ne__(self, other):
         return not self == other
 
-    def __lt__(self, other):
+    def __lt__(self, other):  # pybind11 orders py::arithmetic() enums only
+        if not self._enum[1]:
+            return NotImplemented
         if isinstance(other, EnumValue) and self._enum == other._enum:
             return self.value < other.value
-        if self._enum[1] and isinstance(other, int):
+        if isinstance(other, int):
             return self.value < other
         return NotImplemented
 

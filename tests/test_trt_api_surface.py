@@ -225,6 +225,8 @@ def test_library_version_falls_back_to_bindings(monkeypatch):
     _trt, feats = compat.load()
     assert feats.version == (10, 13, 3, 9) and feats.library_version == (10, 16, 2)
     assert feats.to_dict()["library_version"] == "10.16.2"
+    assert feats.describe() == "TensorRT 10.13.3.9 (libnvinfer 10.16.2)"
+    assert compat.features_for("10.16.2").describe() == "TensorRT 10.16.2"
 
 
 # --------------------------------------------------------------------------- flows per target

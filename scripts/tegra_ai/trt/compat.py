@@ -138,6 +138,9 @@ class Features:
 
     def describe(self) -> str:
         name = "TensorRT-RTX" if self.is_rtx else "TensorRT"
+        lib = self.library_version_string
+        if lib != self.version_string:  # bindings from another release than the library they load
+            return f"{name} {self.version_string} (libnvinfer {lib})"
         return f"{name} {self.version_string}"
 
     def to_dict(self) -> dict:
