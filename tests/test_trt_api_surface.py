@@ -363,6 +363,29 @@ def test_profile_errors_are_usage_errors(monkeypatch, default_model, name):
     assert (trt.ILogger.Severity.ERROR, "Optimization profile 0 does not define the shape of input input") in trt._fake.log
 
 
+@pytest.mark.parametrize("release", surface_releases())
+def test_stand_in_is_exactly_the_surface(release):
+    s = load_surface(release)
+    trt = make_fake_trt(compat.features_for(s["tensorrt_version"]), surface=release)
+    for cls, spec in s["classes"].items():
+        obj = getattr(trt, cls)
+        for m in spec["methods"]:
+            assert hasattr(obj, m) or m in obj._methods, f"{release}: {cls}.{m}"
+    for enum, spec in s["enums"].items():
+        owner = trt
+        for part in enum.split("."):
+            owner = getattr(owner, part)
+        assert {m: (v.value) for m, v in owner.__members__.items()} == spec["members"], enum
+    assert set(s["functions"]) <= set(dir(trt))
+    for missing in ("NoSuchClass", "IInt8Calibrator" if "IInt8Calibrator" not in s["classes"] else "Nope"):
+        assert not hasattr(trt, missing)
+    logger = trt.Logger()
+    with pytest.raises(AttributeError):
+        logger.no_such_attribute = 1
+    with pytest.raises(AttributeError):
+        trt.BuilderFlag.NO_SUCH_FLAG
+
+
 def test_set_shape_raises_like_the_binding(monkeypatch):
     trt, _ = target(monkeypatch, "jetpack6")
     p = trt.Builder(trt.Logger()).create_optimization_profile()
@@ -631,19 +654,45 @@ def test_every_trt_attribute_we_touch_exists_in_some_release():
     assert missing == []
 
 
-def test_keywords_we_pass_exist_in_the_signatures():
-    _names, _members, keywords = _union()
+def _signatures():
+    sigs = {}
+    for release in surface_releases():
+        s = load_surface(release)
+        for cls, spec in s["classes"].items():
+            for m, overloads in list(spec["methods"].items()) + list(spec["static_methods"].items()):
+                sigs.setdefault(m, []).extend(overloads)
+            sigs.setdefault(cls, []).extend(spec["methods"].get("__init__", []))  # trt.Builder(logger)
+        for fn, overloads in s["functions"].items():
+            sigs.setdefault(fn, []).extend(overloads)
+    return sigs
+
+
+def test_calls_we_make_fit_some_signature():
+    """Keyword names and positional arity of every TensorRT call in our modules."""
+    sigs = _signatures()
     bad = []
     for rel in _trt_modules():
         path = os.path.join(PKG, rel)
         for node in ast.walk(ast.parse(open(path).read(), path)):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.keywords:
-                base = node.func.value
-                root = base.id if isinstance(base, ast.Name) else (base.attr if isinstance(base, ast.Attribute) else None)
-                if root in TRT_OBJECTS | {"trt"} and node.func.attr in keywords:
-                    for kw in node.keywords:
-                        if kw.arg not in keywords[node.func.attr]:
-                            bad.append(f"{rel}:{node.lineno}: {node.func.attr}({kw.arg}=)")
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            base = node.func.value
+            root = base.id if isinstance(base, ast.Name) else (base.attr if isinstance(base, ast.Attribute) else None)
+            name = node.func.attr
+            if root not in TRT_OBJECTS | {"trt"} or (rel, root) in OWN_OBJECTS or name not in sigs:
+                continue
+            if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
+                continue
+            npos, kws = len(node.args), {k.arg for k in node.keywords}
+
+            def fits(sig):
+                if sig.get("args") is None:
+                    return not kws and sig.get("nargs") in (None, npos)
+                names = sig["args"]
+                return npos <= len(names) and kws <= set(names[npos:]) and all(
+                    a in kws or a in sig.get("defaults", {}) for a in names[npos:])
+            if not any(fits(sig) for sig in sigs[name]):
+                bad.append(f"{rel}:{node.lineno}: {name}({npos} positional, keywords {sorted(kws)})")
     assert bad == []
 
 
