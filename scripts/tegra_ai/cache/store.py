@@ -69,9 +69,10 @@ class EngineCache:
         os.makedirs(directory, exist_ok=True)
         marker = os.path.join(directory, MODEL_MARKER)
         if not os.path.exists(marker):
-            from tegra_ai.util.atomic import atomic_write_bytes
-
-            atomic_write_bytes(marker, b"engines of this model are managed by tensorrt-optimize ensure\n")
+            # Its existence is the mark (no temp file: a concurrent ensure holding the lock
+            # removes stale temp files).
+            with contextlib.suppress(FileExistsError), open(marker, "x") as f:
+                f.write("engines of this model are managed by tensorrt-optimize ensure\n")
         return directory
 
     @contextlib.contextmanager
