@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from tegra_ai.backend.base import Runner, TensorMeta
-from tegra_ai.errors import TegraAIError
+from tegra_ai.errors import EXIT_USAGE, TegraAIError
 from tegra_ai.trt import compat
 
 
@@ -57,7 +57,11 @@ class TensorRTRunner(Runner):
         for t in self.io:
             if t["mode"] == "input":
                 arr = np.ascontiguousarray(feed[t["name"]], dtype=t["dtype"])
-                self.context.set_input_shape(t["name"], arr.shape)
+                # set_input_shape returns False for a shape outside the engine's profile
+                if not self.context.set_input_shape(t["name"], arr.shape):
+                    raise TegraAIError(f"input {t['name']}: shape {list(arr.shape)} is outside what "
+                                       f"{self.engine_path} was built for (its optimization profile {self.profile})",
+                                       exit_code=EXIT_USAGE)
                 buf = self._buffer(t["name"], arr.nbytes).upload(arr, int(self.stream))
                 self.context.set_tensor_address(t["name"], int(buf))
         outputs = {}
