@@ -264,6 +264,24 @@ def test_server_down_builds_locally_fast(tmp_path, bundle, keys):
     assert second["result"] == "skipped" and "failed earlier in this run" in second["reason"]
 
 
+def test_unanswered_name_lookup_bounded_by_budget(tmp_path, bundle, keys, monkeypatch):
+    """A resolver that never answers (getaddrinfo ignores socket timeouts) costs the budget, once."""
+    import tegra_ai.cache.mirror as mirror_mod
+
+    release = mirror_mod.threading.Event()
+    real = socket.getaddrinfo
+    monkeypatch.setattr(mirror_mod.socket, "getaddrinfo",
+                        lambda host, *a, **kw: release.wait(10) if host == "mirror.invalid" else real(host, *a, **kw))
+    t0 = time.monotonic()
+    try:
+        s, b = run(bundle, str(tmp_path / "device"), sources("https://mirror.invalid/e", keys, timeout=1.0))
+    finally:
+        release.set()
+    assert time.monotonic() - t0 < 3 and s["built"] == 2
+    first, second = (m["attempts"][0] for m in s["models"])
+    assert "cannot resolve mirror.invalid within" in first["reason"] and second["result"] == "skipped"
+
+
 def test_stalled_download_bounded_by_budget(tmp_path, bundle, mirror, keys):
     with MirrorServer(mirror, stall_s=20) as srv:
         srv.behaviour = ("stall", None)

@@ -35,6 +35,7 @@ import re
 import socket
 import ssl
 import stat
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -234,9 +235,37 @@ class _HttpTransport:
             handlers.append(urllib.request.HTTPSHandler(context=policy.ssl_context()))
         self.opener = urllib.request.build_opener(*handlers)
         self.headers = {"User-Agent": f"tegra-ai/{__version__}", "Accept-Encoding": "identity"}
+        self._resolved = False
+
+    def _resolve(self, deadline: float) -> None:
+        """Bound name resolution by the budget: getaddrinfo ignores socket timeouts, and a
+        resolver that does not answer would hold the boot for its own timeouts. Skipped
+        where a proxy resolves names."""
+        host = urllib.parse.urlsplit(self.base).hostname
+        scheme = urllib.parse.urlsplit(self.base).scheme
+        if self._resolved or (urllib.request.getproxies().get(scheme) and not urllib.request.proxy_bypass(host)):
+            return
+        result = {}
+
+        def lookup():
+            try:
+                result["ok"] = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                result["error"] = exc
+
+        worker = threading.Thread(target=lookup, name="tegra-ai-mirror-dns", daemon=True)
+        worker.start()
+        wait = max(0.0, min(self.policy.io_timeout, deadline - time.monotonic()))
+        worker.join(wait)
+        if worker.is_alive():
+            raise _Fault(f"cannot resolve {host} within {wait:.1f} s")
+        if "error" in result:
+            raise _Fault(f"cannot resolve {host}: {_reason(result['error'])}", retry=True)
+        self._resolved = True
 
     def get(self, rel: str, limit: int, deadline: float, exact: bool = False):
         url = self.base + "/" + urllib.parse.quote(rel)
+        self._resolve(deadline)
         delay = self.policy.backoff
         for attempt in range(self.policy.retries + 1):
             try:
