@@ -407,6 +407,28 @@ def test_publish_skips_engines_without_valid_files(tmp_path, bundle, keys):
     assert not os.path.exists(os.path.join(tmp_path, "m", "det"))
 
 
+def test_concurrent_publishers_leave_consistent_sets(tmp_path, bundle, keys):
+    """Two reference devices that built the same keys into different bytes publish at once:
+    per engine one wins, the other is a conflict, and every published set verifies."""
+    import threading
+
+    run(bundle, str(tmp_path / "ref1"))
+    run(bundle, str(tmp_path / "ref2"), builder=SizedBuilder(size=70000))
+    out = str(tmp_path / "m")
+    results = []
+    threads = [threading.Thread(target=lambda r=r: results.append(publish(str(tmp_path / r), out,
+                                                                          keys["private_key"])))
+               for r in ("ref1", "ref2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r["published"] for r in results) == 2 and sum(r["conflicts"] for r in results) == 2
+    s, b = run(bundle, str(tmp_path / "device"), sources("file://" + out, keys))
+    assert s["fetched"] == 2 and b.calls == []
+    assert len(json.load(open(os.path.join(out, MIRROR_INDEX)))["engines"]) == 2
+
+
 def test_publish_signs_a_previously_unsigned_engine(tmp_path, bundle, mirror, keys):
     _e, _s, sig = engine_files(mirror)
     os.unlink(sig)

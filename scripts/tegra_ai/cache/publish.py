@@ -9,6 +9,7 @@ is written into a directory that is not empty and not a mirror of ours."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -45,7 +46,9 @@ def _check_mirror_dir(path: str) -> bool:
         raise _usage(f"mirror {path} exists and is not a directory")
     if not os.access(path, os.W_OK):
         raise _usage(f"mirror directory {path} is not writable")
-    if not os.path.isfile(os.path.join(path, MIRROR_MARKER)) and os.listdir(path):
+    # A concurrent publish may be creating the marker right now: only other files count.
+    if not os.path.isfile(os.path.join(path, MIRROR_MARKER)) and \
+            [n for n in os.listdir(path) if n not in (MIRROR_MARKER, ".publish.lock")]:
         raise _usage(f"{path} is not empty and not an engine mirror (no {MIRROR_MARKER}); refusing to write into it",
                      hint="give an empty or new directory, or an existing mirror")
     return False
@@ -87,6 +90,19 @@ def _engines(root: str) -> list:
             for path in sorted(glob.glob(os.path.join(glob.escape(root), glob.escape(name), "*.engine.json"))):
                 out.append((name, path, Sidecar.read_if_ours(path)))
     return out
+
+
+@contextlib.contextmanager
+def _publish_lock(mirror: str):
+    import fcntl
+
+    fd = os.open(os.path.join(mirror, ".publish.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def read_index(mirror: str) -> dict:
@@ -134,46 +150,49 @@ def publish(cache_dir: str, mirror_dir: str, private_key: str, *, names=(), key_
         os.makedirs(mirror, exist_ok=True)
     marker = os.path.join(mirror, MIRROR_MARKER)
     if not os.path.exists(marker):
-        atomic_write_bytes(marker, b"engine mirror written by tensorrt-optimize publish\n")
+        # Its existence is the mark: created exclusively, no temp file a concurrent publish could see.
+        with contextlib.suppress(FileExistsError), open(marker, "x") as f:
+            f.write("engine mirror written by tensorrt-optimize publish\n")
 
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    index = {rel: e for rel, e in read_index(mirror).items()
-             if os.path.isfile(os.path.join(mirror, *str(rel).split("/")))}
-    results = []
-    for name, engine_path, sidecar in candidates:
-        rel = engine_relpath(name, sidecar.cache_key)
-        row = {"name": name, "key": sidecar.cache_key, "engine": rel, "size": sidecar.engine_size}
-        results.append(row)
-        state = _present(mirror, rel, sidecar)
-        if state == "different":
-            row.update(status="conflict", reason=f"{rel} already holds a different engine (or foreign files) for "
-                                                 "this key; not overwritten")
-            LOG.warning("%s: %s", name, row["reason"])
-            continue
-        dest = os.path.join(mirror, *rel.split("/"))
-        if state == "same":
-            row["status"] = "present"
-            if not os.path.exists(signature_path(dest)):   # published unsigned before: sign what is there
-                atomic_write_bytes(signature_path(dest), key.sign(_read(sidecar_path(dest), 1 << 22)))
-                row["status"] = "signed"
-            continue
-        raw_sidecar = _read(sidecar_path(engine_path), 1 << 22)
-        engine = _read(engine_path)
-        check = Sidecar.from_dict(json.loads(raw_sidecar), where=sidecar_path(engine_path))
-        if check.cache_key != sidecar.cache_key or hashlib.sha256(engine).hexdigest() != check.engine_sha256:
-            row.update(status="skipped", reason="the engine changed while it was read")
-            continue
-        # Engine, signature, then the sidecar: a reader that finds a sidecar finds the rest.
-        atomic_write_bytes(dest, engine)
-        atomic_write_bytes(signature_path(dest), key.sign(raw_sidecar))
-        atomic_write_bytes(sidecar_path(dest), raw_sidecar)
-        row["status"] = "published"
-        index[rel] = {"name": name, "key": sidecar.cache_key, "size": sidecar.engine_size,
-                      "sha256": sidecar.engine_sha256, "tensorrt": sidecar.tensorrt, "device": sidecar.device,
-                      "key_id": key.key_id, "published": now}
-        LOG.info("%s: published %s", name, rel)
-    atomic_write_json(os.path.join(mirror, MIRROR_INDEX),
-                      {"format": MIRROR_INDEX_FORMAT, "version": MIRROR_INDEX_VERSION, "engines": index})
+    with _publish_lock(mirror):   # one publisher at a time: engine, signature and sidecar stay a set
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        index = {rel: e for rel, e in read_index(mirror).items()
+                 if os.path.isfile(os.path.join(mirror, *str(rel).split("/")))}
+        results = []
+        for name, engine_path, sidecar in candidates:
+            rel = engine_relpath(name, sidecar.cache_key)
+            row = {"name": name, "key": sidecar.cache_key, "engine": rel, "size": sidecar.engine_size}
+            results.append(row)
+            state = _present(mirror, rel, sidecar)
+            if state == "different":
+                row.update(status="conflict", reason=f"{rel} already holds a different engine (or foreign files) for "
+                                                     "this key; not overwritten")
+                LOG.warning("%s: %s", name, row["reason"])
+                continue
+            dest = os.path.join(mirror, *rel.split("/"))
+            if state == "same":
+                row["status"] = "present"
+                if not os.path.exists(signature_path(dest)):   # published unsigned before: sign what is there
+                    atomic_write_bytes(signature_path(dest), key.sign(_read(sidecar_path(dest), 1 << 22)))
+                    row["status"] = "signed"
+                continue
+            raw_sidecar = _read(sidecar_path(engine_path), 1 << 22)
+            engine = _read(engine_path)
+            check = Sidecar.from_dict(json.loads(raw_sidecar), where=sidecar_path(engine_path))
+            if check.cache_key != sidecar.cache_key or hashlib.sha256(engine).hexdigest() != check.engine_sha256:
+                row.update(status="skipped", reason="the engine changed while it was read")
+                continue
+            # Engine, signature, then the sidecar: a reader that finds a sidecar finds the rest.
+            atomic_write_bytes(dest, engine)
+            atomic_write_bytes(signature_path(dest), key.sign(raw_sidecar))
+            atomic_write_bytes(sidecar_path(dest), raw_sidecar)
+            row["status"] = "published"
+            index[rel] = {"name": name, "key": sidecar.cache_key, "size": sidecar.engine_size,
+                          "sha256": sidecar.engine_sha256, "tensorrt": sidecar.tensorrt, "device": sidecar.device,
+                          "key_id": key.key_id, "published": now}
+            LOG.info("%s: published %s", name, rel)
+        atomic_write_json(os.path.join(mirror, MIRROR_INDEX),
+                          {"format": MIRROR_INDEX_FORMAT, "version": MIRROR_INDEX_VERSION, "engines": index})
     count = lambda s: sum(1 for r in results if r["status"] == s)  # noqa: E731
     summary = {"mirror": mirror, "cache": cache.root, "key_id": key.key_id, "engines": results, "skipped": skipped,
                "published": count("published"), "present": count("present"), "conflicts": count("conflict")}
