@@ -19,6 +19,7 @@ class MirrorServer:
         self.behaviour = None         # None or (kind, arg); applies to *.engine requests
         self.fail_first = 0           # answer the first N requests of any file with 503
         self.stall_s = stall_s
+        self.strip_prefix = ""        # e.g. "fleet/": the mirror's URL path when playing a proxy
         self._stop = threading.Event()
         server = self
 
@@ -32,7 +33,10 @@ class MirrorServer:
                     server.fail_first -= 1
                     self.send_error(503, "busy")
                     return
+                # (a proxy request names the whole URL: its path is the file, under the URL's prefix)
                 rel = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path).lstrip("/")
+                if server.strip_prefix and rel.startswith(server.strip_prefix):
+                    rel = rel[len(server.strip_prefix):]
                 full = os.path.realpath(os.path.join(server.root, rel))
                 if not full.startswith(os.path.realpath(server.root) + os.sep) or not os.path.isfile(full):
                     self.send_error(404)

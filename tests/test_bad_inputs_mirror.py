@@ -65,6 +65,7 @@ ENSURE_CASES = [
     ("negative-timeout", ["--mirror", "https://h/x", *KEY, "--mirror-timeout", "-5"], 2, "expected seconds > 0"),
     ("text-timeout", ["--mirror", "https://h/x", *KEY, "--mirror-timeout", "soon"], 2, "invalid float value"),
     ("missing-ca", ["--mirror", "https://h/x", *KEY, "--mirror-ca", "nope.pem"], 2, "CA file nope.pem does not exist"),
+    ("garbage-ca", ["--mirror", "https://h/x", *KEY, "--mirror-ca", "garbage.pem"], 2, "no usable PEM certificates"),
     ("unsigned-alone", ["--mirror-unsigned"], 2, "--mirror-unsigned needs --mirror URL"),
     ("key-alone", [*KEY], 2, "--mirror-key needs --mirror URL"),
 ]

@@ -342,6 +342,17 @@ def test_a_failed_mirror_is_skipped_the_next_one_asked(tmp_path, bundle, mirror,
     assert [[a["result"] for a in m["attempts"]] for m in s["models"]] == [["error", "hit"], ["skipped", "hit"]]
 
 
+def test_proxy_from_the_environment(tmp_path, bundle, mirror, keys, monkeypatch):
+    """http_proxy is honoured (the test's server on 127.0.0.1 plays the proxy; the mirror's
+    name is never resolved or contacted)."""
+    with MirrorServer(mirror) as proxy:
+        proxy.strip_prefix = "fleet/"
+        monkeypatch.setenv("http_proxy", proxy.url)
+        s, b = run(bundle, str(tmp_path / "device"), sources("http://mirror.invalid/fleet", keys, allow_http=True))
+    assert s["fetched"] == 2 and b.calls == []
+    assert proxy.requests and all(p.startswith("http://mirror.invalid/fleet/") for p in proxy.requests)
+
+
 def test_transient_errors_retried(tmp_path, bundle, mirror, keys):
     with MirrorServer(mirror) as srv:
         srv.fail_first = 2

@@ -126,7 +126,7 @@ class MirrorPolicy:
     io_timeout: float = DEFAULT_IO_TIMEOUT       # one connect or read
     retries: int = 2                             # per mirror and file, on transient faults
     backoff: float = 0.5                         # first retry delay, doubled each time
-    ca_file: str | None = None                   # extra CA bundle for https
+    ca_file: str | None = None                   # CA certificates trusted for https instead of the system's
     max_engine: int = MAX_ENGINE
 
     def __post_init__(self):
@@ -139,10 +139,15 @@ class MirrorPolicy:
         if not self.unsigned and not self.keys:
             raise _usage("a mirror needs a trusted public key (--mirror-key) to check engine signatures",
                          hint="or --mirror-unsigned to trust the mirror's transport alone")
-        if self.ca_file is not None and not os.path.isfile(self.ca_file):
-            raise _usage(f"CA file {self.ca_file} does not exist")
         self._deadlines = {}
         self._ssl = None
+        if self.ca_file is not None:
+            if not os.path.isfile(self.ca_file):
+                raise _usage(f"CA file {self.ca_file} does not exist")
+            try:
+                self.ssl_context()
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise _usage(f"CA file {self.ca_file}: no usable PEM certificates ({exc})") from None
 
     def start(self, name: str, key: str) -> float:
         self._deadlines[(name, key)] = time.monotonic() + self.timeout

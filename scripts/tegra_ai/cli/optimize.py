@@ -318,7 +318,7 @@ def build_parser():
                    help="time budget per model for all mirrors together, then build locally (default 30)")
     m.add_argument("--allow-http", action="store_true", help="allow http:// mirrors and redirects to http")
     m.add_argument("--mirror-allow-redirects", action="store_true", help="follow redirects to another host")
-    m.add_argument("--mirror-ca", metavar="FILE", help="extra CA certificates (PEM) for https mirrors")
+    m.add_argument("--mirror-ca", metavar="FILE", help="CA certificates (PEM) that https mirrors are checked against, instead of the system's")
     p.add_argument("--json", action="store_true", help="JSON summary on stdout (logs go to stderr)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_ensure)
