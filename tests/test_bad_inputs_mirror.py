@@ -136,7 +136,8 @@ def test_publish_encrypted_key(ws):
 KEYGEN_CASES = [
     ("existing-key", ["--out", "keys"], 2, "refusing to overwrite a key"),
     ("out-is-file", ["--out", "afile"], 2, "is not a directory"),
-    ("bad-name", ["--out", "k2", "--name", "a/b"], 2, "model name 'a/b'"),
+    ("bad-name", ["--out", "k2", "--name", "a/b"], 2, "key name 'a/b'"),
+    ("dot-name", ["--out", "k2", "--name", ".hidden"], 2, "key name '.hidden'"),
     ("no-out", [], 2, "the following arguments are required: --out"),
 ]
 

@@ -234,10 +234,10 @@ def load_private_key(path: str, backend: str | None = None) -> PrivateKey:
 
 def generate_keypair(out_dir: str, name: str = "mirror", backend: str | None = None) -> dict:
     """``OUT/NAME.key`` (private, mode 0600) and ``OUT/NAME.pub``; never overwrites a file."""
-    from tegra_ai.spec import check_model_name
     from tegra_ai.util.atomic import atomic_write_bytes
 
-    check_model_name(name)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        raise _usage(f"key name {name!r}: use letters, digits, '.', '_', '-' (it names NAME.key and NAME.pub)")
     backend = backend_name(backend)
     priv_path, pub_path = os.path.join(out_dir, name + ".key"), os.path.join(out_dir, name + ".pub")
     for p in (priv_path, pub_path):
