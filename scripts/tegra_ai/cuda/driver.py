@@ -211,8 +211,7 @@ class Graph:
             drv.cuStreamEndCapture(h)
             raise
         graph = check(drv.cuStreamEndCapture(h), "cuStreamEndCapture (the captured work is not capturable)")
-        # cuGraphInstantiateWithFlags has the same signature in cuda-python 11.8 to 13.x.
-        exec_handle = check(drv.cuGraphInstantiateWithFlags(graph, 0), "cuGraphInstantiateWithFlags")
+        exec_handle = check(compat.graph_instantiate(graph), "cuGraphInstantiate")
         return cls(graph, exec_handle)
 
     def launch(self, stream=0):
