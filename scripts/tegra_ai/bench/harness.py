@@ -96,12 +96,14 @@ def run_host(runner, feed: dict, config: BenchConfig, progress=None) -> list:
 # --- device runners --------------------------------------------------------------------
 
 class _Slot:
-    """One query's resources on one stream: four timing events (and its graph)."""
+    """One query's resources on one stream: timing events (4 with copies: H2D start,
+    H2D end, compute end, D2H end; 2 without: start, compute end) and its graph."""
 
-    def __init__(self, blocking: bool):
+    def __init__(self, blocking: bool, transfers: bool):
         from tegra_ai.cuda.driver import Event
 
-        self.events = [Event(blocking=blocking) for _ in range(4)]  # h2d start, h2d end, compute end, d2h end
+        self.events = [Event(blocking=blocking) for _ in range(4 if transfers else 2)]
+        self.handles = [e.handle for e in self.events]
         self.graph = None
         self.enq = None      # (host start, host end) seconds; None when idle
 
@@ -110,54 +112,69 @@ class _Lane:
     """A stream with its runner (own buffers) and DEPTH slots."""
 
     def __init__(self, runner, config: BenchConfig):
-        from tegra_ai.cuda.driver import Stream
+        from tegra_ai.cuda import compat
+        from tegra_ai.cuda.driver import Stream, stream_handle
 
+        self.drv = compat.driver()
         self.runner, self.config = runner, config
         self.stream = Stream()
-        self.slots = [_Slot(blocking=not config.spin_wait) for _ in range(DEPTH)]
+        self.handle = stream_handle(self.stream)
+        self.slots = [_Slot(blocking=not config.spin_wait, transfers=config.transfers) for _ in range(DEPTH)]
         self.next = 0
+        drv = self.drv
+
+        def record(ev, h):
+            err = drv.cuEventRecord(ev, h)[0]
+            if int(err):
+                _fail("cuEventRecord", err)
+        self._record = record
         if config.cuda_graph:
             for slot in self.slots:
                 self._capture(slot)
 
-    def _work(self, slot, stream, record):
-        r, e, transfers = self.runner, slot.events, self.config.transfers
-        record(e[0], stream)
-        if transfers:
-            r.upload(stream)
-        record(e[1], stream)
-        r.enqueue(stream)
-        record(e[2], stream)
-        if transfers:
-            r.download(stream)
-        record(e[3], stream)
+    def _work(self, slot, record):
+        r, h = self.runner, self.handle
+        if self.config.transfers:
+            e0, e1, e2, e3 = slot.handles
+            record(e0, h)
+            r.upload(h)
+            record(e1, h)
+            r.enqueue(h)
+            record(e2, h)
+            r.download(h)
+            record(e3, h)
+        else:
+            e0, e1 = slot.handles
+            record(e0, h)
+            r.enqueue(h)
+            record(e1, h)
 
     def _capture(self, slot):
-        from tegra_ai.cuda import compat
-        from tegra_ai.cuda.driver import Graph, check, stream_handle
+        from tegra_ai.cuda.driver import Graph, check
 
-        drv = compat.driver()
+        drv = self.drv
         external = drv.CUevent_record_flags.CU_EVENT_RECORD_EXTERNAL
 
-        def record(ev, stream):
-            check(drv.cuEventRecordWithFlags(ev.handle, stream_handle(stream), external), "cuEventRecordWithFlags")
+        def record(ev, h):
+            check(drv.cuEventRecordWithFlags(ev, h, external), "cuEventRecordWithFlags")
 
-        slot.graph = Graph.capture(lambda s: self._work(slot, s, record), self.stream)
+        slot.graph = Graph.capture(lambda _s: self._work(slot, record), self.handle)
+        slot.exec = slot.graph.exec
 
     def launch(self, slot):
+        drv = self.drv
         if slot.graph is not None:
-            slot.graph.launch(self.stream)
+            err = drv.cuGraphLaunch(slot.exec, self.handle)[0]
+            if int(err):
+                _fail("cuGraphLaunch", err)
         else:
-            self._work(slot, self.stream, lambda ev, s: ev.record(s))
+            self._work(slot, self._record)
 
 
-def _elapsed(drv, start, end) -> float:
-    err, ms = drv.cuEventElapsedTime(start.handle, end.handle)
-    if int(err) != 0:
-        from tegra_ai.cuda.driver import error_name
+def _fail(what, err):
+    from tegra_ai.cuda.driver import error_name
 
-        raise TegraAIError(f"cuEventElapsedTime failed: {error_name(err)}")
-    return float(ms)
+    raise TegraAIError(f"{what} failed: {error_name(err)}")
 
 
 def run_device(runner, config: BenchConfig, progress=None) -> list:
@@ -166,67 +183,83 @@ def run_device(runner, config: BenchConfig, progress=None) -> list:
     from tegra_ai.cuda.driver import Event, check
 
     drv = compat.driver()
+    elapsed, sync = drv.cuEventElapsedTime, drv.cuEventSynchronize
     runners = [runner] + [runner.fork() for _ in range(config.streams - 1)]
+    transfers = config.transfers
     try:
         lanes = [_Lane(r, config) for r in runners]
         now = time.perf_counter
+        raw = []   # (enq start s, enq end s, event times ms...) per query
 
-        def cycle(collect, ref, t0, traces):
+        def finish(slot, ref):
+            hs = slot.handles
+            err = sync(hs[-1])[0]
+            if int(err):
+                _fail("cuEventSynchronize", err)
+            if ref is not None:
+                ms = []
+                for h in hs:
+                    err, t = elapsed(ref, h)
+                    if int(err):
+                        _fail("cuEventElapsedTime", err)
+                    ms.append(t)
+                raw.append((slot.enq[0], slot.enq[1], *ms))
+            slot.enq = None
+
+        def cycle(ref):
             for lane in lanes:
                 slot = lane.slots[lane.next]
                 lane.next = (lane.next + 1) % DEPTH
                 if slot.enq is not None:
-                    _finish(slot, collect, ref, t0, traces)
+                    finish(slot, ref)
                 a = now()
                 lane.launch(slot)
                 slot.enq = (a, now())
 
-        def _finish(slot, collect, ref, t0, traces):
-            e = slot.events
-            check(drv.cuEventSynchronize(e[3].handle), "cuEventSynchronize")
-            if collect:
-                h0, h1, c1, d1 = (_elapsed(drv, ref, ev) for ev in e)
-                traces.append({"startEnqMs": (slot.enq[0] - t0) * 1e3, "endEnqMs": (slot.enq[1] - t0) * 1e3,
-                               "startH2dMs": h0, "endH2dMs": h1, "startComputeMs": h1, "endComputeMs": c1,
-                               "startD2hMs": c1, "endD2hMs": d1})
-            slot.enq = None
-
-        def drain(collect, ref, t0, traces):
+        def drain(ref):
             # finish the in-flight queries in the order they were enqueued
-            order = []
-            for lane in lanes:
-                for k in range(DEPTH):
-                    slot = lane.slots[(lane.next + k) % DEPTH]
-                    if slot.enq is not None:
-                        order.append(slot)
-            for slot in sorted(order, key=lambda s: s.enq[0]):
-                _finish(slot, collect, ref, t0, traces)
+            pending = [s for lane in lanes for s in lane.slots if s.enq is not None]
+            for slot in sorted(pending, key=lambda s: s.enq[0]):
+                finish(slot, ref)
 
         end_warm = now() + config.warmup_ms / 1000.0
         warm = 0
         while now() < end_warm or warm < DEPTH:
-            cycle(False, None, 0.0, None)
+            cycle(None)
             warm += 1
-        drain(False, None, 0.0, None)
+        drain(None)
         check(drv.cuCtxSynchronize(), "cuCtxSynchronize")
 
-        ref = Event(blocking=False)
-        ref.record(lanes[0].stream)
-        ref.synchronize()
+        ref_event = Event(blocking=False)
+        ref_event.record(lanes[0].stream)
+        ref_event.synchronize()
+        ref = ref_event.handle
         t0 = now()
-        traces = []
+        n_min = config.iterations - config.streams * DEPTH
+        step = 0
         while True:
-            cycle(True, ref, t0, traces)
-            if progress is not None and len(traces) % 256 == 0 and traces:
-                progress.update(f"{len(traces)} queries")
-            if now() - t0 >= config.duration_s and len(traces) + config.streams * DEPTH >= config.iterations:
+            cycle(ref)
+            step += 1
+            if progress is not None and step % 256 == 0:
+                progress.update(f"{len(raw)} queries")
+            if now() - t0 >= config.duration_s and len(raw) >= n_min:
                 break
-        drain(True, ref, t0, traces)
-        traces.sort(key=lambda t: t["startH2dMs"])
-        return traces
+        drain(ref)
     finally:
         for r in runners[1:]:
             r.deactivate()
+    traces = []
+    for q in raw:
+        if transfers:
+            a, b, h0, h1, c1, d1 = q
+        else:
+            a, b, h0, c1 = q
+            h1, d1 = h0, c1
+        traces.append({"startEnqMs": (a - t0) * 1e3, "endEnqMs": (b - t0) * 1e3, "startH2dMs": float(h0),
+                       "endH2dMs": float(h1), "startComputeMs": float(h1), "endComputeMs": float(c1),
+                       "startD2hMs": float(c1), "endD2hMs": float(d1)})
+    traces.sort(key=lambda t: t["startH2dMs"])
+    return traces
 
 
 def random_feed(metas, shapes: dict | None = None, seed: int = 0) -> dict:
