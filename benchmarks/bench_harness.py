@@ -75,7 +75,7 @@ def bare_streams_qps(n, duration_us, seconds):
     return qps
 
 
-def scaling(streams_list, duration_us, seconds):
+def scaling(streams_list, duration_us, seconds, spin_wait=False):
     from tegra_ai.backend.workload import CudaWorkloadRunner
     from tegra_ai.bench.harness import BenchConfig, benchmark
 
@@ -83,7 +83,8 @@ def scaling(streams_list, duration_us, seconds):
     for n in streams_list:
         w = CudaWorkloadRunner(duration_us, **IO)
         with w:
-            res = benchmark(w, BenchConfig(warmup_ms=200, duration_s=seconds, iterations=50, streams=n))
+            res = benchmark(w, BenchConfig(warmup_ms=200, duration_s=seconds, iterations=50, streams=n,
+                                           spin_wait=spin_wait))
         rows.append({"streams": n, "qps": res["throughput_qps"], "latency_median_us": res["latency_ms"].median * 1e3,
                      "compute_median_us": res["compute_ms"].median * 1e3,
                      "bare_qps": bare_streams_qps(n, duration_us, seconds)})
@@ -95,6 +96,8 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--bare-iters", type=int, default=20000)
     ap.add_argument("--streams", default="1,2,4,8,16")
+    ap.add_argument("--scaling-spin-wait", action="store_true",
+                    help="spin-wait events in the scaling run (default: blocking sync, as model-benchmark)")
     args = ap.parse_args(argv)
 
     from tegra_ai import platform
@@ -118,7 +121,7 @@ def main(argv=None):
                       f"{r['enqueue_median_us']:>13.2f}")
     print()
     streams = [int(s) for s in args.streams.split(",")]
-    rows = scaling(streams, 1000.0, args.seconds)
+    rows = scaling(streams, 1000.0, args.seconds, args.scaling_spin_wait)
     base = rows[0]["qps"]
     print("multi-stream scaling: 1000 us kernel, 1 block per stream, copies on")
     print(f"{'streams':>8}{'qps':>10}{'x 1 stream':>12}{'ideal':>7}{'bare qps':>10}{'harness/bare':>14}"
