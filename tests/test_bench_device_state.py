@@ -93,3 +93,22 @@ def test_nvpmodel_query_output_is_preferred():
         stdout = "NV Power Mode: MODE_15W\n2\n"
 
     assert ds.nvpmodel_mode(root("xavier"), run=lambda *a, **k: Res()) == {"id": 2, "name": "MODE_15W"}
+
+
+@pytest.mark.parametrize("tool, line, watts, rule", [
+    ("tegrastats", open(os.path.join(FIX, "orin", "tegrastats.txt")).read().strip(), (7176 + 1610 + 3830) / 1000,
+     "tegrastats sum of VDD_CPU_CV+VDD_GPU_SOC+VIN_SYS_5V0"),
+    ("nvidia-smi", "125.46", 125.46, "nvidia-smi power.draw (GPU board)"),
+])
+def test_streaming_samplers(tmp_path, monkeypatch, tool, line, watts, rule):
+    # a stand-in executable that prints the tool's line every 10 ms
+    exe = tmp_path / tool
+    exe.write_text(f"#!/bin/sh\nwhile true; do echo '{line}'; sleep 0.01; done\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    sampler = ds.PowerSampler(tool).start()
+    time.sleep(0.3)
+    p = sampler.stop()
+    assert p is not None and p["samples"] >= 2 and p["source"] == tool
+    assert p["avg_w"] == pytest.approx(watts) and p["rule"] == rule
+    assert sampler._proc.poll() is not None  # the tool was stopped

@@ -293,14 +293,17 @@ def collect(root: str = "/", dla_core: int | None = None, use_nvidia_smi: bool =
 class PowerSampler:
     """Samples power in a background thread between :meth:`start` and :meth:`stop`.
 
-    ``source`` is ``"sysfs"`` (INA rails under ``root``), ``"nvidia-smi"`` (``-lms``
-    streaming) or ``"auto"`` (sysfs rails if any, else nvidia-smi, else nothing)."""
+    ``source``: ``"sysfs"`` (INA rails under ``root``), ``"tegrastats"`` (its rail
+    columns, streamed with ``--interval``), ``"nvidia-smi"`` (``power.draw`` streamed with
+    ``-lms``) or ``"auto"`` (sysfs rails if any, else tegrastats, else nvidia-smi, else
+    nothing)."""
 
     def __init__(self, source: str = "auto", root: str = "/", interval_s: float = 0.05):
         self.root, self.interval_s = root, interval_s
         self.rails = find_rails(root) if source in ("auto", "sysfs") else []
         if source == "auto":
-            source = "sysfs" if self.rails else ("nvidia-smi" if shutil.which("nvidia-smi") else "none")
+            source = "sysfs" if self.rails else ("tegrastats" if shutil.which("tegrastats") else
+                                                 "nvidia-smi" if shutil.which("nvidia-smi") else "none")
         self.source = source
         self.samples = []          # (monotonic seconds, total mW, {rail: mW})
         self.rule = None
@@ -308,20 +311,24 @@ class PowerSampler:
         self._thread = None
         self._proc = None
 
+    def _command(self):
+        ms = max(20, int(self.interval_s * 1000))
+        if self.source == "tegrastats":
+            return ["tegrastats", "--interval", str(max(ms, 100))]
+        return ["nvidia-smi", "--query-gpu=power.draw", "--format=csv,noheader,nounits", f"-lms={ms}", "-i", "0"]
+
     def start(self) -> "PowerSampler":
         if self.source == "sysfs" and self.rails:
             self._thread = threading.Thread(target=self._run_sysfs, daemon=True)
-        elif self.source == "nvidia-smi":
+        elif self.source in ("nvidia-smi", "tegrastats"):
             try:
-                self._proc = subprocess.Popen(
-                    ["nvidia-smi", "--query-gpu=power.draw", "--format=csv,noheader,nounits",
-                     f"-lms={max(20, int(self.interval_s * 1000))}", "-i", "0"],
-                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                self._proc = subprocess.Popen(self._command(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                              text=True)
             except OSError as exc:
-                log.debug("nvidia-smi power sampling unavailable: %s", exc)
+                log.debug("%s power sampling unavailable: %s", self.source, exc)
                 self.source = "none"
                 return self
-            self._thread = threading.Thread(target=self._run_smi, daemon=True)
+            self._thread = threading.Thread(target=self._run_stream, daemon=True)
         if self._thread:
             self._thread.start()
         return self
@@ -335,12 +342,22 @@ class PowerSampler:
                 self.samples.append((time.monotonic(), total, rails))
             self._stop.wait(self.interval_s)
 
-    def _run_smi(self):
+    def _parse_line(self, line):
+        if self.source == "tegrastats":
+            rails = parse_tegrastats(line)["rails_mw"]
+            total, rule = total_mw(rails)
+            return (total, rails, "tegrastats " + rule) if total is not None else None
+        value = _num(line)
+        if isinstance(value, float):
+            return value * 1000.0, {"GPU (nvidia-smi power.draw)": value * 1000.0}, "nvidia-smi power.draw (GPU board)"
+        return None
+
+    def _run_stream(self):
         for line in self._proc.stdout:
-            value = _num(line)
-            if isinstance(value, float):
-                self.samples.append((time.monotonic(), value * 1000.0, {"GPU (nvidia-smi power.draw)": value * 1000.0}))
-                self.rule = "nvidia-smi power.draw (GPU board)"
+            parsed = self._parse_line(line)
+            if parsed is not None:
+                total, rails, self.rule = parsed
+                self.samples.append((time.monotonic(), total, rails))
             if self._stop.is_set():
                 break
 
@@ -353,6 +370,7 @@ class PowerSampler:
                 self._proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
+                self._proc.wait()
         if self._thread is not None:
             self._thread.join(timeout=5)
         return summarize_power(self.samples, self.source, self.rule)

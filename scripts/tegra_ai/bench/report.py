@@ -147,6 +147,7 @@ def format_table(report: dict) -> str:
         + (", CUDA graph" if cfg.get("cuda_graph") else "") + ("" if cfg.get("transfers", True) else ", no transfers")
         + (", spin-wait" if cfg.get("spin_wait") else ""),
         f"device:     {device_line(report.get('device') or {})}",
+        "software:   " + (", ".join(f"{k} {v}" for k, v in (report.get("software") or {}).items()) or "unknown"),
         f"run:        {r['queries']} queries in {r['walltime_s']:.3f} s after {_fmt(cfg.get('warmup_ms'))} ms warm-up",
         f"throughput: {r['throughput_qps']:.2f} qps, {r['throughput_samples_per_s']:.2f} samples/s",
         "",

@@ -10,7 +10,6 @@ the harness with power sampling, collect the device state.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 
@@ -132,7 +131,7 @@ def benchmark_model(model: str, *, backend: str = "auto", config: harness.BenchC
     if backend == "onnxruntime":
         precision = "fp32"
     rep = report_mod.make_report(results, model=model, backend=backend, precision=precision, batch=batch,
-                                 shapes=shapes, device=device)
+                                 shapes=shapes, device=device, extra={"software": software(backend)})
     if device.get("gpu") is None and not device.get("jetson"):
         import platform as pyplatform
 
@@ -146,7 +145,27 @@ def benchmark_model(model: str, *, backend: str = "auto", config: harness.BenchC
     return rep
 
 
-def check_finite_threshold(value: float) -> float:
-    if not math.isfinite(value) or value <= 0:
-        raise _usage(f"--threshold must be a positive percentage, got {value}")
-    return value
+def software(backend: str) -> dict:
+    """Versions of what ran: this package, Python and the backend's libraries."""
+    import platform as pyplatform
+
+    from tegra_ai import __version__
+
+    out = {"tegra_ai": __version__, "python": pyplatform.python_version()}
+    if backend == "onnxruntime":
+        try:
+            import onnxruntime
+
+            out["onnxruntime"] = onnxruntime.__version__
+        except ImportError:
+            pass
+    if backend == "tensorrt":
+        from tegra_ai.trt import compat
+
+        out["tensorrt"] = compat.load()[1].describe()
+    if backend in ("tensorrt", "cuda-workload"):
+        from tegra_ai.cuda import compat as cuda_compat
+
+        out["cuda-python"] = cuda_compat.bindings_version()
+    return out
+

@@ -60,8 +60,9 @@ def _add_run_options(p):
     g.add_argument("--spin-wait", action="store_true", help="spin on events instead of blocking (lower latency, more CPU)")
     g.add_argument("--noisy-cv", type=float, default=10.0, metavar="PCT",
                    help="warn when GPU compute time varies more than PCT %% (stdev/mean; default 10)")
-    p.add_argument("--power", choices=["auto", "sysfs", "nvidia-smi", "none"], default="auto",
-                   help="power source during the run (default auto: INA rails on Jetson, else nvidia-smi)")
+    p.add_argument("--power", choices=["auto", "sysfs", "tegrastats", "nvidia-smi", "none"], default="auto",
+                   help="power source during the run (default auto: INA rails on Jetson, else tegrastats, "
+                        "else nvidia-smi)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
 
