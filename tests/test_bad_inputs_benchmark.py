@@ -83,3 +83,32 @@ def test_bad_input(work, argv, code, line):
 
 def test_catalogue_size():
     assert len(CASES) >= 30
+
+
+def _gpu_present():
+    try:
+        from tegra_ai.cuda.driver import ensure_context
+
+        ensure_context(0)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _full_tensorrt():
+    try:
+        from tegra_ai.trt import compat
+
+        return not compat.load()[1].is_rtx
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.mark.skipif(_gpu_present(), reason="this machine has an NVIDIA GPU")
+def test_workload_without_a_gpu_is_unavailable(work):
+    assert_bad_input(main, ["workload:100us", "--shapes", "x:1x3x8x8"] + FAST, str(work), 69, "no NVIDIA driver")
+
+
+@pytest.mark.skipif(_full_tensorrt(), reason="full TensorRT is installed")
+def test_engine_without_full_tensorrt_is_unavailable(work):
+    assert_bad_input(main, ["model.engine"] + FAST, str(work), 69, "")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from tegra_ai.backend.base import Runner, TensorMeta
-from tegra_ai.errors import TegraAIError
+from tegra_ai.errors import EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError
 from tegra_ai.trt import compat
 
 
@@ -24,6 +24,10 @@ class TensorRTRunner(Runner):
         from tegra_ai.cuda import driver
 
         self.trt, self.feats = compat.load()
+        if self.feats.is_rtx:
+            raise TegraAIError(f"running {self.engine_path} needs full TensorRT on the device; this machine has "
+                               f"{self.feats.describe()}, which builds engines for RTX GPUs but does not run Jetson ones",
+                               exit_code=EXIT_UNAVAILABLE)
         self.logger = self.trt.Logger(self.trt.Logger.ERROR)
         try:
             with open(self.engine_path, "rb") as f:
@@ -68,10 +72,10 @@ class TensorRTRunner(Runner):
             dims = tuple(self.shapes.get(t["name"], t["shape"]))
             if any(d < 0 for d in dims):
                 raise TegraAIError(f"input {t['name']!r} of {self.engine_path} has dynamic dimensions {list(t['shape'])}",
-                                   hint=f"give them with --shapes {t['name']}:1x...", exit_code=2)
+                                   hint=f"give them with --shapes {t['name']}:1x...", exit_code=EXIT_USAGE)
             if not self.context.set_input_shape(t["name"], dims):
                 raise TegraAIError(f"shape {list(dims)} of input {t['name']!r} is outside the engine's profile",
-                                   exit_code=2)
+                                   exit_code=EXIT_USAGE)
         for t in self.io:
             dims = tuple(self.context.get_tensor_shape(t["name"]))
             dtype = np.dtype(t["dtype"])
