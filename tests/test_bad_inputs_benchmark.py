@@ -106,7 +106,10 @@ def _full_tensorrt():
 
 @pytest.mark.skipif(_gpu_present(), reason="this machine has an NVIDIA GPU")
 def test_workload_without_a_gpu_is_unavailable(work):
-    assert_bad_input(main, ["workload:100us", "--shapes", "x:1x3x8x8"] + FAST, str(work), 69, "no NVIDIA driver")
+    from tegra_ai.cuda import compat
+
+    line = "no NVIDIA driver" if compat.available() else "the Python module 'cuda-python'"
+    assert_bad_input(main, ["workload:100us", "--shapes", "x:1x3x8x8"] + FAST, str(work), 69, line)
 
 
 @pytest.mark.skipif(_full_tensorrt(), reason="full TensorRT is installed")
