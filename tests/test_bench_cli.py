@@ -111,3 +111,22 @@ def test_library_api_without_cli():
     rep = benchmark_model(DIGITS, shapes={"input": (1, 1, 8, 8)}, power="none",
                           config=BenchConfig(warmup_ms=0, duration_s=0.0, iterations=5))
     assert rep["results"]["queries"] >= 5 and rep["backend"] == "onnxruntime"
+
+
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_signals_exit_codes(tmp_path, sig, code):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.Popen([sys.executable, "-m", "tegra_ai.cli.benchmark", DIGITS, "--shapes", "input:1x1x8x8",
+                             "--duration", "30", "--no-progress", "--power", "none", "--export-times",
+                             str(tmp_path / "t.json")], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=env)
+    time.sleep(3)
+    proc.send_signal(getattr(signal, sig))
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and not (tmp_path / "t.json").exists()

@@ -10,7 +10,7 @@ power mode, clocks and power in every report.
 MODEL is a TensorRT engine (.engine/.plan: --backend tensorrt), an ONNX model (ONNX
 Runtime on the CPU) or workload:MICROSECONDS (a CUDA kernel of known duration: measures
 the harness itself on any NVIDIA GPU). Exit: 0 done, 1 a regression against --compare
-(or a failed suite cell), 2 bad input, 69 a missing library or GPU, 130 interrupted.
+(or a failed suite cell), 2 bad input, 69 a missing library or GPU, 130 SIGINT, 143 SIGTERM.
 """
 
 from __future__ import annotations
@@ -204,11 +204,33 @@ def build_suite_parser():
     return p
 
 
+class _Terminated(BaseException):
+    """SIGTERM: unwinds like Ctrl-C (power samplers stopped, no half-written file)."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def main(argv=None) -> int:
+    import signal
+    import threading
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "suite":
-        return run_main(f"{PROG} suite", build_suite_parser(), argv[1:])
-    return run_main(PROG, build_run_parser(), argv)
+    prog = f"{PROG} suite" if argv and argv[0] == "suite" else PROG
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        if prog != PROG:
+            return run_main(prog, build_suite_parser(), argv[1:])
+        return run_main(PROG, build_run_parser(), argv)
+    except _Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
