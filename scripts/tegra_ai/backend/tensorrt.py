@@ -133,6 +133,9 @@ class TensorRTRunner(Runner):
             compat.set_optimization_profile(other.context, self.profile, int(self.stream))
         other.active = True
         other.prepare()
+        mine = self.prepare()["pinned"]
+        for name, pinned in other._prepared["pinned"].items():
+            pinned.array[...] = mine[name].array   # same inputs on every stream
         return other
 
     def input_metadata(self):

@@ -119,9 +119,10 @@ def benchmark_model(model: str, *, backend: str = "auto", config: harness.BenchC
         if backend == "onnxruntime":
             feed = harness.random_feed(metas, shapes)
         elif backend == "tensorrt":
-            harness.random_feed(metas, shapes)  # same checks: dynamic dimensions need --shapes
+            # random inputs in the pinned buffers (forks for more streams copy them)
+            buffers = runner.host_buffers
             for name, arr in harness.random_feed(metas, shapes).items():
-                runner.host_buffers[name][...] = arr
+                buffers[name][...] = arr
         batch = batch_of(shapes, metas)
         results = harness.benchmark(runner, config, feed=feed, batch=batch, progress=progress, power=sampler)
     if backend == "tensorrt" and precision is None:
