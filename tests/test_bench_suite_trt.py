@@ -3,13 +3,12 @@ through trt.builder with the recording TensorRT stand-in on a miss, reused on a 
 one cell per model x precision x batch, finished cells reused; the timing itself is
 stubbed here (GPU tests and the device cover it)."""
 
-import json
-
 import pytest
 
 from fake_trt import make_fake_trt
 from tegra_ai import platform
 from tegra_ai.bench import report as report_mod, stats, suite
+from tegra_ai.spec import Sidecar, sidecar_path
 from tegra_ai.trt import compat
 
 ORIN = platform.DeviceFacts("8.7", "Orin", "NVIDIA Jetson AGX Orin Developer Kit", "36.4.3")
@@ -58,10 +57,10 @@ def test_tensorrt_cells_build_then_reuse_engines(fake_orin, timed, default_model
     assert [c["backend"] for c in timed] == ["tensorrt"] * 4
     assert [c["shapes"] for c in timed][1] == {"input": (8, 1, 8, 8)}
     assert all(c["target"].endswith(".engine") for c in timed)
-    sidecar = json.loads(open(timed[3]["target"][:-len(".engine")] + ".json").read())
-    assert sidecar["options"]["precision"] == "fp16"
-    assert sidecar["options"]["profiles"] == [[{"name": "input", "min": [8, 1, 8, 8], "opt": [8, 1, 8, 8],
-                                                "max": [8, 1, 8, 8]}]]
+    options = Sidecar.load(sidecar_path(timed[3]["target"])).options
+    assert options.precision == "fp16"
+    assert options.to_dict()["profiles"] == [[{"name": "input", "min": [8, 1, 8, 8], "opt": [8, 1, 8, 8],
+                                               "max": [8, 1, 8, 8]}]]
     # a re-run reuses the finished cells; with --force it re-times them on cached engines
     again = suite.run_suite([default_model], ["fp32", "fp16"], [1, 8], "tensorrt", str(out), plots=False, power="none")
     assert [c["status"] for c in again["cells"]] == ["reused"] * 4 and len(timed) == 4
@@ -79,28 +78,27 @@ def test_energy_plot_when_power_was_measured(fake_orin, timed, default_model, tm
 
 
 def test_int8_uses_the_calibration_cache(fake_orin, timed, default_model, tmp_path, monkeypatch):
-    # the stand-in has no INT8 calibrator (real INT8 builds: test_calibration.py on a
-    # Jetson), so record what the suite asks the builder for
     from tegra_ai.trt import builder
+    from tegra_ai.util.hashing import sha256_file
 
     asked = []
+    real_build = builder.build_engine
 
     def recording_build(model, options, **kw):
         asked.append((options, kw.get("calibration_cache")))
-        return builder.BuildResult(engine=b"engine", sidecar={"format": "tegra-ai-engine", "options": options.normalized()},
-                                   notes=[])
+        return real_build(model, options, **kw)
 
     monkeypatch.setattr(builder, "build_engine", recording_build)
     cache = tmp_path / "calib.cache"
     cache.write_bytes(b"TRT-8500-EntropyCalibration2\ninput: 3c010a14\n")
     r = suite.run_suite([default_model], ["int8"], [1], "tensorrt", str(tmp_path / "o"), plots=False, power="none",
                         calibration_cache=str(cache))
-    assert r["failed"] == 0 and len(asked) == 1
+    assert len(asked) == 1, r
     options, calibration = asked[0]
     assert options.precision == "int8" and calibration == str(cache)
-    from tegra_ai.util.hashing import sha256_file
-
     assert options.calibration_sha256 == sha256_file(str(cache))
+    assert r["failed"] == 0, r["cells"]
+    assert Sidecar.load(sidecar_path(timed[0]["target"])).options.calibration_sha256 == options.calibration_sha256
 
 
 def test_fixed_batch_model_fails_only_its_cells(fake_orin, timed, default_model, model_factory, tmp_path):

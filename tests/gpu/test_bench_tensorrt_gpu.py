@@ -11,13 +11,12 @@ pytestmark = [pytest.mark.gpu, pytest.mark.tensorrt]
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     from tegra_ai import models
-    from tegra_ai.cache.options import BuildOptions
+    from tegra_ai.spec import BuildOptions
     from tegra_ai.trt.builder import build_engine, write_engine
-    from tegra_ai.trt.shapes import parse_profile
 
     path = str(tmp_path_factory.mktemp("e") / "digits.engine")
-    r = build_engine(models.DEFAULT_MODEL, BuildOptions(precision="fp16",
-                     profiles=[parse_profile("input:1x1x8x8:8x1x8x8:64x1x8x8")]), show_progress=False)
+    r = build_engine(models.DEFAULT_MODEL, BuildOptions.from_request(precision="fp16",
+                     shapes=["input:1x1x8x8:8x1x8x8:64x1x8x8"]), show_progress=False)
     write_engine(r, path)
     return path
 

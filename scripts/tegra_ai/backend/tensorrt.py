@@ -155,7 +155,11 @@ class TensorRTRunner(Runner):
         for t in self.io:
             if t["mode"] == "input":
                 arr = np.ascontiguousarray(feed[t["name"]], dtype=t["dtype"])
-                self.context.set_input_shape(t["name"], arr.shape)
+                # set_input_shape returns False for a shape outside the engine's profile
+                if not self.context.set_input_shape(t["name"], arr.shape):
+                    raise TegraAIError(f"input {t['name']}: shape {list(arr.shape)} is outside what "
+                                       f"{self.engine_path} was built for (its optimization profile {self.profile})",
+                                       exit_code=EXIT_USAGE)
                 buf = self._buffer(t["name"], arr.nbytes).upload(arr, int(self.stream))
                 self.context.set_tensor_address(t["name"], int(buf))
         outputs = {}
@@ -169,4 +173,13 @@ class TensorRTRunner(Runner):
             raise TegraAIError(f"TensorRT failed to run {self.engine_path}")
         for name, out in outputs.items():
             self.buffers[name].download(out, int(self.stream))
+        if self._prepared is not None:
+            self._bind_prepared()   # infer() rebound the context; the device API expects its own buffers
         return outputs
+
+    def _bind_prepared(self):
+        for t in self.io:
+            if t["mode"] == "input":
+                self.context.set_input_shape(t["name"], tuple(self._prepared["pinned"][t["name"]].shape))
+        for t in self.io:
+            self.context.set_tensor_address(t["name"], int(self._prepared["device"][t["name"]]))

@@ -99,13 +99,20 @@ def benchmark_model(model: str, *, backend: str = "auto", config: harness.BenchC
                     shapes: dict | None = None, precision: str | None = None, dla_core: int | None = None,
                     power: str = "auto", progress=None, device_root: str = "/", workload_outputs=None) -> dict:
     """A full report (see :mod:`tegra_ai.bench.report`) of one model or engine."""
-    config = (config or harness.BenchConfig()).validate()
+    timing = (config or harness.BenchConfig()).validate()
     backend = resolve_backend(model, backend)
     shapes = dict(shapes or {})
-    if backend == "onnxruntime" and (config.streams != 1 or config.cuda_graph):
+    if backend == "onnxruntime" and (timing.streams != 1 or timing.cuda_graph):
         raise _usage("ONNX Runtime runs on the host: --streams and --cuda-graph need --backend tensorrt or cuda-workload")
     if backend == "onnxruntime" and precision not in (None, "fp32"):
         raise _usage(f"ONNX Runtime (CPU) runs the model's own fp32 graph; precision {precision} needs --backend tensorrt")
+    if backend == "tensorrt":
+        # refuses files that are not engines and sidecars of other engines (exit 2) before any work
+        from tegra_ai.trt.inspect import read_engine_and_sidecar
+
+        sidecar = read_engine_and_sidecar(model)
+        if precision is None and sidecar is not None:
+            precision = sidecar.options.precision
     device = device_state.collect(device_root, dla_core=dla_core)
     runner = open_runner(model, backend, shapes, workload_outputs)
     sampler = device_state.PowerSampler(power, root=device_root) if power != "none" else None
@@ -124,11 +131,7 @@ def benchmark_model(model: str, *, backend: str = "auto", config: harness.BenchC
             for name, arr in harness.random_feed(metas, shapes).items():
                 buffers[name][...] = arr
         batch = batch_of(shapes, metas)
-        results = harness.benchmark(runner, config, feed=feed, batch=batch, progress=progress, power=sampler)
-    if backend == "tensorrt" and precision is None:
-        from tegra_ai.trt.inspect import read_sidecar
-
-        precision = ((read_sidecar(model) or {}).get("options") or {}).get("precision")
+        results = harness.benchmark(runner, timing, feed=feed, batch=batch, progress=progress, power=sampler)
     if backend == "onnxruntime":
         precision = "fp32"
     rep = report_mod.make_report(results, model=model, backend=backend, precision=precision, batch=batch,

@@ -109,39 +109,39 @@ def validate(models, precisions, batches, backend, calibration_cache=None):
 
 def ensure_engine(model: str, precision: str, shapes: dict, cache_dir: str, calibration_cache: str | None = None,
                   show_progress: bool = False):
-    """(engine path, "hit"|"built") through the engine cache, keyed as ``ensure`` keys."""
-    from tegra_ai.cache.options import BuildOptions
-    from tegra_ai.cache.store import EngineCache, check_model_name
-    from tegra_ai.onnx_tools.model_files import model_digest
+    """(engine path, "hit"|"built") through the engine cache, keyed as ``ensure`` keys
+    (:mod:`tegra_ai.spec`): one static profile at the cell's shapes."""
+    from tegra_ai.cache.store import EngineCache
+    from tegra_ai.onnx_files import model_digest
+    from tegra_ai.spec import BuildOptions, InputShapes, check_model_name, hash_calibration
     from tegra_ai.trt import compat
     from tegra_ai.trt.builder import build_engine, engine_key, target_facts
-    from tegra_ai.trt.shapes import InputShapes
-    from tegra_ai.util.hashing import sha256_file
 
     trt, feats = compat.load()
     if feats.is_rtx:
         raise TegraAIError("TensorRT-RTX builds engines for RTX GPUs ahead of time; this suite runs engines here "
                            "and needs full TensorRT on the Jetson", exit_code=EXIT_UNAVAILABLE)
-    cache = EngineCache(cache_dir)
+    engines = EngineCache(cache_dir)
     options = BuildOptions(precision=precision,
-                           profiles=[[InputShapes(n, d, d, d) for n, d in shapes.items()]],
-                           calibration_sha256=sha256_file(calibration_cache) if calibration_cache else None)
+                           profiles=(tuple(InputShapes(n, tuple(d), tuple(d), tuple(d)) for n, d in shapes.items()),),
+                           calibration_sha256=hash_calibration(cache=calibration_cache))
     facts = target_facts(feats, None)
-    sha, _files = model_digest(model, cache.memo)
+    sha, _files = model_digest(model, engines.memo)
     key, _material = engine_key(sha, options, feats, facts)
     name = check_model_name(cell_name(model, precision, next(iter(shapes.values()))[0]))
-    with cache.lock(name):
-        hit = cache.lookup(name, key)
-        if hit is not None:
-            return hit[0], "hit"
-        result = build_engine(model, options, timing_cache_path=os.path.join(cache.root, "timing.cache"),
-                              calibration_cache=calibration_cache, show_progress=show_progress, memo=cache.memo)
-        engine_path, _sidecar = cache.store(name, key, result.engine, result.sidecar)
-        return engine_path, "built"
+    with engines.lock(name):
+        found = engines.lookup(name, key)
+        if found is not None:
+            return found[0], "hit"
+        result = build_engine(model, options, timing_cache_path=os.path.join(engines.root, "timing.cache"),
+                              calibration_cache=calibration_cache, show_progress=show_progress, memo=engines.memo)
+        engine_path, _sidecar = engines.store(name, key, result.engine, result.sidecar)
+    engines.memo.save()
+    return engine_path, "built"
 
 
-def _settings(backend, config: harness.BenchConfig) -> dict:
-    return {"backend": backend, "config": config.to_dict()}
+def _settings(backend, timing: harness.BenchConfig) -> dict:
+    return {"backend": backend, "config": timing.to_dict()}
 
 
 def run_suite(models, precisions, batches, backend, out_dir, *, config: harness.BenchConfig | None = None,
@@ -150,7 +150,7 @@ def run_suite(models, precisions, batches, backend, out_dir, *, config: harness.
     """Run every cell; returns {"cells": [...], "files": {...}, "failed": n}."""
     from tegra_ai.bench.run import benchmark_model
 
-    config = (config or harness.BenchConfig()).validate()
+    timing = (config or harness.BenchConfig()).validate()
     validate(models, precisions, batches, backend, calibration_cache)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise _usage(f"--out {out_dir} exists and is not a directory")
@@ -160,7 +160,7 @@ def run_suite(models, precisions, batches, backend, out_dir, *, config: harness.
     except OSError as exc:
         raise _usage(f"cannot create {cells_dir}: {exc.strerror}") from None
     cache_dir = cache_dir or os.path.join(out_dir, "engines")
-    settings = _settings(backend, config)
+    settings = _settings(backend, timing)
     plan = [(m, p, b) for m in models for p in precisions for b in batches]
     cells = []
     for i, (model, precision, batch) in enumerate(plan, 1):
@@ -180,7 +180,7 @@ def run_suite(models, precisions, batches, backend, out_dir, *, config: harness.
             if backend == "tensorrt":
                 target, how = ensure_engine(model, precision, shapes, cache_dir, calibration_cache)
                 cell["engine"], cell["engine_status"] = target, how
-            rep = benchmark_model(target, backend=backend, config=config, shapes=shapes, precision=precision,
+            rep = benchmark_model(target, backend=backend, config=timing, shapes=shapes, precision=precision,
                                   power=power, device_root=device_root)
             rep["model"] = model
             rep["suite"] = settings

@@ -95,7 +95,7 @@ def _check_new_output(path, what):
 def cmd_run(args):
     from tegra_ai.bench import report as report_mod
     from tegra_ai.bench.run import benchmark_model, shapes_dict
-    from tegra_ai.trt.shapes import parse_profile
+    from tegra_ai.spec import parse_profile
     from tegra_ai.util.atomic import atomic_write_json
     from tegra_ai.util.progress import Progress
 
