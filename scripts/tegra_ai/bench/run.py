@@ -111,8 +111,9 @@ def benchmark_model(model: str, *, backend: str = "auto", config: harness.BenchC
         from tegra_ai.trt.inspect import read_engine_and_sidecar
 
         sidecar = read_engine_and_sidecar(model)
-        if precision is None and sidecar is not None:
-            precision = sidecar.options.precision
+        if sidecar is not None:
+            precision = precision or sidecar.options.precision
+            dla_core = dla_core if dla_core is not None else sidecar.options.dla_core
     device = device_state.collect(device_root, dla_core=dla_core)
     runner = open_runner(model, backend, shapes, workload_outputs)
     sampler = device_state.PowerSampler(power, root=device_root) if power != "none" else None
