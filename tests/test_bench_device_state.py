@@ -112,3 +112,15 @@ def test_streaming_samplers(tmp_path, monkeypatch, tool, line, watts, rule):
     assert p is not None and p["samples"] >= 2 and p["source"] == tool
     assert p["avg_w"] == pytest.approx(watts) and p["rule"] == rule
     assert sampler._proc.poll() is not None  # the tool was stopped
+
+
+def test_clock_changes_during_the_run_warn():
+    before = {"gpu_freq_mhz": 1300.5, "gpu": None}
+    assert ds.clock_warnings(before, {"gpu_freq_mhz": 1300.5}) == []
+    w = ds.clock_warnings(before, {"gpu_freq_mhz": 918.0})
+    assert [x["kind"] for x in w] == ["clocks-changed"] and "1300.5 -> 918" in w[0]["message"]
+    smi = {"gpu": {"clocks.sm": 1980.0}}
+    assert ds.clock_warnings(smi, {"gpu": {"clocks.sm": 1755.0}})[0]["kind"] == "clocks-changed"
+    assert ds.clock_warnings({}, {}) == []  # unknown clocks: no claim either way
+    after = ds.after_run(before, ds.collect(root("orin"), use_nvidia_smi=False))
+    assert after["gpu_freq_mhz"] == pytest.approx(1300.5) and after["temperatures_c"]["gpu-thermal"] == 46.5

@@ -288,6 +288,32 @@ def collect(root: str = "/", dla_core: int | None = None, use_nvidia_smi: bool =
     return state
 
 
+AFTER_FIELDS = ("gpu_freq_mhz", "emc_freq_mhz", "cpu_freq_mhz", "temperatures_c")
+
+
+def after_run(before: dict, after: dict) -> dict:
+    """The clocks and temperatures read again after the run (throttling shows here)."""
+    out = {k: after.get(k) for k in AFTER_FIELDS}
+    if after.get("gpu"):
+        out["gpu"] = {k: after["gpu"].get(k) for k in ("clocks.sm", "clocks.mem", "temperature.gpu", "pstate")}
+    return out
+
+
+def clock_warnings(before: dict, after: dict, tolerance: float = 0.05) -> list:
+    """A warning when the GPU clock moved by more than ``tolerance`` during the run
+    (DVFS without jetson_clocks, thermal or power capping): the numbers then mix clocks."""
+    pairs = [("GPU clock", before.get("gpu_freq_mhz"), after.get("gpu_freq_mhz"))]
+    if before.get("gpu") and after.get("gpu"):
+        pairs.append(("GPU SM clock", before["gpu"].get("clocks.sm"), after["gpu"].get("clocks.sm")))
+    out = []
+    for what, a, b in pairs:
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0 and abs(b - a) / a > tolerance:
+            out.append({"kind": "clocks-changed",
+                        "message": f"{what} changed during the run ({a:g} -> {b:g} MHz): the results mix clock "
+                                   "speeds; pin them (sudo jetson_clocks) or check for thermal throttling"})
+    return out
+
+
 # --- power during the run ----------------------------------------------------------------
 
 class PowerSampler:

@@ -135,6 +135,9 @@ def benchmark_model(model: str, *, backend: str = "auto", config: harness.BenchC
         results = harness.benchmark(runner, timing, feed=feed, batch=batch, progress=progress, power=sampler)
     if backend == "onnxruntime":
         precision = "fp32"
+    after = device_state.collect(device_root, dla_core=dla_core)
+    device["after"] = device_state.after_run(device, after)
+    results["warnings"] = results["warnings"] + device_state.clock_warnings(device, after)
     rep = report_mod.make_report(results, model=model, backend=backend, precision=precision, batch=batch,
                                  shapes=shapes, device=device, extra={"software": software(backend)})
     if device.get("gpu") is None and not device.get("jetson"):
