@@ -48,10 +48,11 @@ _lock = threading.Lock()
 def _primary_context(ordinal: int):
     drv = compat.driver()
     try:
-        err = drv.cuInit(0)[0]
+        result = drv.cuInit(0)
     except Exception as exc:  # noqa: BLE001 - cuda-python 13 raises when libcuda.so is absent
         raise TegraAIError(f"no NVIDIA driver on this machine ({exc.__class__.__name__})",
                            hint="this needs an NVIDIA GPU with its driver", exit_code=EXIT_UNAVAILABLE) from None
+    err = result[0] if isinstance(result, tuple) else result
     if int(err) != 0:
         raise TegraAIError(f"cuInit failed: {error_name(err)}", hint="this needs an NVIDIA GPU with its driver",
                            exit_code=EXIT_UNAVAILABLE)
