@@ -129,6 +129,12 @@ class _Lane:
                 _fail("cuEventRecord", err)
         self._record = record
         if config.cuda_graph:
+            # one plain run first: TensorRT applies deferred shape/profile work on its first
+            # enqueue, which must not land inside the capture
+            self._work(self.slots[0], record)
+            check_sync = drv.cuStreamSynchronize(self.handle)[0]
+            if int(check_sync):
+                _fail("cuStreamSynchronize", check_sync)
             for slot in self.slots:
                 self._capture(slot)
 
@@ -184,6 +190,8 @@ def run_device(runner, config: BenchConfig, progress=None) -> list:
 
     drv = compat.driver()
     elapsed, sync = drv.cuEventElapsedTime, drv.cuEventSynchronize
+    if callable(getattr(runner, "prepare", None)):
+        runner.prepare()   # allocations and shapes before any stream capture
     runners = [runner] + [runner.fork() for _ in range(config.streams - 1)]
     transfers = config.transfers
     try:
