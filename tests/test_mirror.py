@@ -473,6 +473,15 @@ def test_openssl_genpkey_keys_are_accepted(tmp_path):
     assert signing.load_private_key(priv).key_id == signing.load_public_keys([pub])[0].key_id
 
 
+def test_public_key_id_needs_no_signing_library(tmp_path, monkeypatch):
+    k = signing.generate_keypair(str(tmp_path / "k"))
+    monkeypatch.setattr(signing, "_cryptography", lambda: None)
+    monkeypatch.setattr(signing.shutil, "which", lambda name: None)
+    assert signing.public_key_id(k["public_key"]) == k["key_id"]
+    with pytest.raises(TegraAIError, match="is a private key"):
+        signing.public_key_id(k["private_key"])
+
+
 def test_key_directory(tmp_path):
     a = signing.generate_keypair(str(tmp_path / "k"), name="a")
     b = signing.generate_keypair(str(tmp_path / "k"), name="b")

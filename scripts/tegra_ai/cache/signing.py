@@ -26,7 +26,7 @@ import tempfile
 from tegra_ai.errors import EXIT_UNAVAILABLE, EXIT_USAGE, MissingDependencyError, TegraAIError
 
 __all__ = ["PublicKey", "PrivateKey", "load_public_keys", "load_private_key", "generate_keypair", "backend_name",
-           "SIGNATURE_SIZE"]
+           "public_key_id", "SIGNATURE_SIZE"]
 
 SIGNATURE_SIZE = 64
 # DER framing of Ed25519 keys (RFC 8410): SubjectPublicKeyInfo and unencrypted PKCS#8.
@@ -140,14 +140,25 @@ class PublicKey:
 
     @classmethod
     def from_file(cls, path: str, backend: str | None = None) -> "PublicKey":
-        label, der = _read_pem(path, "public key")
-        if label in ("PRIVATE KEY", "ENCRYPTED PRIVATE KEY"):
-            raise _usage(f"{path} is a private key; a device needs only the public key",
-                         hint="install the .pub file made by mirror-keygen, keep the private key on the publisher")
-        if label != "PUBLIC KEY" or len(der) != len(_SPKI_PREFIX) + 32 or not der.startswith(_SPKI_PREFIX):
-            raise _usage(f"{path} is not an Ed25519 public key",
-                         hint="make keys with 'tensorrt-optimize mirror-keygen' or 'openssl genpkey -algorithm ed25519'")
-        return cls(der[len(_SPKI_PREFIX):], path, backend)
+        return cls(_public_raw_from_file(path), path, backend)
+
+
+def _public_raw_from_file(path: str) -> bytes:
+    label, der = _read_pem(path, "public key")
+    if label in ("PRIVATE KEY", "ENCRYPTED PRIVATE KEY"):
+        raise _usage(f"{path} is a private key; a device needs only the public key",
+                     hint="install the .pub file made by mirror-keygen, keep the private key on the publisher")
+    if label != "PUBLIC KEY" or len(der) != len(_SPKI_PREFIX) + 32 or not der.startswith(_SPKI_PREFIX):
+        raise _usage(f"{path} is not an Ed25519 public key",
+                     hint="make keys with 'tensorrt-optimize mirror-keygen' or 'openssl genpkey -algorithm ed25519'")
+    return der[len(_SPKI_PREFIX):]
+
+
+def public_key_id(path: str) -> str:
+    """The key id of an Ed25519 public key file, checking its form only (standard library,
+    no signing backend: what a build system can call at parse time). Exit code 2 for a
+    private key, another kind of key or a file that is not PEM."""
+    return _key_id(_public_raw_from_file(path))
 
 
 class PrivateKey:
