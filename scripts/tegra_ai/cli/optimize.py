@@ -159,8 +159,6 @@ def _mirror_sources(args) -> list:
 
     urls = args.mirror if args.mirror else parse_mirror_list(os.environ.get("TEGRA_AI_ENGINE_MIRRORS"))
     keys = args.mirror_key if args.mirror_key else parse_mirror_list(os.environ.get("TEGRA_AI_MIRROR_KEYS"))
-    timeout = args.mirror_timeout if args.mirror_timeout is not None else _env_float("TEGRA_AI_MIRROR_TIMEOUT",
-                                                                                     DEFAULT_TIMEOUT)
     if not urls:
         for flag, value in (("--mirror-unsigned", args.mirror_unsigned), ("--allow-http", args.allow_http),
                             ("--mirror-allow-redirects", args.mirror_allow_redirects), ("--mirror-ca", args.mirror_ca),
@@ -168,6 +166,8 @@ def _mirror_sources(args) -> list:
             if value not in (None, False, []):
                 raise TegraAIError(f"{flag} needs --mirror URL", exit_code=EXIT_USAGE)
         return []
+    timeout = args.mirror_timeout if args.mirror_timeout is not None else _env_float("TEGRA_AI_MIRROR_TIMEOUT",
+                                                                                     DEFAULT_TIMEOUT)
     return mirror_sources(urls, keys, unsigned=args.mirror_unsigned, allow_http=args.allow_http,
                           allow_redirects=args.mirror_allow_redirects, timeout=timeout, ca_file=args.mirror_ca)
 
