@@ -520,3 +520,13 @@ def test_cli_publish_conflict_exits_1_with_json(tmp_path, bundle, mirror, keys):
     assert res.code == 1 and out["conflicts"] == 2 and out["exit_code"] == 1
     gen = invoke(main, ["mirror-keygen", "--out", "k2", "--json"], str(tmp_path))
     assert gen.code == 0 and json.loads(gen.stdout)["key_id"] == signing.load_public_keys([str(tmp_path / "k2")])[0].key_id
+
+
+def test_seed_first_then_mirror(tmp_path, bundle, mirror, keys):
+    """Engines prebuilt into the image are used before any mirror is asked."""
+    seed = str(tmp_path / "reference-cache")          # the mirror's own source doubles as the image's seed
+    b = SizedBuilder()
+    s = ensure([bundle], str(tmp_path / "device"), builder=b, loader=None, runtime=b.rt, seeds=(seed,),
+               sources=tuple(sources("file://" + mirror, keys)), show_progress=False, log=lambda m: None)
+    assert s["seeded"] == 2 and s["fetched"] == 0 and b.calls == []
+    assert all("attempts" not in m for m in s["models"])
