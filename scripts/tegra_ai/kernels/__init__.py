@@ -1,4 +1,4 @@
-"""CUDA kernels: fused image preprocessing and exact NMS.
+"""CUDA kernels: fused image preprocessing, exact NMS and detector post-processing.
 
 Sources (``*.cu``) ship with the package; :mod:`.loader` loads a prebuilt image or
 compiles them with NVRTC (cached on disk); :mod:`.api` is the Python API. Importing
@@ -7,7 +7,7 @@ this package needs neither a GPU nor cuda-python.
 
 from tegra_ai.kernels.layout import SourceImage
 
-__all__ = ["SourceImage", "Preprocessor", "Nms", "preprocess", "nms", "BoxMapping"]
+__all__ = ["SourceImage", "Preprocessor", "Nms", "preprocess", "nms", "BoxMapping", "DetectionPostprocessor"]
 
 
 def __getattr__(name):
@@ -15,4 +15,8 @@ def __getattr__(name):
         from tegra_ai.kernels import api
 
         return getattr(api, name)
+    if name == "DetectionPostprocessor":
+        from tegra_ai.kernels.detect import DetectionPostprocessor
+
+        return DetectionPostprocessor
     raise AttributeError(name)
