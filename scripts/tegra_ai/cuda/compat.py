@@ -71,13 +71,3 @@ def bindings_version() -> str:
             continue
     return "unknown"
 
-
-def graph_instantiate(graph):
-    """An executable graph: ``cuGraphInstantiateWithFlags`` (CUDA 11.4+), else the
-    flags form of ``cuGraphInstantiate`` (12.0+; 11.x took a log buffer instead)."""
-    from tegra_ai.cuda.driver import check
-
-    drv = driver()
-    if hasattr(drv, "cuGraphInstantiateWithFlags"):
-        return check(drv.cuGraphInstantiateWithFlags(graph, 0), "cuGraphInstantiateWithFlags")
-    return check(drv.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")

@@ -198,34 +198,86 @@ class Stream:
 
 
 class Event:
-    def __init__(self, timing: bool = True):
+    """A timing event. ``blocking=True`` makes :meth:`synchronize` yield the CPU
+    (``CU_EVENT_BLOCKING_SYNC``) instead of spinning, as trtexec without --useSpinWait."""
+
+    def __init__(self, blocking: bool = False):
         drv = compat.driver()
         ensure_context()
-        flags = drv.CUevent_flags.CU_EVENT_DEFAULT if timing else drv.CUevent_flags.CU_EVENT_DISABLE_TIMING
+        flags = drv.CUevent_flags.CU_EVENT_BLOCKING_SYNC if blocking else drv.CUevent_flags.CU_EVENT_DEFAULT
         self.handle = check(drv.cuEventCreate(flags), "cuEventCreate")
+
+    def record(self, stream=0):
+        check(compat.driver().cuEventRecord(self.handle, stream_handle(stream)), "cuEventRecord")
 
     def synchronize(self):
         check(compat.driver().cuEventSynchronize(self.handle), "cuEventSynchronize")
 
     def query(self) -> bool:
-        """True when the work before the event has finished."""
-        drv = compat.driver()
-        err = drv.cuEventQuery(self.handle)
-        err = err[0] if isinstance(err, tuple) else err
-        if int(err) == 0:
-            return True
-        if err == drv.CUresult.CUDA_ERROR_NOT_READY:
-            return False
-        check((err,), "cuEventQuery")
-        return False
-
-    def record(self, stream=0):
-        check(compat.driver().cuEventRecord(self.handle, stream_handle(stream)), "cuEventRecord")
+        """True when the work before the event has completed."""
+        return int(compat.driver().cuEventQuery(self.handle)[0]) == 0
 
     def elapsed_ms(self, start: "Event") -> float:
         drv = compat.driver()
         check(drv.cuEventSynchronize(self.handle), "cuEventSynchronize")
         return float(check(drv.cuEventElapsedTime(start.handle, self.handle), "cuEventElapsedTime"))
+
+    def destroy(self):
+        if self.handle is not None:
+            compat.driver().cuEventDestroy(self.handle)
+            self.handle = None
+
+    def __del__(self):
+        try:
+            self.destroy()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+class Graph:
+    """A CUDA graph captured from the work ``fn(stream)`` enqueues on ``stream``:
+
+        g = Graph.capture(lambda s: runner.run_async(s), stream)
+        g.launch(stream)
+
+    ``fn`` must not synchronize nor copy from pageable memory (capture would fail)."""
+
+    def __init__(self, graph, exec_handle):
+        self.graph, self.exec = graph, exec_handle
+
+    @classmethod
+    def capture(cls, fn, stream) -> "Graph":
+        drv = compat.driver()
+        h = stream_handle(stream)
+        mode = drv.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+        check(drv.cuStreamBeginCapture(h, mode), "cuStreamBeginCapture")
+        try:
+            fn(stream)
+        except BaseException:
+            drv.cuStreamEndCapture(h)
+            raise
+        graph = check(drv.cuStreamEndCapture(h), "cuStreamEndCapture (the captured work is not capturable)")
+        # cuGraphInstantiateWithFlags has the same signature in cuda-python 11.8 to 13.x.
+        exec_handle = check(drv.cuGraphInstantiateWithFlags(graph, 0), "cuGraphInstantiateWithFlags")
+        return cls(graph, exec_handle)
+
+    def launch(self, stream=0):
+        check(compat.driver().cuGraphLaunch(self.exec, stream_handle(stream)), "cuGraphLaunch")
+
+    def destroy(self):
+        drv = compat.driver()
+        if self.exec is not None:
+            drv.cuGraphExecDestroy(self.exec)
+            self.exec = None
+        if self.graph is not None:
+            drv.cuGraphDestroy(self.graph)
+            self.graph = None
+
+    def __del__(self):
+        try:
+            self.destroy()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
 
 def kernel_args(*values) -> tuple:

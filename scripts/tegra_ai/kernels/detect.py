@@ -72,6 +72,7 @@ class DetectionPostprocessor:
         self._params = self._make_params()
         self._packed = {}
         self._graphs = {}
+        self._capture_stream = None
 
     # -- launch arguments ---------------------------------------------------------------
     def _make_params(self):
@@ -167,7 +168,7 @@ class DetectionPostprocessor:
         CUDA graph launch: one host call instead of six. The graph is made on the first
         call for a set of head pointers and reused. Asynchronous; then :meth:`results`
         after the stream (or an event recorded on it) has completed."""
-        from tegra_ai.cuda import graphs
+        from tegra_ai.cuda.driver import Graph, Stream
 
         if self._mapping_key is None:
             self.set_mappings(stream=stream)
@@ -178,7 +179,9 @@ class DetectionPostprocessor:
                 self.run_device(head_ptrs, s)
                 if download:
                     self.enqueue_download(s)
-            exe = graphs.capture(body)
+            if self._capture_stream is None:
+                self._capture_stream = Stream()
+            exe = Graph.capture(body, int(self._capture_stream))
             if len(self._graphs) > 8:
                 self._graphs.clear()
             self._graphs[key] = exe
