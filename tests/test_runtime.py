@@ -164,7 +164,7 @@ def test_onnxruntime_digits_end_to_end():
 
     images, labels = load_samples("val")
     spec = load_preprocess_spec()
-    x = preprocess_batch_reference(spec, list(images[:64]))
+    x = preprocess_batch_reference(spec, list(images[:64])).astype(np.float32)
     with ModelRuntime({"digits": lambda: OnnxRuntimeRunner(DEFAULT_MODEL)}, workers=2) as rt:
         name = rt.models[0]
         futs = [rt.submit(name, {"input": x[i:i + 1]}) for i in range(64)]
