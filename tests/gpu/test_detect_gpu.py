@@ -158,3 +158,10 @@ def test_graph_replay_matches_eager(tv, rng):
             post.run_device([src.data_ptr()], stream.cuda_stream)
             assert_same(got, post.download(stream.cuda_stream))
     assert_same(eager0, post(heads[0].cpu().numpy()))
+    # The one-graph path (kernels + download in a graph made by the post-processor).
+    for h in heads:
+        src.copy_(h)
+        torch.cuda.synchronize()
+        post.launch([src.data_ptr()], stream.cuda_stream)
+        stream.synchronize()
+        assert_same(post.results(), post(h.cpu().numpy()))

@@ -71,3 +71,15 @@ def bindings_version() -> str:
             continue
     return "unknown"
 
+
+
+def graph_instantiate(graph):
+    """An executable graph. cuda-python 11.x/12.x: ``cuGraphInstantiateWithFlags(graph,
+    flags)``; 13.x dropped it and ``cuGraphInstantiate(graph, flags)`` takes flags (in
+    11.x that name took a log buffer instead)."""
+    from tegra_ai.cuda.driver import check
+
+    drv = driver()
+    if hasattr(drv, "cuGraphInstantiateWithFlags"):
+        return check(drv.cuGraphInstantiateWithFlags(graph, 0), "cuGraphInstantiateWithFlags")
+    return check(drv.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")

@@ -257,8 +257,7 @@ class Graph:
             drv.cuStreamEndCapture(h)
             raise
         graph = check(drv.cuStreamEndCapture(h), "cuStreamEndCapture (the captured work is not capturable)")
-        # cuGraphInstantiateWithFlags has the same signature in cuda-python 11.8 to 13.x.
-        exec_handle = check(drv.cuGraphInstantiateWithFlags(graph, 0), "cuGraphInstantiateWithFlags")
+        exec_handle = compat.graph_instantiate(graph)  # the name differs between cuda-python 12 and 13
         return cls(graph, exec_handle)
 
     def launch(self, stream=0):
