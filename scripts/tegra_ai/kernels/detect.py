@@ -13,7 +13,6 @@ nothing. One instance per stream (its workspace is reused by every call).
 
 from __future__ import annotations
 
-import ctypes
 import logging
 
 import numpy as np
