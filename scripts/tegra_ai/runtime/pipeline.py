@@ -177,12 +177,12 @@ class Pipeline:
             raise TegraAIError(f"streams must be at least 1, got {streams}", exit_code=EXIT_USAGE)
         if int(source_queue) < 1:
             raise TegraAIError(f"source_queue must be at least 1, got {source_queue}", exit_code=EXIT_USAGE)
-        for attr in ("device_inputs", "device_outputs", "enqueue", "fork"):
+        for attr in ("enqueue", "fork", "output_metadata"):
             if not hasattr(runner, attr):
-                raise TegraAIError(f"pipeline: runner {getattr(runner, 'name', runner)!r} has no {attr}; the "
+                raise TegraAIError(f"pipeline: runner {getattr(runner, 'name', runner)!r} has no {attr}(); the "
                                    "pipeline needs a device runner (TensorRT engine or CUDA workload)",
                                    exit_code=EXIT_USAGE)
-        runner.activate()
+        runner.activate()  # device_inputs / device_outputs exist once active
         self.spec, self.detection, self.copy_outputs = spec, detection, copy_outputs
         names = list(runner.device_inputs)
         if input_name is None:
