@@ -64,6 +64,7 @@ class _Model:
         self.accept = threading.Lock()
         self.ready = threading.Barrier(workers + 1)
         self.errors = []
+        self.inputs = []
         self.threads = [threading.Thread(target=self._work, args=(factory,), name=f"tegra-ai-{name}-{i}",
                                          daemon=True) for i in range(workers)]
 
@@ -72,6 +73,7 @@ class _Model:
         try:
             runner = factory() if not isinstance(factory, Runner) else factory
             runner.activate()
+            self.inputs = runner.input_metadata()
         except BaseException as exc:  # noqa: BLE001 - reported by ModelRuntime.__init__
             self.errors.append(exc)
             runner = None
@@ -170,6 +172,13 @@ class ModelRuntime:
             except queue.Full:
                 raise TegraAIError(f"model {name}: queue full for {timeout} s") from None
         return fut
+
+    def input_metadata(self, name: str) -> list:
+        """The model's inputs (:class:`~tegra_ai.backend.base.TensorMeta`), as its runner reported them."""
+        if name not in self._models:
+            raise TegraAIError(f"unknown model {name!r}; the runtime has {', '.join(self._models)}",
+                               exit_code=EXIT_USAGE)
+        return list(self._models[name].inputs)
 
     def infer(self, name: str, feed: dict) -> dict:
         return self.submit(name, feed).result()
