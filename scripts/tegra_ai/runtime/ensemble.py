@@ -313,9 +313,9 @@ class EnsembleRunner:
 
     # preprocessing: GPU kernel or NumPy reference, same numbers
     def _prep(self, entry: ModelEntry, image):
-        if entry.preprocess is None:
-            x = np.asarray(image)
-            return x, None, None
+        if entry.preprocess is None:  # the image is the input tensor, in the model's dtype
+            meta = self.runtime.input_metadata(entry.name)
+            return np.asarray(image).astype(meta[0].dtype if meta else np.float32), None, None
         spec = entry.preprocess
         img = convert_image(image, spec.input_format)
         if self.device == "gpu":
