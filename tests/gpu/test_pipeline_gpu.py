@@ -145,3 +145,42 @@ def test_runtime_runs_workloads_concurrently():
         elapsed = time.perf_counter() - t
     # 30 requests of 2 ms: 60 ms one after another; three models on their own streams overlap.
     assert elapsed < 0.045, elapsed
+
+
+@pytest.mark.parametrize("fmt", ["bgr8", "nv12", "gray8"])
+def test_gpu_crops_equal_reference(rng, fmt):
+    """Cascade crops: one preprocessing launch over views into the frame (its row pitch)."""
+    from tegra_ai.runtime.crops import GpuCropper, crop_rects, crops_reference
+
+    order = "gray" if fmt == "gray8" else "rgb"
+    spec = PreprocessSpec(24, 32, input_format=fmt, channel_order=order, resize="letterbox",
+                          mean=(0.0,) if order == "gray" else (0.0, 0.0, 0.0), std=(1.0,) if order == "gray" else (1.0,) * 3)
+    h, w = 120, 160
+    shape = {"bgr8": (h, w, 3), "nv12": (h * 3 // 2, w), "gray8": (h, w)}[fmt]
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    xy = rng.uniform(-10, 150, (20, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(0.5, 80, (20, 2))], 1)
+    boxes[0] = (0, 0, w, h)                 # the whole frame
+    boxes[1] = (w - 1.2, h - 0.7, w + 5, h + 5)  # a sliver at the corner
+    rects = crop_rects(boxes, h, w, fmt)
+    got = GpuCropper(spec)(image, rects).astype(np.float64)
+    want = crops_reference(spec, image, rects)
+    assert got.shape == want.shape and np.isfinite(got).all()
+    assert np.abs(got - want).max() <= 1.01 / 255, np.abs(got - want).max()
+
+
+def test_ensemble_on_gpu_equals_cpu():
+    pytest.importorskip("onnxruntime", reason="the example models run on ONNX Runtime")
+    import os
+    from tegra_ai.models import HERE
+    from tegra_ai.runtime.ensemble import EnsembleRunner, load
+
+    desc = load(os.path.join(HERE, "digits-ensemble.json"))
+    with np.load(os.path.join(HERE, "digits_grid_samples.npz")) as d:
+        images = d["images"][:20]
+    with EnsembleRunner(desc, device="cpu") as cpu, EnsembleRunner(desc, device="gpu") as gpu:
+        for im in images:
+            a, b = cpu.run(im), gpu.run(im)
+            assert a["pair"]["class"] == b["pair"]["class"]
+            assert [(d["box"], d["label"]) for d in a["cascade"]["detections"]] == \
+                   [(d["box"], d["label"]) for d in b["cascade"]["detections"]]
