@@ -92,7 +92,8 @@ def test_geometry_constants_match_the_sources():
     assert f"sizeof(TaiDetParams) == {layout.DET_PARAMS_BYTES}" in nms
     assert ctypes.sizeof(layout.NmsArgs) == layout.NMS_ARGS_BYTES
     assert ctypes.sizeof(layout.DetParams) == layout.DET_PARAMS_BYTES
-    assert "__launch_bounds__(128)\ntai_det_decode" in nms and layout.DET_DECODE_THREADS == 128
+    assert f"#define TAI_DET_ANCHORS {layout.DET_DECODE_ANCHORS}" in nms
+    assert f"#define TAI_DET_GROUPS {layout.DET_DECODE_GROUPS}" in nms
 
 
 def test_nms_geometry():

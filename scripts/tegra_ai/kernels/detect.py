@@ -153,8 +153,8 @@ class DetectionPostprocessor:
         det_args, nms_args = self._args(head_ptrs)
         geo = self.geo
         memset_async(int(self._buffers["zero"]), 0, self._zero_bytes, stream)
-        launch(self._decode, (-(-geo.anchors // layout.DET_DECODE_THREADS), geo.batch, 1),
-               (layout.DET_DECODE_THREADS, 1, 1), det_args, 0, stream)
+        launch(self._decode, (-(-geo.anchors // layout.DET_DECODE_ANCHORS), geo.batch, 1),
+               (layout.DET_DECODE_ANCHORS, layout.DET_DECODE_GROUPS, 1), det_args, 0, stream)
         launch(self._rank, (-(-self.cap // layout.NMS_RANK_THREADS), geo.batch, 1),
                (layout.NMS_RANK_THREADS, 1, 1), det_args, 0, stream)
         launch(self._mask, (layout.mask_blocks(self.words), 1, geo.batch), (layout.NMS_TILE, 1, 1),

@@ -194,7 +194,8 @@ class DetParams(ctypes.Structure):
 
 NMS_ARGS_BYTES = 152
 DET_PARAMS_BYTES = 184
-DET_DECODE_THREADS = 128
+DET_DECODE_ANCHORS = 32   # TAI_DET_ANCHORS: anchors per decode block (threadIdx.x)
+DET_DECODE_GROUPS = 8     # TAI_DET_GROUPS: class groups per anchor (threadIdx.y)
 
 
 def mask_blocks(words: int) -> int:

@@ -357,12 +357,75 @@ static __device__ __forceinline__ void tai_det_push(const TaiDetParams& p, int i
     ((int*)p.cand_cls)[o] = cls;
 }
 
-// One thread per anchor; grid (ceil(A / blockDim), batch).
-extern "C" __global__ void __launch_bounds__(128)
+// Block (32 anchors, 8 class groups): thread (x, g) scans classes g, g+8, ... of anchor
+// x, loads of a warp coalesced (32 consecutive anchors, same class) and several in
+// flight per thread; best-class mode then reduces the 8 groups in shared memory.
+// Grid (ceil(A / 32), batch).
+#define TAI_DET_ANCHORS 32
+#define TAI_DET_GROUPS 8
+#define TAI_DET_UNROLL 4
+extern "C" __global__ void __launch_bounds__(TAI_DET_ANCHORS * TAI_DET_GROUPS)
 tai_det_decode(TaiDetParams p) {
+    __shared__ float s_best[TAI_DET_GROUPS][TAI_DET_ANCHORS];
+    __shared__ int s_cls[TAI_DET_GROUPS][TAI_DET_ANCHORS];
     const int img = blockIdx.y;
-    const int a = blockIdx.x * blockDim.x + threadIdx.x;
-    if (a >= p.anchors) return;
+    const int x = threadIdx.x, g = threadIdx.y;
+    const int a = blockIdx.x * TAI_DET_ANCHORS + x;
+    const bool valid = a < p.anchors;
+    float best = 0.f;
+    int best_c = -1;
+    if (valid) {
+        const float obj = p.objectness ? tai_ld(p.objectness, img * p.obj_batch + a * p.obj_anchor, p.half) : 1.f;
+        const long long sb = img * p.score_batch + a * p.score_anchor;
+        float4 box = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (p.multi_label) {
+            const long long bb = img * p.box_batch + a * p.box_anchor;
+            const float v0 = tai_ld(p.boxes, bb, p.half), v1 = tai_ld(p.boxes, bb + p.box_coord, p.half);
+            const float v2 = tai_ld(p.boxes, bb + 2 * p.box_coord, p.half);
+            const float v3 = tai_ld(p.boxes, bb + 3 * p.box_coord, p.half);
+            if (p.box_format == 0) {
+                const float hw = v2 / 2.f, hh = v3 / 2.f;
+                box = make_float4(v0 - hw, v1 - hh, v0 + hw, v1 + hh);
+            } else {
+                box = make_float4(v0, v1, v2, v3);
+            }
+        }
+        for (int c0 = g; c0 < p.classes; c0 += TAI_DET_GROUPS * TAI_DET_UNROLL) {
+            float s[TAI_DET_UNROLL];
+#pragma unroll
+            for (int u = 0; u < TAI_DET_UNROLL; ++u) {
+                const int c = c0 + u * TAI_DET_GROUPS;
+                s[u] = c < p.classes ? tai_ld(p.scores, sb + c * p.score_class, p.half) : 0.f;
+            }
+#pragma unroll
+            for (int u = 0; u < TAI_DET_UNROLL; ++u) {
+                const int c = c0 + u * TAI_DET_GROUPS;
+                if (c >= p.classes) break;
+                const float v = p.objectness ? s[u] * obj : s[u];
+                if (p.multi_label) {
+                    if (v > p.score_threshold) tai_det_push(p, img, v, (unsigned int)a * p.classes + c, box, c);
+                } else if (best_c < 0 ? v == v : v > best) {  // first maximum of this group; NaN never wins
+                    best = v;
+                    best_c = c;
+                }
+            }
+        }
+    }
+    if (p.multi_label) return;  // uniform: no barrier below is reached by any thread
+    s_best[g][x] = best;
+    s_cls[g][x] = best_c;
+    __syncthreads();
+    if (g != 0 || !valid) return;
+    // Groups in order; on equal scores the lower class wins (the first maximum overall).
+    for (int k = 1; k < TAI_DET_GROUPS; ++k) {
+        const float v = s_best[k][x];
+        const int c = s_cls[k][x];
+        if (c >= 0 && (best_c < 0 || v > best || (v == best && c < best_c))) {
+            best = v;
+            best_c = c;
+        }
+    }
+    if (best_c < 0 || !(best > p.score_threshold)) return;
     const long long bb = img * p.box_batch + a * p.box_anchor;
     const float v0 = tai_ld(p.boxes, bb, p.half), v1 = tai_ld(p.boxes, bb + p.box_coord, p.half);
     const float v2 = tai_ld(p.boxes, bb + 2 * p.box_coord, p.half), v3 = tai_ld(p.boxes, bb + 3 * p.box_coord, p.half);
@@ -373,36 +436,7 @@ tai_det_decode(TaiDetParams p) {
     } else {
         box = make_float4(v0, v1, v2, v3);
     }
-    const float obj = p.objectness ? tai_ld(p.objectness, img * p.obj_batch + a * p.obj_anchor, p.half) : 1.f;
-    const long long sb = img * p.score_batch + a * p.score_anchor;
-    if (p.multi_label) {
-        for (int c = 0; c < p.classes; ++c) {
-            float s = tai_ld(p.scores, sb + c * p.score_class, p.half);
-            if (p.objectness) s *= obj;
-            if (s > p.score_threshold) tai_det_push(p, img, s, (unsigned int)a * p.classes + c, box, c);
-        }
-        return;
-    }
-    // Best class: the first maximum (NaN never wins).
-    float best = 0.f;
-    int best_c = -1;
-    int c = 0;
-    for (; c + 4 <= p.classes; c += 4) {
-        float s[4];
-#pragma unroll
-        for (int u = 0; u < 4; ++u) s[u] = tai_ld(p.scores, sb + (c + u) * p.score_class, p.half);
-#pragma unroll
-        for (int u = 0; u < 4; ++u) {
-            const float v = p.objectness ? s[u] * obj : s[u];
-            if (best_c < 0 ? v == v : v > best) { best = v; best_c = c + u; }
-        }
-    }
-    for (; c < p.classes; ++c) {
-        float v = tai_ld(p.scores, sb + c * p.score_class, p.half);
-        if (p.objectness) v *= obj;
-        if (best_c < 0 ? v == v : v > best) { best = v; best_c = c; }
-    }
-    if (best_c >= 0 && best > p.score_threshold) tai_det_push(p, img, best, (unsigned int)a, box, best_c);
+    tai_det_push(p, img, best, (unsigned int)a, box, best_c);
 }
 
 // Rank the candidates of each image by key (score descending, candidate id ascending),
