@@ -40,23 +40,25 @@ def main():
     io = dict(inputs={"x": ((1, 3, 224, 224), "float16")}, outputs={"y": ((1, 1000), "float32")})
     feed = {"x": np.zeros((1, 3, 224, 224), np.float16)}
 
-    print("\n1. runtime overhead per request (median of 3 runs of 200 requests, ms)")
-    print(f"{'engine us':>10}{'bare loop':>11}{'runtime':>10}{'overhead us':>13}")
+    print("\n1. runtime overhead per request (5 interleaved rounds of 200 requests; median ms per request)")
+    print(f"{'engine us':>10}{'bare loop':>11}{'runtime':>10}{'overhead us':>13}{'spread us':>11}")
     for us in (100, 1000):
         r = CudaWorkloadRunner(us, **io)
         r.activate()
-        bare = statistics.median(bare_loop(r, feed, 200) for _ in range(3))
-        r.deactivate()
+        bare, rtm = [], []
         with ModelRuntime({"m": lambda us=us: CudaWorkloadRunner(us, **io)}) as rt:
             rt.infer("m", feed)
-            runs = []
-            for _ in range(3):
+            bare_loop(r, feed, 20)
+            for _ in range(5):
+                bare.append(bare_loop(r, feed, 200))
                 t = time.perf_counter()
                 for _ in range(200):
                     rt.infer("m", feed)
-                runs.append((time.perf_counter() - t) / 200 * 1e3)
-        rtm = statistics.median(runs)
-        print(f"{us:>10}{bare:>11.4f}{rtm:>10.4f}{(rtm - bare) * 1e3:>13.1f}")
+                rtm.append((time.perf_counter() - t) / 200 * 1e3)
+        r.deactivate()
+        b, m = statistics.median(bare), statistics.median(rtm)
+        spread = (max(bare) - min(bare)) * 1e3
+        print(f"{us:>10}{b:>11.4f}{m:>10.4f}{(m - b) * 1e3:>13.1f}{spread:>11.1f}")
 
     print("\n2. aggregate throughput, models of 2 ms each (requests/s)")
     print(f"{'models':>7}{'sequential':>12}{'runtime':>10}{'ratio':>8}")
