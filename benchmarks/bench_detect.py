@@ -94,7 +94,8 @@ def main():
     import torchvision
 
     from tegra_ai.cuda.driver import copy_dtoh
-    from tegra_ai.kernels import DetectionPostprocessor, Nms
+    from tegra_ai.kernels import Nms
+    from tegra_ai.postprocess.gpu import DetectionPostprocessor
     from tegra_ai.kernels.api import BoxMapping
     from tegra_ai.postprocess.detection import DetectionSpec
 

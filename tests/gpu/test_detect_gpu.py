@@ -69,7 +69,7 @@ def assert_same(got, want):
 
 
 def run(spec, arrays, **kw):
-    from tegra_ai.kernels import DetectionPostprocessor
+    from tegra_ai.postprocess.gpu import DetectionPostprocessor
 
     post = DetectionPostprocessor(spec, [a.shape for a in arrays],
                                   dtype="float16" if arrays[0].dtype == np.float16 else "float32")
@@ -137,7 +137,7 @@ def test_overflow_is_reported(rng):
 
 def test_graph_replay_matches_eager(tv, rng):
     torch, _ = tv
-    from tegra_ai.kernels import DetectionPostprocessor
+    from tegra_ai.postprocess.gpu import DetectionPostprocessor
 
     spec = DetectionSpec()
     heads = [torch.from_numpy(yolo_head(rng, 1, 8400, 80)).cuda() for _ in range(2)]

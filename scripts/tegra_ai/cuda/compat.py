@@ -52,6 +52,17 @@ def runtime():
     return _pick(2)
 
 
+def graph_instantiate(graph):
+    """``cuGraphInstantiate`` with flags 0: ``cuGraphInstantiateWithFlags(graph, 0)`` in
+    cuda-python 11.4 to 12.x, ``cuGraphInstantiate(graph, 0)`` in 13.x (which dropped
+    the WithFlags name; 11.x's ``cuGraphInstantiate`` took a log buffer instead)."""
+    drv = driver()
+    fn = getattr(drv, "cuGraphInstantiateWithFlags", None)
+    if fn is not None:
+        return fn(graph, 0)
+    return drv.cuGraphInstantiate(graph, 0)
+
+
 def available() -> bool:
     try:
         driver()
@@ -72,14 +83,3 @@ def bindings_version() -> str:
     return "unknown"
 
 
-
-def graph_instantiate(graph):
-    """An executable graph. cuda-python 11.x/12.x: ``cuGraphInstantiateWithFlags(graph,
-    flags)``; 13.x dropped it and ``cuGraphInstantiate(graph, flags)`` takes flags (in
-    11.x that name took a log buffer instead)."""
-    from tegra_ai.cuda.driver import check
-
-    drv = driver()
-    if hasattr(drv, "cuGraphInstantiateWithFlags"):
-        return check(drv.cuGraphInstantiateWithFlags(graph, 0), "cuGraphInstantiateWithFlags")
-    return check(drv.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")

@@ -14,7 +14,7 @@ import threading
 import numpy as np
 
 from tegra_ai.cuda import compat
-from tegra_ai.errors import TegraAIError
+from tegra_ai.errors import EXIT_UNAVAILABLE, TegraAIError
 
 
 def check(result, what: str = "CUDA call"):
@@ -47,7 +47,15 @@ _lock = threading.Lock()
 @functools.lru_cache(maxsize=None)
 def _primary_context(ordinal: int):
     drv = compat.driver()
-    check(drv.cuInit(0), "cuInit")
+    try:
+        result = drv.cuInit(0)
+    except Exception as exc:  # noqa: BLE001 - cuda-python 13 raises when libcuda.so is absent
+        raise TegraAIError(f"no NVIDIA driver on this machine ({exc.__class__.__name__})",
+                           hint="this needs an NVIDIA GPU with its driver", exit_code=EXIT_UNAVAILABLE) from None
+    err = result[0] if isinstance(result, tuple) else result
+    if int(err) != 0:
+        raise TegraAIError(f"cuInit failed: {error_name(err)}", hint="this needs an NVIDIA GPU with its driver",
+                           exit_code=EXIT_UNAVAILABLE)
     device = check(drv.cuDeviceGet(ordinal), "cuDeviceGet")
     return check(drv.cuDevicePrimaryCtxRetain(device), "cuDevicePrimaryCtxRetain"), device
 
@@ -257,7 +265,7 @@ class Graph:
             drv.cuStreamEndCapture(h)
             raise
         graph = check(drv.cuStreamEndCapture(h), "cuStreamEndCapture (the captured work is not capturable)")
-        exec_handle = compat.graph_instantiate(graph)  # the name differs between cuda-python 12 and 13
+        exec_handle = check(compat.graph_instantiate(graph), "cuGraphInstantiate")
         return cls(graph, exec_handle)
 
     def launch(self, stream=0):

@@ -1,4 +1,5 @@
-"""CUDA kernels: fused image preprocessing, exact NMS and detector post-processing.
+"""CUDA kernels: fused image preprocessing, exact NMS and detector post-processing
+(the detector kernels' Python API is :mod:`tegra_ai.postprocess.gpu`).
 
 Sources (``*.cu``) ship with the package; :mod:`.loader` loads a prebuilt image or
 compiles them with NVRTC (cached on disk); :mod:`.api` is the Python API. Importing
@@ -7,7 +8,7 @@ this package needs neither a GPU nor cuda-python.
 
 from tegra_ai.kernels.layout import SourceImage
 
-__all__ = ["SourceImage", "Preprocessor", "Nms", "preprocess", "nms", "BoxMapping", "DetectionPostprocessor"]
+__all__ = ["SourceImage", "Preprocessor", "Nms", "preprocess", "nms", "BoxMapping"]
 
 
 def __getattr__(name):
@@ -15,8 +16,4 @@ def __getattr__(name):
         from tegra_ai.kernels import api
 
         return getattr(api, name)
-    if name == "DetectionPostprocessor":
-        from tegra_ai.kernels.detect import DetectionPostprocessor
-
-        return DetectionPostprocessor
     raise AttributeError(name)

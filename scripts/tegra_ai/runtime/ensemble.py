@@ -415,7 +415,7 @@ class EnsembleRunner:
         return result
 
     def _gpu_post(self, e, head, mapping, size):
-        from tegra_ai.kernels.detect import DetectionPostprocessor
+        from tegra_ai.postprocess.gpu import DetectionPostprocessor
 
         head = np.asarray(head)
         post = self._croppers.get(("post", e.name))

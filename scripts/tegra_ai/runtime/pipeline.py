@@ -90,7 +90,7 @@ class _Lane:
         self.post = None
         self.out_host = {}
         if pipe.detection is not None:
-            from tegra_ai.kernels.detect import DetectionPostprocessor
+            from tegra_ai.postprocess.gpu import DetectionPostprocessor
 
             metas = runner.output_metadata()
             self.head_ptrs = [runner.device_outputs[m.name] for m in metas]
@@ -195,7 +195,9 @@ class Pipeline:
                                exit_code=EXIT_USAGE)
         meta = {m.name: m for m in runner.input_metadata()}[input_name]
         want = (1,) + tuple(spec.output_shape)
-        if tuple(meta.shape) != want or meta.dtype != spec.dtype:
+        # Dynamic dimensions (None) were fixed when the runner was prepared.
+        fits = len(meta.shape) == len(want) and all(d is None or d == w for d, w in zip(meta.shape, want))
+        if not fits or meta.dtype != spec.dtype:
             raise TegraAIError(f"pipeline: input {input_name} is {meta.dtype} {list(meta.shape)}, the preprocessing "
                                f"spec makes {spec.dtype} {list(want)}", exit_code=EXIT_USAGE)
         self.input_name = input_name

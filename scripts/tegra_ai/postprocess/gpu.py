@@ -21,7 +21,7 @@ from tegra_ai.errors import EXIT_USAGE, TegraAIError
 from tegra_ai.kernels import layout
 from tegra_ai.postprocess.detection import Detections, DetectionSpec, capacity, mapping_row, resolve_head
 
-log = logging.getLogger("tegra_ai.kernels.detect")
+log = logging.getLogger("tegra_ai.postprocess.gpu")
 
 _DTYPES = {"float32": 0, "float16": 1}
 
