@@ -67,8 +67,6 @@ class DetectionPostprocessor:
         self._host_count = HostBuffer(b, np.int32)
         self._host_mapping = HostBuffer((b, 6), np.float32)
         self._mapping_key = None
-        self._set_identity = True
-        self._params = self._make_params()
         self._packed = {}
         self._graphs = {}
         self._capture_stream = None

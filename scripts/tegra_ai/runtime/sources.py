@@ -34,7 +34,11 @@ def bgr_to_format(frame: np.ndarray, input_format: str) -> np.ndarray:
         frame = frame[: frame.shape[0] // 2 * 2, : frame.shape[1] // 2 * 2]
     i420 = cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420)
     h, w = frame.shape[:2]
-    y, u, v = i420[:h], i420[h:h + h // 4].reshape(h // 2, w // 2), i420[h + h // 4:].reshape(h // 2, w // 2)
+    # I420: the Y plane, then the U and V planes of (h/2) x (w/2) each, packed back to back
+    # (not row-aligned when h is not a multiple of 4).
+    chroma = i420[h:].reshape(-1)
+    q = (h // 2) * (w // 2)
+    y, u, v = i420[:h], chroma[:q].reshape(h // 2, w // 2), chroma[q:2 * q].reshape(h // 2, w // 2)
     uv = np.stack([u, v], -1).reshape(h // 2, w)
     return np.ascontiguousarray(np.concatenate([y, uv], 0))
 
