@@ -111,6 +111,30 @@ def test_cascade_finds_and_classifies_the_digits(ort):
     assert right / total > 0.9 and false_pos == 0
 
 
+def test_cascade_with_a_fixed_batch_classifier(ort, tmp_path):
+    """An engine built for batch 1 (common on Jetson) gets one request per crop."""
+    import onnx
+    from tegra_ai.runtime.ensemble import EnsembleRunner
+
+    m = onnx.load(os.path.join(MODELS, "digits.onnx"))
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.save(m, str(tmp_path / "digits1.onnx"))
+    data = json.load(open(EXAMPLE))
+    for entry in data["models"].values():
+        for k in ("onnx", "preprocess"):
+            entry[k] = os.path.join(MODELS, entry[k])
+    data["models"]["digits"]["onnx"] = str(tmp_path / "digits1.onnx")
+    (tmp_path / "e.json").write_text(json.dumps(data))
+    with np.load(os.path.join(MODELS, "digits_grid_samples.npz")) as d:
+        images = d["images"][:8]
+    with EnsembleRunner(load(EXAMPLE), ["cascade"]) as ref, EnsembleRunner(load(str(tmp_path / "e.json")),
+                                                                           ["cascade"]) as one:
+        assert one.runtime.input_metadata("digits")[0].shape[0] == 1
+        for im in images:
+            a, b = ref.run(im)["cascade"]["detections"], one.run(im)["cascade"]["detections"]
+            assert [d["label"] for d in a] == [d["label"] for d in b] and len(a) >= 1
+
+
 def test_cli_runs_both_ensembles_json(ort, capsys):
     from tegra_ai.cli.ensemble import main
 

@@ -405,14 +405,29 @@ class EnsembleRunner:
         else:
             batch = crops_reference(cls_entry.preprocess, src, rects)
         batch = batch.astype(np.float16 if cls_entry.preprocess.dtype == "float16" else np.float32)
-        logits = np.asarray(self._output(e.classifier, self.runtime.submit(
-            e.classifier, self._feed(e.classifier, batch)).result()))
+        logits = self._classify(e.classifier, batch)
         for i in range(n):
             row = logits[i].reshape(-1)
             result["detections"].append({
                 "box": [round(float(v), 3) for v in dets.boxes[i]], "score": round(float(dets.scores[i]), 5),
                 "class": int(dets.classes[i]), "label": int(np.argmax(row)), "label_score": round(float(row.max()), 5)})
         return result
+
+    def _classify(self, name, batch):
+        """All crops in one request when the model's batch dimension allows it, else in
+        requests of its fixed batch size (run at once by the model's workers; the last
+        one padded with zeros)."""
+        fixed = self.runtime.input_metadata(name)[0].shape[0]
+        n = len(batch)
+        if fixed is None or fixed == n:
+            return np.asarray(self._output(name, self.runtime.submit(name, self._feed(name, batch)).result()))
+        futs = []
+        for i in range(0, n, fixed):
+            chunk = batch[i:i + fixed]
+            if len(chunk) < fixed:
+                chunk = np.concatenate([chunk, np.zeros((fixed - len(chunk),) + chunk.shape[1:], chunk.dtype)])
+            futs.append(self.runtime.submit(name, self._feed(name, chunk)))
+        return np.concatenate([np.asarray(self._output(name, f.result())) for f in futs])[:n]
 
     def _gpu_post(self, e, head, mapping, size):
         from tegra_ai.postprocess.gpu import DetectionPostprocessor
