@@ -122,7 +122,7 @@ def test_ota_changes_rebuild_and_prune(bundle, tmp_path, change):
     if change == "tensorrt":
         rt = runtime("10.3.0.31")
     elif change == "device":
-        rt = runtime(facts=platform.DeviceFacts("8.7", "Orin", "NVIDIA Jetson AGX Orin", "36.5.0"))
+        rt = runtime(facts=platform.DeviceFacts("8.7", "Orin", "NVIDIA Jetson AGX Orin", "36.4.3"))
     else:
         m = json.load(open(os.path.join(bundle, "manifest.json")))
         m["models"][0]["options"]["precision"] = "fp32"
@@ -318,7 +318,9 @@ def test_seed_cache_from_the_image(bundle, tmp_path):
     s = run(bundle, str(tmp_path / "cache"), b, seeds=(seed,))
     assert b.calls == [] and s["models"][0]["status"] == "seeded" and s["seeded"] == 1
     assert s["models"][0]["engine"].startswith(seed)
-    assert not any(f.endswith(".engine") for _r, _d, fs in os.walk(tmp_path / "cache") for f in fs)
+    assert not any(f.endswith(".engine") and not os.path.islink(os.path.join(r, f))
+                   for r, _d, fs in os.walk(tmp_path / "cache") for f in fs)
+    assert os.path.realpath(tmp_path / "cache" / "net.engine") == os.path.realpath(s["models"][0]["engine"])
     s2 = run(bundle, str(tmp_path / "cache"), b, seeds=(seed,))
     assert s2["models"][0]["status"] == "seeded"
     index = json.load(open(tmp_path / "cache" / "index.json"))["models"]["net"]

@@ -7,7 +7,7 @@ import os
 import sys
 
 from tegra_ai import __version__
-from tegra_ai.cli.common import check_writable_output, print_json, run_main
+from tegra_ai.cli.common import check_writable_output, print_json, run_main, verbose_parent
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
 
 PROG = "tensorrt-optimize"
@@ -193,8 +193,9 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="TensorRT log and tracebacks")
     sub = parser.add_subparsers(metavar="COMMAND")
+    common = [verbose_parent()]
 
-    p = sub.add_parser("build", help="build an engine (on the target GPU) with a JSON sidecar")
+    p = sub.add_parser("build", parents=common, help="build an engine (on the target GPU) with a JSON sidecar")
     p.add_argument("model", help="ONNX model")
     p.add_argument("-o", "--output", help="engine path (default: MODEL.engine here); the sidecar is ENGINE.json "
                    "(e.g. yolo.engine.json); files the tool did not write are never overwritten")
@@ -204,21 +205,21 @@ def build_parser():
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser("inspect", help="IO tensors, profiles, layers and precisions of an engine")
+    p = sub.add_parser("inspect", parents=common, help="IO tensors, profiles, layers and precisions of an engine")
     p.add_argument("engine")
     p.add_argument("--layers", action="store_true", help="list every layer")
     p.add_argument("--no-layers", action="store_true", help="skip the engine inspector")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("check", help="host preflight of an ONNX model against a target TensorRT (no GPU)")
+    p = sub.add_parser("check", parents=common, help="host preflight of an ONNX model against a target TensorRT (no GPU)")
     p.add_argument("model")
     p.add_argument("--target", default="jetpack6", help="jetpack5, jetpack6, jetpack7 or trt-X.Y (default jetpack6)")
     p.add_argument("--no-parser", action="store_true", help="skip the real ONNX parser even if TensorRT is importable")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("bundle", help="add a model (validated, hashed, with its build options) to a bundle for 'ensure'")
+    p = sub.add_parser("bundle", parents=common, help="add a model (validated, hashed, with its build options) to a bundle for 'ensure'")
     p.add_argument("model")
     p.add_argument("--out", required=True, metavar="DIR", help="bundle directory (holds manifest.json)")
     p.add_argument("--name", help="model name in the manifest (default: file name)")
@@ -230,7 +231,7 @@ def build_parser():
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bundle)
 
-    p = sub.add_parser("ensure", help="every model in the manifests gets a valid engine in the cache (first boot)")
+    p = sub.add_parser("ensure", parents=common, help="every model in the manifests gets a valid engine in the cache (first boot)")
     p.add_argument("--manifest", action="append", required=True, metavar="PATH",
                    help="manifest.json or a directory of */manifest.json; repeatable")
     p.add_argument("--cache", required=True, metavar="DIR", help="engine cache directory")
@@ -243,7 +244,7 @@ def build_parser():
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_ensure)
 
-    p = sub.add_parser("verify-cache", help="check every engine's sidecar against a TensorRT version and GPU (no TensorRT needed)")
+    p = sub.add_parser("verify-cache", parents=common, help="check every engine's sidecar against a TensorRT version and GPU (no TensorRT needed)")
     p.add_argument("cache")
     p.add_argument("--trt-version", metavar="X.Y[.Z]", help="TensorRT version of the image (bindings)")
     p.add_argument("--library-version", metavar="X.Y[.Z]", help="libnvinfer version of the image")
@@ -255,7 +256,7 @@ def build_parser():
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify_cache)
 
-    p = sub.add_parser("example", help="the whole workflow on the embedded default model (digits CNN)")
+    p = sub.add_parser("example", parents=common, help="the whole workflow on the embedded default model (digits CNN)")
     p.add_argument("--out", default="tegra-ai-example", metavar="DIR", help="output directory (default ./tegra-ai-example)")
     p.add_argument("--target", default="jetpack6", help="deployment target for the preflight (default jetpack6)")
     p.add_argument("--json", action="store_true")

@@ -183,6 +183,7 @@ def available() -> bool:
 def reset_for_tests():
     global _loaded
     _loaded = None
+    _plugin_handles.clear()
 
 
 # --------------------------------------------------------------------------- building
@@ -394,21 +395,44 @@ def enable_detailed_profiling(trt, config) -> None:
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
 
 
+_plugin_handles: dict = {}
+
+
 def load_plugin_library(trt, feats: Features, path: str):
-    """Load a plugin library so its creators register (before parse/build/deserialize)."""
-    if not os.path.exists(path):
-        raise TegraAIError(f"plugin library {path} does not exist")
-    registry = trt.get_plugin_registry()
+    """Load a plugin library so its creators register (before parse/build/deserialize).
+
+    ``path`` is a file path or a bare soname the dynamic loader finds. TensorRT >= 8.6
+    loads it with ``IPluginRegistry.load_library``; 8.5 has no such call, so the library is
+    opened with ``ctypes`` (``RTLD_GLOBAL``): creators it registers statically
+    (``REGISTER_TENSORRT_PLUGIN``) appear then, and a library exporting
+    ``initTegraAIPlugins`` (ours, see ``tegra_ai/plugin/``) is asked to register its
+    creators. A library is loaded once per process."""
+    if os.sep in path and not os.path.isfile(path):
+        raise TegraAIError(f"plugin library {path} does not exist",
+                           hint="give the path the library has on this machine", exit_code=EXIT_USAGE)
+    key = os.path.realpath(path) if os.sep in path else path
+    if key in _plugin_handles:
+        return _plugin_handles[key]
     if feats.registry_load_library:
-        handle = registry.load_library(path)
+        handle = trt.get_plugin_registry().load_library(path)
         if handle is None:
-            raise TegraAIError(f"TensorRT could not load plugin library {path}")
-        return handle
-    import ctypes
-    try:
-        return ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-    except OSError as exc:
-        raise TegraAIError(f"cannot load plugin library {path}: {exc}") from None
+            raise TegraAIError(f"TensorRT could not load plugin library {path}",
+                               hint="run with --verbose for TensorRT's reason (a missing dependency, "
+                                    "a library built for another TensorRT)")
+    else:
+        import ctypes
+        try:
+            handle = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+        except OSError as exc:
+            raise TegraAIError(f"cannot load plugin library {path}: {exc}",
+                               hint="the library needs TensorRT's libnvinfer and the CUDA runtime") from None
+        init = getattr(handle, "initTegraAIPlugins", None)
+        if init is not None:
+            init.restype = ctypes.c_bool
+            if not init():
+                raise TegraAIError(f"{path}: initTegraAIPlugins() could not register its plugin creators")
+    _plugin_handles[key] = handle
+    return handle
 
 
 def parser_errors(parser) -> list:
