@@ -74,15 +74,15 @@ def test_verbose_shows_traceback(tmp_path, corrupt_model):
     quiet = cli("build", corrupt_model, "-o", str(tmp_path / "x.engine"), env={"TEGRA_AI_TENSORRT": "tensorrt_rtx"})
     loud = cli("--verbose", "build", corrupt_model, "-o", str(tmp_path / "x.engine"),
                env={"TEGRA_AI_TENSORRT": "tensorrt_rtx"})
-    assert quiet.returncode == loud.returncode == 1
+    assert quiet.returncode == loud.returncode == 2          # not an ONNX model: bad input
     assert "Traceback" not in quiet.stderr and "Traceback" in loud.stderr
 
 
 def test_check_json_and_exit_codes(default_model, corrupt_model):
     ok = cli("check", default_model, "--target", "jetpack5", "--json", "--no-parser")
     assert ok.returncode == 0 and json.loads(ok.stdout)["ok"] is True
-    bad = cli("check", corrupt_model, "--no-parser")
-    assert bad.returncode == 1 and "FAIL" in bad.stdout
+    bad = cli("check", corrupt_model, "--no-parser")            # not a model at all: bad input
+    assert "not a valid ONNX model" in one_line_error(bad, rc=2)
     unknown = cli("check", default_model, "--target", "jetpack9")
     assert "unknown target" in one_line_error(unknown, rc=2)
 

@@ -120,21 +120,34 @@ def cmd_bundle(args):
                 preprocess = PreprocessSpec.from_json(f.read()).to_dict()
         except OSError as exc:
             raise TegraAIError(f"cannot read {args.preprocess}: {exc.strerror}", exit_code=EXIT_USAGE) from None
+    if args.calibration and os.path.isdir(args.calibration):
+        raise TegraAIError("bundle takes calibration data as one .npz file", exit_code=EXIT_USAGE)
+    if args.plugin:
+        from tegra_ai.cache.manifest import check_plugin_name
+
+        for lib in args.plugin:
+            check_plugin_name(lib)
     if args.target and not args.no_check:
-        from tegra_ai.onnx_tools.check import check_model, format_report
+        from tegra_ai.onnx_tools.check import check_build_options, check_model, format_report
         from tegra_ai.onnx_tools.targets import resolve_target
 
-        report = check_model(args.model, resolve_target(args.target))
+        target = resolve_target(args.target)
+        report = check_model(args.model, target)
         if not report.ok:
             print(format_report(report), file=sys.stderr)
             raise TegraAIError(f"{args.model} fails the preflight for {args.target}; not bundled")
+        # what 'build' would refuse on the device, refused here on the host
+        check_build_options(report, options, target, calibration_data=args.calibration,
+                            calibration_cache=args.calibration_cache)
+    elif args.calibration:
+        from tegra_ai.trt.calibrator import load_calibration_arrays
+
+        load_calibration_arrays(args.calibration)
     sha, files = model_digest(args.model)
     name = args.name or os.path.splitext(os.path.basename(args.model))[0]
-    if args.calibration and os.path.isdir(args.calibration):
-        raise TegraAIError("bundle takes calibration data as one .npz file", exit_code=EXIT_USAGE)
     manifest = add_to_bundle(args.out, name, files, sha, options, preprocess,
                              calibration_data=args.calibration, calibration_cache=args.calibration_cache,
-                             timing_cache=args.timing_cache)
+                             timing_cache=args.timing_cache, plugins=tuple(args.plugin))
     if args.json:
         print_json({"manifest": os.path.abspath(manifest), "name": name, "sha256": sha})
     else:
@@ -146,7 +159,8 @@ def cmd_ensure(args):
     from tegra_ai.cache.ensure import ensure
 
     summary = ensure(args.manifest, args.cache, prune=args.prune, loader="default" if not args.no_load_check else None,
-                     seeds=tuple(args.seed), show_progress=not args.no_progress, verbose=args.verbose)
+                     seeds=tuple(args.seed), show_progress=not args.no_progress, verbose=args.verbose,
+                     model_timeout=args.model_timeout)
     if args.json:
         print_json(summary)
     else:
@@ -158,6 +172,17 @@ def cmd_ensure(args):
         print(f"{summary['hits']} cached, {summary['seeded']} prebuilt in the image, {summary['fetched']} fetched, "
               f"{summary['built']} built, {summary['failed']} failed")
     return summary["exit_code"]
+
+
+def cmd_path(args):
+    from tegra_ai.cache.ensure import engine_path_for
+
+    info = engine_path_for(args.cache, args.name)
+    if args.json:
+        print_json(info)
+    else:
+        print(info["target"] if args.resolve else info["engine"])
+    return 0
 
 
 def cmd_verify_cache(args):
@@ -240,9 +265,19 @@ def build_parser():
     p.add_argument("--prune", default="stale", choices=["none", "stale", "unlisted"],
                    help="stale: drop engines of other keys of listed models; unlisted: also models no longer listed")
     p.add_argument("--no-load-check", action="store_true", help="trust sidecars without deserializing cached engines")
+    p.add_argument("--model-timeout", type=float, metavar="SECONDS",
+                   help="stop a model's engine build after this long (that model fails, the others go on)")
     p.add_argument("--json", action="store_true", help="JSON summary on stdout (logs go to stderr)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_ensure)
+
+    p = sub.add_parser("path", parents=common, help="the stable path of a model's current engine in a cache "
+                       "(CACHE/NAME.engine, a link ensure updates; for DeepStream's model-engine-file)")
+    p.add_argument("name", help="model name in the manifest")
+    p.add_argument("--cache", required=True, metavar="DIR", help="engine cache directory")
+    p.add_argument("--resolve", action="store_true", help="print the engine file the link points at")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_path)
 
     p = sub.add_parser("verify-cache", parents=common, help="check every engine's sidecar against a TensorRT version and GPU (no TensorRT needed)")
     p.add_argument("cache")

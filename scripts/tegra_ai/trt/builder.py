@@ -285,6 +285,17 @@ def build_engine(model_path: str, options: BuildOptions, *, timing_cache_path: s
                  calibration_data: str | None = None, calibration_cache: str | None = None,
                  calibration_batch: int = 8, plugin_libraries: tuple = (), show_progress: bool = True,
                  verbose: bool = False, memo: HashMemo | None = None) -> BuildResult:
+    from tegra_ai.util.stdio import native_stdout_to_stderr
+
+    with native_stdout_to_stderr():    # TensorRT's native prints never reach stdout (--json)
+        return _build_engine(model_path, options, timing_cache_path=timing_cache_path,
+                             calibration_data=calibration_data, calibration_cache=calibration_cache,
+                             calibration_batch=calibration_batch, plugin_libraries=plugin_libraries,
+                             show_progress=show_progress, verbose=verbose, memo=memo)
+
+
+def _build_engine(model_path, options, *, timing_cache_path, calibration_data, calibration_cache,
+                  calibration_batch, plugin_libraries, show_progress, verbose, memo) -> BuildResult:
     trt, feats = compat.load()
     plugins = load_plugins(trt, feats, plugin_libraries)
     facts = target_facts(feats, options.compute_capability)
