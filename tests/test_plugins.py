@@ -78,9 +78,10 @@ def test_trt85_loads_with_ctypes_and_registers_creators(plugin_so):
     trt, calls = _registry_trt(with_load_library=False)
     handle = compat.load_plugin_library(trt, feats, plugin_so)
     assert calls == []
-    assert handle.tegra_ai_test_init_calls() == 1
+    registered = handle.tegra_ai_test_init_calls()
+    assert registered >= 1                                                       # initTegraAIPlugins ran
     assert compat.load_plugin_library(trt, feats, plugin_so) is handle          # once per process
-    assert handle.tegra_ai_test_init_calls() == 1
+    assert handle.tegra_ai_test_init_calls() == registered
 
 
 @pytest.mark.nvcc
