@@ -154,11 +154,13 @@ def add_to_bundle(out_dir: str, name: str, model_files: list, sha256: str, optio
     check_model_name(name)
     plugins = tuple(check_plugin_name(p) for p in plugins)
     manifest_path = os.path.join(out_dir, MANIFEST_NAME)
-    models = []
-    if os.path.exists(manifest_path):
-        existing = load_manifest(manifest_path)
-        models = [e.to_json(out_dir) for e in existing if e.name != name]
+    existing = load_manifest(manifest_path) if os.path.exists(manifest_path) else []
+    models = [e.to_json(out_dir) for e in existing if e.name != name]
     dest_dir = os.path.join(out_dir, name)
+    ours = any(e.name == name for e in existing)
+    if os.path.lexists(dest_dir) and not ours and (not os.path.isdir(dest_dir) or os.listdir(dest_dir)):
+        raise TegraAIError(f"{dest_dir} exists and is not a model of this bundle; refusing to write into it",
+                           hint="choose another --name or --out", exit_code=EXIT_USAGE)
     src_base = os.path.dirname(model_files[0])
     copied = []
     try:
@@ -181,7 +183,7 @@ def add_to_bundle(out_dir: str, name: str, model_files: list, sha256: str, optio
                 calib[key] = dest
     except OSError as exc:
         raise TegraAIError(f"cannot write bundle {out_dir}: {exc.strerror or exc}",
-                           hint="choose a writable --out directory") from None
+                           hint="choose a writable --out directory", exit_code=EXIT_USAGE) from None
     entry = ModelEntry(name=name, onnx=copied[0], files=copied, sha256=sha256, options=options, preprocess=preprocess,
                        plugins=plugins, **calib)
     models.append(entry.to_json(out_dir))

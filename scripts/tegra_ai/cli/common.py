@@ -7,7 +7,7 @@ import os
 import sys
 import traceback
 
-from tegra_ai.errors import EXIT_FAILURE, TegraAIError
+from tegra_ai.errors import EXIT_FAILURE, EXIT_USAGE, TegraAIError
 
 
 def setup_logging(verbose: bool) -> None:
@@ -81,8 +81,7 @@ def run_main(prog: str, parser, argv=None) -> int:
     verbose = getattr(args, "verbose", False)
     setup_logging(verbose)
     if not hasattr(args, "func"):
-        parser.print_help(sys.stderr)
-        return 2
+        parser.error("the following arguments are required: COMMAND")   # usage + one error line, exit 2
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -127,6 +126,8 @@ def check_writable_output(path: str) -> None:
     """Fail before a long build, not after it, when the output cannot be written."""
     directory = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(directory):
-        raise TegraAIError(f"output directory {directory} does not exist", hint="create it or choose another -o")
+        raise TegraAIError(f"output directory {directory} does not exist", hint="create it or choose another -o",
+                           exit_code=EXIT_USAGE)
     if not os.access(directory, os.W_OK):
-        raise TegraAIError(f"output directory {directory} is not writable", hint="choose another -o")
+        raise TegraAIError(f"output directory {directory} is not writable", hint="choose another -o",
+                           exit_code=EXIT_USAGE)

@@ -61,8 +61,7 @@ def cmd_build(args):
     output = args.output or os.path.splitext(os.path.basename(args.model))[0] + ".engine"
     check_writable_output(output)
     inputs = [args.model, args.timing_cache, args.calibration, args.calibration_cache, *args.plugin]
-    if os.path.isfile(args.model):
-        inputs += model_files(args.model)
+    inputs += model_files(args.model)      # a missing, empty or corrupt model is refused before TensorRT loads
     check_output_paths(output, protect=tuple(p for p in inputs if p))
     result = build_engine(args.model, options, timing_cache_path=args.timing_cache,
                           calibration_data=args.calibration, calibration_cache=args.calibration_cache,
@@ -120,8 +119,15 @@ def cmd_bundle(args):
                 preprocess = PreprocessSpec.from_json(f.read()).to_dict()
         except OSError as exc:
             raise TegraAIError(f"cannot read {args.preprocess}: {exc.strerror}", exit_code=EXIT_USAGE) from None
+        except UnicodeDecodeError:
+            raise TegraAIError(f"--preprocess {args.preprocess}: not a text (JSON) file", exit_code=EXIT_USAGE) from None
+        except TegraAIError as exc:   # a bad spec is bad input
+            raise TegraAIError(f"--preprocess {args.preprocess}: {exc.message}", hint=exc.hint,
+                               exit_code=EXIT_USAGE) from None
     if args.calibration and os.path.isdir(args.calibration):
         raise TegraAIError("bundle takes calibration data as one .npz file", exit_code=EXIT_USAGE)
+    if args.timing_cache and not os.path.isfile(args.timing_cache):
+        raise TegraAIError(f"timing cache {args.timing_cache} does not exist", exit_code=EXIT_USAGE)
     if args.plugin:
         from tegra_ai.cache.manifest import check_plugin_name
 
