@@ -75,6 +75,12 @@ def scratch(tmp_path_factory):
     (d / "taken-bundle" / "static").mkdir(parents=True)
     (d / "taken-bundle" / "static" / "keep.txt").write_text("somebody's file")
     (d / "emptycache").mkdir()
+    from tegra_ai.cache.manifest import add_to_bundle
+    from tegra_ai.onnx_files import model_digest
+    from tegra_ai.spec import BuildOptions as _BO
+
+    sha, files = model_digest(str(d / "static.onnx"))
+    add_to_bundle(str(d / "goodbundle"), "static", files, sha, _BO(precision="fp16"))
     # a sidecar of another engine next to mismatch.engine
     from tegra_ai.spec import BuildOptions, Sidecar, key_material
 
@@ -139,7 +145,7 @@ CASES = [
      2, "fixed to 3"),
     ("bundle-int8-no-calibration", ["bundle", S, "--out", "b", "--target", "jetpack6", "--precision", "int8"], 2,
      "needs calibration data"),
-    ("bundle-int8-trt11-no-qdq", ["bundle", S, "--out", "b", "--target", "trt-10.16", "--precision", "fp16",
+    ("bundle-fp16-strongly-typed", ["bundle", S, "--out", "b", "--target", "trt-10.16", "--precision", "fp16",
                                   "--strongly-typed"], 2, "weakly typed"),
     ("bundle-calibration-wrong-input", ["bundle", S, "--out", "b", "--target", "jetpack6", "--precision", "int8",
                                         "--calibration", "good.npz"], 2, "no array for input"),
@@ -156,7 +162,8 @@ CASES = [
     ("bundle-timing-cache-missing", ["bundle", S, "--out", "b", "--timing-cache", "none.cache"], 2,
      "does not exist"),
     ("bundle-preprocess-not-json", ["bundle", S, "--out", "b", "--preprocess", "bad.preprocess.json"], 2, "preprocess"),
-    ("bundle-preprocess-invalid", ["bundle", S, "--out", "b", "--preprocess", "wrong.preprocess.json"], 2, ""),
+    ("bundle-preprocess-invalid", ["bundle", S, "--out", "b", "--preprocess", "wrong.preprocess.json"], 2,
+     "must be positive"),
     ("bundle-preprocess-missing", ["bundle", S, "--out", "b", "--preprocess", "none.json"], 2, "cannot read"),
     ("bundle-plugin-relative", ["bundle", S, "--out", "b", "--plugin", "build/libtegra_ai_plugin.so"], 2,
      "relative path"),
@@ -179,8 +186,8 @@ CASES = [
     ("ensure-manifest-plugin", ["ensure", "--manifest", "manifests/plugin", "--cache", "c"], 2, "relative path"),
     ("ensure-manifest-options", ["ensure", "--manifest", "manifests/options", "--cache", "c"], 2, "int3"),
     ("ensure-no-manifest-in-dir", ["ensure", "--manifest", "adir", "--cache", "c"], 2, "no manifest.json"),
-    ("ensure-cache-is-file", ["ensure", "--manifest", "manifests/notjson", "--cache", "notes.txt"], 2,
-     "not valid JSON"),
+    ("ensure-cache-is-file", ["ensure", "--manifest", "goodbundle", "--cache", "notes.txt"], 2,
+     "cannot create engine cache"),
     ("ensure-model-timeout-zero", ["ensure", "--manifest", "manifests/other", "--cache", "c",
                                    "--model-timeout", "0"], 2, "--model-timeout"),
     ("ensure-model-timeout-type", ["ensure", "--manifest", "m", "--cache", "c", "--model-timeout", "soon"], 2,
