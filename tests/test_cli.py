@@ -179,3 +179,40 @@ def test_bundle_without_onnx_package(tmp_path, model_factory):
     proc = subprocess.run([sys.executable, "-m", "tegra_ai.cli.optimize", "bundle", path, "--out", str(tmp_path / "c"),
                            "--target", "trt-10.3"], capture_output=True, text=True, env=e)
     assert proc.returncode == 69 and "'onnx'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bundle_records_plugin_and_validates_for_the_target(tmp_path, dynamic_model):
+    out = tmp_path / "b"
+    proc = cli("bundle", dynamic_model, "--out", str(out), "--target", "jetpack6", "--json",
+               "--shapes", "input:1x3x64x64:1x3x320x320:4x3x640x640",
+               "--plugin", "/usr/lib/tegra-ai/libtegra_ai_plugin.so", "--plugin", "libnvinfer_plugin.so.10")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["name"] == "dynamic"
+    m = json.load(open(out / "manifest.json"))["models"][0]
+    assert m["plugins"] == ["/usr/lib/tegra-ai/libtegra_ai_plugin.so", "libnvinfer_plugin.so.10"]
+    assert m["options"]["plugins"] == ["libnvinfer_plugin.so.10", "libtegra_ai_plugin.so"]
+    # the same model without shapes: refused on the host, with a profile to copy
+    proc = cli("bundle", dynamic_model, "--out", str(tmp_path / "c"), "--target", "jetpack6")
+    line = one_line_error(proc, rc=2)
+    assert "need --shapes" in line and "--shapes input:" in line and not (tmp_path / "c").exists()
+
+
+def test_path_prints_the_stable_link(tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "net").mkdir(parents=True)
+    (cache / "net" / ".tegra-ai-model").write_text("")
+    from tegra_ai.spec import BuildOptions, Sidecar, key_material, short_key
+    from tegra_ai.cache.store import EngineCache
+
+    material = key_material("a" * 64, BuildOptions(), {"flavor": "tensorrt", "version": "10.3.0"},
+                            {"compute_capability": "8.7", "device_name": "Orin"})
+    sc = Sidecar.new(material)
+    store = EngineCache(str(cache))
+    engine, _ = store.store("net", sc.cache_key, b"engine-bytes", sc)
+    store.update_link("net", engine)
+    proc = cli("path", "net", "--cache", str(cache))
+    assert proc.returncode == 0 and proc.stdout.strip() == str(cache / "net.engine")
+    proc = cli("path", "net", "--cache", str(cache), "--resolve")
+    assert proc.stdout.strip() == engine and short_key(sc.cache_key) in engine
+    info = json.loads(cli("path", "net", "--cache", str(cache), "--json", "-v").stdout)
+    assert info["key"] == sc.cache_key and info["sidecar"] == str(cache / "net.engine.json")
