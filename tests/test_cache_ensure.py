@@ -411,3 +411,13 @@ def test_tmpfs_cache_warns(bundle, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(store, "filesystem_type", lambda p, m=str(mountinfo): real(p, m))
     s = run(bundle, str(tmp_path / "cache"), FakeBuilder())
     assert s["exit_code"] == 0 and "tmpfs" in s["warnings"][0] and "every boot" in s["warnings"][0]
+
+
+def test_at_most_one_engine_per_other_release(bundle, tmp_path):
+    cache = str(tmp_path / "cache")
+    slot_b = lambda v: (compat.features_for(v), lambda o: platform.DeviceFacts("8.7", "Orin", ORIN.module, "36.5.0"))  # noqa: E731
+    older = run(bundle, cache, FakeBuilder(), rt=slot_b("10.3.0.30"), prune="none")["models"][0]["engine"]
+    time.sleep(1.1)   # sidecars record the creation time to the second
+    newer = run(bundle, cache, FakeBuilder(), rt=slot_b("10.3.0.31"), prune="none")["models"][0]["engine"]
+    s = run(bundle, cache, FakeBuilder(), rt=runtime(facts=ORIN))["models"][0]
+    assert older in s["pruned"] and os.path.exists(newer) and os.path.exists(s["engine"])

@@ -24,10 +24,13 @@ def _usage(msg: str) -> TegraAIError:
 def _load_npy(path: str):
     if os.path.getsize(path) == 0:
         raise _usage(f"calibration array {path} is empty (0 bytes)")
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise _usage(f"calibration array {path} is not a .npy file")
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
-        if "pickle" in str(exc).lower():
+        if "pickle" in str(exc).lower() or "python objects" in str(exc).lower():
             raise _usage(f"calibration array {path} holds Python objects (pickled); only numeric arrays are "
                          "loaded, never pickles") from None
         raise _usage(f"calibration array {path} is not a .npy file ({str(exc).splitlines()[0]})") from None
