@@ -63,11 +63,16 @@ def leftovers(root):
 
 
 def gone(pid: int) -> bool:
+    """Not running: no such process, or a zombie waiting for a (container's) init to reap it."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
 
 
 def test_child_builds_and_parent_commits(two_models, tmp_path, stand_in):
@@ -151,3 +156,26 @@ def test_signal_mid_build_stops_kills_child_and_leaves_nothing(two_models, tmp_p
     assert not (marks / "beta.pid").exists(), "ensure carried on after the signal"
     assert leftovers(cache) == []
     assert not [f for _r, _d, fs in os.walk(cache) for f in fs if f.endswith(".engine")]
+
+
+def test_build_child_dies_with_a_killed_parent(two_models, tmp_path):
+    """SIGKILL cannot be handled: the child must not go on building for nobody."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "scripts"), STAND_INS]),
+               TEGRA_AI_TEST_BUILD="*=sleep", TEGRA_AI_TEST_MARK=str(marks))
+    proc = subprocess.Popen([sys.executable, "-m", "tegra_ai.cli.optimize", "ensure", "--manifest", two_models,
+                             "--cache", str(tmp_path / "cache"), "--no-load-check", "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 60
+    while not (marks / "alpha.pid").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    child = int((marks / "alpha.pid").read_text())
+    proc.kill()
+    proc.wait()
+    for _ in range(100):
+        if gone(child):
+            break
+        time.sleep(0.05)
+    assert gone(child)

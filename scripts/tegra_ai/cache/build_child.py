@@ -101,7 +101,7 @@ class ChildProcessBuilder:
                 "plugins": list(getattr(entry, "plugins", ()) or ()),
                 "engine_out": prefix + ".engine.tmp", "sidecar_out": prefix + ".sidecar.tmp",
                 "result_out": prefix + ".result.tmp", "request": prefix + ".request.tmp",
-                "show_progress": self.show_progress, "verbose": self.verbose}
+                "show_progress": self.show_progress, "verbose": self.verbose, "parent_pid": os.getpid()}
 
     def __call__(self, entry):
         from tegra_ai.spec import Sidecar
@@ -168,6 +168,19 @@ def _sha256(data: bytes) -> str:
 
 # --------------------------------------------------------------------------- child side
 
+def _die_with_parent(parent_pid) -> None:
+    """A build must not outlive the ``ensure`` that asked for it (its own session keeps it
+    out of the terminal's signals; a SIGKILLed parent would otherwise leave it building)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)      # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
+    if parent_pid and os.getppid() != parent_pid:                       # the parent died before that
+        os._exit(EXIT_FAILURE)
+
+
 def child_main(request_path: str) -> int:
     log = logging.getLogger("tegra_ai")
     handler = logging.StreamHandler(sys.stderr)
@@ -176,6 +189,7 @@ def child_main(request_path: str) -> int:
     log.propagate = False
     with open(request_path) as f:
         req = json.load(f)
+    _die_with_parent(req.get("parent_pid"))
     log.setLevel(logging.DEBUG if req.get("verbose") else logging.INFO)
 
     def result(obj):
