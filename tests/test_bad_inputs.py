@@ -10,7 +10,6 @@ them needs TensorRT: every one is refused before TensorRT would be loaded."""
 from __future__ import annotations
 
 import json
-import os
 import pickle
 
 import numpy as np

@@ -8,7 +8,6 @@ plugin's C entry points, built with nvcc; without nvcc, a C-only shim built with
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
