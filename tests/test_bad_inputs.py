@@ -117,6 +117,8 @@ CASES = [
     ("build-calibration-missing", ["build", S, "--precision", "int8", "--calibration", "none.npz"], 2,
      "does not exist"),
     ("build-calibration-cache-missing", ["build", S, "--calibration-cache", "none.cache"], 2, "does not exist"),
+    ("build-timeout-zero", ["build", S, "-o", "x.engine", "--timeout", "0"], 2, "--timeout 0"),
+    ("build-timeout-type", ["build", S, "--timeout", "later"], 2, "invalid float value"),
     ("build-calibration-empty-dir", ["build", S, "--calibration", "adir"], 2, "holds no .npy files"),
     # ---- inspect: every kind of file that is not an engine
     ("inspect-missing", ["inspect", "nope.engine"], 2, "does not exist"),

@@ -179,3 +179,50 @@ def test_build_child_dies_with_a_killed_parent(two_models, tmp_path):
             break
         time.sleep(0.05)
     assert gone(child)
+
+
+# --------------------------------------------------------------------------- build runs its build in a child too
+
+def _build_cli(tmp_path, model, action, *extra):
+    marks = tmp_path / "marks"
+    marks.mkdir(exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "scripts"), STAND_INS]),
+               TEGRA_AI_TEST_BUILD=f"*={action}", TEGRA_AI_TEST_MARK=str(marks))
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    return marks, out, subprocess.Popen([sys.executable, "-m", "tegra_ai.cli.optimize", "build", model,
+                                         "-o", str(out / "m.engine"), "--no-progress", *extra],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.mark.parametrize("action,code,text", [("ok", 0, "sidecar:"), ("segv", 1, "crashed (SIGSEGV)"),
+                                              ("sleep", 1, "longer than --timeout 1 s")])
+def test_build_cli_child_outcomes(tmp_path, static_model, action, code, text):
+    _marks, out, proc = _build_cli(tmp_path, static_model, action, "--timeout", "1")
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr
+    assert text in (stdout if code == 0 else stderr) and "Traceback" not in stderr
+    files = sorted(os.listdir(out))
+    assert files == (["m.engine", "m.engine.json"] if code == 0 else [])
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_build_cli_signal_stops_at_once(tmp_path, static_model, sig, code):
+    marks, out, proc = _build_cli(tmp_path, static_model, "sleep", "--json")
+    try:
+        deadline = time.monotonic() + 60
+        pid_files = []
+        while not pid_files:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+            pid_files = [p for p in os.listdir(marks) if p.endswith(".pid")]
+        child = int((marks / pid_files[0]).read_text())
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code and time.monotonic() - t0 < 30, stderr
+    assert json.loads(stdout)["exit_code"] == code and gone(child)
+    assert os.listdir(out) == []

@@ -34,8 +34,10 @@ if _spec:
         action = _actions.get(name, _actions.get("*", "ok"))
         mark = os.environ.get("TEGRA_AI_TEST_MARK")
         if mark:
-            with open(os.path.join(mark, name + ".pid"), "w") as f:
+            tmp = os.path.join(mark, f".{name}.pid.part")
+            with open(tmp, "w") as f:
                 f.write(str(os.getpid()))
+            os.replace(tmp, os.path.join(mark, name + ".pid"))      # never seen half-written
         if action == "segv":
             os.kill(os.getpid(), signal.SIGSEGV)
         if action == "sleep":

@@ -74,19 +74,89 @@ def kill_group(proc: subprocess.Popen, grace: float = KILL_GRACE_SECONDS) -> Non
         proc.wait()
 
 
+def build_in_child(model_path: str, options, *, temp_prefix: str, timing_cache_path: str | None = None,
+                   calibration_data: str | None = None, calibration_cache: str | None = None,
+                   plugin_libraries: tuple = (), timeout: float | None = None, show_progress: bool = True,
+                   verbose: bool = False, timeout_flag: str = "--model-timeout"):
+    """:func:`tegra_ai.trt.builder.build_engine` in a child interpreter; returns its
+    :class:`~tegra_ai.trt.builder.BuildResult`. The child's files are
+    ``temp_prefix + ".*.tmp"`` (removed in every case). A crash, a time-out or an
+    interruption (KeyboardInterrupt, SIGTERM via ``cli.common``) kills the child's process
+    group at once, even while TensorRT's C++ builder runs."""
+    from tegra_ai.spec import Sidecar
+    from tegra_ai.trt.builder import BuildResult
+
+    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise TegraAIError(f"{timeout_flag} {timeout!r}: expected a number of seconds > 0", exit_code=EXIT_USAGE)
+    req = {"onnx": os.path.abspath(model_path), "options": options.to_dict(), "timing_cache": timing_cache_path,
+           "calibration_data": calibration_data, "calibration_cache": calibration_cache,
+           "plugins": list(plugin_libraries),
+           "engine_out": temp_prefix + ".engine.tmp", "sidecar_out": temp_prefix + ".sidecar.tmp",
+           "result_out": temp_prefix + ".result.tmp", "request": temp_prefix + ".request.tmp",
+           "show_progress": show_progress, "verbose": verbose, "parent_pid": os.getpid()}
+    temps = (req["engine_out"], req["sidecar_out"], req["result_out"], req["request"])
+    proc = None
+    try:
+        with open(req["request"], "w") as f:
+            json.dump(req, f)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
+        # stdout of the child (TensorRT prints there at times) goes to our stderr:
+        # ``--json`` keeps stdout for the result.
+        try:
+            out = sys.stderr.fileno()
+        except (AttributeError, OSError, ValueError):
+            out = subprocess.DEVNULL
+        started = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "tegra_ai.cache.build_child", req["request"]],
+                                stdin=subprocess.DEVNULL, stdout=out, env=env, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            raise TegraAIError(f"the build took longer than {timeout_flag} {timeout:g} s and was stopped",
+                               hint=f"raise {timeout_flag}, or build this model on a builder Jetson "
+                                    "and ship the engine in the image") from None
+        seconds = time.monotonic() - started
+        result = None
+        try:
+            with open(req["result_out"]) as f:
+                result = json.load(f)
+        except (OSError, ValueError):
+            pass
+        if proc.returncode < 0:
+            raise TegraAIError(f"the engine build crashed ({_signal_name(-proc.returncode)}) after {seconds:.0f} s",
+                               hint="run 'tensorrt-optimize build' on this model with --verbose for TensorRT's log")
+        if not isinstance(result, dict) or result.get("ok") is not True:
+            if isinstance(result, dict) and result.get("error"):
+                raise TegraAIError(str(result["error"]), hint=result.get("hint"),
+                                   exit_code=int(result.get("exit_code") or EXIT_FAILURE))
+            raise TegraAIError(f"the engine build exited with status {proc.returncode} and no result")
+        with open(req["engine_out"], "rb") as f:
+            engine = f.read()
+        sidecar = Sidecar.load(req["sidecar_out"])
+        if sidecar.engine_size != len(engine) or not sidecar.describes(_sha256(engine)):
+            raise TegraAIError("the build child's engine does not match its sidecar")
+        return BuildResult(engine=engine, sidecar=sidecar, notes=list(result.get("notes") or []))
+    finally:
+        if proc is not None and proc.poll() is None:   # interrupted (Ctrl-C, SIGTERM) while waiting
+            kill_group(proc, grace=1.0)
+        _unlink(*temps)
+
+
 class ChildProcessBuilder:
     """``builder(entry) -> BuildResult`` for :func:`tegra_ai.cache.ensure.ensure`, each build
-    in a child interpreter with an optional time limit (``timeout`` seconds)."""
+    in a child interpreter (:func:`build_in_child`) with an optional time limit."""
 
     def __init__(self, cache, *, timeout: float | None = None, show_progress: bool = True, verbose: bool = False):
-        if timeout is not None and not timeout > 0:
-            raise TegraAIError(f"--model-timeout {timeout}: expected a number of seconds > 0", exit_code=EXIT_USAGE)
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise TegraAIError(f"--model-timeout {timeout!r}: expected a number of seconds > 0", exit_code=EXIT_USAGE)
         self.cache = cache
         self.timeout = timeout
         self.show_progress = show_progress
         self.verbose = verbose
 
-    def request(self, entry, prefix: str) -> dict:
+    def __call__(self, entry):
         from tegra_ai.util.atomic import atomic_writer
 
         # One timing cache for the whole cache dir: rebuilding after an OTA update of one
@@ -96,68 +166,11 @@ class ChildProcessBuilder:
         if entry.timing_cache and os.path.isfile(entry.timing_cache) and not os.path.exists(timing_cache):
             with open(entry.timing_cache, "rb") as src, atomic_writer(timing_cache) as dst:
                 dst.write(src.read())
-        return {"onnx": entry.onnx, "options": entry.options.to_dict(), "timing_cache": timing_cache,
-                "calibration_data": entry.calibration_data, "calibration_cache": entry.calibration_cache,
-                "plugins": list(getattr(entry, "plugins", ()) or ()),
-                "engine_out": prefix + ".engine.tmp", "sidecar_out": prefix + ".sidecar.tmp",
-                "result_out": prefix + ".result.tmp", "request": prefix + ".request.tmp",
-                "show_progress": self.show_progress, "verbose": self.verbose, "parent_pid": os.getpid()}
-
-    def __call__(self, entry):
-        from tegra_ai.spec import Sidecar
-        from tegra_ai.trt.builder import BuildResult
-
-        directory = self.cache.model_dir(entry.name)
-        prefix = os.path.join(directory, f".{entry.name}-build-{os.getpid()}")
-        req = self.request(entry, prefix)
-        temps = (req["engine_out"], req["sidecar_out"], req["result_out"], req["request"])
-        proc = None
-        try:
-            with open(req["request"], "w") as f:
-                json.dump(req, f)
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
-            # stdout of the child (TensorRT prints there at times) goes to our stderr:
-            # ``ensure --json`` keeps stdout for the summary.
-            try:
-                out = sys.stderr.fileno()
-            except (AttributeError, OSError, ValueError):
-                out = subprocess.DEVNULL
-            started = time.monotonic()
-            proc = subprocess.Popen([sys.executable, "-m", "tegra_ai.cache.build_child", req["request"]],
-                                    stdin=subprocess.DEVNULL, stdout=out, env=env, start_new_session=True)
-            try:
-                proc.wait(timeout=self.timeout)
-            except subprocess.TimeoutExpired:
-                kill_group(proc)
-                raise TegraAIError(f"the build took longer than --model-timeout {self.timeout:g} s and was stopped",
-                                   hint="raise --model-timeout, or build this model on a builder Jetson "
-                                        "and ship the engine in the image") from None
-            seconds = time.monotonic() - started
-            result = None
-            try:
-                with open(req["result_out"]) as f:
-                    result = json.load(f)
-            except (OSError, ValueError):
-                pass
-            if proc.returncode < 0:
-                raise TegraAIError(f"the engine build crashed ({_signal_name(-proc.returncode)}) after {seconds:.0f} s",
-                                   hint="run 'tensorrt-optimize build' on this model with --verbose for TensorRT's log")
-            if not isinstance(result, dict) or result.get("ok") is not True:
-                if isinstance(result, dict) and result.get("error"):
-                    raise TegraAIError(str(result["error"]), hint=result.get("hint"),
-                                       exit_code=int(result.get("exit_code") or EXIT_FAILURE))
-                raise TegraAIError(f"the engine build exited with status {proc.returncode} and no result")
-            with open(req["engine_out"], "rb") as f:
-                engine = f.read()
-            sidecar = Sidecar.load(req["sidecar_out"])
-            if sidecar.engine_size != len(engine) or not sidecar.describes(_sha256(engine)):
-                raise TegraAIError("the build child's engine does not match its sidecar")
-            return BuildResult(engine=engine, sidecar=sidecar, notes=list(result.get("notes") or []))
-        finally:
-            if proc is not None and proc.poll() is None:   # interrupted (Ctrl-C, SIGTERM) while waiting
-                kill_group(proc, grace=1.0)
-            _unlink(*temps)
+        prefix = os.path.join(self.cache.model_dir(entry.name), f".{entry.name}-build-{os.getpid()}")
+        return build_in_child(entry.onnx, entry.options, temp_prefix=prefix, timing_cache_path=timing_cache,
+                              calibration_data=entry.calibration_data, calibration_cache=entry.calibration_cache,
+                              plugin_libraries=tuple(getattr(entry, "plugins", ()) or ()), timeout=self.timeout,
+                              show_progress=self.show_progress, verbose=self.verbose)
 
 
 def _sha256(data: bytes) -> str:

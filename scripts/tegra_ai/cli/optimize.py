@@ -55,7 +55,8 @@ def _options_from_args(args):
 def cmd_build(args):
     from tegra_ai.onnx_files import model_files
     from tegra_ai.spec import check_output_paths
-    from tegra_ai.trt.builder import build_engine, write_engine
+    from tegra_ai.cache.build_child import build_in_child
+    from tegra_ai.trt.builder import write_engine
 
     options = _options_from_args(args)
     output = args.output or os.path.splitext(os.path.basename(args.model))[0] + ".engine"
@@ -63,10 +64,15 @@ def cmd_build(args):
     inputs = [args.model, args.timing_cache, args.calibration, args.calibration_cache, *args.plugin]
     inputs += model_files(args.model)      # a missing, empty or corrupt model is refused before TensorRT loads
     check_output_paths(output, protect=tuple(p for p in inputs if p))
-    result = build_engine(args.model, options, timing_cache_path=args.timing_cache,
-                          calibration_data=args.calibration, calibration_cache=args.calibration_cache,
-                          plugin_libraries=tuple(args.plugin), show_progress=not args.no_progress,
-                          verbose=args.verbose)
+    # The build runs in a child process: Ctrl-C / SIGTERM stop it at once (TensorRT's C++
+    # builder would otherwise hold them until it returns) and a crash is one line.
+    out_dir = os.path.dirname(os.path.abspath(output))
+    result = build_in_child(args.model, options, temp_prefix=os.path.join(out_dir, f".{os.path.basename(output)}"
+                                                                          f".build-{os.getpid()}"),
+                            timing_cache_path=args.timing_cache, calibration_data=args.calibration,
+                            calibration_cache=args.calibration_cache, plugin_libraries=tuple(args.plugin),
+                            timeout=args.timeout, show_progress=not args.no_progress, verbose=args.verbose,
+                            timeout_flag="--timeout")
     sidecar_path = write_engine(result, output, protect=tuple(p for p in inputs if p))
     sc = result.sidecar
     if args.json:
@@ -231,6 +237,7 @@ def build_parser():
     p.add_argument("-o", "--output", help="engine path (default: MODEL.engine here); the sidecar is ENGINE.json "
                    "(e.g. yolo.engine.json); files the tool did not write are never overwritten")
     p.add_argument("--timing-cache", metavar="FILE", help="timing cache: loaded, updated and saved atomically")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop the build after this long (exit 1)")
     _add_build_options(p)
     p.add_argument("--json", action="store_true", help="print the sidecar as JSON")
     p.add_argument("--no-progress", action="store_true")
