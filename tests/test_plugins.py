@@ -77,10 +77,7 @@ def test_trt85_loads_with_ctypes_and_registers_creators(plugin_so):
     trt, calls = _registry_trt(with_load_library=False)
     handle = compat.load_plugin_library(trt, feats, plugin_so)
     assert calls == []
-    registered = handle.tegra_ai_test_init_calls()
-    assert registered >= 1                                                       # initTegraAIPlugins ran
-    assert compat.load_plugin_library(trt, feats, plugin_so) is handle          # once per process
-    assert handle.tegra_ai_test_init_calls() == registered
+    assert handle.tegra_ai_test_init_calls() >= 1                              # initTegraAIPlugins ran
 
 
 @pytest.mark.nvcc
@@ -94,7 +91,6 @@ def test_trt85_path_with_the_compiled_plugin_core(tmp_path):
 @pytest.mark.parametrize("version", ["8.6.2", "10.3.0", "10.16.2"])
 def test_newer_releases_use_the_registry(plugin_so, version):
     trt, calls = _registry_trt(with_load_library=True)
-    compat.load_plugin_library(trt, compat.features_for(version), plugin_so)
     compat.load_plugin_library(trt, compat.features_for(version), plugin_so)
     assert calls == [plugin_so]
 
@@ -206,3 +202,13 @@ def test_manifest_plugins_must_match_the_options(plugin_bundle):
     json.dump(m, open(path, "w"))
     with pytest.raises(TegraAIError, match="do not match the build options"):
         load_manifest(path)
+
+
+def test_a_plugin_shared_by_two_models_is_loaded_once(plugin_bundle, tmp_path, model_factory):
+    bundle, lib = plugin_bundle
+    other = model_factory("other.onnx", input_dims=(1, 3, 8, 8), op="Sigmoid")
+    sha, files = model_digest(other)
+    add_to_bundle(bundle, "other", files, sha, BuildOptions(plugins=(lib,)), plugins=(lib,))
+    loaded = []
+    s = run_with_plugins(bundle, str(tmp_path / "cache"), loaded)
+    assert s["built"] == 2 and loaded == [lib]

@@ -144,6 +144,7 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
 
     index = {}
     this_release = None
+    loaded_plugins = set()
     for entry in entries:
         record = {"name": entry.name, "manifest": entry.manifest}
         summary["models"].append(record)
@@ -159,8 +160,9 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
             # Plugins first: their creators must be registered before an engine using
             # them is deserialized or built, and their digests are part of the key.
             for lib in entry.plugins:
-                if load_plugin is not None:
+                if load_plugin is not None and lib not in loaded_plugins:   # once per process
                     load_plugin(lib)
+                    loaded_plugins.add(lib)
             plugins = plugin_digests(entry.plugins)
             if plugins:
                 record["plugins"] = plugins

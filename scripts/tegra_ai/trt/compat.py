@@ -271,7 +271,6 @@ def available() -> bool:
 def reset_for_tests():
     global _loaded
     _loaded = None
-    _plugin_handles.clear()
 
 
 # --------------------------------------------------------------------------- building
@@ -508,9 +507,6 @@ def enable_detailed_profiling(trt, config) -> None:
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
 
 
-_plugin_handles: dict = {}
-
-
 def load_plugin_library(trt, feats: Features, path: str):
     """Load a plugin library so its creators register (before parse/build/deserialize).
 
@@ -519,13 +515,11 @@ def load_plugin_library(trt, feats: Features, path: str):
     opened with ``ctypes`` (``RTLD_GLOBAL``): creators it registers statically
     (``REGISTER_TENSORRT_PLUGIN``) appear then, and a library exporting
     ``initTegraAIPlugins`` (ours, see ``tegra_ai/plugin/``) is asked to register its
-    creators. A library is loaded once per process."""
+    creators (it guards against registering twice). Callers load a library once per
+    process (``ensure`` does)."""
     if os.sep in path and not os.path.isfile(path):
         raise TegraAIError(f"plugin library {path} does not exist",
                            hint="give the path the library has on this machine", exit_code=EXIT_USAGE)
-    key = os.path.realpath(path) if os.sep in path else path
-    if key in _plugin_handles:
-        return _plugin_handles[key]
     if feats.registry_load_library:
         handle = trt.get_plugin_registry().load_library(path)
         if handle is None:
@@ -544,7 +538,6 @@ def load_plugin_library(trt, feats: Features, path: str):
             init.restype = ctypes.c_bool
             if not init():
                 raise TegraAIError(f"{path}: initTegraAIPlugins() could not register its plugin creators")
-    _plugin_handles[key] = handle
     return handle
 
 
