@@ -21,22 +21,59 @@ def _usage(msg: str) -> TegraAIError:
     return TegraAIError(msg, exit_code=EXIT_USAGE)
 
 
+def _load_npy(path: str):
+    if os.path.getsize(path) == 0:
+        raise _usage(f"calibration array {path} is empty (0 bytes)")
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise _usage(f"calibration array {path} is not a .npy file")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "python objects" in str(exc).lower():
+            raise _usage(f"calibration array {path} holds Python objects (pickled); only numeric arrays are "
+                         "loaded, never pickles") from None
+        raise _usage(f"calibration array {path} is not a .npy file ({str(exc).splitlines()[0]})") from None
+    except (OSError, EOFError) as exc:
+        raise _usage(f"calibration array {path} is not a readable .npy file ({exc})") from None
+
+
+def load_calibration_arrays(path: str) -> dict:
+    """input name -> array from an ``.npz`` (or a directory of ``<input>.npy``); numeric
+    arrays only (``allow_pickle=False``): calibration data never runs code."""
+    import zipfile
+
+    if not os.path.exists(path):
+        raise _usage(f"calibration data {path} does not exist")
+    if os.path.isdir(path):
+        return {os.path.splitext(os.path.basename(f))[0]: _load_npy(f)
+                for f in sorted(glob.glob(os.path.join(path, "*.npy")))}
+    if os.path.getsize(path) == 0:
+        raise _usage(f"calibration data {path} is empty (0 bytes)")
+    if path.endswith(".npy"):
+        raise _usage(f"calibration data {path}: one .npy file; give an .npz with one array per input "
+                     "(or a directory of <input>.npy)")
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not hasattr(data, "files"):
+            raise _usage(f"calibration data {path} is one array, not an .npz file with one array per input")
+        with data:
+            return {k: data[k] for k in data.files}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise _usage(f"calibration data {path} holds Python objects (pickled); only numeric arrays are "
+                         "loaded, never pickles") from None
+        raise _usage(f"calibration data {path} is not an .npz file ({str(exc).splitlines()[0]})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise _usage(f"calibration data {path} is not an .npz file ({exc})") from None
+
+
 class CalibrationBatches:
     """Validated calibration arrays, served in batches (pure NumPy, no GPU)."""
 
     def __init__(self, path: str, inputs: list, batch_size: int = 8):
         self.path = path
-        if not os.path.exists(path):
-            raise _usage(f"calibration data {path} does not exist")
-        if os.path.isdir(path):
-            arrays = {os.path.splitext(os.path.basename(f))[0]: np.load(f, mmap_mode="r")
-                      for f in sorted(glob.glob(os.path.join(path, "*.npy")))}
-        else:
-            try:
-                with np.load(path) as data:
-                    arrays = {k: data[k] for k in data.files}
-            except (OSError, ValueError) as exc:
-                raise _usage(f"calibration data {path} is not an .npz file ({exc})") from None
+        arrays = load_calibration_arrays(path)
         if not arrays:
             raise _usage(f"calibration data {path} holds no arrays")
         self.arrays = {}
