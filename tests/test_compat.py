@@ -101,24 +101,20 @@ class _Enum:
             setattr(self, k, v)
 
 
-class _FakeTrt:
-    """Records what our control flow asks of TensorRT; not a claim about TensorRT itself."""
-    NetworkDefinitionCreationFlag = _Enum(EXPLICIT_BATCH=0, STRONGLY_TYPED=1)
-
-
-class _FakeBuilder:
-    def create_network(self, flags):
-        return flags
-
-
 @pytest.mark.parametrize("version,strong,expected", [
-    ("8.5.2", False, 1),          # EXPLICIT_BATCH
-    ("10.3", False, 0),           # explicit batch is implicit
-    ("10.3", True, 2),            # STRONGLY_TYPED
-    ("11.0", True, 2),
+    ("8.5.2", False, 1 << 0),     # EXPLICIT_BATCH (value 0) is required on 8.x
+    ("10.3", False, 0),           # explicit batch is implicit (the flag is deprecated)
+    ("10.3", True, 1 << 1),       # STRONGLY_TYPED (value 1)
+    ("10.16", True, 1 << 1),
+    ("11.0", True, 0),            # always strongly typed; STRONGLY_TYPED is value 0 there, deprecated, ignored
 ])
 def test_create_network_flags(version, strong, expected):
-    assert compat.create_network(_FakeTrt, compat.features_for(version), _FakeBuilder(), strong) == expected
+    from fake_trt import make_fake_trt
+
+    feats = compat.features_for(version)
+    trt = make_fake_trt(feats)
+    network = compat.create_network(trt, feats, trt.Builder(trt.Logger()), strong)
+    assert network._flags == expected
 
 
 def test_rtx_compute_capability_targets():
@@ -171,3 +167,23 @@ def test_load_reports_missing_tensorrt(monkeypatch):
     with pytest.raises(TegraAIError) as exc:
         compat.load()
     assert exc.value.exit_code == 69 and "TensorRT is not available" in exc.value.message
+
+
+def test_graph_instantiate_picks_the_name_of_the_installed_bindings(monkeypatch):
+    """cuda-python 13 has no cuGraphInstantiateWithFlags; 11.x's cuGraphInstantiate took a log buffer."""
+    from tegra_ai.cuda import compat as cuda_compat
+
+    class Old:
+        def cuGraphInstantiateWithFlags(self, g, f):
+            return (0, ("with_flags", g, f))
+
+        def cuGraphInstantiate(self, g, buf, size):
+            raise AssertionError("11.x signature used")
+
+    class New:
+        def cuGraphInstantiate(self, g, f):
+            return (0, ("flags", g, f))
+
+    for mod, want in ((Old(), "with_flags"), (New(), "flags")):
+        monkeypatch.setattr(cuda_compat, "driver", lambda mod=mod: mod)
+        assert cuda_compat.graph_instantiate("g") == (0, (want, "g", 0))

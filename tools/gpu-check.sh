@@ -45,5 +45,8 @@ status=${PIPESTATUS[0]}
 
 "$PY" benchmarks/bench_preprocess.py 2>&1 | tee "$LOG/bench-preprocess.txt"
 "$PY" benchmarks/bench_nms.py 2>&1 | tee "$LOG/bench-nms.txt"
+"$PY" benchmarks/bench_harness.py 2>&1 | tee "$LOG/bench-harness.txt"
+"$PY" benchmarks/bench_detect.py ${NMS_BASELINE:+--baseline-nms "$NMS_BASELINE"} 2>&1 | tee "$LOG/bench-detect.txt"
+"$PY" benchmarks/bench_runtime.py 2>&1 | tee "$LOG/bench-runtime.txt"
 echo "gpu tests exit status: $status"
 exit "$status"

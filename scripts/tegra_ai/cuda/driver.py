@@ -14,7 +14,7 @@ import threading
 import numpy as np
 
 from tegra_ai.cuda import compat
-from tegra_ai.errors import TegraAIError
+from tegra_ai.errors import EXIT_UNAVAILABLE, TegraAIError
 
 
 def check(result, what: str = "CUDA call"):
@@ -47,7 +47,15 @@ _lock = threading.Lock()
 @functools.lru_cache(maxsize=None)
 def _primary_context(ordinal: int):
     drv = compat.driver()
-    check(drv.cuInit(0), "cuInit")
+    try:
+        result = drv.cuInit(0)
+    except Exception as exc:  # noqa: BLE001 - cuda-python 13 raises when libcuda.so is absent
+        raise TegraAIError(f"no NVIDIA driver on this machine ({exc.__class__.__name__})",
+                           hint="this needs an NVIDIA GPU with its driver", exit_code=EXIT_UNAVAILABLE) from None
+    err = result[0] if isinstance(result, tuple) else result
+    if int(err) != 0:
+        raise TegraAIError(f"cuInit failed: {error_name(err)}", hint="this needs an NVIDIA GPU with its driver",
+                           exit_code=EXIT_UNAVAILABLE)
     device = check(drv.cuDeviceGet(ordinal), "cuDeviceGet")
     return check(drv.cuDevicePrimaryCtxRetain(device), "cuDevicePrimaryCtxRetain"), device
 
@@ -111,6 +119,33 @@ class DeviceBuffer:
         return array
 
 
+class HostBuffer:
+    """Page-locked host memory (``cuMemHostAlloc``) viewed as a NumPy array: transfers
+    from and to it are truly asynchronous and run at full bus speed."""
+
+    def __init__(self, shape, dtype):
+        drv = compat.driver()
+        ensure_context()
+        self.dtype = np.dtype(dtype)
+        self.shape = tuple(int(d) for d in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        self.ptr = int(check(drv.cuMemHostAlloc(max(1, self.nbytes), 0), f"cuMemHostAlloc({self.nbytes})"))
+        raw = (ctypes.c_uint8 * max(1, self.nbytes)).from_address(self.ptr)
+        self.array = np.frombuffer(raw, dtype=np.uint8, count=self.nbytes).view(self.dtype).reshape(self.shape)
+
+    def free(self):
+        if self.ptr:
+            self.array = None
+            compat.driver().cuMemFreeHost(self.ptr)
+            self.ptr = 0
+
+    def __del__(self):
+        try:
+            self.free()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
 def copy_htod(dst: int, array: np.ndarray, stream: int = 0):
     drv = compat.driver()
     check(drv.cuMemcpyHtoDAsync(int(dst), array.ctypes.data, array.nbytes, stream_handle(stream)), "cuMemcpyHtoDAsync")
@@ -132,6 +167,16 @@ def stream_handle(stream):
     return drv.CUstream(int(stream or 0))
 
 
+def copy_dtod(dst: int, src: int, nbytes: int, stream=0):
+    check(compat.driver().cuMemcpyDtoDAsync(int(dst), int(src), int(nbytes), stream_handle(stream)),
+          "cuMemcpyDtoDAsync")
+
+
+def memset_async(ptr: int, value: int, nbytes: int, stream=0):
+    check(compat.driver().cuMemsetD8Async(int(ptr), int(value), int(nbytes), stream_handle(stream)),
+          "cuMemsetD8Async")
+
+
 def stream_synchronize(stream=0):
     check(compat.driver().cuStreamSynchronize(stream_handle(stream)), "cuStreamSynchronize")
 
@@ -150,20 +195,96 @@ class Stream:
     def synchronize(self):
         stream_synchronize(self.handle)
 
+    def wait(self, event: "Event"):
+        """Later work on this stream waits for ``event`` (no host synchronisation)."""
+        check(compat.driver().cuStreamWaitEvent(self.handle, event.handle, 0), "cuStreamWaitEvent")
+
+    def destroy(self):
+        if getattr(self, "handle", None) is not None:
+            compat.driver().cuStreamDestroy(self.handle)
+            self.handle = None
+
 
 class Event:
-    def __init__(self):
+    """A timing event. ``blocking=True`` makes :meth:`synchronize` yield the CPU
+    (``CU_EVENT_BLOCKING_SYNC``) instead of spinning, as trtexec without --useSpinWait."""
+
+    def __init__(self, blocking: bool = False):
         drv = compat.driver()
         ensure_context()
-        self.handle = check(drv.cuEventCreate(drv.CUevent_flags.CU_EVENT_DEFAULT), "cuEventCreate")
+        flags = drv.CUevent_flags.CU_EVENT_BLOCKING_SYNC if blocking else drv.CUevent_flags.CU_EVENT_DEFAULT
+        self.handle = check(drv.cuEventCreate(flags), "cuEventCreate")
 
     def record(self, stream=0):
         check(compat.driver().cuEventRecord(self.handle, stream_handle(stream)), "cuEventRecord")
+
+    def synchronize(self):
+        check(compat.driver().cuEventSynchronize(self.handle), "cuEventSynchronize")
+
+    def query(self) -> bool:
+        """True when the work before the event has completed."""
+        return int(compat.driver().cuEventQuery(self.handle)[0]) == 0
 
     def elapsed_ms(self, start: "Event") -> float:
         drv = compat.driver()
         check(drv.cuEventSynchronize(self.handle), "cuEventSynchronize")
         return float(check(drv.cuEventElapsedTime(start.handle, self.handle), "cuEventElapsedTime"))
+
+    def destroy(self):
+        if self.handle is not None:
+            compat.driver().cuEventDestroy(self.handle)
+            self.handle = None
+
+    def __del__(self):
+        try:
+            self.destroy()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+class Graph:
+    """A CUDA graph captured from the work ``fn(stream)`` enqueues on ``stream``:
+
+        g = Graph.capture(lambda s: runner.run_async(s), stream)
+        g.launch(stream)
+
+    ``fn`` must not synchronize nor copy from pageable memory (capture would fail)."""
+
+    def __init__(self, graph, exec_handle):
+        self.graph, self.exec = graph, exec_handle
+
+    @classmethod
+    def capture(cls, fn, stream) -> "Graph":
+        drv = compat.driver()
+        h = stream_handle(stream)
+        mode = drv.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+        check(drv.cuStreamBeginCapture(h, mode), "cuStreamBeginCapture")
+        try:
+            fn(stream)
+        except BaseException:
+            drv.cuStreamEndCapture(h)
+            raise
+        graph = check(drv.cuStreamEndCapture(h), "cuStreamEndCapture (the captured work is not capturable)")
+        exec_handle = check(compat.graph_instantiate(graph), "cuGraphInstantiate")
+        return cls(graph, exec_handle)
+
+    def launch(self, stream=0):
+        check(compat.driver().cuGraphLaunch(self.exec, stream_handle(stream)), "cuGraphLaunch")
+
+    def destroy(self):
+        drv = compat.driver()
+        if self.exec is not None:
+            drv.cuGraphExecDestroy(self.exec)
+            self.exec = None
+        if self.graph is not None:
+            drv.cuGraphDestroy(self.graph)
+            self.graph = None
+
+    def __del__(self):
+        try:
+            self.destroy()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
 
 def kernel_args(*values) -> tuple:

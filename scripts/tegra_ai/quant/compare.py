@@ -190,9 +190,9 @@ def run_model(runner, feed: dict, default_batch: int = 64) -> dict:
 
 
 def load_feed(data, runner) -> dict:
-    from tegra_ai.trt.calibrator import load_arrays
+    from tegra_ai.trt.calibrator import load_calibration_arrays
 
-    arrays = load_arrays(data) if isinstance(data, str) else dict(data)
+    arrays = load_calibration_arrays(data) if isinstance(data, str) else dict(data)
     feed = {}
     for m in runner.input_metadata():
         if m.name not in arrays:

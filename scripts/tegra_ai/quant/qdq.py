@@ -80,9 +80,9 @@ def resolve_exclusions(model, exclude) -> list:
 
 def load_calibration(path: str, model) -> dict:
     """name -> float array for every graph input, from an .npz (no pickle)."""
-    from tegra_ai.trt.calibrator import load_arrays
+    from tegra_ai.trt.calibrator import load_calibration_arrays
 
-    arrays = load_arrays(path)
+    arrays = load_calibration_arrays(path)
     feed = {}
     counts = set()
     for inp in graph_inputs(model):

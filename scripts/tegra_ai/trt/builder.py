@@ -55,13 +55,52 @@ class ParsedNetwork:
 
 def tensorrt_identity(feats) -> dict:
     """What the key records of TensorRT: flavour, the bindings' version, libnvinfer's version."""
-    return {"flavor": feats.flavor, "version": feats.version_string,
-            "library_version": getattr(feats, "library_version", None) or feats.version_string}
+    return {"flavor": feats.flavor, "version": feats.version_string, "library_version": feats.library_version_string}
+
+
+def plugin_file(library: str) -> str:
+    """The file a plugin library name refers to: an absolute (or relative) path is itself;
+    a bare soname (``libfoo.so.1``) is the file the dynamic loader found for it (it is
+    loaded if it was not)."""
+    if os.sep in library:
+        return library
+    import ctypes
+
+    class _LinkMap(ctypes.Structure):
+        _fields_ = [("l_addr", ctypes.c_void_p), ("l_name", ctypes.c_char_p)]
+
+    try:
+        handle = ctypes.CDLL(library, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
+        libdl = ctypes.CDLL(None)
+        lm = ctypes.POINTER(_LinkMap)()
+        if libdl.dlinfo(ctypes.c_void_p(handle._handle), 2, ctypes.byref(lm)) == 0 and lm and lm.contents.l_name:
+            return os.fsdecode(lm.contents.l_name)          # RTLD_DI_LINKMAP = 2 (glibc)
+    except (OSError, AttributeError) as exc:
+        raise TegraAIError(f"plugin library {library}: the dynamic loader cannot find it ({exc})",
+                           hint="give an absolute path, or install the library where ld.so finds it",
+                           exit_code=EXIT_UNAVAILABLE) from None
+    raise TegraAIError(f"plugin library {library}: cannot tell which file the loader used",
+                       hint="give the plugin as an absolute path", exit_code=EXIT_UNAVAILABLE)
 
 
 def plugin_digests(plugin_libraries) -> dict:
-    """basename -> sha256 of each plugin library (part of the key)."""
-    return {os.path.basename(p): sha256_file(p) for p in plugin_libraries}
+    """basename of the name as given -> sha256 of the file it refers to (part of the key).
+    ``build --plugin /usr/lib/x/libp.so`` and a manifest naming ``libp.so`` give the same."""
+    out = {}
+    for p in plugin_libraries:
+        path = plugin_file(p)
+        if not os.path.isfile(path):
+            raise TegraAIError(f"plugin library {p} does not exist", exit_code=EXIT_USAGE)
+        out[os.path.basename(p)] = sha256_file(path)
+    return out
+
+
+def load_plugins(trt, feats, plugin_libraries) -> dict:
+    """Load each plugin library (its creators register with TensorRT) and return their
+    digests for the key. The same for ``build --plugin`` and ``ensure``."""
+    for lib in plugin_libraries:
+        compat.load_plugin_library(trt, feats, lib)
+    return plugin_digests(plugin_libraries)
 
 
 def target_facts(feats, compute_capability: str | None):
@@ -171,12 +210,7 @@ def configure(trt, feats, parsed: ParsedNetwork, options: BuildOptions, *, timin
     config = builder.create_builder_config()
     if any(i.is_dynamic for i in inputs) or options.profiles:
         for profile in profiles:
-            p = builder.create_optimization_profile()
-            for s in profile:
-                p.set_shape(s.name, s.min, s.opt, s.max)
-            if config.add_optimization_profile(p) < 0:
-                raise TegraAIError("TensorRT rejected an optimization profile: " + "; ".join(s.format() for s in profile),
-                                   exit_code=EXIT_USAGE)
+            compat.add_optimization_profile(builder, config, profile)
 
     compat.check_gpu_precisions(builder, typing["flags"])
     compat.set_builder_flags(trt, config, typing["flags"])
@@ -261,10 +295,19 @@ def build_engine(model_path: str, options: BuildOptions, *, timing_cache_path: s
                  calibration_data: str | None = None, calibration_cache: str | None = None,
                  calibration_batch: int | None = None, plugin_libraries: tuple = (), show_progress: bool = True,
                  verbose: bool = False, memo: HashMemo | None = None) -> BuildResult:
+    from tegra_ai.util.stdio import native_stdout_to_stderr
+
+    with native_stdout_to_stderr():    # TensorRT's native prints never reach stdout (--json)
+        return _build_engine(model_path, options, timing_cache_path=timing_cache_path,
+                             calibration_data=calibration_data, calibration_cache=calibration_cache,
+                             calibration_batch=calibration_batch, plugin_libraries=plugin_libraries,
+                             show_progress=show_progress, verbose=verbose, memo=memo)
+
+
+def _build_engine(model_path, options, *, timing_cache_path, calibration_data, calibration_cache,
+                  calibration_batch, plugin_libraries, show_progress, verbose, memo) -> BuildResult:
     trt, feats = compat.load()
-    for lib in plugin_libraries:
-        compat.load_plugin_library(trt, feats, lib)
-    plugins = plugin_digests(plugin_libraries)
+    plugins = load_plugins(trt, feats, plugin_libraries)
     facts = target_facts(feats, options.compute_capability)
     parsed = parse_network(trt, feats, model_path, options, verbose=verbose, memo=memo,
                            has_calibration=bool(calibration_data or calibration_cache))
@@ -307,4 +350,4 @@ def check_engine_matches(sidecar: Sidecar, feats, facts) -> list:
 
 __all__ = ["BuildResult", "ParsedNetwork", "Configured", "parse_network", "configure", "build_serialized",
            "make_sidecar", "build_engine", "write_engine", "engine_key", "target_facts", "check_engine_matches",
-           "tensorrt_identity", "plugin_digests"]
+           "tensorrt_identity", "plugin_digests", "plugin_file", "load_plugins"]

@@ -53,30 +53,55 @@ def check_array_file(path: str) -> None:
     except OSError as exc:
         raise _usage(f"cannot read {path}: {exc.strerror}") from None
     if not (head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06") or head == b"\x93NUMPY"):
-        raise _usage(f"{path} is not a valid .npz/.npy file")
+        raise _usage(f"{path} is not a valid .npz/.npy file (and is never loaded as pickled data)")
 
 
-def load_arrays(path: str) -> dict:
-    """name -> array of an .npz (never unpickled) or a directory of NAME.npy; ``_*`` keys skipped."""
+def _load_npy(path: str):
+    if os.path.getsize(path) == 0:
+        raise _usage(f"calibration array {path} is empty (0 bytes)")
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise _usage(f"calibration array {path} is not a .npy file")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "python objects" in str(exc).lower():
+            raise _usage(f"calibration array {path} holds Python objects (pickled); only numeric arrays are "
+                         "loaded, never pickles") from None
+        raise _usage(f"calibration array {path} is not a .npy file ({str(exc).splitlines()[0]})") from None
+    except (OSError, EOFError) as exc:
+        raise _usage(f"calibration array {path} is not a readable .npy file ({exc})") from None
+
+
+def load_calibration_arrays(path: str) -> dict:
+    """input name -> array from an ``.npz`` (or a directory of ``<input>.npy``); numeric
+    arrays only (``allow_pickle=False``): calibration data never runs code."""
+    import zipfile
+
     if not os.path.exists(path):
         raise _usage(f"calibration data {path} does not exist")
-    if os.path.isfile(path):
-        check_array_file(path)
+    if os.path.isdir(path):
+        return {os.path.splitext(os.path.basename(f))[0]: _load_npy(f)
+                for f in sorted(glob.glob(os.path.join(path, "*.npy")))}
+    if os.path.getsize(path) == 0:
+        raise _usage(f"calibration data {path} is empty (0 bytes)")
+    check_array_file(path)
+    if path.endswith(".npy"):
+        raise _usage(f"calibration data {path}: one .npy file; give an .npz with one array per input "
+                     "(or a directory of <input>.npy)")
     try:
-        if os.path.isdir(path):
-            arrays = {os.path.splitext(os.path.basename(f))[0]: np.load(f, mmap_mode="r", allow_pickle=False)
-                      for f in sorted(glob.glob(os.path.join(path, "*.npy")))}
-        else:
-            data = np.load(path, allow_pickle=False)
-            if isinstance(data, np.ndarray):
-                raise _usage(f"{path} is a single .npy array; expected an .npz with one array per model input")
-            with data:
-                arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as exc:
-        what = "object arrays (pickled data is never loaded)" if "pickle" in str(exc).lower() \
-            or "python objects" in str(exc).lower() else f"({exc})"
-        raise _usage(f"calibration data {path} is not a valid .npz/.npy {what}") from None
-    return {k: v for k, v in arrays.items() if not k.startswith("_")}
+        data = np.load(path, allow_pickle=False)
+        if not hasattr(data, "files"):
+            raise _usage(f"calibration data {path} is one array, not an .npz file with one array per input")
+        with data:  # keys starting with "_" (a calibration-dataset manifest, labels) are not inputs
+            return {k: data[k] for k in data.files if not k.startswith("_")}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise _usage(f"calibration data {path} holds Python objects (pickled); only numeric arrays are "
+                         "loaded, never pickles") from None
+        raise _usage(f"calibration data {path} is not an .npz file ({str(exc).splitlines()[0]})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise _usage(f"calibration data {path} is not an .npz file ({exc})") from None
 
 
 def _np_dtype(name: str):
@@ -94,7 +119,7 @@ class CalibrationBatches:
 
     def __init__(self, path: str, inputs: list, batch_size: int | None = None):
         self.path = path
-        arrays = load_arrays(path)
+        arrays = load_calibration_arrays(path)
         if not arrays:
             raise _usage(f"calibration data {path} holds no arrays")
         self.arrays, self.dtypes = {}, {}

@@ -7,7 +7,7 @@ import collections
 import os
 import re
 
-from tegra_ai.errors import EXIT_USAGE, TegraAIError
+from tegra_ai.errors import EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError
 from tegra_ai.spec import Sidecar, sidecar_path
 from tegra_ai.util.hashing import sha256_file
 
@@ -96,11 +96,15 @@ def inspect_engine(engine_path: str, with_layers: bool = True) -> dict:
 
     try:
         trt, feats = compat.load()
+        reason = "TensorRT-RTX cannot load engines here" if feats.is_rtx else None
     except TegraAIError as exc:
-        info["note"] = f"{exc.message}: showing the sidecar only"
-        return info
-    if feats.is_rtx:
-        info["note"] = "TensorRT-RTX cannot load engines here: showing the sidecar only"
+        reason = exc.message
+    if reason:
+        if sc is None:   # nothing at all to show: not "OK"
+            raise TegraAIError(f"{engine_path} has no sidecar ({os.path.basename(sidecar_path(engine_path))}) and "
+                               f"{reason[0].lower() + reason[1:]}; nothing to inspect",
+                               hint="inspect it on the device it was built for", exit_code=EXIT_UNAVAILABLE)
+        info["note"] = f"{reason}: showing the sidecar only"
         return info
     if sc is not None:
         from tegra_ai.trt.builder import check_engine_matches
@@ -115,6 +119,7 @@ def inspect_engine(engine_path: str, with_layers: bool = True) -> dict:
     info["tensorrt"] = feats.describe()
     info["io"] = compat.io_tensors(trt, engine)
     info["profiles"] = compat.engine_profiles(trt, engine)
+    info.update(compat.engine_weights(trt, engine))
     if with_layers:
         info.update(summarize_layers(compat.inspector_json(trt, feats, engine)))
     return info
@@ -130,6 +135,8 @@ def format_inspection(info: dict, show_layers: bool = False) -> str:
                      f"model {sc.get('model')} {str(sc.get('model_sha256', ''))[:12]}")
     if info.get("note"):
         lines.append(f"note:   {info['note']}")
+    if "weights_bytes" in info:
+        lines.append(f"weights: {info['weights_bytes'] / 1e6:.2f} MB")
     for t in info.get("io", []):
         lines.append(f"{t['mode']:6}  {t['name']} {t['shape']} {t['dtype']}")
     for i, prof in enumerate(info.get("profiles", [])):
