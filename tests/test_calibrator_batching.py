@@ -194,12 +194,13 @@ def test_cache_for_another_preprocessing_spec_is_recalibrated(tmp_path, default_
     assert calib_mod.check_cache(str(cache), _provenance(default_model, preprocess={"height": 8}))[0]
 
 
-def test_cache_without_provenance_is_refused(monkeypatch, tmp_path, default_model):
+def test_cache_without_provenance_is_used_and_said_to_be_unchecked(monkeypatch, tmp_path, default_model):
     cache = tmp_path / "legacy.cache"
-    cache.write_bytes(b"OLD")
-    use(monkeypatch, [("input", (1, 1, 8, 8))])
-    with pytest.raises(TegraAIError, match="has no provenance record"):
-        build_engine(default_model, BuildOptions(precision="int8"), calibration_cache=str(cache), show_progress=False)
+    cache.write_bytes(b"TRT-8500-EntropyCalibration2\n")
+    trt = use(monkeypatch, [("input", (1, 1, 8, 8))])
+    r = build_engine(default_model, BuildOptions(precision="int8"), calibration_cache=str(cache), show_progress=False)
+    assert trt._fake.calibration == [("cache", b"TRT-8500-EntropyCalibration2\n")]
+    assert any("has no provenance record" in n and "not checked" in n for n in r.notes)
 
 
 def test_pickled_calibration_data_is_refused(tmp_path):

@@ -315,4 +315,4 @@ def test_qat_without_torch_names_the_extra(monkeypatch):
     with pytest.raises(MissingDependencyError, match=r"meta-tegra-ai\[qat\]"):
         qat.digits_module()
     with pytest.raises(MissingDependencyError):
-        qat.insert_fake_quant(None, [], backend="torch")
+        qat.insert_quantizers(None, [], backend="torch")

@@ -10,7 +10,7 @@ per-channel weights, per-tensor activations, Q/DQ on the inputs of Conv/Linear o
 - ``torch``: a small torch-native fake-quant of our own (``torch.fake_quantize_per_*``,
   straight-through gradients), used when Model Optimizer is not installed.
 
-Steps: :func:`insert_fake_quant` (calibrates activation ranges with ``calib_batches``),
+Steps: :func:`insert_quantizers` (calibrates activation ranges with ``calib_batches``),
 fine-tune with the user's loop (or :func:`fine_tune`, a plain Adam + cross-entropy loop),
 :func:`export_qdq_onnx`. :func:`qat_digits` runs it all on the embedded digits model
 (trained by ``tegra_ai/models/make_digits.py`` on scikit-learn's 8x8 digits).
@@ -49,7 +49,7 @@ def resolve_backend(backend: str = "auto") -> str:
 
 # --------------------------------------------------------------------------- torch-native fake quant
 
-def _fake_quant_modules():
+def _quant_modules():
     torch = _torch()
     nn = torch.nn
     F = torch.nn.functional
@@ -115,7 +115,7 @@ def _wrap(model, FakeQuant, kinds, exclude=()):
     return wrapped
 
 
-def insert_fake_quant(model, calib_batches, backend: str = "auto", exclude=()) -> tuple:
+def insert_quantizers(model, calib_batches, backend: str = "auto", exclude=()) -> tuple:
     """Insert INT8 fake quantization and calibrate the activation ranges on ``calib_batches``
     (an iterable of input tensors on the model's device). Returns (model, backend used,
     quantized layer names)."""
@@ -135,7 +135,7 @@ def insert_fake_quant(model, calib_batches, backend: str = "auto", exclude=()) -
             mtq.disable_quantizer(model, lambda n: any(n.startswith(e) for e in exclude))
         names = sorted({n.rsplit(".", 1)[0] for n, _ in model.named_modules() if n.endswith("input_quantizer")})
         return model, backend, names
-    FakeQuant, kinds = _fake_quant_modules()
+    FakeQuant, kinds = _quant_modules()
     names = _wrap(model, FakeQuant, kinds, exclude)
     if not names:
         raise TegraAIError("the model has no Conv/Linear layer to quantize", exit_code=EXIT_USAGE)
@@ -253,7 +253,7 @@ def qat_digits(output: str, *, epochs: int = 3, lr: float = 1e-4, backend: str =
     to_t = lambda a: torch.from_numpy((a.astype(np.float32) / 255.0)[:, None]).to(device)  # noqa: E731
     net = digits_module().to(device)
     calib = [to_t(calib_x[i:i + 64]) for i in range(0, len(calib_x), 64)]
-    net, used, layers = insert_fake_quant(net, calib, backend)
+    net, used, layers = insert_quantizers(net, calib, backend)
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(tr_y), generator=g).numpy()
     xt, yt = to_t(tr_x[order]), torch.from_numpy(tr_y[order]).to(device)

@@ -221,17 +221,19 @@ def configure(trt, feats, parsed: ParsedNetwork, options: BuildOptions, *, timin
     compat.set_rtx_compute_capability(trt, feats, config, options.compute_capability)
     calibrator = None
     if "INT8" in typing["flags"] and not parsed.qdq and (calibration_data or calibration_cache):
-        from tegra_ai.trt.calibrator import CalibrationBatches, cache_provenance, dataset_preprocess, make_calibrator
+        from tegra_ai.trt.calibrator import (CalibrationBatches, cache_notes, cache_provenance, dataset_preprocess,
+                                            make_calibrator)
 
         batches = CalibrationBatches(calibration_data, inputs, calibration_batch) if calibration_data else None
-        calibrator = make_calibrator(trt, feats, batches, calibration_cache, provenance=cache_provenance(
-            parsed.model_sha256, feats.version_string, dataset_preprocess(calibration_data)))
+        provenance = cache_provenance(parsed.model_sha256, feats.version_string, dataset_preprocess(calibration_data))
+        calibrator = make_calibrator(trt, feats, batches, calibration_cache, provenance=provenance)
         compat.set_calibrator(feats, config, calibrator)
         if batches is not None and any(i.is_dynamic for i in inputs):
             compat.set_calibration_profile(trt, builder, config, {i.name: batches.batch_shape(i.name) for i in inputs})
         notes.append(f"implicit INT8 calibration: {batches.num_batches} batch(es) of {batches.batch_size}"
                      + (f" ({batches.dropped} sample(s) left over)" if batches.dropped else "")
                      if batches else f"implicit INT8 from calibration cache {calibration_cache}")
+        notes += cache_notes(calibration_cache, provenance)
     compat.enable_detailed_profiling(trt, config)
 
     timing_cache = None

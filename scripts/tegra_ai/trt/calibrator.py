@@ -19,8 +19,9 @@ one and :meth:`raise_if_failed` re-raises it after the build.
 
 A calibration cache is tied to what it was computed from: a ``CACHE.json`` beside it
 records the model's sha256, the preprocessing spec and the TensorRT version; a cache
-whose record differs is never used silently (it is recalibrated when data is given,
-else refused)."""
+whose record differs is never used (it is recalibrated when data is given, else refused);
+a cache without a record (from trtexec, or older tools) is used and the build notes say
+it was not checked."""
 
 from __future__ import annotations
 
@@ -206,8 +207,10 @@ def check_cache(cache_path: str | None, provenance: dict | None) -> tuple:
     try:
         with open(provenance_path(cache_path)) as f:
             recorded = json.load(f)
-    except FileNotFoundError:
-        return False, f"{cache_path} has no provenance record ({os.path.basename(provenance_path(cache_path))})"
+    except FileNotFoundError:  # a cache from trtexec or an older tool: usable, but said to be unchecked
+        return True, (f"calibration cache {cache_path} has no provenance record "
+                      f"({os.path.basename(provenance_path(cache_path))}): used as given, not checked against the "
+                      "model, TensorRT version or preprocessing")
     except (OSError, ValueError) as exc:
         return False, f"provenance record of {cache_path} is unreadable ({exc})"
     for key, what in (("model_sha256", "another model"), ("tensorrt", "another TensorRT version"),
@@ -217,6 +220,12 @@ def check_cache(cache_path: str | None, provenance: dict | None) -> tuple:
         if recorded.get(key) != provenance.get(key):
             return False, f"{cache_path} was computed for {what} ({recorded.get(key)!r:.40} != {provenance.get(key)!r:.40})"
     return True, "provenance matches"
+
+
+def cache_notes(cache_path: str | None, provenance: dict | None) -> list:
+    """What a build should say about the cache it uses (an unchecked cache is said so)."""
+    usable, reason = check_cache(cache_path, provenance)
+    return [reason] if usable and "no provenance record" in reason else []
 
 
 def dataset_preprocess(path: str | None) -> dict | None:
@@ -273,6 +282,8 @@ def make_calibrator(trt, feats, batches: CalibrationBatches | None, cache_path: 
                          hint="recalibrate with --calibration DATA.npz (the stale cache is then replaced)")
     elif cache_path and _read(cache_path) and not usable:
         log.warning("ignoring calibration cache: %s; recalibrating", reason)
+    for n in cache_notes(cache_path, provenance):
+        log.warning("%s", n)
     upload = uploader
 
     class Calibrator(base):
@@ -281,7 +292,7 @@ def make_calibrator(trt, feats, batches: CalibrationBatches | None, cache_path: 
             self.index = 0
             self.error = None
             self.cache_used = bool(usable and _read(cache_path))
-            self.served = []  # batch shapes handed to TensorRT (reported in the build notes)
+            self.served = []  # batch shapes handed to TensorRT
 
         def get_batch_size(self):
             return batches.batch_size if batches else 1
