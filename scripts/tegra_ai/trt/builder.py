@@ -167,7 +167,7 @@ def parse_network(trt, feats, model_path: str, options: BuildOptions, *, has_cal
 
         workdir = tempfile.TemporaryDirectory(prefix="tegra-ai-fp16-")
         parse_path, precision = fp16_model_for_build(model_path, workdir.name), "fp32"
-        fp16_notes.append(f"--precision fp16 on {feats.describe()}: built from an FP16 copy converted on the host "
+        fp16_notes.append(f"--precision fp16 on {feats.describe()}: built from an FP16 copy of the model "
                           "(tegra_ai.onnx_fp16; inputs/outputs and sensitive ops FP32)")
     typing = compat.resolve_typing(feats, precision, qdq, options.strongly_typed,
                                    has_calibration=has_calibration)
