@@ -98,12 +98,19 @@ def main(argv=None):
     ap.add_argument("--streams", default="1,2,4,8,16")
     ap.add_argument("--scaling-spin-wait", action="store_true",
                     help="spin-wait events in the scaling run (default: blocking sync, as model-benchmark)")
+    ap.add_argument("--default-connections", action="store_true",
+                    help="leave CUDA_DEVICE_MAX_CONNECTIONS alone (model-benchmark sets 32 for --streams > 1)")
     args = ap.parse_args(argv)
 
+    from tegra_ai.bench.harness import prepare_streams
+
+    if not args.default_connections:   # what model-benchmark does, before any CUDA context
+        prepare_streams(max(int(n) for n in args.streams.split(",")))
     from tegra_ai import platform
 
     facts = platform.detect()
-    print(f"device: {facts.device_name if facts else 'unknown'} (sm {facts.compute_capability if facts else '?'})")
+    print(f"device: {facts.device_name if facts else 'unknown'} (sm {facts.compute_capability if facts else '?'}); "
+          f"CUDA_DEVICE_MAX_CONNECTIONS={os.environ.get('CUDA_DEVICE_MAX_CONNECTIONS', 'default (8)')}")
     print()
     print("harness overhead per query (host-bound: 0 us kernel; spin-wait; us = microseconds)")
     print(f"{'kernel us':>10}{'graph':>7}{'copies':>8}{'bare us':>10}{'harness us':>12}{'overhead':>10}"

@@ -165,3 +165,4 @@ def test_graph_replay_matches_eager(tv, rng):
         post.launch([src.data_ptr()], stream.cuda_stream)
         stream.synchronize()
         assert_same(post.results(), post(h.cpu().numpy()))
+    assert len(heads) > 1 and post._graphs, "launch() never captured its graph (only the eager first call ran)"

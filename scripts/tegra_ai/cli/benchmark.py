@@ -68,10 +68,11 @@ def _add_run_options(p):
 
 
 def _config(args):
-    from tegra_ai.bench.harness import BenchConfig
+    from tegra_ai.bench.harness import BenchConfig, prepare_streams
 
     if args.noisy_cv <= 0:
         raise TegraAIError(f"--noisy-cv must be a positive percentage, got {args.noisy_cv}", exit_code=EXIT_USAGE)
+    prepare_streams(args.streams)   # before any CUDA context: hardware queues for N streams
     return BenchConfig(warmup_ms=args.warmup, duration_s=args.duration, iterations=args.iterations,
                        streams=args.streams, cuda_graph=args.cuda_graph, transfers=not args.no_data_transfers,
                        spin_wait=args.spin_wait, percentiles=args.percentile, noisy_cv=args.noisy_cv / 100).validate()

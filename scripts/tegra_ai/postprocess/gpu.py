@@ -171,18 +171,32 @@ class DetectionPostprocessor:
             self.set_mappings(stream=stream)
         key = (tuple(int(x) for x in head_ptrs), bool(download))
         exe = self._graphs.get(key)
-        if exe is None:
-            def body(s):
-                self.run_device(head_ptrs, s)
-                if download:
-                    self.enqueue_download(s)
-            if self._capture_stream is None:
-                self._capture_stream = Stream()
+        if exe is not None:
+            exe.launch(stream)
+            return
+
+        def body(s):
+            self.run_device(head_ptrs, s)
+            if download:
+                self.enqueue_download(s)
+
+        # First call for these pointers: run eagerly (this call's result, and it loads the
+        # kernels: CUDA's lazy loading inside a capture can invalidate a capture another
+        # thread has under way), then capture for the next calls. A capture that another
+        # thread's work invalidated is simply tried again on a later call.
+        body(stream)
+        if self._capture_stream is None:
+            self._capture_stream = Stream()
+        try:
             exe = Graph.capture(body, int(self._capture_stream))
-            if len(self._graphs) > 8:
-                self._graphs.clear()
-            self._graphs[key] = exe
-        exe.launch(stream)
+        except TegraAIError as exc:
+            if "CAPTURE" not in exc.message:
+                raise
+            log.debug("graph capture of the detector post-processing failed (%s); retrying later", exc.message)
+            return
+        if len(self._graphs) > 8:
+            self._graphs.clear()
+        self._graphs[key] = exe
 
     def enqueue_download(self, stream=0):
         """Start copying the results into pinned host memory (asynchronous)."""
