@@ -38,7 +38,6 @@ class FakeDriver:
 
 @pytest.fixture
 def host_device(monkeypatch):
-    from tegra_ai.backend import workload
     from tegra_ai.cuda import compat as cuda_compat, driver
 
     fake = FakeDriver()
@@ -46,7 +45,7 @@ def host_device(monkeypatch):
     monkeypatch.setattr(driver, "Stream", lambda: 7)
     monkeypatch.setattr(driver, "stream_handle", lambda s: int(s))
     monkeypatch.setattr(cuda_compat, "driver", lambda: fake)
-    monkeypatch.setattr(workload, "PinnedHostBuffer", HostPinned)
+    monkeypatch.setattr(driver, "HostBuffer", HostPinned)
     return fake
 
 

@@ -74,7 +74,7 @@ class TensorRTRunner(Runner):
     def prepare(self):
         """Fix the input shapes (``self.shapes`` for dynamic ones), allocate pinned host
         and device buffers for every IO tensor and bind their addresses (once)."""
-        from tegra_ai.backend.workload import PinnedHostBuffer
+        from tegra_ai.cuda import driver as _driver
         from tegra_ai.cuda import driver
 
         if self._prepared is not None:
@@ -93,7 +93,7 @@ class TensorRTRunner(Runner):
         for t in self.io:
             dims = tuple(self.context.get_tensor_shape(t["name"]))
             dtype = np.dtype(t["dtype"])
-            pinned[t["name"]] = PinnedHostBuffer(dims, dtype)
+            pinned[t["name"]] = _driver.HostBuffer(dims, dtype)
             device[t["name"]] = buf = driver.DeviceBuffer(max(pinned[t["name"]].nbytes, 1))
             self.context.set_tensor_address(t["name"], int(buf))
         self._prepared = {"pinned": pinned, "device": device}

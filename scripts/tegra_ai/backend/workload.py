@@ -104,41 +104,6 @@ def _load_function(ordinal: int):
         return _modules[ordinal].function(KERNEL_NAME)
 
 
-class PinnedHostBuffer:
-    """Page-locked host memory (``cuMemHostAlloc``) seen as a NumPy array; copies from and
-    to it are truly asynchronous and can be captured in a CUDA graph."""
-
-    def __init__(self, shape, dtype, ordinal: int = 0):
-        from tegra_ai.cuda import compat
-        from tegra_ai.cuda.driver import check, ensure_context
-
-        ensure_context(ordinal)
-        self.dtype = np.dtype(dtype)
-        self.shape = tuple(shape)
-        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
-        self.ptr = int(check(compat.driver().cuMemHostAlloc(max(1, self.nbytes), 0), f"cuMemHostAlloc({self.nbytes})"))
-        raw = (ctypes.c_ubyte * max(1, self.nbytes)).from_address(self.ptr)
-        self.array = np.frombuffer(raw, dtype=np.uint8, count=self.nbytes).view(self.dtype).reshape(self.shape)
-        self.array[...] = 0
-
-    def __int__(self):
-        return self.ptr
-
-    def free(self):
-        if self.ptr:
-            from tegra_ai.cuda import compat
-
-            self.array = None
-            compat.driver().cuMemFreeHost(self.ptr)
-            self.ptr = 0
-
-    def __del__(self):
-        try:
-            self.free()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
-
-
 class CudaWorkloadRunner(Runner):
     """A kernel that spins ``duration_us`` on the GPU, plus optional copies of
     ``inputs``/``outputs`` ({name: (shape, dtype)}) between pinned host and device memory.
@@ -178,7 +143,7 @@ class CudaWorkloadRunner(Runner):
 
     def _activate(self):
         from tegra_ai.cuda import compat
-        from tegra_ai.cuda.driver import DeviceBuffer, check
+        from tegra_ai.cuda.driver import DeviceBuffer, HostBuffer, check
 
         self._function = _load_function(self.ordinal)
         drv = compat.driver()
@@ -186,7 +151,7 @@ class CudaWorkloadRunner(Runner):
         for table, host, dev in ((self.inputs, self.host_inputs, self.device_inputs),
                                  (self.outputs, self.host_outputs, self.device_outputs)):
             for name, (shape, dtype) in table.items():
-                pinned = PinnedHostBuffer(shape, dtype, self.ordinal)
+                pinned = HostBuffer(shape, dtype, self.ordinal)
                 buf = DeviceBuffer(pinned.nbytes)
                 check(drv.cuMemsetD8(int(buf), 0, max(1, pinned.nbytes)), "cuMemsetD8")
                 self._owned += [pinned, buf]

@@ -123,15 +123,19 @@ class HostBuffer:
     """Page-locked host memory (``cuMemHostAlloc``) viewed as a NumPy array: transfers
     from and to it are truly asynchronous and run at full bus speed."""
 
-    def __init__(self, shape, dtype):
+    def __init__(self, shape, dtype, ordinal: int = 0):
         drv = compat.driver()
-        ensure_context()
+        ensure_context(ordinal)
         self.dtype = np.dtype(dtype)
         self.shape = tuple(int(d) for d in (shape if isinstance(shape, (tuple, list)) else (shape,)))
         self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
         self.ptr = int(check(drv.cuMemHostAlloc(max(1, self.nbytes), 0), f"cuMemHostAlloc({self.nbytes})"))
         raw = (ctypes.c_uint8 * max(1, self.nbytes)).from_address(self.ptr)
         self.array = np.frombuffer(raw, dtype=np.uint8, count=self.nbytes).view(self.dtype).reshape(self.shape)
+        self.array[...] = 0
+
+    def __int__(self):
+        return self.ptr
 
     def free(self):
         if self.ptr:
