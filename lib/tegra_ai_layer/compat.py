@@ -5,7 +5,7 @@ import os
 import re
 
 __all__ = ["unpackdir", "recipe_available", "layer_recipe_versions", "project_version",
-           "proprietary_license"]
+           "proprietary_license", "state_directory_line"]
 
 
 def unpackdir(d):
@@ -73,3 +73,17 @@ def proprietary_license(d):
     """'Proprietary' up to scarthgap; 'LicenseRef-Proprietary' (SPDX syntax, as meta-tegra master uses) after."""
     series = (d.getVar("LAYERSERIES_CORENAMES") or "").split()
     return "Proprietary" if "scarthgap" in series else "LicenseRef-Proprietary"
+
+
+def state_directory_line(d, var="TEGRA_AI_ENGINE_CACHE"):
+    """The unit's ``StateDirectory=`` line when ``var`` is below ``${localstatedir}/lib``, else a comment.
+
+    systemd creates a StateDirectory before the service starts (and keeps it writable
+    under ProtectSystem=strict); a cache elsewhere (e.g. /data on a read-only rootfs)
+    is created by tmpfiles.d and opened with ReadWritePaths instead.
+    """
+    path = (d.getVar(var) or "").rstrip("/")
+    base = (d.getVar("localstatedir") or "/var").rstrip("/") + "/lib/"
+    if path.startswith(base) and len(path) > len(base):
+        return "StateDirectory=" + path[len(base):]
+    return "# %s is outside %s: created by tmpfiles.d, no StateDirectory" % (var, base.rstrip("/"))

@@ -31,23 +31,30 @@
 # Where engines are built:
 #  * By default (TEGRA_AI_ENGINE_BUILDER empty) on the device at first boot, by
 #    tegra-ai-engines.service, into ${TEGRA_AI_ENGINE_CACHE}.
-#  * TEGRA_AI_ENGINE_BUILDER = "ssh root@orin-ref": a reference Jetson of the same
-#    module and BSP, running this layer's image (tensorrt-optimize on its PATH),
-#    builds them at image-build time. The value is any command that runs its
-#    last argument as a shell script with stdin/stdout passed through (ssh,
-#    "docker exec -i NAME sh -c", ...). ssh must be allowed on the build host:
-#    HOSTTOOLS_NONFATAL += "ssh" in local.conf.
+#  * TEGRA_AI_ENGINE_BUILDER = "ssh -o BatchMode=yes root@orin-ref": a reference
+#    Jetson of the same module and BSP, running this layer's image (tensorrt-optimize
+#    on its PATH), builds them at image-build time. The value is any command that
+#    runs its last argument as a shell script with stdin/stdout passed through
+#    (ssh, "docker exec -i NAME sh -c", ...). ssh must be allowed on the build
+#    host: HOSTTOOLS_NONFATAL += "ssh" in local.conf. Credentials: the ssh-agent
+#    of the shell that started bitbake is used (SSH_AUTH_SOCK is passed to this
+#    task only), or a key file: "ssh -i /path/key -o BatchMode=yes root@orin-ref".
+#    The task gets network access ([network]) only in this case, and BitBake runs
+#    the engine tasks of one builder one at a time ([lockfiles]).
 #  * TEGRA_AI_ENGINE_BUILDER = "local": the build host itself, only accepted when
 #    the build host is an aarch64 Jetson (set TEGRA_AI_ENGINE_BUILDER_TOOL to an
 #    absolute path there). An x86 build host cannot build Jetson engines: an
 #    engine is tied to the GPU, the TensorRT version and the platform.
-# Engines coming back from a builder are checked with `tensorrt-optimize
-# verify-cache` against TEGRA_AI_TRT_VERSION and TEGRA_AI_COMPUTE_CAPABILITY;
-# a mismatch fails the build instead of packaging engines the device would
-# reject. They are packaged under their cache keys in ${TEGRA_AI_ENGINE_SEED}
-# (read-only, part of the rootfs and so of every OTA update); the first-boot
-# service copies a matching one into the persistent ${TEGRA_AI_ENGINE_CACHE}
-# instead of building it (`ensure --seed`).
+# Before building, the builder must report the image's TensorRT version, compute
+# capability, L4T release (and TEGRA_AI_ENGINE_BUILDER_MODULE when set); otherwise
+# the task fails with what differs. These values are in the task's signature,
+# with the models and their options: an unchanged model is not rebuilt, and the
+# builder keeps a persistent cache (TEGRA_AI_ENGINE_BUILDER_CACHE) so a task that
+# runs again (new sstate, another build host) gets cache hits there.
+# Engines coming back are also checked with `tensorrt-optimize verify-cache`.
+# They are packaged under their cache keys in ${TEGRA_AI_ENGINE_SEED} (read-only,
+# part of the rootfs and so of every OTA update); the first-boot service uses a
+# matching one in place of building it (`ensure --seed`).
 
 # Models of this recipe (names; each needs TEGRA_AI_MODEL_<name>).
 TEGRA_AI_MODELS ??= ""
@@ -69,11 +76,19 @@ TEGRA_AI_ONNX_CHECK ??= "0"
 TEGRA_AI_ENGINE_BUILDER ??= ""
 # tensorrt-optimize as the builder runs it.
 TEGRA_AI_ENGINE_BUILDER_TOOL ??= "tensorrt-optimize"
-# On-device locations (the contract in docs/ARCHITECTURE.md).
-TEGRA_AI_MODELS_DIR ??= "${datadir}/tegra-ai/models"
-TEGRA_AI_ENGINE_CACHE ??= "${localstatedir}/lib/tegra-ai/engines"
-# Engines prebuilt at image-build time (read-only seed of the cache above).
-TEGRA_AI_ENGINE_SEED ??= "${datadir}/tegra-ai/engines"
+# The image's L4T release (meta-tegra's L4T_VERSION), checked on the builder.
+TEGRA_AI_L4T_VERSION ??= "${@d.getVar('L4T_VERSION') or ''}"
+# The builder's device-tree model (/proc/device-tree/model), checked when set:
+# engines are keyed on the module, so a builder of another module gives engines
+# the device rebuilds.
+TEGRA_AI_ENGINE_BUILDER_MODULE ??= ""
+# The builder's persistent engine cache (one folder per MACHINE and bundle).
+TEGRA_AI_ENGINE_BUILDER_CACHE ??= "/var/lib/tegra-ai/builder-cache"
+
+# On-device locations: TEGRA_AI_MODELS_DIR, TEGRA_AI_ENGINE_CACHE, TEGRA_AI_ENGINE_SEED.
+inherit tegra_ai_paths
+# L4T_VERSION comes from meta-tegra's l4t_version class.
+inherit ${@'l4t_version' if any(bb.utils.which(d.getVar('BBPATH'), c + '/l4t_version.bbclass') for c in ('classes', 'classes-recipe')) else ''}
 
 TEGRA_AI_SRCDIR ?= "${@tegra_ai_layer.compat.unpackdir(d)}"
 TEGRA_AI_BUNDLE_DIR = "${B}/tegra-ai-bundle"
@@ -89,38 +104,57 @@ python __anonymous() {
         builder = engines.check_builder(d)
     except engines.ModelConfigError as e:
         bb.fatal("%s: %s" % (d.getVar("PN"), e))
+    d.setVar("TEGRA_AI_ENGINES_PREBUILT", "1" if builder else "0")
     if builder:
         # Engines are device specific: package them for this machine only.
         d.setVar("PACKAGE_ARCH", d.getVar("MACHINE_ARCH"))
-        # The builder is outside BitBake's view: rebuild every time, never from sstate.
-        d.setVarFlag("do_compile", "nostamp", "1")
+        # ssh to the builder: tasks run without network unless they ask for it.
+        d.setVarFlag("do_compile", "network", "1")
+        # One engine build at a time per builder (one GPU, limited memory).
+        d.appendVarFlag("do_compile", "lockfiles", " " + engines.builder_lockfile(d))
 }
 
 tensorrt_engine_build_on_builder() {
-    bbnote "Building TensorRT engines on the engine builder '${TEGRA_AI_ENGINE_BUILDER}' (target: TensorRT ${TEGRA_AI_TRT_VERSION}, compute capability ${TEGRA_AI_COMPUTE_CAPABILITY})"
+    bbnote "Building TensorRT engines on the engine builder '${TEGRA_AI_ENGINE_BUILDER}' (target: TensorRT ${TEGRA_AI_TRT_VERSION}, compute capability ${TEGRA_AI_COMPUTE_CAPABILITY}, L4T ${TEGRA_AI_L4T_VERSION})"
     mkdir -p ${TEGRA_AI_ENGINE_DIR}
+    sock="${@tegra_ai_layer.engines.ssh_auth_sock(d)}"
+    [ -z "$sock" ] || export SSH_AUTH_SOCK="$sock"
     if ! tar -C ${TEGRA_AI_BUNDLE_DIR} -cf - . \
         | ${@tegra_ai_layer.engines.builder_command(d) or 'false'} \
         | tar -C ${TEGRA_AI_ENGINE_DIR} -xf -; then
-        bbfatal "the engine builder '${TEGRA_AI_ENGINE_BUILDER}' failed; fix it, or leave TEGRA_AI_ENGINE_BUILDER empty to build the engines on the device at first boot"
+        bbfatal "the engine builder '${TEGRA_AI_ENGINE_BUILDER}' failed (see the lines above: a 'builder mismatch' means it is not the image's TensorRT/GPU/L4T); fix it, or leave TEGRA_AI_ENGINE_BUILDER empty to build the engines on the device at first boot"
     fi
     if ! tensorrt-optimize verify-cache ${TEGRA_AI_ENGINE_DIR} --trt-version ${@tegra_ai_layer.engines.short_trt_version(d.getVar('TEGRA_AI_TRT_VERSION'))} --compute-capability ${TEGRA_AI_COMPUTE_CAPABILITY}; then
         bbfatal "refusing the engines from '${TEGRA_AI_ENGINE_BUILDER}': they were not built with TensorRT ${TEGRA_AI_TRT_VERSION} for compute capability ${TEGRA_AI_COMPUTE_CAPABILITY} (the image's). Use a builder Jetson with the same module and BSP as the image, or leave TEGRA_AI_ENGINE_BUILDER empty."
     fi
 }
+# The builder's address, its cache folder and the agent socket do not change the
+# engines: the facts checked on the builder (in the function) do.
+tensorrt_engine_build_on_builder[vardepsexclude] += "TEGRA_AI_ENGINE_BUILDER TEGRA_AI_ENGINE_BUILDER_CACHE BB_ORIGENV SSH_AUTH_SOCK TMPDIR"
+tensorrt_engine_build_on_builder[vardeps] += "TEGRA_AI_TRT_VERSION TEGRA_AI_COMPUTE_CAPABILITY TEGRA_AI_L4T_VERSION TEGRA_AI_ENGINE_BUILDER_MODULE MACHINE"
 
 tensorrt_engine_do_compile() {
     rm -rf ${TEGRA_AI_BUNDLE_DIR} ${TEGRA_AI_ENGINE_DIR}
     mkdir -p ${TEGRA_AI_BUNDLE_DIR}
     cd ${TEGRA_AI_SRCDIR}
     ${@tegra_ai_layer.engines.bundle_commands(d)}
-    if [ -n "${TEGRA_AI_ENGINE_BUILDER}" ]; then
+    if [ "${TEGRA_AI_ENGINES_PREBUILT}" = "1" ]; then
         tensorrt_engine_build_on_builder
     else
         bbnote "TensorRT engines for ${TEGRA_AI_MODELS} will be built on the device at first boot (tegra-ai-engines.service); set TEGRA_AI_ENGINE_BUILDER to build them on a reference Jetson instead"
     fi
 }
-do_compile[vardeps] += "TEGRA_AI_MODELS ${@' '.join('TEGRA_AI_MODEL_' + m for m in (d.getVar('TEGRA_AI_MODELS') or '').split())}"
+do_compile[vardepsexclude] += "TEGRA_AI_ENGINE_BUILDER"
+# Task signature: the models' options are varflags, which BitBake does not hash;
+# TEGRA_AI_MODELS_SIGNATURE holds them (and the models' file names) as one value.
+# The target description is computed by python; [vardepvalue] hashes its result.
+TEGRA_AI_MODELS_SIGNATURE = "${@tegra_ai_layer.engines.models_signature(d)}"
+TEGRA_AI_MODELS_SIGNATURE[vardepvalue] = "${TEGRA_AI_MODELS_SIGNATURE}"
+TEGRA_AI_TRT_VERSION[vardepvalue] = "${TEGRA_AI_TRT_VERSION}"
+TEGRA_AI_COMPUTE_CAPABILITY[vardepvalue] = "${TEGRA_AI_COMPUTE_CAPABILITY}"
+TEGRA_AI_L4T_VERSION[vardepvalue] = "${TEGRA_AI_L4T_VERSION}"
+TEGRA_AI_BUNDLE_TARGET[vardepvalue] = "${TEGRA_AI_BUNDLE_TARGET}"
+do_compile[vardeps] += "TEGRA_AI_MODELS_SIGNATURE TEGRA_AI_ENGINES_PREBUILT TEGRA_AI_MODELS ${@' '.join('TEGRA_AI_MODEL_' + m for m in (d.getVar('TEGRA_AI_MODELS') or '').split())}"
 # Models given by absolute path (not through SRC_URI) are tracked here.
 do_compile[file-checksums] += "${@tegra_ai_layer.engines.absolute_file_checksums(d)}"
 
