@@ -22,6 +22,7 @@ SRC_URI = "${@' '.join('file://%s;subdir=tegra-ai' % p for p in ['LICENSE'] + d.
 S = "${@tegra_ai_layer.compat.unpackdir(d)}/tegra-ai"
 
 tegra_ai_source_drop_bytecode() {
-    find ${S} \( -name __pycache__ -type d -prune -exec rm -rf {} + \) -o \( -name '*.py[co]' -type f -delete \)
+    find ${S} -depth -type d -name __pycache__ -exec rm -rf {} +
+    find ${S} -type f -name '*.py[co]' -exec rm -f {} +
 }
 do_unpack[postfuncs] += "tegra_ai_source_drop_bytecode"

@@ -86,4 +86,5 @@ def state_directory_line(d, var="TEGRA_AI_ENGINE_CACHE"):
     base = (d.getVar("localstatedir") or "/var").rstrip("/") + "/lib/"
     if path.startswith(base) and len(path) > len(base):
         return "StateDirectory=" + path[len(base):]
-    return "# %s is outside %s: created by tmpfiles.d, no StateDirectory" % (var, base.rstrip("/"))
+    # no "," or "&": the recipe puts this line into the unit with sed
+    return "# %s is outside %s: tmpfiles.d creates it (no StateDirectory)" % (var, base.rstrip("/"))

@@ -10,6 +10,8 @@ LIC_FILES_CHKSUM = "${TEGRA_AI_LICENSE_CHKSUM}"
 
 SRC_URI = "file://tegra-ai-engines.service file://tegra-ai-engines.default file://tegra-ai-engines.tmpfiles"
 S = "${@tegra_ai_layer.compat.unpackdir(d)}"
+# The unit and files are rendered here (never over their sources in S).
+B = "${WORKDIR}/build"
 
 # TEGRA_AI_MODELS_DIR, TEGRA_AI_ENGINE_CACHE (persistent!), TEGRA_AI_ENGINE_SEED
 inherit tegra_ai_paths systemd allarch
@@ -27,6 +29,7 @@ do_compile[noexec] = "1"
 
 do_install() {
     f=${S}
+    mkdir -p ${B}
     install -d ${D}${systemd_system_unitdir} ${D}${sysconfdir}/default ${D}${nonarch_libdir}/tmpfiles.d \
         ${D}${TEGRA_AI_MODELS_DIR}
     for src in tegra-ai-engines.service tegra-ai-engines.default tegra-ai-engines.tmpfiles; do

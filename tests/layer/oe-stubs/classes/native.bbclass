@@ -1,0 +1,1 @@
+# openembedded-core native.bbclass: the emulation builds the target variant only.

@@ -1,0 +1,1 @@
+# openembedded-core nativesdk.bbclass: the emulation builds the target variant only.
