@@ -105,6 +105,9 @@ python __anonymous() {
     except engines.ModelConfigError as e:
         bb.fatal("%s: %s" % (d.getVar("PN"), e))
     d.setVar("TEGRA_AI_ENGINES_PREBUILT", "1" if builder else "0")
+    # The pipeline stage that reaches the builder (address, cache folder, the
+    # facts it must report); the facts are in the signature through their variables.
+    d.setVar("TEGRA_AI_ENGINE_BUILDER_COMMAND", engines.builder_command(d) or "false")
     if builder:
         # Engines are device specific: package them for this machine only.
         d.setVar("PACKAGE_ARCH", d.getVar("MACHINE_ARCH"))
@@ -120,7 +123,7 @@ tensorrt_engine_build_on_builder() {
     sock="${@tegra_ai_layer.engines.ssh_auth_sock(d)}"
     [ -z "$sock" ] || export SSH_AUTH_SOCK="$sock"
     if ! tar -C ${TEGRA_AI_BUNDLE_DIR} -cf - . \
-        | ${@tegra_ai_layer.engines.builder_command(d) or 'false'} \
+        | ${TEGRA_AI_ENGINE_BUILDER_COMMAND} \
         | tar -C ${TEGRA_AI_ENGINE_DIR} -xf -; then
         bbfatal "the engine builder '${TEGRA_AI_ENGINE_BUILDER}' failed (see the lines above: a 'builder mismatch' means it is not the image's TensorRT/GPU/L4T); fix it, or leave TEGRA_AI_ENGINE_BUILDER empty to build the engines on the device at first boot"
     fi
@@ -130,7 +133,7 @@ tensorrt_engine_build_on_builder() {
 }
 # The builder's address, its cache folder and the agent socket do not change the
 # engines: the facts checked on the builder (in the function) do.
-tensorrt_engine_build_on_builder[vardepsexclude] += "TEGRA_AI_ENGINE_BUILDER TEGRA_AI_ENGINE_BUILDER_CACHE BB_ORIGENV SSH_AUTH_SOCK TMPDIR"
+tensorrt_engine_build_on_builder[vardepsexclude] += "TEGRA_AI_ENGINE_BUILDER TEGRA_AI_ENGINE_BUILDER_COMMAND TEGRA_AI_ENGINE_BUILDER_CACHE BB_ORIGENV SSH_AUTH_SOCK TMPDIR"
 tensorrt_engine_build_on_builder[vardeps] += "TEGRA_AI_TRT_VERSION TEGRA_AI_COMPUTE_CAPABILITY TEGRA_AI_L4T_VERSION TEGRA_AI_ENGINE_BUILDER_MODULE MACHINE"
 
 tensorrt_engine_do_compile() {

@@ -169,6 +169,8 @@ def task_hash(d, task):
     d = bb.data.createCopy(d)
     ignored = set((d.getVar("BB_BASEHASH_IGNORE_VARS") or "").split()) | set(FACTS["BB_BASEHASH_IGNORE_VARS"])
     d.setVar("__BBTASKS", [task])
+    if d.getVar("__exportlist", False) is None:
+        d.setVar("__exportlist", set())
     tasklist, gendeps, lookup = bb.data.generate_dependencies(d, ignored)
     _deps, basehash = bb.data.generate_dependency_hash(tasklist, gendeps, lookup, ignored, "recipe")
     return basehash["recipe:" + task]
