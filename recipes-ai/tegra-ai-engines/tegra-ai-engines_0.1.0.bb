@@ -29,7 +29,7 @@ do_compile[noexec] = "1"
 
 do_install() {
     f=${S}
-    mkdir -p ${B}
+    install -d ${B}
     install -d ${D}${systemd_system_unitdir} ${D}${sysconfdir}/default ${D}${nonarch_libdir}/tmpfiles.d \
         ${D}${TEGRA_AI_MODELS_DIR}
     for src in tegra-ai-engines.service tegra-ai-engines.default tegra-ai-engines.tmpfiles; do
