@@ -68,10 +68,15 @@ TEGRA_AI_TRT_VERSION ??= "${@tegra_ai_layer.engines.guess_trt_version(d)}"
 TEGRA_AI_COMPUTE_CAPABILITY ??= "${@tegra_ai_layer.engines.compute_capability(d.getVar('TEGRA_CUDA_ARCHITECTURE'))}"
 # --target of `tensorrt-optimize bundle` (preflight of the ONNX against that TensorRT).
 TEGRA_AI_BUNDLE_TARGET ??= "${@tegra_ai_layer.engines.bundle_target(d.getVar('TEGRA_AI_TRT_VERSION'))}"
-# 1: validate the ONNX with the onnx package at build time (needs a layer that
-# provides python3-onnx-native; none of openembedded-core, meta-openembedded
-# or meta-tegra does). 0: hash and copy only; TensorRT's parser validates on the device.
-TEGRA_AI_ONNX_CHECK ??= "0"
+# 1: check every model against the image's TensorRT at build time
+# (tensorrt-optimize bundle --target: operators, types, shapes), so that an
+# unsupported model fails the image build, not the first boot. Needs
+# python3-onnx-native: meta-tegra-community's onnx recipe (master), extended to
+# native by this layer's dynamic-layers/tegra-community, provides it; on by
+# default where it exists. No layer of the scarthgap lines provides it: there
+# the default is 0 (hash and copy only; TensorRT's parser validates on the
+# device), or set 1 with a layer of your own that provides python3-onnx-native.
+TEGRA_AI_ONNX_CHECK ??= "${@'1' if tegra_ai_layer.compat.recipe_available(d, 'onnx') else '0'}"
 # Image-build-time engine builder (see above); empty: build on first boot.
 TEGRA_AI_ENGINE_BUILDER ??= ""
 # tensorrt-optimize as the builder runs it.

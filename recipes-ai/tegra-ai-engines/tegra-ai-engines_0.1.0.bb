@@ -58,3 +58,6 @@ SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 FILES:${PN} += "${TEGRA_AI_MODELS_DIR} ${nonarch_libdir}/tmpfiles.d/tegra-ai-engines.conf"
 CONFFILES:${PN} = "${sysconfdir}/default/tegra-ai-engines"
 RDEPENDS:${PN} = "tensorrt-model-optimizer"
+
+# Needs the target tools (TensorRT from meta-tegra): Jetson machines only.
+COMPATIBLE_MACHINE = "(tegra)"

@@ -50,3 +50,7 @@ RDEPENDS:${PN}-benchmark:class-nativesdk = "${PN}"
 RDEPENDS:${PN}-calibration:class-nativesdk = "${PN}"
 
 BBCLASSEXTEND = "native nativesdk"
+
+# The target package needs meta-tegra's TensorRT (python3-tensorrt, tensorrt-plugins):
+# skipped on other machines (world builds); -native and nativesdk- build anywhere.
+COMPATIBLE_MACHINE:class-target = "(tegra)"

@@ -18,3 +18,6 @@ do_install() {
 
 FILES:${PN} = "${bindir}/trtexec"
 RDEPENDS:${PN} = "tensorrt-trtexec"
+
+# tensorrt-trtexec comes from meta-tegra: Jetson machines only.
+COMPATIBLE_MACHINE = "(tegra)"
