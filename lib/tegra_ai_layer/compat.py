@@ -5,7 +5,7 @@ import os
 import re
 
 __all__ = ["unpackdir", "recipe_available", "layer_recipe_versions", "project_version",
-           "proprietary_license", "state_directory_line"]
+           "proprietary_license", "state_directory_line", "appends_if_recipe"]
 
 
 def unpackdir(d):
@@ -88,3 +88,17 @@ def state_directory_line(d, var="TEGRA_AI_ENGINE_CACHE"):
         return "StateDirectory=" + path[len(base):]
     # no "," or "&": the recipe puts this line into the unit with sed
     return "# %s is outside %s: tmpfiles.d creates it (no StateDirectory)" % (var, base.rstrip("/"))
+
+
+def appends_if_recipe(d, pn, pattern):
+    """``pattern`` (bbappends for recipe ``pn``) when a layer in BBLAYERS has a ``pn`` recipe, else ''.
+
+    For conf/layer.conf's BBFILES: a bbappend without its recipe is an error
+    ("No recipes available for"), and BBFILES_DYNAMIC can only ask whether a layer
+    is present, not whether this branch of it has the recipe (meta-tegra-community
+    has onnx on master only).
+    """
+    for layer in (d.getVar("BBLAYERS") or "").split():
+        if glob.glob(os.path.join(layer, "recipes-*", "*", pn + "_*.bb")):
+            return pattern
+    return ""
