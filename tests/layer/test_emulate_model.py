@@ -215,3 +215,15 @@ def test_signature_follows_the_real_inputs(signature, change):
 ])
 def test_signature_ignores_what_does_not_change_engines(signature, change):
     assert signature(**change) == signature()
+
+
+def test_user_recipe_example_parses(tmp_path):
+    """docs/examples/my-detector_1.0.bb, as a user's layer would hold it."""
+    try:
+        d = emulate.parse("docs/examples/my-detector_1.0.bb", tmp_path / "work", "scarthgap")
+    except ImportError as e:
+        pytest.skip("BitBake's bb package is not installed (pip install bitbake-setup): %s" % e)
+    compile_ = d.getVar("tensorrt_engine_do_compile")
+    assert "--name detector --precision int8" in compile_
+    assert "--shapes images:1x3x640x640:1x3x640x640:4x3x640x640 --workspace 1073741824" in compile_
+    assert "tensorrt-model-optimizer-native" in d.getVar("DEPENDS")
