@@ -32,9 +32,9 @@ def test_tensorrt_runner_matches_onnxruntime(tmp_path, default_model):
     from tegra_ai import models
     from tegra_ai.backend.onnxruntime import OnnxRuntimeRunner
     from tegra_ai.backend.tensorrt import TensorRTRunner
-    from tegra_ai.cache.options import BuildOptions
+    from tegra_ai.spec import BuildOptions
     from tegra_ai.trt.builder import build_engine, write_engine
-    from tegra_ai.trt.shapes import parse_profile
+    from tegra_ai.spec import parse_profile
 
     r = build_engine(default_model, BuildOptions(profiles=[parse_profile("input:1x1x8x8:8x1x8x8:64x1x8x8")]),
                      show_progress=False)

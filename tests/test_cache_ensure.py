@@ -12,15 +12,14 @@ import pytest
 
 from tegra_ai import platform
 from tegra_ai.cache.ensure import ensure
-from tegra_ai.cache.key import cache_key, key_material
 from tegra_ai.cache.manifest import add_to_bundle, load_manifest
-from tegra_ai.cache.options import BuildOptions
 from tegra_ai.cache.store import EngineCache
 from tegra_ai.cache.verify import verify_cache
 from tegra_ai.errors import TegraAIError
-from tegra_ai.onnx_tools.model_files import model_digest
+from tegra_ai.onnx_files import model_digest
 from tegra_ai.trt import compat
-from tegra_ai.trt.builder import BuildResult
+from tegra_ai.spec import BuildOptions, Sidecar, cache_key, key_material
+from tegra_ai.trt.builder import BuildResult, engine_key
 
 ORIN = platform.DeviceFacts("8.7", "Orin", "NVIDIA Jetson AGX Orin Developer Kit", "36.4.3")
 
@@ -31,19 +30,23 @@ def runtime(version="10.3.0.30", facts=ORIN):
 
 
 class FakeBuilder:
-    def __init__(self, delay=0.0, fail=False):
+    """Writes bytes and a real Sidecar for the key the runtime gives (claims nothing about TensorRT)."""
+
+    def __init__(self, delay=0.0, fail=False, rt=None):
         self.calls = []
         self.delay = delay
         self.fail = fail
+        self.rt = rt or runtime()
 
     def __call__(self, entry):
         self.calls.append(entry.name)
         time.sleep(self.delay)
         if self.fail:
             raise TegraAIError("out of GPU memory while building the engine")
+        feats, facts_for = self.rt
+        _key, material = engine_key(entry.sha256, entry.options, feats, facts_for(entry.options))
         return BuildResult(engine=f"engine-of-{entry.name}-{entry.sha256[:8]}".encode(),
-                           sidecar={"tensorrt": {"flavor": "tensorrt", "version": "10.3.0.30"},
-                                    "device": ORIN.to_dict(), "build_seconds": 0.0})
+                           sidecar=Sidecar.new(material, build_seconds=0.0))
 
 
 @pytest.fixture
@@ -55,19 +58,25 @@ def bundle(tmp_path, static_model):
 
 
 def run(bundle, cache, builder, **kw):
-    return ensure([bundle], cache, builder=builder, loader=None, runtime=kw.pop("rt", runtime()),
+    rt = kw.pop("rt", None)
+    if rt is not None:
+        builder.rt = rt
+    return ensure([bundle], cache, builder=builder, loader=None, runtime=builder.rt,
                   show_progress=False, log=lambda m: None, **kw)
 
 
 def test_key_changes_with_every_component():
-    base = dict(model_sha256="a" * 64, options={"precision": "fp16"}, trt_flavor="tensorrt", trt_version="10.3.0.30",
-                device=ORIN.to_dict())
+    trt = {"flavor": "tensorrt", "version": "10.3.0.30", "library_version": "10.3.0.30"}
+    base = dict(model_sha256="a" * 64, options=BuildOptions(precision="fp16"), tensorrt=trt, device=ORIN.to_dict())
     k0 = cache_key(key_material(**base))
     assert k0 == cache_key(key_material(**base))
-    variants = [dict(model_sha256="b" * 64), dict(options={"precision": "fp32"}), dict(trt_version="10.3.0.31"),
-                dict(trt_flavor="tensorrt-rtx"), dict(device=dict(ORIN.to_dict(), compute_capability="7.2")),
+    variants = [dict(model_sha256="b" * 64), dict(options=BuildOptions(precision="fp32")),
+                dict(tensorrt=dict(trt, version="10.3.0.31")), dict(tensorrt=dict(trt, flavor="tensorrt-rtx")),
+                dict(tensorrt=dict(trt, library_version="10.16.2")),
+                dict(device=dict(ORIN.to_dict(), compute_capability="7.2")),
                 dict(device=dict(ORIN.to_dict(), l4t_release="36.4.4")),
-                dict(device=dict(ORIN.to_dict(), module="NVIDIA Jetson Orin Nano"))]
+                dict(device=dict(ORIN.to_dict(), module="NVIDIA Jetson Orin Nano")),
+                dict(plugins={"libtegra_ai_plugin.so": "c" * 64})]
     keys = {cache_key(key_material(**dict(base, **v))) for v in variants}
     assert k0 not in keys and len(keys) == len(variants)
 
@@ -132,18 +141,56 @@ def test_prune_none_keeps_old_engines(bundle, tmp_path):
     assert os.path.exists(old)
 
 
-def test_prune_unlisted_models(bundle, tmp_path):
+def test_prune_unlisted_models_only_removes_its_own(bundle, tmp_path):
     cache = str(tmp_path / "cache")
-    os.makedirs(os.path.join(cache, "retired"))
+    other = dict(rt=runtime())
+    run(bundle, cache, FakeBuilder(), **other)
+    os.rename(os.path.join(cache, "net"), os.path.join(cache, "retired"))   # a model of ours, no longer listed
+    os.makedirs(os.path.join(cache, "photos"))                                # somebody else's directory
+    open(os.path.join(cache, "photos", "a.jpg"), "w").write("x")
+    open(os.path.join(cache, "notes.txt"), "w").write("x")
     s = run(bundle, cache, FakeBuilder(), prune="unlisted")
     assert s["pruned_models"] == ["retired"] and not os.path.exists(os.path.join(cache, "retired"))
+    assert os.path.exists(os.path.join(cache, "photos", "a.jpg")) and os.path.exists(os.path.join(cache, "notes.txt"))
+    index = json.load(open(os.path.join(cache, "index.json")))["models"]
+    assert sorted(index) == ["net"]
+
+
+def test_model_dir_not_ours_is_refused(bundle, tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "net").mkdir(parents=True)
+    (cache / "net" / "precious.txt").write_text("x")
+    s = run(bundle, str(cache), FakeBuilder())
+    assert s["failed"] == 1 and "not made by tegra-ai" in s["models"][0]["error"]
+    assert (cache / "net" / "precious.txt").read_text() == "x" and os.listdir(cache / "net") == ["precious.txt"]
+
+
+def test_prune_stale_keeps_foreign_files(bundle, tmp_path):
+    cache = str(tmp_path / "cache")
+    engine = run(bundle, cache, FakeBuilder())["models"][0]["engine"]
+    d = os.path.dirname(engine)
+    for name in ("README", "net-notakey.engine", "other-0123456789abcdef01234567.engine"):
+        open(os.path.join(d, name), "w").write("x")
+    s = run(bundle, cache, FakeBuilder(), rt=runtime("10.3.0.31"))
+    assert sorted(os.path.basename(p) for p in s["models"][0]["pruned"]) == sorted(
+        [os.path.basename(engine), os.path.basename(engine) + ".json"])
+    for name in ("README", "net-notakey.engine", "other-0123456789abcdef01234567.engine"):
+        assert os.path.exists(os.path.join(d, name))
+
+
+def test_failed_rebuild_drops_model_from_index(bundle, tmp_path):
+    cache = str(tmp_path / "cache")
+    run(bundle, cache, FakeBuilder())
+    s = run(bundle, cache, FakeBuilder(fail=True), rt=runtime("10.3.0.31"))
+    assert s["failed"] == 1
+    assert json.load(open(os.path.join(cache, "index.json")))["models"] == {}
 
 
 @pytest.mark.parametrize("damage", ["no-sidecar", "truncated", "bad-sidecar"])
 def test_power_cut_leftovers_are_not_engines(bundle, tmp_path, damage):
     cache = str(tmp_path / "cache")
     engine = run(bundle, cache, FakeBuilder())["models"][0]["engine"]
-    sidecar = os.path.splitext(engine)[0] + ".json"
+    sidecar = engine + ".json"
     if damage == "no-sidecar":
         os.unlink(sidecar)
     elif damage == "truncated":
@@ -227,28 +274,55 @@ def test_duplicate_model_across_manifests(tmp_path, static_model):
         run(str(tmp_path / "models"), str(tmp_path / "cache"), FakeBuilder())
 
 
-def test_verify_cache(bundle, tmp_path):
+def test_verify_cache_names_the_differing_input(bundle, tmp_path):
     cache = str(tmp_path / "cache")
     run(bundle, cache, FakeBuilder())
-    assert verify_cache(cache, "10.3", "8.7")["problems"] == []
-    problems = verify_cache(cache, "8.5.2", "7.2")["problems"]
-    assert len(problems) == 2 and "10.3.0.30" in problems[0] and "8.7" in problems[1]
-    engine = EngineCache(cache).entries("net")[0][1].replace(".json", ".engine")
+    ok = dict(trt_version="10.3", compute_capability="8.7", library_version="10.3.0", module=ORIN.module,
+              l4t_release="36.4")
+    assert verify_cache(cache, **ok)["problems"] == []
+    for field, value, word in [("trt_version", "8.5.2", "TensorRT version"),
+                               ("library_version", "10.16", "library version"),
+                               ("compute_capability", "7.2", "compute capability"),
+                               ("module", "NVIDIA Jetson Orin Nano Developer Kit", "Jetson module"),
+                               ("l4t_release", "36.5", "L4T release")]:
+        problems = verify_cache(cache, **dict(ok, **{field: value}))["problems"]
+        assert len(problems) == 1 and word in problems[0] and value in problems[0], (field, problems)
+    # against the manifest: options and model
+    assert verify_cache(cache, manifests=(bundle,))["problems"] == []
+    m = json.load(open(os.path.join(bundle, "manifest.json")))
+    m["models"][0]["options"]["precision"] = "fp32"
+    json.dump(m, open(os.path.join(bundle, "manifest.json"), "w"))
+    problems = verify_cache(cache, manifests=(bundle,))["problems"]
+    assert len(problems) == 1 and "build option precision" in problems[0]
+    engine = EngineCache(cache).entries("net")[0][1][:-len(".json")]
     with open(engine, "ab") as f:
         f.write(b"x")
     assert "not matching its sidecar" in verify_cache(cache)["problems"][0]
 
 
+def test_verify_cache_refuses_edited_key_material(bundle, tmp_path):
+    cache = str(tmp_path / "cache")
+    engine = run(bundle, cache, FakeBuilder())["models"][0]["engine"]
+    sc = json.load(open(engine + ".json"))
+    sc["key_material"]["device"]["compute_capability"] = "7.2"   # claims another GPU, key unchanged
+    json.dump(sc, open(engine + ".json", "w"))
+    assert "not a valid sidecar" in verify_cache(cache)["problems"][0]
+
+
 def test_seed_cache_from_the_image(bundle, tmp_path):
-    """Engines prebuilt into the rootfs (read-only) are copied into the persistent cache."""
+    """Engines prebuilt into the rootfs (read-only) are used in place, never copied."""
     seed = str(tmp_path / "rootfs-engines")
     run(bundle, seed, FakeBuilder())
     os.chmod(os.path.join(seed, "net"), 0o555)
     b = FakeBuilder()
     s = run(bundle, str(tmp_path / "cache"), b, seeds=(seed,))
     assert b.calls == [] and s["models"][0]["status"] == "seeded" and s["seeded"] == 1
+    assert s["models"][0]["engine"].startswith(seed)
+    assert not any(f.endswith(".engine") for _r, _d, fs in os.walk(tmp_path / "cache") for f in fs)
     s2 = run(bundle, str(tmp_path / "cache"), b, seeds=(seed,))
-    assert s2["models"][0]["status"] == "hit"
+    assert s2["models"][0]["status"] == "seeded"
+    index = json.load(open(tmp_path / "cache" / "index.json"))["models"]["net"]
+    assert index["engine"] == s["models"][0]["engine"]
     # a seed for another TensorRT release is not used
     b3 = FakeBuilder()
     s3 = run(bundle, str(tmp_path / "cache3"), b3, seeds=(seed,), rt=runtime("10.3.0.31"))

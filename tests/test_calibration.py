@@ -72,9 +72,9 @@ def test_bundle_carries_calibration(tmp_path, default_model):
 @pytest.mark.tensorrt
 def test_implicit_int8_build_with_full_tensorrt(tmp_path, default_model):
     from tegra_ai.trt import compat
-    from tegra_ai.cache.options import BuildOptions
+    from tegra_ai.spec import BuildOptions
     from tegra_ai.trt.builder import build_engine
-    from tegra_ai.trt.shapes import parse_profile
+    from tegra_ai.spec import parse_profile
 
     _trt, feats = compat.load()
     if not feats.int8_calibrators:
@@ -87,4 +87,4 @@ def test_implicit_int8_build_with_full_tensorrt(tmp_path, default_model):
     cache = tmp_path / "calib.cache"
     r = build_engine(default_model, BuildOptions(precision="int8", profiles=[parse_profile("input:1x1x8x8:8x1x8x8:64x1x8x8")]),
                      calibration_data=str(calib), calibration_cache=str(cache), show_progress=False)
-    assert "INT8" in r.sidecar["builder_flags"] and cache.stat().st_size > 0
+    assert "INT8" in r.sidecar.builder_flags and cache.stat().st_size > 0

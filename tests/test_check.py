@@ -162,11 +162,11 @@ def test_real_detector_report(target):
 
 @pytest.mark.rtx
 def test_real_detector_builds_with_rtx(monkeypatch):
-    from tegra_ai.cache.options import BuildOptions
+    from tegra_ai.spec import BuildOptions
     from tegra_ai.trt.builder import build_engine
-    from tegra_ai.trt.shapes import parse_profile
+    from tegra_ai.spec import parse_profile
 
     monkeypatch.setenv("TEGRA_AI_TENSORRT", "tensorrt_rtx")
     r = build_engine(_packaged_detector(), BuildOptions(profiles=[parse_profile("x:1x3x320x320:1x3x640x640:2x3x960x960")]),
                      show_progress=False)
-    assert len(r.engine) > 1_000_000 and r.sidecar["profiles"][0][0]["max"] == [2, 3, 960, 960]
+    assert len(r.engine) > 1_000_000 and r.sidecar.profiles[0][0]["max"] == [2, 3, 960, 960]

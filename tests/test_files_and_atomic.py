@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from tegra_ai.errors import TegraAIError
-from tegra_ai.onnx_tools.model_files import external_data_locations, has_qdq, model_digest, model_files
+from tegra_ai.onnx_files import external_data_locations, has_qdq, model_digest, model_files
 from tegra_ai.util.atomic import atomic_write_bytes, atomic_writer
 from tegra_ai.util.hashing import HashMemo
 

@@ -11,11 +11,11 @@ import pytest
 
 from tegra_ai.cache.ensure import ensure
 from tegra_ai.cache.manifest import add_to_bundle
-from tegra_ai.cache.options import BuildOptions
+from tegra_ai.spec import BuildOptions
 from tegra_ai.errors import TegraAIError
-from tegra_ai.onnx_tools.model_files import model_digest
+from tegra_ai.onnx_files import model_digest
 from tegra_ai.trt.builder import build_engine
-from tegra_ai.trt.shapes import parse_profile
+from tegra_ai.spec import parse_profile
 
 pytestmark = pytest.mark.rtx
 
@@ -34,7 +34,7 @@ def test_build_with_two_profiles_and_sidecar(dynamic_model, tmp_path):
     r = build_engine(dynamic_model, opts("input:1x3x32x32:2x3x64x64:4x3x128x128", "input:8x3x16x16:8x3x32x32:8x3x32x32"),
                      timing_cache_path=tc, show_progress=False)
     assert len(r.engine) > 1000
-    sc = r.sidecar
+    sc = r.sidecar.to_dict()
     assert sc["tensorrt"]["flavor"] == "tensorrt-rtx" and sc["device"]["compute_capability"] == "8.6"
     assert len(sc["profiles"]) == 2 and sc["profiles"][0][0]["max"] == [4, 3, 128, 128]
     assert sc["strongly_typed"] is True and sc["builder_flags"] == []
@@ -42,18 +42,18 @@ def test_build_with_two_profiles_and_sidecar(dynamic_model, tmp_path):
     assert any("timing cache unsupported" in n for n in r.notes) and not os.path.exists(tc)
     r2 = build_engine(dynamic_model, opts("input:1x3x32x32:2x3x64x64:4x3x128x128", "input:8x3x16x16:8x3x32x32:8x3x32x32"),
                       timing_cache_path=tc, show_progress=False)
-    assert r2.sidecar["cache_key"] == sc["cache_key"]
+    assert r2.sidecar.cache_key == sc["cache_key"]
 
 
 def test_target_architecture_changes_key(static_model):
     a = build_engine(static_model, BuildOptions(), show_progress=False)
     b = build_engine(static_model, BuildOptions(compute_capability="8.0"), show_progress=False)
-    assert b.sidecar["device"]["compute_capability"] == "8.0" and a.sidecar["cache_key"] != b.sidecar["cache_key"]
+    assert b.sidecar.device["compute_capability"] == "8.0" and a.sidecar.cache_key != b.sidecar.cache_key
 
 
 def test_workspace_limit_is_applied(static_model):
     r = build_engine(static_model, BuildOptions(workspace=16 << 20), show_progress=False)
-    assert r.sidecar["options"]["workspace"] == 16 << 20
+    assert r.sidecar.options.workspace == 16 << 20
 
 
 def test_missing_profile_for_dynamic_input(dynamic_model):
@@ -81,5 +81,5 @@ def test_ensure_builds_then_hits(tmp_path, default_model):
     s1 = ensure([str(tmp_path / "b")], str(tmp_path / "c"), show_progress=False, log=lambda m: None)
     s2 = ensure([str(tmp_path / "b")], str(tmp_path / "c"), show_progress=False, log=lambda m: None)
     assert (s1["built"], s2["hits"], s2["built"]) == (1, 1, 0)
-    sidecar = json.load(open(os.path.splitext(s1["models"][0]["engine"])[0] + ".json"))
+    sidecar = json.load(open(s1["models"][0]["engine"] + ".json"))
     assert sidecar["cache_key"] == s1["models"][0]["key"]

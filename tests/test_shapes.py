@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from tegra_ai.errors import TegraAIError
-from tegra_ai.trt.shapes import ModelInput, parse_input_shapes, parse_profile, resolve_profiles
+from tegra_ai.spec import parse_input_shapes, parse_profile
+from tegra_ai.trt.shapes import ModelInput, resolve_profiles
 
 
 def test_static_and_dynamic_specs():

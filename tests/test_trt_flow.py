@@ -8,11 +8,11 @@ import pytest
 
 from fake_trt import make_fake_trt
 from tegra_ai import platform
-from tegra_ai.cache.options import BuildOptions
+from tegra_ai.spec import BuildOptions
 from tegra_ai.errors import TegraAIError
 from tegra_ai.trt import compat
 from tegra_ai.trt.builder import build_engine
-from tegra_ai.trt.shapes import parse_profile
+from tegra_ai.spec import parse_profile
 
 ORIN = platform.DeviceFacts("8.7", "Orin", "NVIDIA Jetson AGX Orin Developer Kit", "36.4.3")
 PROFILE = [parse_profile("input:1x1x8x8:8x1x8x8:64x1x8x8")]
@@ -47,7 +47,7 @@ def test_flags_per_release(monkeypatch, default_model, version, net_flags, preci
     assert b.config.profiles[0].shapes["input"] == ((1, 1, 8, 8), (8, 1, 8, 8), (64, 1, 8, 8))
     assert hasattr(b.config, "progress_monitor") is monitor
     assert b.config.profiling_verbosity == "DETAILED"
-    assert r.sidecar["tensorrt"]["version"] == version and r.sidecar["device"]["l4t_release"] == "36.4.3"
+    assert r.sidecar.tensorrt["version"] == version and r.sidecar.device["l4t_release"] == "36.4.3"
 
 
 def test_auto_precision_is_fp16_with_weak_typing(monkeypatch, default_model):
@@ -122,7 +122,7 @@ def test_engine_from_other_release_refused(monkeypatch, default_model, tmp_path)
     with pytest.raises(TegraAIError, match="built with tensorrt 10.3.0, this machine has TensorRT 8.5.2"):
         inspect_engine(str(engine))
     # without a sidecar, TensorRT's own refusal becomes one line too
-    engine.with_suffix(".json").unlink()
+    (tmp_path / "d.engine.json").unlink()
     engine.write_bytes(b"not this release")
     with pytest.raises(TegraAIError, match="another TensorRT version"):
         inspect_engine(str(engine), with_layers=False)

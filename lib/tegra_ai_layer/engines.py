@@ -18,6 +18,9 @@ import os
 import re
 import shlex
 
+from tegra_ai import spec as _spec
+from tegra_ai.errors import TegraAIError
+
 __all__ = [
     "ModelConfigError", "ModelSpec", "OPTION_FLAGS", "PRECISIONS",
     "parse_models", "bundle_commands", "bundle_target", "compute_capability",
@@ -27,14 +30,17 @@ __all__ = [
     "builder_is_local", "read_bool", "parse_size", "parse_shapes",
 ]
 
-PRECISIONS = ("fp32", "fp16", "int8", "best")
+# The grammar of every option is tegra_ai.spec's (the package's one definition, on the
+# path through addpylib in conf/layer.conf): the class accepts exactly what
+# `tensorrt-optimize bundle` accepts.
+PRECISIONS = _spec.PRECISIONS
 
 # varflag -> one-line description (also the list of accepted varflags)
 OPTION_FLAGS = {
-    "precision": "fp32, fp16, int8 or best (default TEGRA_AI_ENGINE_PRECISION)",
+    "precision": "auto, fp32, fp16, int8 or best (default TEGRA_AI_ENGINE_PRECISION)",
     "shapes": "optimization profiles, whitespace-separated; each NAME:DIMS or NAME:MIN:OPT:MAX, inputs joined by ','",
-    "workspace": "builder workspace limit in bytes, or with a K/M/G suffix",
-    "dla_core": "DLA core index (0 or 1) to build for instead of the GPU",
+    "workspace": "builder workspace limit in bytes, or with a K/M/G/T suffix (e.g. 512M, 1.5G)",
+    "dla_core": "DLA core index to build for instead of the GPU (0 or 1 on Xavier and AGX Orin)",
     "gpu_fallback": "with dla_core: let layers the DLA cannot run fall back to the GPU (0/1)",
     "opt_level": "builder optimization level 0..5",
     "calibration": "INT8 calibration cache file (relative paths are in UNPACKDIR, i.e. from SRC_URI)",
@@ -52,9 +58,6 @@ _BITBAKE_FLAGS = {
     "_defaultval", "_content", "content",
 }
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-_DIMS = re.compile(r"^\d+(x\d+)*$")
-_SIZE = re.compile(r"^(\d+)\s*([KMG]i?B?|B)?$", re.IGNORECASE)
 _TRUE = ("1", "yes", "true", "on", "y")
 _FALSE = ("0", "no", "false", "off", "n", "")
 
@@ -130,69 +133,25 @@ def read_bool(value, where):
     raise ModelConfigError("%s: %r is not a boolean (use 1 or 0)" % (where, value))
 
 
-def parse_size(value, where):
-    """'268435456', '256M', '1G', '512MiB' -> bytes."""
-    m = _SIZE.match((value or "").strip())
-    if not m:
-        raise ModelConfigError("%s: %r is not a size (bytes, or a number with K, M or G)" % (where, value))
-    n = int(m.group(1))
-    unit = (m.group(2) or "").upper()[:1]
-    n *= {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[unit]
-    if n <= 0:
-        raise ModelConfigError("%s: the size must be positive" % where)
-    return n
-
-
-def _parse_dims(text, where, spec):
-    if not _DIMS.match(text):
-        raise ModelConfigError("%s: malformed dimensions %r in %r" % (where, text, spec))
-    dims = [int(v) for v in text.split("x")]
-    if any(v <= 0 for v in dims):
-        raise ModelConfigError("%s: dimensions must be positive in %r" % (where, spec))
-    return dims
-
-
-def _parse_input(spec, where):
-    parts = spec.split(":")
-    dims = []
-    while parts and len(dims) < 3 and _DIMS.match(parts[-1]):
-        dims.insert(0, parts.pop())
-    name = ":".join(parts)
-    if not name:
-        raise ModelConfigError("%s: missing input name in %r" % (where, spec))
-    if len(dims) not in (1, 3):
-        raise ModelConfigError("%s: %r must be NAME:DIMS or NAME:MIN:OPT:MAX (e.g. input:1x1x8x8:8x1x8x8:32x1x8x8)"
-                               % (where, spec))
-    parsed = [_parse_dims(t, where, spec) for t in dims]
-    if len(parsed) == 3:
-        mn, opt, mx = parsed
-        if not len(mn) == len(opt) == len(mx):
-            raise ModelConfigError("%s: min, opt and max of %r have different ranks" % (where, name))
-        for i, (a, b, c) in enumerate(zip(mn, opt, mx)):
-            if not a <= b <= c:
-                raise ModelConfigError("%s: dimension %d of %r needs min <= opt <= max, got %d, %d, %d"
-                                       % (where, i, name, a, b, c))
-    return name
-
-
-def parse_shapes(value, where):
-    """Whitespace-separated profiles, each 'IN:DIMS[:OPT:MAX][,IN2:...]' (tegra_ai --shapes syntax)."""
-    profiles = (value or "").split()
-    for profile in profiles:
-        names = [_parse_input(s, where) for s in profile.split(",")]
-        if len(set(names)) != len(names):
-            raise ModelConfigError("%s: an input appears twice in profile %r" % (where, profile))
-    return profiles
-
-
-def _int(value, where, lo, hi):
+def _spec_call(where, fn, *args):
+    """Run a tegra_ai.spec parser, re-raising its error as ModelConfigError naming ``where``."""
     try:
-        n = int(str(value).strip())
-    except ValueError:
-        raise ModelConfigError("%s: %r is not an integer" % (where, value))
-    if not lo <= n <= hi:
-        raise ModelConfigError("%s: %d is out of range %d..%d" % (where, n, lo, hi))
-    return n
+        return fn(*args)
+    except TegraAIError as exc:
+        raise ModelConfigError("%s: %s" % (where, exc))
+
+
+def parse_size(value, where):
+    """'268435456', '256M', '1.5G', '512MiB' -> bytes (tegra_ai.spec.parse_size)."""
+    return _spec_call(where, _spec.parse_size, (value or "").strip())
+
+
+def parse_shapes(text, where):
+    """Whitespace-separated profiles -> list of profile strings (validated by tegra_ai.spec)."""
+    profiles = (text or "").split()
+    for p in profiles:
+        _spec_call(where, _spec.parse_profile, p)
+    return profiles
 
 
 def _relpath_ok(value, where):
@@ -211,7 +170,9 @@ def model_var(name):
 def parse_model(d, name):
     """Validated ``ModelSpec`` of model ``name``; raises ``ModelConfigError`` naming the variable."""
     var = model_var(name)
-    if not _NAME.match(name):
+    try:
+        _spec.check_model_name(name)
+    except TegraAIError:
         raise ModelConfigError("TEGRA_AI_MODELS: %r is not a valid model name (letters, digits, '_', '.', '+', '-')"
                                % name)
     onnx = (d.getVar(var) or "").strip()
@@ -240,7 +201,7 @@ def parse_model(d, name):
     if precision is None or precision == "":
         precision = (d.getVar("TEGRA_AI_ENGINE_PRECISION") or "fp16").strip()
         precision_where = "TEGRA_AI_ENGINE_PRECISION"
-    if precision not in PRECISIONS:
+    if precision not in PRECISIONS:  # tegra_ai.spec.parse_precision's rule, worded for the variable
         raise ModelConfigError("%s: %r is not one of %s" % (precision_where, precision, ", ".join(PRECISIONS)))
 
     shapes = parse_shapes(flag("shapes"), where("shapes"))
@@ -254,13 +215,13 @@ def parse_model(d, name):
     workspace = parse_size(workspace, ws_where) if workspace else None
 
     dla = flag("dla_core")
-    dla_core = _int(dla, where("dla_core"), 0, 1) if dla not in (None, "") else None
+    dla_core = _spec_call(where("dla_core"), _spec.parse_dla_core, dla)
     gpu_fallback = read_bool(flag("gpu_fallback"), where("gpu_fallback"))
     if gpu_fallback and dla_core is None:
         raise ModelConfigError("%s: gpu_fallback only applies with %s[dla_core]" % (where("gpu_fallback"), var))
 
     lvl = flag("opt_level")
-    opt_level = _int(lvl, where("opt_level"), 0, 5) if lvl not in (None, "") else None
+    opt_level = _spec_call(where("opt_level"), _spec.parse_opt_level, lvl)
 
     qdq = read_bool(flag("qdq"), where("qdq"))
     calibration = flag("calibration") or None

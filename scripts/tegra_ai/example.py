@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import os
 
-
 from tegra_ai import models
 from tegra_ai.cache.manifest import add_to_bundle
-from tegra_ai.cache.options import BuildOptions
 from tegra_ai.errors import EXIT_FAILURE, TegraAIError
-from tegra_ai.onnx_tools.model_files import model_digest
-from tegra_ai.trt.shapes import parse_profile, profiles_to_json
+from tegra_ai.onnx_files import model_digest
+from tegra_ai.spec import BuildOptions
 from tegra_ai.util.lazy import is_available
 
 # Batch 1 for latency, up to 64 for throughput.
@@ -62,7 +60,7 @@ def run_example(out_dir: str, target: str = "jetpack6", show_progress: bool = Tr
         steps["reference_accuracy"] = {"skipped": "onnxruntime is not installed"}
 
     bundle_dir = os.path.join(out_dir, "bundle")
-    options = BuildOptions(precision="auto", profiles=profiles_to_json([parse_profile(DEFAULT_SHAPES)]))
+    options = BuildOptions.from_request(precision="auto", shapes=[DEFAULT_SHAPES])
     sha, files = model_digest(models.DEFAULT_MODEL)
     spec = models.load_preprocess_spec()
     manifest = add_to_bundle(bundle_dir, models.DEFAULT_NAME, files, sha, options, spec.to_dict())

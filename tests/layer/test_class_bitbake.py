@@ -71,7 +71,7 @@ def test_override_syntax_applies(parse_recipe, bb_layer_data):
 @pytest.mark.parametrize("extra, message", [
     ('TEGRA_AI_MODEL_det[precision] = "fp8"\n', "TEGRA_AI_MODEL_det[precision]: 'fp8' is not one of"),
     ('TEGRA_AI_MODEL_cls[shapes] = "x:1x3:2x3"\n', "TEGRA_AI_MODEL_cls[shapes]"),
-    ('TEGRA_AI_MODEL_cls[dla_core] = "3"\n', "TEGRA_AI_MODEL_cls[dla_core]: 3 is out of range"),
+    ('TEGRA_AI_MODEL_cls[dla_core] = "16"\n', "TEGRA_AI_MODEL_cls[dla_core]: DLA core 16: expected 0..15"),
     ('TEGRA_AI_MODEL_det[calibration] = ""\n', "TEGRA_AI_MODEL_det[precision]: int8 needs calibration data"),
     ('TEGRA_AI_MODEL_cls[workspace] = "big"\n', "TEGRA_AI_MODEL_cls[workspace]"),
     ('TEGRA_AI_MODEL_cls[precison] = "fp16"\n', "TEGRA_AI_MODEL_cls[precison]: unknown option"),

@@ -1,12 +1,17 @@
-"""``ensure``: make every model in the manifests have a valid engine in the cache.
+"""``ensure``: make every model in the manifests have a valid engine.
 
 Idempotent (a second run is all cache hits), safe against concurrent runs (a per-model
 lock), safe against power cuts (engines count only with a matching sidecar), and
-prunes engines of stale keys. This is what the first-boot systemd unit runs, and what
-an image-build-time builder Jetson runs, with the same cache key."""
+prunes engines of stale keys (only files it made). This is what the first-boot systemd
+unit runs, and what an image-build-time builder Jetson runs, with the same cache key
+(:func:`tegra_ai.spec.key_material`).
+
+For each model: the cache, then each :class:`EngineSource` in order (read-only seed
+caches from the image, used in place; mirrors), then a build."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -14,8 +19,10 @@ import time
 from tegra_ai.cache.manifest import find_manifests, load_manifest
 from tegra_ai.cache.store import EngineCache
 from tegra_ai.errors import EXIT_FAILURE, EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError
-from tegra_ai.onnx_tools.model_files import model_digest
+from tegra_ai.onnx_files import model_digest
+from tegra_ai.spec import sidecar_path
 
+LOG = logging.getLogger("tegra_ai.ensure")
 PRUNE_POLICIES = ("none", "stale", "unlisted")
 
 
@@ -64,40 +71,44 @@ def default_loader():
     return load
 
 
-def _from_seeds(seed_caches, cache, name, key, loader, log):
-    """Copy a valid engine for ``key`` from a read-only seed cache into ``cache``."""
-    for seed in seed_caches:
-        found = seed.lookup(name, key)
-        if found is None:
-            continue
-        engine_path, sidecar = found
-        if loader is not None:
-            try:
-                loader(engine_path)
-            except TegraAIError as exc:
-                log(f"{name}: prebuilt engine in {seed.root} does not load ({exc.message}); ignoring it")
-                continue
-        with open(engine_path, "rb") as f:
-            engine = f.read()
-        return cache.store(name, key, engine, sidecar)
-    return None
+class EngineSource:
+    """Somewhere a ready engine for a key may come from before building one."""
+    label = "source"
+
+    def fetch(self, entry, key: str, material: dict, cache: EngineCache):
+        """(engine path, Sidecar, status) or None. The engine must be verified (sidecar
+        key == ``key``, size and sha256) before it is returned."""
+        raise NotImplementedError
+
+
+class SeedSource(EngineSource):
+    """A read-only cache prebuilt into the image at image-build time. Its engines are used
+    in place (no copy): the image's /usr is part of every OTA update, so a seed always
+    belongs to the running slot."""
+
+    def __init__(self, root: str):
+        self.cache = EngineCache(root, create=False)
+        self.label = f"seed {self.cache.root}"
+
+    def fetch(self, entry, key, material, cache):
+        found = self.cache.lookup(entry.name, key)
+        return None if found is None else (found[0], found[1], "seeded")
 
 
 def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builder=None, loader="default",
-           runtime=None, seeds: tuple = (), show_progress: bool = True, verbose: bool = False, log=print) -> dict:
+           runtime=None, seeds: tuple = (), sources: tuple = (), show_progress: bool = True, verbose: bool = False,
+           log=LOG.info) -> dict:
     """Returns a JSON-able summary; ``summary["exit_code"]`` is what the CLI exits with.
 
     ``runtime`` is ``(features, facts_for(options))``; by default TensorRT and this GPU.
-    ``seeds`` are read-only caches (engines prebuilt into the rootfs at image-build
-    time): a miss in ``cache_dir`` that a seed holds is copied, not built. This keeps
-    prebuilt engines working when /var/lib is a persistent partition an A/B OTA
-    update does not replace."""
+    ``seeds`` are read-only caches (engines prebuilt into the rootfs); ``sources`` are
+    further :class:`EngineSource` objects tried after them (mirrors)."""
     if prune not in PRUNE_POLICIES:
         raise TegraAIError(f"--prune {prune!r}: expected one of {', '.join(PRUNE_POLICIES)}", exit_code=EXIT_USAGE)
     started = time.monotonic()
     entries = load_entries(manifest_paths)
     cache = EngineCache(cache_dir)
-    summary = {"cache": cache.root, "models": [], "built": 0, "hits": 0, "failed": 0}
+    summary = {"cache": cache.root, "models": [], "built": 0, "hits": 0, "seeded": 0, "fetched": 0, "failed": 0}
 
     if runtime is None:
         from tegra_ai.trt import compat
@@ -106,22 +117,35 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
         try:
             _trt, feats = compat.load()
         except TegraAIError as exc:
-            summary.update(exit_code=EXIT_UNAVAILABLE, error=exc.message)
+            summary.update(exit_code=EXIT_UNAVAILABLE, error=exc.message,
+                           models=[{"name": e.name, "manifest": e.manifest, "status": "pending"} for e in entries],
+                           seconds=round(time.monotonic() - started, 3))
             return summary
         runtime = (feats, lambda options: target_facts(feats, options.compute_capability))
     feats, facts_for = runtime
-    summary["tensorrt"] = {"flavor": feats.flavor, "version": feats.version_string}
+    from tegra_ai.trt.builder import engine_key, tensorrt_identity
+
+    summary["tensorrt"] = tensorrt_identity(feats)
     builder = builder or default_builder(cache, show_progress, verbose)
-    seed_caches = [EngineCache(p, create=False) for p in seeds if os.path.isdir(p)]
+    chain = [SeedSource(p) for p in seeds if os.path.isdir(p)] + list(sources)
     if loader == "default":
         loader = default_loader()
 
-    from tegra_ai.trt.builder import engine_key
+    def loads(path, where):
+        if loader is None:
+            return True
+        try:
+            loader(path)
+            return True
+        except TegraAIError as exc:
+            log(f"{entry.name}: engine from {where} does not load ({exc.message}); not using it")
+            return False
 
     index = {}
     for entry in entries:
         record = {"name": entry.name, "manifest": entry.manifest}
         summary["models"].append(record)
+        t0 = time.monotonic()
         try:
             sha, _files = model_digest(entry.onnx, cache.memo)
             if sha != entry.sha256:
@@ -129,53 +153,49 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
                                    "or was changed after it was made")
             facts = facts_for(entry.options)
             record["device"] = facts.to_dict()
-            key, _material = engine_key(sha, entry.options, feats, facts)
+            key, material = engine_key(sha, entry.options, feats, facts)
             record["key"] = key
             with cache.lock(entry.name):
-                hit = cache.lookup(entry.name, key)
-                if hit is not None and loader is not None:
-                    try:
-                        loader(hit[0])
-                    except TegraAIError as exc:
-                        log(f"{entry.name}: cached engine does not load ({exc.message}); rebuilding")
-                        hit = None
-                seeded = None if hit is not None else _from_seeds(seed_caches, cache, entry.name, key, loader, log)
-                if hit is not None:
-                    record["status"] = "hit"
-                    summary["hits"] += 1
-                    engine_path, sidecar = hit
-                elif seeded is not None:
-                    record["status"] = "seeded"
-                    summary["seeded"] = summary.get("seeded", 0) + 1
-                    engine_path, sidecar = seeded
-                else:
+                found = cache.lookup(entry.name, key)
+                status = "hit"
+                if found is not None and not loads(found[0], "the cache"):
+                    found = None
+                if found is None:
+                    for source in chain:
+                        got = source.fetch(entry, key, material, cache)
+                        if got is not None and loads(got[0], source.label):
+                            engine_path, sidecar, status = got
+                            found = (engine_path, sidecar)
+                            record["source"] = source.label
+                            break
+                if found is None:
                     log(f"{entry.name}: building engine (key {key[:12]})")
                     result = builder(entry)
-                    engine_path, sidecar = cache.store(entry.name, key, result.engine, result.sidecar)
-                    record["status"] = "built"
-                    record["build_seconds"] = sidecar.get("build_seconds")
-                    summary["built"] += 1
+                    found = cache.store(entry.name, key, result.engine, result.sidecar)
+                    status = "built"
+                    record["build_seconds"] = found[1].build_seconds
+                engine_path, sidecar = found
+                record["status"] = status
+                summary[{"hit": "hits", "seeded": "seeded", "fetched": "fetched", "built": "built"}[status]] += 1
                 if prune != "none":
                     record["pruned"] = cache.prune(entry.name, {key})
             record["engine"] = engine_path
-            index[entry.name] = {"engine": engine_path, "sidecar": os.path.splitext(engine_path)[0] + ".json",
-                                 "key": key, "preprocess": entry.preprocess,
-                                 "tensorrt": sidecar.get("tensorrt"), "device": sidecar.get("device")}
+            index[entry.name] = {"engine": engine_path, "sidecar": sidecar_path(engine_path), "key": key,
+                                 "preprocess": entry.preprocess, "tensorrt": sidecar.tensorrt, "device": sidecar.device}
         except TegraAIError as exc:
             record["status"] = "failed"
             record["error"] = str(exc)
             summary["failed"] += 1
             log(f"{entry.name}: FAILED: {exc}")
+        record["seconds"] = round(time.monotonic() - t0, 3)
 
+    # A model whose engine failed has no valid engine for its current key: applications
+    # must not pick up the previous one from the index.
+    dropped = {r["name"] for r in summary["models"] if r.get("status") == "failed"}
     if prune == "unlisted":
-        listed = {e.name for e in entries}
-        for name in sorted(os.listdir(cache.root)):
-            path = os.path.join(cache.root, name)
-            if os.path.isdir(path) and name not in listed:
-                shutil.rmtree(path, ignore_errors=True)
-                summary.setdefault("pruned_models", []).append(name)
-    if index:
-        cache.write_index(index)
+        summary["pruned_models"] = cache.prune_unlisted({e.name for e in entries})
+        dropped |= set(summary["pruned_models"])
+    cache.write_index(index, drop=dropped)
     cache.memo.save()
     summary["seconds"] = round(time.monotonic() - started, 3)
     summary["exit_code"] = EXIT_FAILURE if summary["failed"] else 0

@@ -10,9 +10,8 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from tegra_ai.cache.options import BuildOptions
-from tegra_ai.cache.store import check_model_name
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
+from tegra_ai.spec import BuildOptions, check_model_name
 from tegra_ai.util.atomic import atomic_write_json
 
 MANIFEST_FORMAT = "tegra-ai-manifest"
@@ -36,7 +35,7 @@ class ModelEntry:
     def to_json(self, base: str) -> dict:
         rel = lambda p: os.path.relpath(p, base) if p else None  # noqa: E731
         return {"name": self.name, "onnx": rel(self.onnx), "files": [rel(p) for p in self.files],
-                "sha256": self.sha256, "options": self.options.normalized(), "preprocess": self.preprocess,
+                "sha256": self.sha256, "options": self.options.to_dict(), "preprocess": self.preprocess,
                 "calibration_data": rel(self.calibration_data), "calibration_cache": rel(self.calibration_cache),
                 "timing_cache": rel(self.timing_cache)}
 
@@ -45,36 +44,64 @@ def _bad(path: str, msg: str) -> TegraAIError:
     return TegraAIError(f"manifest {path}: {msg}", exit_code=EXIT_USAGE)
 
 
+def _inside(base: str, rel, path: str, what: str) -> str:
+    """A path of the manifest, confined to the bundle directory (no absolute paths, no '..')."""
+    if not isinstance(rel, str) or not rel:
+        raise _bad(path, f"{what} must be a relative file name, got {rel!r}")
+    if os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/"):
+        raise _bad(path, f"{what} {rel!r} leaves the bundle directory")
+    full = os.path.normpath(os.path.join(base, rel))
+    real_base = os.path.realpath(base)
+    if os.path.commonpath([os.path.realpath(full), real_base]) != real_base:
+        raise _bad(path, f"{what} {rel!r} leaves the bundle directory (symbolic link)")
+    return full
+
+
 def load_manifest(path: str) -> list:
     try:
         with open(path) as f:
             data = json.load(f)
     except OSError as exc:
         raise _bad(path, exc.strerror or str(exc)) from None
-    except ValueError as exc:
+    except (ValueError, UnicodeDecodeError) as exc:
         raise _bad(path, f"not valid JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         raise _bad(path, f"not a {MANIFEST_FORMAT} file")
     if data.get("version") != MANIFEST_VERSION:
         raise _bad(path, f"version {data.get('version')!r} is not supported (expected {MANIFEST_VERSION})")
+    models = data.get("models")
+    if not isinstance(models, list):
+        raise _bad(path, "'models' must be a list")
     base = os.path.dirname(os.path.abspath(path))
     entries, seen = [], set()
-    for i, m in enumerate(data.get("models") or []):
+    for i, m in enumerate(models):
         try:
+            if not isinstance(m, dict):
+                raise _bad(path, f"model #{i + 1} is not an object")
             name = check_model_name(m["name"])
             if name in seen:
                 raise _bad(path, f"model {name!r} appears twice")
             seen.add(name)
-            files = [os.path.normpath(os.path.join(base, p)) for p in m["files"]]
-            onnx = os.path.normpath(os.path.join(base, m["onnx"]))
-            calib = {k: os.path.normpath(os.path.join(base, m[k])) if m.get(k) else None
+            if not isinstance(m["files"], list) or not m["files"]:
+                raise _bad(path, f"model {name!r}: 'files' must be a non-empty list")
+            files = [_inside(base, p, path, f"model {name!r} file") for p in m["files"]]
+            onnx = _inside(base, m["onnx"], path, f"model {name!r} onnx")
+            sha = m["sha256"]
+            if not isinstance(sha, str) or len(sha) != 64:
+                raise _bad(path, f"model {name!r}: sha256 {sha!r} is not a sha256 digest")
+            calib = {k: _inside(base, m[k], path, f"model {name!r} {k}") if m.get(k) else None
                      for k in ("calibration_data", "calibration_cache", "timing_cache")}
-            entries.append(ModelEntry(name=name, onnx=onnx, files=files, sha256=m["sha256"],
-                                      options=BuildOptions.from_dict(m.get("options") or {}),
-                                      preprocess=m.get("preprocess"), manifest=os.path.abspath(path), **calib))
-        except (KeyError, TypeError) as exc:
+            preprocess = m.get("preprocess")
+            if preprocess is not None and not isinstance(preprocess, dict):
+                raise _bad(path, f"model {name!r}: 'preprocess' must be an object")
+            entries.append(ModelEntry(name=name, onnx=onnx, files=files, sha256=sha,
+                                      options=BuildOptions.from_dict(m.get("options")),
+                                      preprocess=preprocess, manifest=os.path.abspath(path), **calib))
+        except KeyError as exc:
             raise _bad(path, f"model #{i + 1} lacks {exc}") from None
         except TegraAIError as exc:
+            if exc.message.startswith(f"manifest {path}:"):
+                raise
             raise _bad(path, f"model #{i + 1}: {exc.message}") from None
     return entries
 

@@ -1,72 +1,81 @@
 """The engine cache directory (layout in docs/ARCHITECTURE.md).
 
-An engine counts only when its sidecar exists, names the same key, and the engine's
-size and sha256 match the sidecar. The sidecar is written after the engine, so a
-power cut mid-write leaves at worst an engine without a sidecar, which is ignored and
-pruned."""
+An engine counts only when its sidecar (:class:`tegra_ai.spec.Sidecar`) exists, names the
+same key, and the engine's size and sha256 match it. The sidecar is written after the
+engine, so a power cut mid-write leaves at worst an engine without a sidecar, which is
+ignored and pruned. The cache touches only files it can prove are its own: engines and
+sidecars of the ``<name>-<key24>.engine[.json]`` form inside a model directory marked
+with ``.tegra-ai-model``."""
 
 from __future__ import annotations
 
 import contextlib
 import glob
-import hashlib
 import json
 import os
 import re
 
-from tegra_ai.cache.key import short_key
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
-from tegra_ai.util.atomic import atomic_write_bytes, atomic_write_json
+from tegra_ai.spec import Sidecar, check_model_name, short_key, sidecar_path, write_engine_files
+from tegra_ai.util.atomic import atomic_write_json
 from tegra_ai.util.hashing import HashMemo
 
-SIDECAR_FORMAT = "tegra-ai-engine"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-
-
-def check_model_name(name: str) -> str:
-    if not _NAME.match(name or ""):
-        raise TegraAIError(f"model name {name!r}: use letters, digits, '.', '_', '+', '-' (it names files)",
-                           exit_code=EXIT_USAGE)
-    return name
-
-
-def write_engine_files(engine_path: str, sidecar_path: str, engine: bytes, sidecar: dict) -> dict:
-    """Write an engine, then its sidecar (the commit point), both atomically."""
-    sidecar = dict(sidecar, format=SIDECAR_FORMAT, engine_file=os.path.basename(engine_path),
-                   engine_size=len(engine), engine_sha256=hashlib.sha256(engine).hexdigest())
-    atomic_write_bytes(engine_path, engine)
-    atomic_write_json(sidecar_path, sidecar)
-    return sidecar
+MODEL_MARKER = ".tegra-ai-model"
+INDEX_NAME = "index.json"
+INDEX_FORMAT = "tegra-ai-engine-index"
+_ENGINE_FILE = re.compile(r"^(?P<name>.+)-(?P<key>[0-9a-f]{24})\.engine$")
 
 
 class EngineCache:
     def __init__(self, root: str, create: bool = True):
         self.root = os.path.abspath(root)
+        self.writable = create
         if create:
             try:
                 os.makedirs(self.root, exist_ok=True)
             except OSError as exc:
                 raise TegraAIError(f"cannot create engine cache {self.root}: {exc.strerror or exc}",
                                    hint="choose a writable --cache directory", exit_code=EXIT_USAGE) from None
+            if not os.path.isdir(self.root):
+                raise TegraAIError(f"engine cache {self.root} is not a directory", exit_code=EXIT_USAGE)
             if not os.access(self.root, os.W_OK):
                 raise TegraAIError(f"engine cache {self.root} is not writable",
                                    hint="choose a writable --cache directory", exit_code=EXIT_USAGE)
         self.memo = HashMemo(os.path.join(self.root, ".hashmemo.json") if create else None)
 
+    # -- layout ---------------------------------------------------------------------
     def model_dir(self, name: str) -> str:
         return os.path.join(self.root, check_model_name(name))
 
     def paths(self, name: str, key: str):
-        stem = os.path.join(self.model_dir(name), f"{name}-{short_key(key)}")
-        return stem + ".engine", stem + ".json"
+        engine = os.path.join(self.model_dir(name), f"{name}-{short_key(key)}.engine")
+        return engine, sidecar_path(engine)
+
+    def is_model_dir(self, name: str) -> bool:
+        """A directory this tool made (it holds the marker); others are never touched."""
+        return os.path.isfile(os.path.join(self.root, name, MODEL_MARKER))
+
+    def _make_model_dir(self, name: str) -> str:
+        directory = self.model_dir(name)
+        if os.path.lexists(directory) and not os.path.isdir(directory):
+            raise TegraAIError(f"{directory} exists and is not a directory", exit_code=EXIT_USAGE)
+        if os.path.isdir(directory) and not self.is_model_dir(name) and os.listdir(directory):
+            raise TegraAIError(f"{directory} exists and was not made by tegra-ai (no {MODEL_MARKER}); "
+                               "refusing to use it", hint="choose another --cache directory or remove it",
+                               exit_code=EXIT_USAGE)
+        os.makedirs(directory, exist_ok=True)
+        marker = os.path.join(directory, MODEL_MARKER)
+        if not os.path.exists(marker):
+            with open(marker, "w") as f:
+                f.write("engines of this model are managed by tensorrt-optimize ensure\n")
+        return directory
 
     @contextlib.contextmanager
     def lock(self, name: str):
         """Exclusive per-model lock; a second ``ensure`` waits, then finds the engine built."""
         import fcntl
 
-        directory = self.model_dir(name)
-        os.makedirs(directory, exist_ok=True)
+        directory = self._make_model_dir(name)
         fd = os.open(os.path.join(directory, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -78,71 +87,98 @@ class EngineCache:
 
     @staticmethod
     def _remove_stale_temp_files(directory: str) -> None:
-        # Under the lock no writer is active, so any temp file is a crashed build's.
+        # Under the lock no writer is active, so any temp file of ours is a crashed build's.
         for tmp in glob.glob(os.path.join(directory, ".*.tmp")):
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
 
-    def read_sidecar(self, path: str) -> dict | None:
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) and data.get("format") == SIDECAR_FORMAT else None
-
+    # -- reading --------------------------------------------------------------------
     def lookup(self, name: str, key: str):
-        """(engine path, sidecar dict) of a valid engine for ``key``, else None."""
-        engine_path, sidecar_path = self.paths(name, key)
-        sidecar = self.read_sidecar(sidecar_path)
-        if sidecar is None or sidecar.get("cache_key") != key:
+        """(engine path, Sidecar) of a valid engine for ``key``, else None."""
+        engine_path, side = self.paths(name, key)
+        sidecar = Sidecar.read_if_ours(side)
+        if sidecar is None or sidecar.cache_key != key:
             return None
         try:
-            if os.path.getsize(engine_path) != sidecar.get("engine_size"):
+            if os.path.getsize(engine_path) != sidecar.engine_size:
                 return None
         except OSError:
             return None
-        if self.memo.sha256(engine_path) != sidecar.get("engine_sha256"):
+        if self.memo.sha256(engine_path) != sidecar.engine_sha256:
             return None
         return engine_path, sidecar
 
-    def store(self, name: str, key: str, engine: bytes, sidecar: dict):
-        engine_path, sidecar_path = self.paths(name, key)
-        sidecar = write_engine_files(engine_path, sidecar_path, engine, dict(sidecar, cache_key=key))
-        self.memo.record(engine_path, sidecar["engine_sha256"])
-        return engine_path, sidecar
-
     def entries(self, name: str | None = None) -> list:
-        """Every sidecar in the cache: (name, sidecar path, sidecar dict or None)."""
-        names = [name] if name else sorted(d for d in os.listdir(self.root) if os.path.isdir(os.path.join(self.root, d)))
+        """Every sidecar-looking file in model directories of ours: (name, path, Sidecar or None)."""
+        if name:
+            names = [name]
+        else:
+            try:
+                names = sorted(d for d in os.listdir(self.root) if self.is_model_dir(d))
+            except OSError:
+                names = []
         out = []
         for n in names:
-            for path in sorted(glob.glob(os.path.join(self.root, n, "*.json"))):
-                out.append((n, path, self.read_sidecar(path)))
+            for path in sorted(glob.glob(os.path.join(self.root, n, "*.engine.json"))):
+                out.append((n, path, Sidecar.read_if_ours(path)))
         return out
 
+    # -- writing --------------------------------------------------------------------
+    def store(self, name: str, key: str, engine: bytes, sidecar: Sidecar):
+        if sidecar.cache_key != key:
+            raise TegraAIError(f"internal: sidecar key {sidecar.cache_key[:12]} is not the cache key {key[:12]}")
+        self._make_model_dir(name)
+        engine_path, _side = self.paths(name, key)
+        write_engine_files(engine_path, engine, sidecar)
+        self.memo.record(engine_path, sidecar.engine_sha256)
+        return engine_path, sidecar
+
     def prune(self, name: str, keep_keys: set) -> list:
-        """Delete engines and sidecars of ``name`` whose key is not kept, and engines
-        without a sidecar. Returns the removed paths."""
+        """Delete engines and sidecars of ``name`` whose key is not kept, and engines without
+        a sidecar, in a model directory of ours; never any other file. Returns removed paths."""
+        if not self.is_model_dir(name):
+            return []
         removed = []
+        keep = {short_key(k) for k in keep_keys}
         directory = self.model_dir(name)
-        keep_stems = {f"{name}-{short_key(k)}" for k in keep_keys}
-        for path in sorted(glob.glob(os.path.join(directory, f"{name}-*"))):
-            stem = os.path.splitext(os.path.basename(path))[0]
-            if stem not in keep_stems:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-                    removed.append(path)
+        for path in sorted(os.listdir(directory)):
+            full = os.path.join(directory, path)
+            base = path[:-len(".json")] if path.endswith(".engine.json") else path
+            m = _ENGINE_FILE.match(base)
+            if not m or m.group("name") != name or m.group("key") in keep or not os.path.isfile(full):
+                continue
+            with contextlib.suppress(OSError):
+                os.unlink(full)
+                removed.append(full)
         return removed
 
-    def write_index(self, models: dict) -> None:
-        """index.json: name -> engine and sidecar, what applications read to find engines."""
-        index_path = os.path.join(self.root, "index.json")
-        index = {"format": "tegra-ai-engine-index", "models": {}}
-        with contextlib.suppress(OSError, ValueError):
-            with open(index_path) as f:
+    def prune_unlisted(self, listed: set, protect: set = frozenset()) -> list:
+        """Remove model directories of ours whose model is not listed; returns their names."""
+        import shutil
+
+        removed = []
+        for name in sorted(os.listdir(self.root)):
+            if name in listed or name in protect or not self.is_model_dir(name):
+                continue
+            shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+            removed.append(name)
+        return removed
+
+    def read_index(self) -> dict:
+        try:
+            with open(os.path.join(self.root, INDEX_NAME)) as f:
                 old = json.load(f)
-            if isinstance(old.get("models"), dict):
-                index["models"].update(old["models"])
-        index["models"].update(models)
-        atomic_write_json(index_path, index)
+        except (OSError, ValueError):
+            return {}
+        models = old.get("models") if isinstance(old, dict) and old.get("format") == INDEX_FORMAT else None
+        return models if isinstance(models, dict) else {}
+
+    def write_index(self, models: dict, drop: set = frozenset()) -> None:
+        """index.json: name -> engine and sidecar, what applications read to find engines.
+        Entries are replaced by ``models``; ``drop`` removes names; entries whose engine no
+        longer exists are dropped."""
+        index = {n: e for n, e in self.read_index().items() if n not in drop}
+        index.update(models)
+        index = {n: e for n, e in index.items()
+                 if isinstance(e, dict) and isinstance(e.get("engine"), str) and os.path.exists(e["engine"])}
+        atomic_write_json(os.path.join(self.root, INDEX_NAME), {"format": INDEX_FORMAT, "models": index})

@@ -10,9 +10,28 @@ import traceback
 from tegra_ai.errors import EXIT_FAILURE, TegraAIError
 
 
+def setup_logging(verbose: bool) -> None:
+    """The library logs to the ``tegra_ai`` logger; the CLI shows it on stderr (stdout
+    stays for results and ``--json``)."""
+    import logging
+
+    log = logging.getLogger("tegra_ai")
+    if not any(getattr(h, "_tegra_ai", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler._tegra_ai = True
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    for h in log.handlers:
+        if getattr(h, "_tegra_ai", False):
+            h.stream = sys.stderr   # follow redirections (tests, callers capturing stderr)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
 def run_main(prog: str, parser, argv=None) -> int:
     args = parser.parse_args(argv)
     verbose = getattr(args, "verbose", False)
+    setup_logging(verbose)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2

@@ -41,62 +41,45 @@ def _add_build_options(p):
 
 
 def _options_from_args(args):
-    from tegra_ai.cache.options import BuildOptions, parse_size
-    from tegra_ai.trt.shapes import parse_profile, profiles_to_json
-    from tegra_ai.util.hashing import sha256_file
+    from tegra_ai.spec import BuildOptions
 
-    calib_sha = None
-    calibration = getattr(args, "calibration", None)
-    if calibration:
-        if not os.path.exists(calibration):
-            raise TegraAIError(f"calibration data {calibration} does not exist", exit_code=EXIT_USAGE)
-        files = sorted(os.path.join(calibration, f) for f in os.listdir(calibration)) if os.path.isdir(calibration) \
-            else [calibration]
-        from tegra_ai.util.hashing import combined_sha256
-
-        calib_sha = combined_sha256([(os.path.basename(f), sha256_file(f)) for f in files if os.path.isfile(f)])
-    elif args.calibration_cache:
-        if not os.path.isfile(args.calibration_cache):
-            raise TegraAIError(f"calibration cache {args.calibration_cache} does not exist", exit_code=EXIT_USAGE)
-        calib_sha = sha256_file(args.calibration_cache)
-    return BuildOptions(
-        precision=args.precision,
-        profiles=profiles_to_json([parse_profile(s) for s in args.shapes]),
-        workspace=parse_size(args.workspace),
-        dla_core=args.dla_core,
-        gpu_fallback=args.gpu_fallback,
-        opt_level=args.opt_level,
-        strongly_typed=args.strongly_typed,
-        calibration_sha256=calib_sha,
-        plugins=[os.path.basename(p) for p in args.plugin],
-        compute_capability=args.compute_capability,
-    )
+    return BuildOptions.from_request(
+        precision=args.precision, shapes=args.shapes, workspace=args.workspace, dla_core=args.dla_core,
+        gpu_fallback=args.gpu_fallback, opt_level=args.opt_level, strongly_typed=args.strongly_typed,
+        calibration=args.calibration, calibration_cache=args.calibration_cache, plugins=args.plugin,
+        compute_capability=args.compute_capability)
 
 
 # --------------------------------------------------------------------------- commands
 
 def cmd_build(args):
+    from tegra_ai.onnx_files import model_files
+    from tegra_ai.spec import check_output_paths
     from tegra_ai.trt.builder import build_engine, write_engine
 
     options = _options_from_args(args)
     output = args.output or os.path.splitext(os.path.basename(args.model))[0] + ".engine"
     check_writable_output(output)
+    inputs = [args.model, args.timing_cache, args.calibration, args.calibration_cache, *args.plugin]
+    if os.path.isfile(args.model):
+        inputs += model_files(args.model)
+    check_output_paths(output, protect=tuple(p for p in inputs if p))
     result = build_engine(args.model, options, timing_cache_path=args.timing_cache,
                           calibration_data=args.calibration, calibration_cache=args.calibration_cache,
                           plugin_libraries=tuple(args.plugin), show_progress=not args.no_progress,
                           verbose=args.verbose)
-    sidecar_path = write_engine(result, output)
+    sidecar_path = write_engine(result, output, protect=tuple(p for p in inputs if p))
+    sc = result.sidecar
     if args.json:
-        print_json({"engine": os.path.abspath(output), "sidecar": os.path.abspath(sidecar_path), **result.sidecar})
+        print_json({"engine": os.path.abspath(output), "sidecar": os.path.abspath(sidecar_path), **sc.to_dict()})
     else:
         for note in result.notes:
             print(f"note: {note}")
-        sc = result.sidecar
-        print(f"engine:  {output} ({len(result.engine) / 1e6:.2f} MB, {sc['tensorrt']['flavor']} "
-              f"{sc['tensorrt']['version']}, sm_{sc['device']['compute_capability'].replace('.', '')}, "
-              f"built in {sc['build_seconds']:.1f} s)")
+        print(f"engine:  {output} ({len(result.engine) / 1e6:.2f} MB, {sc.tensorrt['flavor']} "
+              f"{sc.tensorrt['version']}, sm_{sc.device['compute_capability'].replace('.', '')}, "
+              f"built in {sc.build_seconds:.1f} s)")
         print(f"sidecar: {sidecar_path}")
-        print(f"key:     {sc['cache_key'][:24]}")
+        print(f"key:     {sc.cache_key[:24]}")
     return 0
 
 
@@ -125,7 +108,7 @@ def cmd_check(args):
 
 def cmd_bundle(args):
     from tegra_ai.cache.manifest import add_to_bundle
-    from tegra_ai.onnx_tools.model_files import model_digest
+    from tegra_ai.onnx_files import model_digest
 
     options = _options_from_args(args)
     preprocess = None
@@ -162,10 +145,8 @@ def cmd_bundle(args):
 def cmd_ensure(args):
     from tegra_ai.cache.ensure import ensure
 
-    log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     summary = ensure(args.manifest, args.cache, prune=args.prune, loader="default" if not args.no_load_check else None,
-                     seeds=tuple(args.seed),
-                     show_progress=not args.no_progress, verbose=args.verbose, log=log)
+                     seeds=tuple(args.seed), show_progress=not args.no_progress, verbose=args.verbose)
     if args.json:
         print_json(summary)
     else:
@@ -174,15 +155,17 @@ def cmd_ensure(args):
         for m in summary["models"]:
             extra = f" ({m['error']})" if m.get("error") else f" -> {m.get('engine')}"
             print(f"{m['name']}: {m.get('status', 'not built')}{extra}")
-        print(f"{summary['hits']} cached, {summary.get('seeded', 0)} from prebuilt, {summary['built']} built, "
-              f"{summary['failed']} failed")
+        print(f"{summary['hits']} cached, {summary['seeded']} prebuilt in the image, {summary['fetched']} fetched, "
+              f"{summary['built']} built, {summary['failed']} failed")
     return summary["exit_code"]
 
 
 def cmd_verify_cache(args):
     from tegra_ai.cache.verify import verify_cache
 
-    result = verify_cache(args.cache, trt_version=args.trt_version, compute_capability=args.compute_capability)
+    result = verify_cache(args.cache, trt_version=args.trt_version, compute_capability=args.compute_capability,
+                          library_version=args.library_version, module=args.module, l4t_release=args.l4t_release,
+                          manifests=tuple(args.manifest))
     if args.json:
         print_json(result)
     else:
@@ -213,7 +196,8 @@ def build_parser():
 
     p = sub.add_parser("build", help="build an engine (on the target GPU) with a JSON sidecar")
     p.add_argument("model", help="ONNX model")
-    p.add_argument("-o", "--output", help="engine path (default: MODEL.engine here); the sidecar is ENGINE.json")
+    p.add_argument("-o", "--output", help="engine path (default: MODEL.engine here); the sidecar is ENGINE.json "
+                   "(e.g. yolo.engine.json); files the tool did not write are never overwritten")
     p.add_argument("--timing-cache", metavar="FILE", help="timing cache: loaded, updated and saved atomically")
     _add_build_options(p)
     p.add_argument("--json", action="store_true", help="print the sidecar as JSON")
@@ -261,8 +245,13 @@ def build_parser():
 
     p = sub.add_parser("verify-cache", help="check every engine's sidecar against a TensorRT version and GPU (no TensorRT needed)")
     p.add_argument("cache")
-    p.add_argument("--trt-version", metavar="X.Y[.Z]")
+    p.add_argument("--trt-version", metavar="X.Y[.Z]", help="TensorRT version of the image (bindings)")
+    p.add_argument("--library-version", metavar="X.Y[.Z]", help="libnvinfer version of the image")
     p.add_argument("--compute-capability", metavar="M.m")
+    p.add_argument("--module", metavar="MODEL", help="Jetson module as /proc/device-tree/model names it")
+    p.add_argument("--l4t-release", metavar="R.x", help="L4T release, e.g. 36.4.3")
+    p.add_argument("--manifest", action="append", default=[], metavar="PATH",
+                   help="also check each engine's model and build options against these manifests")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify_cache)
 

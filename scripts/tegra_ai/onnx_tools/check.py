@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from tegra_ai.errors import TegraAIError
-from tegra_ai.onnx_tools.model_files import model_files
+from tegra_ai.onnx_files import model_files
 from tegra_ai.onnx_tools.targets import Target, op_table_for
 from tegra_ai.trt.shapes import ModelInput, format_dims, suggest_shapes
 from tegra_ai.util.lazy import require

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
-from tegra_ai.trt.compat import parse_version
+from tegra_ai.spec import parse_version
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
 OPS_DIR = os.path.join(DATA_DIR, "trt_onnx_ops")

@@ -1,24 +1,29 @@
-"""Build a TensorRT engine from ONNX, with a JSON sidecar describing exactly what was
-built. Version differences go through :mod:`tegra_ai.trt.compat`."""
+"""Build a TensorRT engine from ONNX, with a :class:`~tegra_ai.spec.Sidecar` describing
+exactly what was built. The pipeline reads as its steps, in the manner of Polygraphy's
+loaders: :func:`parse_network` -> :func:`configure` -> :func:`build_serialized` ->
+:func:`make_sidecar`; :func:`build_engine` composes them and :func:`write_engine` writes
+the result. Version differences go through :mod:`tegra_ai.trt.compat`; nothing here
+prints (TensorRT's log goes to the ``tegra_ai.tensorrt`` logger)."""
 
 from __future__ import annotations
 
-import datetime
+import logging
 import os
 import time
 from dataclasses import dataclass, field
 
 from tegra_ai import __version__, platform
-from tegra_ai.cache.key import cache_key, key_material
-from tegra_ai.cache.options import BuildOptions
-from tegra_ai.cache.store import write_engine_files
 from tegra_ai.errors import EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError
-from tegra_ai.onnx_tools.model_files import has_qdq, model_digest
+from tegra_ai.onnx_files import has_qdq, model_digest
+from tegra_ai.spec import (BuildOptions, Sidecar, cache_key, check_output_paths, key_material, profiles_to_json,
+                           sidecar_path, write_engine_files)
 from tegra_ai.trt import compat
-from tegra_ai.trt.shapes import ModelInput, profiles_to_json, resolve_profiles
+from tegra_ai.trt.shapes import ModelInput, resolve_profiles
 from tegra_ai.util.atomic import atomic_write_bytes
-from tegra_ai.util.hashing import HashMemo
+from tegra_ai.util.hashing import HashMemo, sha256_file
 from tegra_ai.util.progress import Progress
+
+TRT_LOG = logging.getLogger("tegra_ai.tensorrt")
 
 OOM_MARKERS = ("out of memory", "outofmemory", "cudaerrormemoryallocation", "insufficient memory",
                "requested amount of gpu memory")
@@ -27,30 +32,44 @@ OOM_MARKERS = ("out of memory", "outofmemory", "cudaerrormemoryallocation", "ins
 @dataclass
 class BuildResult:
     engine: bytes
-    sidecar: dict
+    sidecar: Sidecar
     notes: list = field(default_factory=list)
 
 
-def _make_logger(trt, verbose: bool):
-    class CollectingLogger(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)
-            self.errors = []
+@dataclass
+class ParsedNetwork:
+    """The output of :func:`parse_network`: TensorRT objects plus what we learned of the model."""
+    builder: object
+    network: object
+    parser: object
+    logger: object
+    inputs: list
+    model_path: str
+    model_sha256: str
+    model_files: list
+    qdq: bool
+    typing: dict
 
-        def log(self, severity, msg):
-            if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
-                self.errors.append(msg)
-            if verbose or severity in (trt.ILogger.Severity.INTERNAL_ERROR,):
-                print(f"[TensorRT] {msg}")
 
-    return CollectingLogger()
+# --------------------------------------------------------------------------- identity and key
+
+def tensorrt_identity(feats) -> dict:
+    """What the key records of TensorRT: flavour, the bindings' version, libnvinfer's version."""
+    return {"flavor": feats.flavor, "version": feats.version_string,
+            "library_version": getattr(feats, "library_version", None) or feats.version_string}
+
+
+def plugin_digests(plugin_libraries) -> dict:
+    """basename -> sha256 of each plugin library (part of the key)."""
+    return {os.path.basename(p): sha256_file(p) for p in plugin_libraries}
 
 
 def target_facts(feats, compute_capability: str | None):
     """The GPU the engine is for: this machine's, or the TensorRT-RTX target."""
     if feats.is_rtx:
         cc = compute_capability or "8.6"
-        return platform.DeviceFacts(compute_capability=cc, device_name=f"TensorRT-RTX ahead-of-time target sm_{cc.replace('.', '')}")
+        return platform.DeviceFacts(compute_capability=cc,
+                                    device_name=f"TensorRT-RTX ahead-of-time target sm_{cc.replace('.', '')}")
     facts = platform.detect()
     if facts is None:
         raise TegraAIError("no NVIDIA GPU found to build for: TensorRT engines are built on the target GPU "
@@ -60,20 +79,30 @@ def target_facts(feats, compute_capability: str | None):
     return facts
 
 
-def engine_key(model_sha256: str, options: BuildOptions, feats, facts) -> tuple:
-    material = key_material(model_sha256, options.normalized(), feats.flavor, feats.version_string, facts.to_dict())
+def engine_key(model_sha256: str, options: BuildOptions, feats, facts, plugins: dict | None = None) -> tuple:
+    material = key_material(model_sha256, options, tensorrt_identity(feats), facts.to_dict(), plugins)
     return cache_key(material), material
 
 
-def _parse(trt, parser, model_path: str, logger):
-    # parse_from_file resolves external data relative to the model's directory.
-    ok = parser.parse_from_file(model_path)
-    if ok:
-        return
-    errors = [f"node {node}: {desc}" if node else desc for node, desc in compat.parser_errors(parser)]
-    detail = "; ".join(errors) or "; ".join(logger.errors) or "unknown parser error"
-    raise TegraAIError(f"TensorRT's ONNX parser rejected {os.path.basename(model_path)}: {detail}",
-                       hint="run 'tensorrt-optimize check' for a per-node report")
+# --------------------------------------------------------------------------- steps
+
+def _make_logger(trt, verbose: bool):
+    severity = trt.ILogger.Severity
+    levels = {severity.INTERNAL_ERROR: logging.CRITICAL, severity.ERROR: logging.ERROR,
+              severity.WARNING: logging.WARNING, severity.INFO: logging.INFO, severity.VERBOSE: logging.DEBUG}
+
+    class CollectingLogger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.errors = []
+
+        def log(self, sev, msg):
+            if sev in (severity.INTERNAL_ERROR, severity.ERROR):
+                self.errors.append(msg)
+            if verbose or sev == severity.INTERNAL_ERROR:
+                TRT_LOG.log(levels.get(sev, logging.INFO), "[TensorRT] %s", msg)
+
+    return CollectingLogger()
 
 
 def network_inputs(trt, network) -> list:
@@ -85,31 +114,44 @@ def network_inputs(trt, network) -> list:
     return out
 
 
-def build_engine(model_path: str, options: BuildOptions, *, timing_cache_path: str | None = None,
-                 calibration_data: str | None = None, calibration_cache: str | None = None,
-                 calibration_batch: int = 8, plugin_libraries: tuple = (), show_progress: bool = True,
-                 verbose: bool = False, memo: HashMemo | None = None) -> BuildResult:
-    trt, feats = compat.load()
-    notes = []
-    for lib in plugin_libraries:
-        compat.load_plugin_library(trt, feats, lib)
-    facts = target_facts(feats, options.compute_capability)
+def parse_network(trt, feats, model_path: str, options: BuildOptions, *, has_calibration: bool = False,
+                  verbose: bool = False, memo: HashMemo | None = None) -> ParsedNetwork:
+    """Hash the model, choose the typing, and parse it with TensorRT's ONNX parser."""
     model_sha, files = model_digest(model_path, memo)
     qdq = has_qdq(model_path)
-
     typing = compat.resolve_typing(feats, options.precision, qdq, options.strongly_typed,
-                                   has_calibration=bool(calibration_data or calibration_cache))
-    notes += typing["notes"]
-
+                                   has_calibration=has_calibration)
     logger = _make_logger(trt, verbose)
     if hasattr(trt, "init_libnvinfer_plugins"):
         trt.init_libnvinfer_plugins(logger, "")
     builder = trt.Builder(logger)
     network = compat.create_network(trt, feats, builder, typing["strongly_typed"])
     parser = trt.OnnxParser(network, logger)
-    _parse(trt, parser, model_path, logger)
+    # parse_from_file resolves external data relative to the model's directory.
+    if not parser.parse_from_file(model_path):
+        errors = [f"node {node}: {desc}" if node else desc for node, desc in compat.parser_errors(parser)]
+        detail = "; ".join(errors) or "; ".join(logger.errors) or "unknown parser error"
+        raise TegraAIError(f"TensorRT's ONNX parser rejected {os.path.basename(model_path)}: {detail}",
+                           hint="run 'tensorrt-optimize check' for a per-node report")
+    return ParsedNetwork(builder, network, parser, logger, network_inputs(trt, network), model_path, model_sha,
+                         files, qdq, typing)
 
-    inputs = network_inputs(trt, network)
+
+@dataclass
+class Configured:
+    config: object
+    profiles: list
+    notes: list
+    timing_cache: object = None
+    calibrator: object = None
+
+
+def configure(trt, feats, parsed: ParsedNetwork, options: BuildOptions, *, timing_cache_path: str | None = None,
+              calibration_data: str | None = None, calibration_cache: str | None = None,
+              calibration_batch: int = 8) -> Configured:
+    """Profiles, precision flags, memory, optimization level, DLA, calibration, timing cache."""
+    builder, typing, inputs = parsed.builder, parsed.typing, parsed.inputs
+    notes = list(typing["notes"])
     profiles = resolve_profiles(inputs, options.profile_objects())
     config = builder.create_builder_config()
     if any(i.is_dynamic for i in inputs) or options.profiles:
@@ -128,8 +170,8 @@ def build_engine(model_path: str, options: BuildOptions, *, timing_cache_path: s
     compat.configure_dla(trt, feats, builder, config, options.dla_core, options.gpu_fallback,
                          typing["flags"], typing["strongly_typed"])
     compat.set_rtx_compute_capability(trt, feats, config, options.compute_capability)
-    calibration_notes = []
-    if "INT8" in typing["flags"] and not qdq and (calibration_data or calibration_cache):
+    calibrator = None
+    if "INT8" in typing["flags"] and not parsed.qdq and (calibration_data or calibration_cache):
         from tegra_ai.trt.calibrator import CalibrationBatches, make_calibrator
 
         batches = CalibrationBatches(calibration_data, inputs, calibration_batch) if calibration_data else None
@@ -138,30 +180,41 @@ def build_engine(model_path: str, options: BuildOptions, *, timing_cache_path: s
         if batches is not None and any(i.is_dynamic for i in inputs):
             compat.set_calibration_profile(trt, builder, config, {
                 i.name: (batches.batch_size,) + batches.sample_shape(i.name) for i in inputs})
-        calibration_notes.append(f"implicit INT8 calibration: {batches.num_batches} batch(es) of {batches.batch_size}"
-                                 if batches else f"implicit INT8 from calibration cache {calibration_cache}")
-    notes += calibration_notes
+        notes.append(f"implicit INT8 calibration: {batches.num_batches} batch(es) of {batches.batch_size}"
+                     if batches else f"implicit INT8 from calibration cache {calibration_cache}")
     compat.enable_detailed_profiling(trt, config)
 
     timing_cache = None
     if timing_cache_path:
         data = None
         if os.path.exists(timing_cache_path):
-            with open(timing_cache_path, "rb") as f:
-                data = f.read()
+            try:
+                with open(timing_cache_path, "rb") as f:
+                    data = f.read()
+            except OSError as exc:
+                raise TegraAIError(f"cannot read timing cache {timing_cache_path}: {exc.strerror}",
+                                   exit_code=EXIT_USAGE) from None
         timing_cache, tc_notes = compat.load_timing_cache(feats, config, data)
         notes += tc_notes
+    return Configured(config, profiles, notes, timing_cache, calibrator)
 
-    label = f"building {os.path.basename(model_path)} ({feats.describe()}, sm_{facts.compute_capability.replace('.', '')})"
+
+def build_serialized(trt, feats, parsed: ParsedNetwork, configured: Configured, facts, *,
+                     show_progress: bool = True) -> tuple:
+    """Run TensorRT's builder with a progress display; returns (engine bytes, seconds)."""
+    label = (f"building {os.path.basename(parsed.model_path)} ({feats.describe()}, "
+             f"sm_{facts.compute_capability.replace('.', '')})")
+    logger = parsed.logger
     started = time.monotonic()
     with Progress(label, enabled=show_progress) as progress:
-        monitor = compat.attach_progress_monitor(trt, feats, config, progress.on_trt_phases)  # noqa: F841 (kept alive)
+        monitor = compat.attach_progress_monitor(trt, feats, configured.config,  # noqa: F841 (kept alive)
+                                                 progress.on_trt_phases)
         try:
-            serialized = builder.build_serialized_network(network, config)
+            serialized = parsed.builder.build_serialized_network(parsed.network, configured.config)
         except MemoryError:
             serialized = None
             logger.errors.append("out of memory")
-    build_seconds = time.monotonic() - started
+    seconds = time.monotonic() - started
     if serialized is None:
         text = " ".join(logger.errors).lower()
         if any(m in text for m in OOM_MARKERS):
@@ -169,54 +222,69 @@ def build_engine(model_path: str, options: BuildOptions, *, timing_cache_path: s
                                hint="lower --workspace, build fewer profiles, or stop other GPU applications")
         detail = logger.errors[-1] if logger.errors else "see --verbose"
         raise TegraAIError(f"TensorRT could not build the engine: {detail}")
-    engine = bytes(serialized)
+    return bytes(serialized), seconds
 
-    if timing_cache is not None and timing_cache_path:
-        atomic_write_bytes(timing_cache_path, bytes(timing_cache.serialize()))
 
-    # The key hashes the options as requested (what ensure can compute before building);
+def make_sidecar(parsed: ParsedNetwork, configured: Configured, options: BuildOptions, feats, facts,
+                 seconds: float, plugins: dict | None = None) -> Sidecar:
+    # The key hashes the options as requested (what ensure computes before building);
     # the profiles as completed with static inputs are recorded beside it.
-    key, material = engine_key(model_sha, options, feats, facts)
-    sidecar = {
-        "tool": f"tegra-ai {__version__}",
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "model": os.path.basename(model_path),
-        "model_sha256": model_sha,
-        "model_files": [os.path.basename(f) for f in files],
-        "tensorrt": {"flavor": feats.flavor, "version": feats.version_string},
-        "device": facts.to_dict(),
-        "precision": options.precision,
-        "strongly_typed": typing["strongly_typed"],
-        "builder_flags": typing["flags"],
-        "qdq": qdq,
-        "profiles": profiles_to_json(profiles),
-        "inputs": [{"name": i.name, "dims": list(i.dims), "dtype": i.dtype} for i in inputs],
-        "options": options.normalized(),
-        "build_seconds": round(build_seconds, 3),
-        "key_material": material,
-        "cache_key": key,
-        "notes": notes,
-    }
-    return BuildResult(engine=engine, sidecar=sidecar, notes=notes)
+    _key, material = engine_key(parsed.model_sha256, options, feats, facts, plugins)
+    return Sidecar.new(
+        material, tool=f"tegra-ai {__version__}", model=os.path.basename(parsed.model_path),
+        model_files=[os.path.basename(f) for f in parsed.model_files],
+        strongly_typed=parsed.typing["strongly_typed"], builder_flags=list(parsed.typing["flags"]),
+        qdq=parsed.qdq, profiles=profiles_to_json(configured.profiles),
+        inputs=[{"name": i.name, "dims": list(i.dims), "dtype": i.dtype} for i in parsed.inputs],
+        build_seconds=round(seconds, 3), notes=list(configured.notes))
 
 
-def write_engine(result: BuildResult, engine_path: str, sidecar_path: str | None = None) -> str:
-    """Write engine then sidecar, both atomically; returns the sidecar path."""
-    sidecar_path = sidecar_path or os.path.splitext(engine_path)[0] + ".json"
-    write_engine_files(engine_path, sidecar_path, result.engine, result.sidecar)
-    return sidecar_path
+# --------------------------------------------------------------------------- composed
+
+def build_engine(model_path: str, options: BuildOptions, *, timing_cache_path: str | None = None,
+                 calibration_data: str | None = None, calibration_cache: str | None = None,
+                 calibration_batch: int = 8, plugin_libraries: tuple = (), show_progress: bool = True,
+                 verbose: bool = False, memo: HashMemo | None = None) -> BuildResult:
+    trt, feats = compat.load()
+    for lib in plugin_libraries:
+        compat.load_plugin_library(trt, feats, lib)
+    plugins = plugin_digests(plugin_libraries)
+    facts = target_facts(feats, options.compute_capability)
+    parsed = parse_network(trt, feats, model_path, options, verbose=verbose, memo=memo,
+                           has_calibration=bool(calibration_data or calibration_cache))
+    configured = configure(trt, feats, parsed, options, timing_cache_path=timing_cache_path,
+                           calibration_data=calibration_data, calibration_cache=calibration_cache,
+                           calibration_batch=calibration_batch)
+    engine, seconds = build_serialized(trt, feats, parsed, configured, facts, show_progress=show_progress)
+    if configured.timing_cache is not None and timing_cache_path:
+        atomic_write_bytes(timing_cache_path, bytes(configured.timing_cache.serialize()))
+    sidecar = make_sidecar(parsed, configured, options, feats, facts, seconds, plugins)
+    return BuildResult(engine=engine, sidecar=sidecar, notes=configured.notes)
 
 
-def check_engine_matches(sidecar: dict, feats, facts) -> list:
+def write_engine(result: BuildResult, engine_path: str, protect: tuple = ()) -> str:
+    """Write engine then sidecar (``ENGINE.json``), both atomically, refusing to replace
+    anything the tool did not write; returns the sidecar path."""
+    check_output_paths(engine_path, protect)
+    write_engine_files(engine_path, result.engine, result.sidecar)
+    return sidecar_path(engine_path)
+
+
+def check_engine_matches(sidecar: Sidecar, feats, facts) -> list:
     """Why an engine (by its sidecar) cannot run here; empty when it can."""
     problems = []
-    trt_info = sidecar.get("tensorrt", {})
-    if trt_info.get("flavor") != feats.flavor or trt_info.get("version") != feats.version_string:
-        problems.append(f"built with {trt_info.get('flavor')} {trt_info.get('version')}, this machine has {feats.describe()}")
-    dev = sidecar.get("device", {})
+    trt_info = sidecar.tensorrt
+    here = tensorrt_identity(feats)
+    if trt_info.get("flavor") != here["flavor"] or trt_info.get("library_version") != here["library_version"]:
+        problems.append(f"built with {trt_info.get('flavor')} {trt_info.get('library_version')}, this machine has "
+                        f"{feats.describe()}")
+    dev = sidecar.device
     if facts is not None and dev.get("compute_capability") != facts.compute_capability:
-        problems.append(f"built for compute capability {dev.get('compute_capability')}, this GPU is {facts.compute_capability}")
+        problems.append(f"built for compute capability {dev.get('compute_capability')}, this GPU is "
+                        f"{facts.compute_capability}")
     return problems
 
 
-__all__ = ["BuildResult", "build_engine", "write_engine", "engine_key", "target_facts", "check_engine_matches"]
+__all__ = ["BuildResult", "ParsedNetwork", "Configured", "parse_network", "configure", "build_serialized",
+           "make_sidecar", "build_engine", "write_engine", "engine_key", "target_facts", "check_engine_matches",
+           "tensorrt_identity", "plugin_digests"]

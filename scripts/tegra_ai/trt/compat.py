@@ -13,10 +13,10 @@ importing TensorRT.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, fields
 
 from tegra_ai.errors import EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError
+from tegra_ai.spec import parse_version
 
 FLAVOR_TENSORRT = "tensorrt"
 FLAVOR_RTX = "tensorrt-rtx"
@@ -75,13 +75,6 @@ RTX_TARGETS = {"8.0": "SM80", "8.6": "SM86", "8.9": "SM89", "12.0": "SM120", "12
 
 # GPUs with a DLA: Xavier (7.2) and Orin (8.7). Thor (11.0) has none.
 DLA_COMPUTE_CAPABILITIES = ("7.2", "8.7")
-
-
-def parse_version(text: str) -> tuple:
-    nums = re.findall(r"\d+", str(text))
-    if not nums:
-        raise ValueError(f"not a version: {text!r}")
-    return tuple(int(n) for n in nums[:4])
 
 
 def _has(feature: str, version: tuple) -> bool:

@@ -4,26 +4,55 @@ inspector, and a precision summary (layers per precision, GPU vs DLA)."""
 from __future__ import annotations
 
 import collections
-import json
 import os
 import re
 
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
+from tegra_ai.spec import Sidecar, sidecar_path
+from tegra_ai.util.hashing import sha256_file
 
 _PRECISION_TOKENS = [("FP32", "fp32"), ("FP16", "fp16"), ("BF16", "bf16"), ("FP8", "fp8"), ("INT8", "int8"),
                      ("INT4", "int4"), ("INT32", "int32"), ("INT64", "int64"), ("BOOL", "bool"), ("UINT8", "uint8")]
 
 
-def sidecar_path_for(engine_path: str) -> str:
-    return os.path.splitext(engine_path)[0] + ".json"
+def _looks_like(data: bytes) -> str | None:
+    """What a file that is clearly not an engine is, from its first bytes."""
+    head = data.lstrip()[:1]
+    if head in (b"{", b"["):
+        return "a JSON file"
+    if data[:1] == b"\x08":  # ModelProto field 1 (ir_version), varint: how every ONNX file starts
+        return "an ONNX model (build an engine from it with 'tensorrt-optimize build')"
+    if data[:4] == b"PK\x03\x04" or data[:6] == b"\x93NUMPY":
+        return "a NumPy/zip file"
+    return None
 
 
-def read_sidecar(engine_path: str) -> dict | None:
+def read_engine_and_sidecar(engine_path: str):
+    """(sidecar or None) for an engine file, refusing files that are not engines and
+    sidecars that do not belong to the engine."""
+    if os.path.isdir(engine_path):
+        raise TegraAIError(f"{engine_path} is a directory, not an engine", exit_code=EXIT_USAGE)
     try:
-        with open(sidecar_path_for(engine_path)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        size = os.path.getsize(engine_path)
+        with open(engine_path, "rb") as f:
+            head = f.read(64)
+    except FileNotFoundError:
+        raise TegraAIError(f"engine {engine_path} does not exist", exit_code=EXIT_USAGE) from None
+    except OSError as exc:
+        raise TegraAIError(f"cannot read engine {engine_path}: {exc.strerror}", exit_code=EXIT_USAGE) from None
+    if size == 0:
+        raise TegraAIError(f"{engine_path} is empty, not an engine", exit_code=EXIT_USAGE)
+    what = _looks_like(head)
+    if what:
+        raise TegraAIError(f"{engine_path} is {what}, not a TensorRT engine", exit_code=EXIT_USAGE)
+    side = sidecar_path(engine_path)
+    if not os.path.lexists(side):
         return None
+    sidecar = Sidecar.load(side)
+    if not sidecar.describes(sha256_file(engine_path), size):
+        raise TegraAIError(f"sidecar {side} does not belong to {engine_path} (engine size or sha256 differs)",
+                           hint="the engine was replaced or the sidecar copied from another engine", exit_code=EXIT_USAGE)
+    return sidecar
 
 
 def layer_precision(layer: dict) -> str:
@@ -60,10 +89,9 @@ def summarize_layers(inspector: dict) -> dict:
 
 
 def inspect_engine(engine_path: str, with_layers: bool = True) -> dict:
-    if not os.path.isfile(engine_path):
-        raise TegraAIError(f"engine {engine_path} does not exist", exit_code=EXIT_USAGE)
-    sidecar = read_sidecar(engine_path)
-    info = {"engine": os.path.abspath(engine_path), "size": os.path.getsize(engine_path), "sidecar": sidecar}
+    sc = read_engine_and_sidecar(engine_path)
+    info = {"engine": os.path.abspath(engine_path), "size": os.path.getsize(engine_path),
+            "sidecar": sc.to_dict() if sc else None}
     from tegra_ai.trt import compat
 
     try:
@@ -74,10 +102,10 @@ def inspect_engine(engine_path: str, with_layers: bool = True) -> dict:
     if feats.is_rtx:
         info["note"] = "TensorRT-RTX cannot load engines here: showing the sidecar only"
         return info
-    if sidecar:
+    if sc is not None:
         from tegra_ai.trt.builder import check_engine_matches
 
-        problems = check_engine_matches(sidecar, feats, None)
+        problems = check_engine_matches(sc, feats, None)
         if problems:
             raise TegraAIError(f"{os.path.basename(engine_path)} cannot be loaded here: {'; '.join(problems)}",
                                hint="rebuild it on this device with tensorrt-optimize build")

@@ -1,5 +1,6 @@
-"""Optimization profiles: parsing ``--shapes``, checking them against a model's inputs,
-and deriving them when the model is static.
+"""Optimization profiles against a model: checking ``--shapes`` (grammar in
+:mod:`tegra_ai.spec`) against a model's inputs, completing them with static inputs, and
+suggesting them for dynamic ones.
 
 Syntax (one ``--shapes`` value is one optimization profile; repeat it for several)::
 
@@ -12,84 +13,10 @@ Names may contain ':' (``input:0``); the dims are taken from the right.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
-
-_DIMS = re.compile(r"^\d+(x\d+)*$")
-
-
-@dataclass(frozen=True)
-class InputShapes:
-    name: str
-    min: tuple
-    opt: tuple
-    max: tuple
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "InputShapes":
-        return cls(d["name"], tuple(d["min"]), tuple(d["opt"]), tuple(d["max"]))
-
-    def format(self) -> str:
-        fmt = lambda dims: "x".join(str(v) for v in dims)  # noqa: E731
-        if self.min == self.opt == self.max:
-            return f"{self.name}:{fmt(self.opt)}"
-        return f"{self.name}:{fmt(self.min)}:{fmt(self.opt)}:{fmt(self.max)}"
-
-
-def _usage(msg: str) -> TegraAIError:
-    return TegraAIError(msg, hint="expected NAME:MINxC..:OPTxC..:MAXxC.. or NAME:DIMS, e.g. images:1x3x320x320:1x3x640x640:4x3x1280x1280",
-                        exit_code=EXIT_USAGE)
-
-
-def _dims(text: str, spec: str) -> tuple:
-    if not _DIMS.match(text):
-        raise _usage(f"malformed dimensions {text!r} in --shapes {spec!r}")
-    dims = tuple(int(v) for v in text.split("x"))
-    if any(v <= 0 for v in dims):
-        raise _usage(f"dimensions must be positive in --shapes {spec!r}")
-    return dims
-
-
-def parse_input_shapes(spec: str) -> InputShapes:
-    parts = spec.strip().split(":")
-    dims_parts = []
-    while parts and len(dims_parts) < 3 and _DIMS.match(parts[-1]):
-        dims_parts.insert(0, parts.pop())
-    name = ":".join(parts)
-    if parts and re.fullmatch(r"[\dx]*\d[\dx]*", parts[-1]) and "x" in parts[-1]:
-        raise _usage(f"malformed dimensions {parts[-1]!r} in --shapes {spec!r}")
-    if not name:
-        raise _usage(f"missing input name in --shapes {spec!r}")
-    if len(dims_parts) == 0:
-        raise _usage(f"missing dimensions in --shapes {spec!r}")
-    if len(dims_parts) == 2:
-        raise _usage(f"--shapes {spec!r} has two shapes; give one (static) or three (min:opt:max)")
-    if len(dims_parts) == 1:
-        d = _dims(dims_parts[0], spec)
-        return InputShapes(name, d, d, d)
-    mn, opt, mx = (_dims(p, spec) for p in dims_parts)
-    if not (len(mn) == len(opt) == len(mx)):
-        raise _usage(f"min, opt and max of {name!r} have different ranks in --shapes {spec!r}")
-    for i, (a, b, c) in enumerate(zip(mn, opt, mx)):
-        if not a <= b <= c:
-            raise TegraAIError(f"--shapes {spec!r}: dimension {i} of {name!r} needs min <= opt <= max, got {a}, {b}, {c}",
-                               exit_code=EXIT_USAGE)
-    return InputShapes(name, mn, opt, mx)
-
-
-def parse_profile(spec: str) -> list:
-    """One ``--shapes`` value -> list of InputShapes (one per input)."""
-    entries = [parse_input_shapes(s) for s in spec.split(",") if s.strip()]
-    names = [e.name for e in entries]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise TegraAIError(f"--shapes gives input(s) {', '.join(dupes)} twice in one profile", exit_code=EXIT_USAGE)
-    return entries
+from tegra_ai.spec import InputShapes
 
 
 @dataclass(frozen=True)
@@ -166,11 +93,3 @@ def resolve_profiles(inputs: list, profiles: list) -> list:
 
 def format_dims(dims) -> str:
     return "[" + ", ".join(str(d) if isinstance(d, int) and d > 0 else (str(d) if d else "?") for d in dims) + "]"
-
-
-def profiles_to_json(profiles: list) -> list:
-    return [[s.to_dict() for s in p] for p in profiles]
-
-
-def profiles_from_json(data: list) -> list:
-    return [[InputShapes.from_dict(s) for s in p] for p in data]
