@@ -132,8 +132,8 @@ tensorrt_engine_build_on_builder() {
         | tar -C ${TEGRA_AI_ENGINE_DIR} -xf -; then
         bbfatal "the engine builder '${TEGRA_AI_ENGINE_BUILDER}' failed (see the lines above: a 'builder mismatch' means it is not the image's TensorRT/GPU/L4T); fix it, or leave TEGRA_AI_ENGINE_BUILDER empty to build the engines on the device at first boot"
     fi
-    if ! tensorrt-optimize verify-cache ${TEGRA_AI_ENGINE_DIR} --trt-version ${@tegra_ai_layer.engines.short_trt_version(d.getVar('TEGRA_AI_TRT_VERSION'))} --compute-capability ${TEGRA_AI_COMPUTE_CAPABILITY}; then
-        bbfatal "refusing the engines from '${TEGRA_AI_ENGINE_BUILDER}': they were not built with TensorRT ${TEGRA_AI_TRT_VERSION} for compute capability ${TEGRA_AI_COMPUTE_CAPABILITY} (the image's). Use a builder Jetson with the same module and BSP as the image, or leave TEGRA_AI_ENGINE_BUILDER empty."
+    if ! tensorrt-optimize verify-cache ${TEGRA_AI_ENGINE_DIR} --manifest ${TEGRA_AI_BUNDLE_DIR} ${@tegra_ai_layer.engines.verify_cache_args(d)}; then
+        bbfatal "refusing the engines from '${TEGRA_AI_ENGINE_BUILDER}': they are not this bundle's engines for TensorRT ${TEGRA_AI_TRT_VERSION}, compute capability ${TEGRA_AI_COMPUTE_CAPABILITY}, L4T ${TEGRA_AI_L4T_VERSION} (the image's; see the lines above). Use a builder Jetson with the same module and BSP as the image, or leave TEGRA_AI_ENGINE_BUILDER empty."
     fi
 }
 # The builder's address, its cache folder and the agent socket do not change the

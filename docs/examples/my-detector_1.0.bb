@@ -1,3 +1,4 @@
+# nooelint: oelint.var.mandatoryvar.HOMEPAGE - a product's own model has no upstream page
 # A model recipe of your own, in your layer (e.g. meta-my-product/recipes-models/my-detector/):
 # the ONNX and its calibration cache sit next to it in files/, and the image gets
 # IMAGE_INSTALL:append = " my-detector". At build time each model is hashed,
@@ -6,6 +7,8 @@
 # builder Jetson, TEGRA_AI_ENGINE_BUILDER). Applications find it at
 # ${TEGRA_AI_ENGINE_CACHE}/detector.engine once tegra-ai-engines.service is done.
 SUMMARY = "Object detector for the product's camera"
+DESCRIPTION = "The product's detector (ONNX) with its INT8 calibration cache and preprocessing, \
+bundled for tegra-ai-engines.service."
 LICENSE = "CLOSED"
 
 SRC_URI = "file://detector.onnx file://detector.calib file://detector.preprocess.json"

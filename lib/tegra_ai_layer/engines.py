@@ -25,7 +25,7 @@ __all__ = [
     "ModelConfigError", "ModelSpec", "OPTION_FLAGS", "PRECISIONS",
     "parse_models", "bundle_commands", "bundle_target", "compute_capability",
     "guess_trt_version", "short_trt_version", "check_builder", "remote_ensure_script", "builder_command",
-    "builder_expectations", "builder_cache_dir", "builder_lockfile", "ssh_auth_sock",
+    "builder_expectations", "verify_cache_args", "builder_cache_dir", "builder_lockfile", "ssh_auth_sock",
     "absolute_file_checksums", "model_files", "models_signature",
     "builder_is_local", "read_bool", "parse_size", "parse_shapes",
 ]
@@ -395,6 +395,17 @@ def builder_command(d):
     script = remote_ensure_script(d.getVar("TEGRA_AI_ENGINE_BUILDER_TOOL") or "tensorrt-optimize",
                                   cache=builder_cache_dir(d), expect=builder_expectations(d))
     return "%s %s" % (prefix, shlex.quote(script))
+
+
+def verify_cache_args(d):
+    """``tensorrt-optimize verify-cache`` options: the image's facts (those that are known)."""
+    trt, cc, l4t, module = builder_expectations(d)
+    args = []
+    for opt, value in (("--trt-version", trt), ("--compute-capability", cc), ("--l4t-release", l4t),
+                       ("--module", module)):
+        if value:
+            args += [opt, value]
+    return " ".join(shlex.quote(a) for a in args)
 
 
 def builder_expectations(d):

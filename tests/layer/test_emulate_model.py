@@ -76,28 +76,32 @@ FAKE_ENSURE = r'''
 import json, os, sys
 sys.path.insert(0, %(scripts)r)
 from tegra_ai.cache.store import EngineCache
+from tegra_ai.spec import BuildOptions, Sidecar, key_material
 args = sys.argv[1:]
 bundle, cache = args[args.index("--manifest") + 1], args[args.index("--cache") + 1]
 with open(%(log)r, "a") as log:
     log.write(" ".join(args) + "\n")
 store = EngineCache(cache)
 for m in json.load(open(os.path.join(bundle, "manifest.json")))["models"]:
-    key = (m["sha256"] + "0" * 64)[:64]
-    if store.lookup(m["name"], key) is None:
-        store.store(m["name"], key, b"engine", {"tensorrt": {"version": %(trt)r},
-                                              "device": {"compute_capability": "8.7"}})
+    material = key_material(m["sha256"], BuildOptions.from_dict(m["options"]),
+                            {"flavor": "tensorrt", "version": %(trt)r},
+                            {"compute_capability": "8.7", "device_name": "Orin", "module": None,
+                             "l4t_release": %(l4t)r})
+    sidecar = Sidecar.new(material)
+    if store.lookup(m["name"], sidecar.cache_key) is None:
+        store.store(m["name"], sidecar.cache_key, b"engine", sidecar)
         with open(%(log)r, "a") as log:
             log.write("built " + m["name"] + "\n")
 '''
 
 
-def builder(tmp_path, trt="10.3.0.30", probe_ok=True):
+def builder(tmp_path, trt="10.3.0.30", probe_ok=True, l4t="36.5.0"):
     """A stand-in Jetson reached with 'sh -c': python3 (the facts probe) and the ensure tool."""
     bindir = tmp_path / "jetson-bin"
     bindir.mkdir()
     log = tmp_path / "builder.log"
     ensure = bindir / "fake-ensure"
-    ensure.write_text("#!%s\n%s" % (sys.executable, FAKE_ENSURE % {"scripts": SCRIPTS, "log": str(log), "trt": trt}))
+    ensure.write_text("#!%s\n%s" % (sys.executable, FAKE_ENSURE % {"scripts": SCRIPTS, "log": str(log), "trt": trt, "l4t": l4t}))
     ensure.chmod(0o755)
     if probe_ok:
         py = bindir / "python3"  # the probe of a matching Jetson: it records what it was asked
@@ -145,15 +149,20 @@ def test_builder_of_another_platform_is_refused_before_building(tmp_path):
     assert not log.exists() or "built" not in log.read_text()
 
 
-def test_engines_of_the_wrong_tensorrt_are_refused(tmp_path):
-    bindir, ensure, _log = builder(tmp_path, trt="8.5.2.2")
+@pytest.mark.parametrize("builder_facts, differs", [
+    ({"trt": "8.5.2.2"}, "TensorRT version differs"),
+    ({"l4t": "36.4.0"}, "L4T release differs"),
+])
+def test_engines_of_another_platform_are_refused(tmp_path, builder_facts, differs):
+    """verify-cache after the build: a builder that passed the probe but built elsewhere."""
+    bindir, ensure, _log = builder(tmp_path, **builder_facts)
     d = parse(tmp_path, TEGRA_AI_ONNX_CHECK="0", TEGRA_AI_ENGINE_BUILDER="sh -c",
               TEGRA_AI_ENGINE_BUILDER_TOOL=str(ensure), TEGRA_AI_ENGINE_BUILDER_CACHE=str(tmp_path / "c"))
     env = native_tool(tmp_path)
     env["PATH"] = str(bindir) + os.pathsep + env["PATH"]
     emulate.unpack(d)
     res = emulate.run(d, "do_compile", env=env, check=False)
-    assert res.returncode != 0 and "refusing the engines" in res.stdout
+    assert res.returncode != 0 and "refusing the engines" in res.stdout and differs in res.stdout
 
 
 # --- task flags and signature -------------------------------------------------
