@@ -15,9 +15,10 @@
 #                          Engines are keyed by the L4T release and TensorRT
 #                          version, so both slots' engines live there side by side.
 #                          The service warns in the journal when it is on tmpfs.
-#   Stable engine paths: ${TEGRA_AI_ENGINE_CACHE}/<model>.engine is a symlink
-#   to the current engine of <model>, for applications and DeepStream's
-#   model-engine-file.
+#   Stable engine paths: the contract is that ${TEGRA_AI_ENGINE_CACHE}/<model>.engine
+#   is a symlink to the current engine of <model>, for applications and
+#   DeepStream's model-engine-file (docs/ARCHITECTURE.md; not written by ensure
+#   yet: until then read ${TEGRA_AI_ENGINE_CACHE}/index.json).
 
 TEGRA_AI_MODELS_DIR ??= "${datadir}/tegra-ai/models"
 TEGRA_AI_ENGINE_SEED ??= "${datadir}/tegra-ai/engines"

@@ -4,8 +4,8 @@
 # IMAGE_INSTALL:append = " my-detector". At build time each model is hashed,
 # checked against the image's TensorRT (where python3-onnx-native exists) and
 # bundled; the engine is built on the device at first boot (or on the engine
-# builder Jetson, TEGRA_AI_ENGINE_BUILDER). Applications find it at
-# ${TEGRA_AI_ENGINE_CACHE}/detector.engine once tegra-ai-engines.service is done.
+# builder Jetson, TEGRA_AI_ENGINE_BUILDER). Applications find it through
+# ${TEGRA_AI_ENGINE_CACHE}/index.json once tegra-ai-engines.service is done.
 SUMMARY = "Object detector for the product's camera"
 DESCRIPTION = "The product's detector (ONNX) with its INT8 calibration cache and preprocessing, \
 bundled for tegra-ai-engines.service."
