@@ -23,3 +23,11 @@
 TEGRA_AI_MODELS_DIR ??= "${datadir}/tegra-ai/models"
 TEGRA_AI_ENGINE_SEED ??= "${datadir}/tegra-ai/engines"
 TEGRA_AI_ENGINE_CACHE ??= "${localstatedir}/lib/tegra-ai/engines"
+
+python __anonymous() {
+    import tegra_ai_layer.compat as compat
+    try:
+        compat.check_paths(d)
+    except ValueError as e:
+        bb.fatal("%s: %s" % (d.getVar("PN"), e))
+}

@@ -5,7 +5,8 @@ import os
 import re
 
 __all__ = ["unpackdir", "recipe_available", "layer_recipe_versions", "project_version",
-           "proprietary_license", "state_directory_line", "appends_if_recipe"]
+           "proprietary_license", "state_directory_line", "appends_if_recipe", "check_paths",
+           "check_service_settings"]
 
 
 def unpackdir(d):
@@ -102,3 +103,42 @@ def appends_if_recipe(d, pn, pattern):
         if glob.glob(os.path.join(layer, "recipes-*", "*", pn + "_*.bb")):
             return pattern
     return ""
+
+
+PATH_VARS = ("TEGRA_AI_MODELS_DIR", "TEGRA_AI_ENGINE_CACHE", "TEGRA_AI_ENGINE_SEED")
+# what the service recipe's sed and systemd's unit syntax cannot carry in a path
+_PATH_BAD = re.compile(r"[\s,&\\'\"%$;]")
+
+
+def check_paths(d):
+    """Parse-time check of the on-device locations; raises ValueError naming the variable."""
+    values = {}
+    for var in PATH_VARS:
+        v = (d.getVar(var) or "").strip()
+        if not v.startswith("/") or v.rstrip("/") == "":
+            raise ValueError("%s = %r: give an absolute path on the device (not /), e.g. /data/tegra-ai/engines"
+                             % (var, v))
+        if _PATH_BAD.search(v):
+            raise ValueError("%s = %r: the path may not contain spaces, quotes or any of , & %% $ ; \\" % (var, v))
+        values[var] = v.rstrip("/")
+    cache = values["TEGRA_AI_ENGINE_CACHE"]
+    for ro in ("TEGRA_AI_MODELS_DIR", "TEGRA_AI_ENGINE_SEED"):
+        if cache == values[ro] or cache.startswith(values[ro] + "/") or values[ro].startswith(cache + "/"):
+            raise ValueError("TEGRA_AI_ENGINE_CACHE = %r overlaps %s = %r: the cache is written on the device, "
+                             "the models and seed engines are read-only parts of the image" % (cache, ro, values[ro]))
+    return values
+
+
+_TIMESPAN = re.compile(r"^(infinity|\d+(us|ms|s|sec|m|min|h|d|w)?( *\d+(us|ms|s|sec|m|min|h|d|w))*)$")
+
+
+def check_service_settings(d):
+    """Parse-time check of tegra-ai-engines' settings; raises ValueError naming the variable."""
+    for var in ("TEGRA_AI_ENGINES_TIMEOUT", "TEGRA_AI_ENGINES_RETRY_WINDOW"):
+        v = (d.getVar(var) or "").strip()
+        if not _TIMESPAN.match(v):
+            raise ValueError("%s = %r: a systemd time span (e.g. 90min, 6h, infinity)" % (var, v))
+    for var, lo in (("TEGRA_AI_MODEL_TIMEOUT", 1), ("TEGRA_AI_ENGINES_RETRIES", 0)):
+        v = (d.getVar(var) or "").strip()
+        if not v.isdigit() or int(v) < lo:
+            raise ValueError("%s = %r: a whole number%s" % (var, v, " of seconds, at least 1" if lo else ""))

@@ -384,6 +384,14 @@ def check_builder(d):
     if not (d.getVar("TEGRA_AI_TRT_VERSION") or "").strip():
         raise ModelConfigError("TEGRA_AI_ENGINE_BUILDER is set but the image's TensorRT version is unknown: "
                                "set TEGRA_AI_TRT_VERSION (e.g. 10.3.0)")
+    cache = (d.getVar("TEGRA_AI_ENGINE_BUILDER_CACHE") or "").strip()
+    if cache and (not cache.startswith("/") or re.search(r"[\s'\"$`\\]", cache)):
+        raise ModelConfigError("TEGRA_AI_ENGINE_BUILDER_CACHE = %r: an absolute path on the builder, without "
+                               "spaces, quotes, $ or backslashes (empty: a temporary cache per build)" % cache)
+    module = d.getVar("TEGRA_AI_ENGINE_BUILDER_MODULE") or ""
+    if "\n" in module or "${" in module:
+        raise ModelConfigError("TEGRA_AI_ENGINE_BUILDER_MODULE = %r: one line, as /proc/device-tree/model "
+                               "of the builder reads" % module)
     return builder
 
 

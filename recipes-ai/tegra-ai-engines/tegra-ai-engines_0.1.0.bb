@@ -24,6 +24,14 @@ TEGRA_AI_MODEL_TIMEOUT ??= "3600"
 TEGRA_AI_ENGINES_RETRIES ??= "4"
 TEGRA_AI_ENGINES_RETRY_WINDOW ??= "6h"
 
+python __anonymous() {
+    import tegra_ai_layer.compat as compat
+    try:
+        compat.check_service_settings(d)
+    except ValueError as e:
+        bb.fatal("%s: %s" % (d.getVar("PN"), e))
+}
+
 do_configure[noexec] = "1"
 do_compile[noexec] = "1"
 
