@@ -73,6 +73,7 @@ def cuda_env(tmp_path, series, nvcc):
     conf = {
         # the target's -m flags mean nothing to this host's g++; the sysroot flag is what matters
         "CXX_FOR_CUDA": "%s --sysroot=/" % name,
+        "CUDA_XCOMPILER_PREFIX": facts["xcompiler_prefix"],
         "CUDA_NVCC_FLAGS": facts["nvcc_flags"].replace("${TEGRA_CUDA_ARCHITECTURE}",
                                                        emulate.FACTS[series]["machine"]["TEGRA_CUDA_ARCHITECTURE"]),
     }
@@ -92,7 +93,7 @@ def test_kernels_build_with_the_cuda_class_environment(tmp_path, series):
     except ImportError as e:
         pytest.skip("BitBake's bb package is not installed (pip install bitbake-setup): %s" % e)
     assert d.getVar("CUDAHOSTCXX") == emulate.FACTS[series]["cuda"]["host_compiler"]
-    assert "-Xcompiler=--sysroot=/" in d.getVar("CUDAFLAGS").split()
+    assert emulate.FACTS[series]["cuda"]["xcompiler_prefix"] + "--sysroot=/" in d.getVar("CUDAFLAGS")
     emulate.unpack(d)
     for task in ("do_configure", "do_compile", "do_install"):
         emulate.run(d, task, env=env)

@@ -111,7 +111,7 @@ def test_cuda_class_facts(real):
     e = env("tegra-ai-kernels")
     facts = emulate.FACTS[series]
     assert e["CUDAHOSTCXX"] == facts["cuda"]["host_compiler"]  # the name alone, no flags
-    assert re.search(r"-Xcompiler=--sysroot=\S+", e["CUDAFLAGS"]), e["CUDAFLAGS"]
+    assert re.search(re.escape(facts["cuda"]["xcompiler_prefix"]) + r"--sysroot=\S+", e["CUDAFLAGS"]), e["CUDAFLAGS"]
     arch = facts["machine"]["TEGRA_CUDA_ARCHITECTURE"]
     assert "--gpu-architecture=compute_%s --gpu-code=sm_%s" % (arch, arch) in e["CUDAFLAGS"]
     assert e["TEGRA_CUDA_ARCHITECTURE"] == arch

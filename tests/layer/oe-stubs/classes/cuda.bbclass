@@ -4,6 +4,7 @@
 # meta-tegra's gcc-for-nvcc-cross is configured --with-sysroot=/not/exist: an
 # nvcc call that drops CUDAFLAGS cannot find the C library's headers.
 # The emulation sets CXX_FOR_CUDA and CUDA_NVCC_FLAGS (../data/oe-facts.json).
+# scarthgap lines: prefix '-Xcompiler ' (two words); master: '-Xcompiler=' (CUDA_XCOMPILER_PREFIX here).
 def cuda_extract_compiler(compiler, d, prefix='-Xcompiler='):
     args = d.getVar(compiler).split()
     if args[0] == "ccache":
@@ -11,7 +12,7 @@ def cuda_extract_compiler(compiler, d, prefix='-Xcompiler='):
     return args[0], ' '.join([prefix + arg for arg in args[1:]])
 
 export CUDAHOSTCXX = "${@cuda_extract_compiler('CXX_FOR_CUDA', d)[0]}"
-export CUDAFLAGS = "${CUDA_NVCC_FLAGS} ${@cuda_extract_compiler('CXX_FOR_CUDA', d)[1]}"
+export CUDAFLAGS = "${CUDA_NVCC_FLAGS} ${@cuda_extract_compiler('CXX_FOR_CUDA', d, d.getVar('CUDA_XCOMPILER_PREFIX') or '-Xcompiler=')[1]}"
 OECMAKE_CUDA_COMPILER ?= "nvcc"
 OECMAKE_CUDA_ARCHITECTURES ?= "${CUDA_ARCHITECTURES}"
 
