@@ -1,166 +1,738 @@
-"""A stand-in for the tensorrt module that records what our builder asks of it.
+"""A strict stand-in for the ``tensorrt`` module, generated from NVIDIA's own binding
+sources (the per-release API surfaces in ``tests/trt_api/``, see tools/trt-api-surface).
 
-It tests our control flow per TensorRT release (which flags, which APIs, which
-errors) — never a claim that TensorRT itself does something. Only the attributes the
-release has are present, so calling an API the release lacks fails the test."""
+It tests our control flow per TensorRT release — never a claim that TensorRT builds or
+runs anything. What makes it strict:
+
+* only the classes, enums (with the release's numeric values), module functions,
+  methods and properties the release's bindings define exist; anything else raises
+  ``AttributeError`` as the real module does;
+* every call is checked against the release's signatures (keyword names, arity;
+  positional-only where pybind11 has no argument names) and raises ``TypeError``;
+* read-only properties refuse assignment, objects refuse unknown attributes;
+* subclasses of TensorRT's interface classes (ILogger, IProgressMonitor, the INT8
+  calibrators) must call the base ``__init__`` (pybind11's rule);
+* a method the release has but this stand-in does not model raises NotImplementedError
+  (a test that needs it must model it here, as the real binding behaves).
+
+Modelled behaviour (as the real bindings do): ``IOptimizationProfile.set_shape`` raises
+``RuntimeError`` on inconsistent shapes, ``create_timing_cache`` and
+``deserialize_cuda_engine`` return None on bad data (timing caches: anything but what the
+stand-in serialized), the builder drives INT8 calibrators
+and progress monitors, engines deserialize (from the bytes the stand-in's builder wrote,
+for the same release only) to an object with IO tensors, profiles, execution contexts
+and an engine inspector, and the plugin registry has ``load_library`` where the release
+has it. Recordings for tests live under ``trt._fake`` (no TensorRT attribute starts with
+an underscore).
+"""
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import types
 
-
-class _Enum:
-    def __init__(self, *names):
-        for i, n in enumerate(names):
-            setattr(self, n, f"{n}")
+SURFACE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "trt_api")
+ENGINE_MAGIC = b"FAKE-TRT-ENGINE\n"
+ENCODE = object()  # build_result default: the builder serializes a real (fake) engine
 
 
-def make_fake_trt(feats, inputs=(("input", (-1, 1, 8, 8)),), build_result=b"ENGINE", errors_on_build=(),
-                  dla_cores=0, parse_errors=()):
-    calls = []
-    trt = types.SimpleNamespace(calls=calls)
+@functools.lru_cache(maxsize=None)
+def load_surface(release: str) -> dict:
+    with open(os.path.join(SURFACE_DIR, f"surface-{release}.json")) as f:
+        return json.load(f)
 
-    class _Severity:
-        INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
 
-    Severity = _Severity
+def surface_releases() -> list:
+    names = [f[len("surface-"):-len(".json")] for f in os.listdir(SURFACE_DIR) if f.startswith("surface-")]
+    return sorted(names, key=lambda n: tuple(int(x) for x in n.split(".")))
+
+
+def surface_for(version) -> str:
+    """The surface nearest to ``version`` (same major; nearest minor, the older one on ties)."""
+    v = tuple(int(x) for x in str(version).split(".")[:2]) if not isinstance(version, tuple) else tuple(version[:2])
+    same = [r for r in surface_releases() if int(r.split(".")[0]) == v[0]]
+    if not same:
+        raise LookupError(f"no API surface for TensorRT {version}")
+    return min(same, key=lambda r: (abs(int(r.split(".")[1]) - v[1]), int(r.split(".")[1])))
+
+
+# --------------------------------------------------------------------------- signatures
+
+def check_call(where: str, sigs, args: tuple, kwargs: dict) -> None:
+    """Raise TypeError unless (args, kwargs) fits one of the pybind11 overloads ``sigs``."""
+    for sig in sigs:
+        names = sig.get("args")
+        if names is None:
+            n = sig.get("nargs")
+            if not kwargs and (n is None or len(args) == n):
+                return
+            continue
+        if len(args) > len(names):
+            continue
+        given = set(names[:len(args)])
+        if any(k not in names or k in given for k in kwargs):
+            continue
+        required = [a for a in names if a not in sig.get("defaults", {})]
+        if all(a in given or a in kwargs for a in required):
+            return
+    shown = "; ".join("(" + ", ".join(s["args"]) + ")" if s.get("args") is not None else f"({s.get('nargs')} positional)"
+                      for s in sigs)
+    raise TypeError(f"{where}(): incompatible function arguments. The following argument types are supported: {shown}; "
+                    f"invoked with args={args!r} kwargs={sorted(kwargs)!r}")
+
+
+# --------------------------------------------------------------------------- enums
+
+class EnumValue:
+    __slots__ = ("_enum", "name", "value")
+
+    def __init__(self, enum_name, name, value, arithmetic):
+        self._enum, self.name, self.value = (enum_name, arithmetic), name, value
+
+    def __int__(self):
+        if self.value is None:
+            raise NotImplementedError(f"fake_trt: the sources give no value for {self._enum[0]}.{self.name}")
+        return self.value
+
+    __index__ = __int__
+
+    def __eq__(self, other):
+        if isinstance(other, EnumValue):
+            return self._enum == other._enum and self.value == other.value
+        if self._enum[1] and isinstance(other, int) and not isinstance(other, bool):
+            return self.value == other
+        return False
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __lt__(self, other):  # pybind11 orders py::arithmetic() enums only
+        if not self._enum[1]:
+            return NotImplemented
+        if isinstance(other, EnumValue) and self._enum == other._enum:
+            return self.value < other.value
+        if isinstance(other, int):
+            return self.value < other
+        return NotImplemented
+
+    def __hash__(self):
+        return hash((self._enum[0], self.value))
+
+    def __str__(self):
+        return f"{self._enum[0].split('.')[-1]}.{self.name}"
+
+    def __repr__(self):
+        return f"<{self}: {self.value}>"
+
+
+def make_enum(name: str, spec: dict):
+    members = {m: EnumValue(name, m, v, spec.get("arithmetic", False)) for m, v in spec["members"].items()}
+
+    def _new(cls, value):
+        for m in members.values():
+            if m.value == int(value):
+                return m
+        raise ValueError(f"{value} is not a valid {name}")
+    return type(name.split(".")[-1], (), dict(members, __members__=dict(members), __new__=_new)), members
+
+
+# --------------------------------------------------------------------------- classes
+
+class _Meta(type):
+    def __call__(cls, *args, **kwargs):
+        obj = cls.__new__(cls)
+        cls.__init__(obj, *args, **kwargs)
+        if not obj.__dict__.get("_inited"):
+            raise TypeError(f"{cls.__name__}.__init__() must be called when overriding __init__")
+        return obj
+
+
+class StrictObject(metaclass=_Meta):
+    _trt_name = "object"
+    _methods: dict = {}
+    _props: dict = {}
+    _generated: bool = True
+    _fake = None
+
+    def __init__(self, *args, **kwargs):
+        sigs = self._methods.get("__init__")
+        if sigs is None:
+            raise TypeError(f"tensorrt.{self._trt_name}: No constructor defined!")
+        check_call(f"{self._trt_name}.__init__", sigs, args, kwargs)
+        object.__setattr__(self, "_inited", True)
+        object.__setattr__(self, "_values", {})
+        self._setup(*args, **kwargs)
+
+    def _setup(self, *args, **kwargs):
+        pass
+
+    @classmethod
+    def _new(cls, *args, **kwargs):
+        """Construct internally (what TensorRT returns from a factory), no constructor check."""
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "_inited", True)
+        object.__setattr__(obj, "_values", {})
+        obj._setup(*args, **kwargs)
+        return obj
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        cls = type(self)
+        prop = cls._props.get(name)
+        if prop is not None:
+            if not prop.get("readable", True):
+                raise AttributeError(f"unreadable attribute {name!r} of tensorrt.{cls._trt_name}")
+            values = self.__dict__.get("_values", {})
+            if name in values:
+                return values[name]
+            raise NotImplementedError(f"fake_trt does not model tensorrt.{cls._trt_name}.{name}")
+        if name in cls._methods:
+            def unmodelled(*args, **kwargs):
+                check_call(f"{cls._trt_name}.{name}", cls._methods[name], args, kwargs)
+                raise NotImplementedError(f"fake_trt does not model tensorrt.{cls._trt_name}.{name}()")
+            return unmodelled
+        raise AttributeError(f"'tensorrt.{cls._trt_name}' object has no attribute '{name}'")
+
+    def __setattr__(self, name, value):
+        cls = type(self)
+        prop = cls._props.get(name)
+        if prop is not None:
+            if not prop.get("writable"):
+                raise AttributeError(f"can't set attribute {name!r} of tensorrt.{cls._trt_name} (read-only property)")
+            hook = getattr(cls, f"_set_{name}", None)
+            if hook is not None:
+                value = hook(self, value)
+            self.__dict__["_values"][name] = value
+            if self._fake is not None:
+                self._fake.calls.append(("set", cls._trt_name, name))
+            return
+        if not cls.__dict__.get("_generated", False) and not name.startswith("_") and name not in cls._methods:
+            object.__setattr__(self, name, value)  # a Python subclass has a __dict__
+            return
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+            return
+        raise AttributeError(f"'tensorrt.{cls._trt_name}' object has no attribute '{name}'")
+
+
+def _wrap(trt_name, name, fn, sigs, fake):
+    @functools.wraps(fn)
+    def method(self, *args, **kwargs):
+        check_call(f"{trt_name}.{name}", sigs, args, kwargs)
+        if fake is not None:
+            fake.calls.append((trt_name, name))
+        return fn(self, *args, **kwargs)
+    return method
+
+
+def _merged(surface: dict, name: str, key: str) -> dict:
+    spec = surface["classes"][name]
+    out = {}
+    for base in spec.get("bases", []):
+        if base in surface["classes"]:
+            out.update(_merged(surface, base, key))
+    out.update(spec.get(key, {}))
+    return out
+
+
+def build_classes(surface: dict, impls: dict, fake) -> dict:
+    """One Python class per bound class, with the behaviour in ``impls`` where modelled."""
+    made = {}
+
+    def make(name):
+        if name in made:
+            return made[name]
+        spec = surface["classes"][name]
+        bases = [make(b) for b in spec.get("bases", []) if b in surface["classes"]]
+        bases = tuple(b for b in bases if not any(o is not b and issubclass(o, b) for o in bases)) or (StrictObject,)
+        methods = _merged(surface, name, "methods")
+        methods.pop("__init__", None)  # pybind11 constructors are not inherited
+        if "__init__" in spec.get("methods", {}):
+            methods["__init__"] = spec["methods"]["__init__"]
+        props = _merged(surface, name, "properties")
+        ns = {"_trt_name": name, "_methods": methods, "_props": props, "_generated": True, "_fake": fake,
+              "__qualname__": name}
+        impl = impls.get(name)
+        if impl is not None:
+            for attr, value in vars(impl).items():
+                if attr.startswith("_") and attr != "__init__":
+                    if attr not in ("__dict__", "__weakref__", "__module__", "__doc__", "__qualname__"):
+                        ns[attr] = value
+                elif attr in methods and callable(value) and attr != "__init__":
+                    ns[attr] = _wrap(name, attr, value, methods[attr], fake)
+                # a modelled method the release does not bind is left out: AttributeError
+        cls = _Meta(name, bases, ns)
+        made[name] = cls
+        return cls
+
+    for name in surface["classes"]:
+        make(name)
+    return made
+
+
+# --------------------------------------------------------------------------- behaviour
+
+def _dims(shape):
+    return tuple(int(d) for d in shape)
+
+
+def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, dla_cores, parse_errors):
+    release = surface["release"]
+    S = trt.ILogger.Severity
+
+    def log(logger, severity, msg):
+        fake.log.append((severity, msg))
+        if logger is not None:
+            logger.log(severity, msg)
 
     class ILogger:
-        Severity = _Severity
-
-        def __init__(self, *a):
+        def _setup(self, *a):
             pass
 
-    class Logger(ILogger):
-        ERROR = Severity.ERROR
+    class Logger:
+        def _setup(self, min_severity=None):
+            self._values["min_severity"] = min_severity
 
-    trt.ILogger, trt.Logger = ILogger, Logger
-    trt.init_libnvinfer_plugins = lambda logger, ns: calls.append("init_plugins")
-    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0, STRONGLY_TYPED=1) \
-        if feats.explicit_batch_flag else types.SimpleNamespace(STRONGLY_TYPED=1)
-    flags = ["FP16", "INT8", "GPU_FALLBACK", "TF32"] if feats.weak_typing else ["GPU_FALLBACK", "TF32"]
-    trt.BuilderFlag = _Enum(*flags)
-    trt.MemoryPoolType = _Enum("WORKSPACE")
-    trt.DeviceType = _Enum("GPU", "DLA")
-    trt.ProfilingVerbosity = _Enum("DETAILED")
-    if feats.progress_monitor:
-        class IProgressMonitor:
-            def __init__(self):
-                pass
-        trt.IProgressMonitor = IProgressMonitor
+        def log(self, severity, msg):
+            fake.log.append((severity, msg))
 
-    class Tensor:
-        def __init__(self, name, shape):
-            self.name, self.shape, self.dtype = name, shape, "DataType.FLOAT"
+    class ITensor:
+        def _setup(self, name, shape, dtype):
+            self._values.update(name=name, shape=tuple(shape), dtype=dtype)
 
-    class Network:
-        def __init__(self, flags):
-            self.flags = flags
-            self.inputs = [Tensor(n, s) for n, s in inputs]
+    class INetworkDefinition:
+        def _setup(self, flags):
+            self._flags = flags
+            self._inputs = [trt.ITensor._new(n, s, trt.DataType.FLOAT) for n, s in inputs]
+            self._outputs = [trt.ITensor._new(n, s, trt.DataType.FLOAT) for n, s in outputs]
+            self._values.update(num_inputs=len(self._inputs), num_outputs=len(self._outputs))
 
-        @property
-        def num_inputs(self):
-            return len(self.inputs)
+        def get_input(self, index):
+            return self._inputs[index] if 0 <= index < len(self._inputs) else None
 
-        def get_input(self, i):
-            return self.inputs[i]
+        def get_output(self, index):
+            return self._outputs[index] if 0 <= index < len(self._outputs) else None
 
-    class Err:
-        def __init__(self, text, node):
-            self.text, self._node = text, node
+    class ParserError:
+        def _setup(self, text, node_name, node_index):
+            self._text, self._node_name, self._node_index = text, node_name, node_index
 
         def desc(self):
-            return self.text
+            return self._text
+
+        def node(self):
+            return self._node_index
 
         def node_name(self):
-            return self._node
+            return self._node_name
 
     class OnnxParser:
-        def __init__(self, network, logger):
-            pass
+        def _setup(self, network, logger):
+            self._network, self._logger = network, logger
+            self._values["num_errors"] = len(parse_errors)
 
-        def parse_from_file(self, path):
-            calls.append(("parse", path))
+        def parse_from_file(self, model):
+            fake.calls.append(("parse", model))
+            for text, *_node in parse_errors:
+                log(self._logger, S.ERROR, text)
             return not parse_errors
 
-        @property
-        def num_errors(self):
-            return len(parse_errors)
+        def get_error(self, index):
+            text, node, *node_index = parse_errors[index]
+            return trt.ParserError._new(text, node, node_index[0] if node_index else -1)
 
-        def get_error(self, i):
-            return Err(*parse_errors[i])
+    class IOptimizationProfile:
+        def _setup(self):
+            self._shapes = {}
 
-    class Profile:
-        def __init__(self):
-            self.shapes = {}
+        def set_shape(self, input, min, opt, max):
+            mn, op, mx = _dims(min), _dims(opt), _dims(max)
+            # As IOptimizationProfile::setDimensions (min, then opt, then max) reports it.
+            if any(d < 0 for d in mn):
+                raise RuntimeError("Shape provided for min is inconsistent with other shapes.")
+            if len(op) != len(mn) or any(o < m for o, m in zip(op, mn)):
+                raise RuntimeError("Shape provided for opt is inconsistent with other shapes.")
+            if len(mx) != len(op) or any(x < o for x, o in zip(mx, op)):
+                raise RuntimeError("Shape provided for max is inconsistent with other shapes.")
+            self._shapes[input] = (mn, op, mx)
 
-        def set_shape(self, name, mn, opt, mx):
-            self.shapes[name] = (tuple(mn), tuple(opt), tuple(mx))
+        def get_shape(self, input):
+            return list(self._shapes.get(input, ()))
 
-    class TimingCache:
+    class ITimingCache:
+        def _setup(self, data=b""):
+            self._data = bytes(data)
+
         def serialize(self):
             return b"TIMING"
 
-    class Config:
-        def __init__(self):
-            self.flags, self.profiles, self.pools = [], [], {}
+    class IBuilderConfig:
+        def _setup(self):
+            self._flags, self._profiles, self._pools = [], [], {}
+            self._calibration_profile = None
+            self._timing_cache = None
+            if "profiling_verbosity" in type(self)._props:
+                self._values["profiling_verbosity"] = trt.ProfilingVerbosity.LAYER_NAMES_ONLY
+            if "default_device_type" in type(self)._props:
+                self._values["default_device_type"] = trt.DeviceType.GPU
+            if "progress_monitor" in type(self)._props:
+                self._values["progress_monitor"] = None
+            if "int8_calibrator" in type(self)._props:
+                self._values["int8_calibrator"] = None
 
-        def add_optimization_profile(self, p):
-            self.profiles.append(p)
-            return len(self.profiles) - 1
+        def add_optimization_profile(self, profile):
+            if not isinstance(profile, trt.IOptimizationProfile):
+                raise TypeError("add_optimization_profile(): incompatible function arguments")
+            self._profiles.append(profile)
+            return len(self._profiles) - 1
 
-        def set_flag(self, f):
-            self.flags.append(f)
+        def set_flag(self, flag):
+            if not isinstance(flag, EnumValue) or flag._enum[0] != "BuilderFlag":
+                raise TypeError("set_flag(): incompatible function arguments (expects tensorrt.BuilderFlag)")
+            self._flags.append(flag)
 
-        def set_memory_pool_limit(self, pool, size):
-            self.pools[pool] = size
+        def set_memory_pool_limit(self, pool, pool_size):
+            if not isinstance(pool, EnumValue) or pool._enum[0] != "MemoryPoolType":
+                raise TypeError("set_memory_pool_limit(): incompatible function arguments (expects tensorrt.MemoryPoolType)")
+            self._pools[pool] = int(pool_size)
 
-        def create_timing_cache(self, data):
-            calls.append(("create_timing_cache", bytes(data)))
-            return TimingCache()
+        def create_timing_cache(self, serialized_timing_cache):
+            data = bytes(serialized_timing_cache)
+            fake.calls.append(("create_timing_cache", data))
+            if data and data not in fake.valid_timing_caches:
+                return None  # IBuilderConfig::createTimingCache returns nullptr on data it cannot read
+            return trt.ITimingCache._new(data)
 
         def set_timing_cache(self, cache, ignore_mismatch):
+            self._timing_cache = cache
             return True
 
-        def __setattr__(self, name, value):
-            if name == "builder_optimization_level" and not feats.builder_optimization_level:
-                raise AttributeError(name)
-            if name == "progress_monitor" and not feats.progress_monitor:
-                raise AttributeError(name)
-            if name == "int8_calibrator" and not feats.int8_calibrators:
-                raise AttributeError(name)
-            object.__setattr__(self, name, value)
+        def set_calibration_profile(self, profile):
+            self._calibration_profile = profile
+            return True
+
+        def _set_int8_calibrator(self, value):
+            if value is not None and not isinstance(value, trt.IInt8Calibrator):
+                raise TypeError("int8_calibrator: expects a tensorrt.IInt8Calibrator")
+            return value
+
+        def _set_progress_monitor(self, value):
+            if value is not None and not isinstance(value, trt.IProgressMonitor):
+                raise TypeError("progress_monitor: expects a tensorrt.IProgressMonitor")
+            return value
+
+        def _set_builder_optimization_level(self, value):
+            if not isinstance(value, int) or not 0 <= value <= 5:
+                raise TypeError("builder_optimization_level: expects an int in 0..5")
+            return value
 
     class Builder:
-        num_DLA_cores = dla_cores
+        def _setup(self, logger):
+            self._logger = logger
+            fake.builder = self
+            self._values.update(num_DLA_cores=dla_cores, platform_has_fast_fp16=True, platform_has_fast_int8=True,
+                                platform_has_tf32=True, logger=logger)
 
-        def __init__(self, logger):
-            self.logger = logger
-            trt.builder = self
-
-        def create_network(self, flags):
-            self.network = Network(flags)
-            return self.network
+        def create_network(self, flags=0):
+            flags = int(flags)
+            defined = {int(v) for v in trt.NetworkDefinitionCreationFlag.__members__.values()}
+            if any(flags & (1 << bit) for bit in range(32) if bit not in defined):
+                log(self._logger, S.ERROR, f"Invalid network creation flags {flags}")
+                return None
+            fake.network = trt.INetworkDefinition._new(flags)
+            return fake.network
 
         def create_builder_config(self):
-            self.config = Config()
-            return self.config
+            fake.config = trt.IBuilderConfig._new()
+            return fake.config
 
         def create_optimization_profile(self):
-            return Profile()
+            return trt.IOptimizationProfile._new()
+
+        def get_plugin_registry(self):
+            return fake.registry
 
         def build_serialized_network(self, network, config):
-            calls.append("build")
+            fake.calls.append("build")
+            dynamic = [t for t in network._inputs if any(int(d) < 0 for d in t.shape)]
+            profiles = [p._shapes for p in config._profiles]
+            errors = []
+            if dynamic and not profiles:
+                errors.append("Network has dynamic or shape inputs, but no optimization profile has been defined.")
+            for i, shapes in enumerate(profiles):
+                for t in dynamic:
+                    if t.name not in shapes:
+                        errors.append(f"Optimization profile {i} does not define the shape of input {t.name}")
+                for name, (mn, _op, mx) in shapes.items():
+                    t = next((x for x in network._inputs if x.name == name), None)
+                    if t is None:
+                        errors.append(f"Optimization profile {i}: {name} is not an input of the network")
+                    elif len(mn) != len(t.shape) or any(int(d) >= 0 and (a != d or b != d)
+                                                        for d, a, b in zip(t.shape, mn, mx)):
+                        errors.append(f"Optimization profile {i}: shape of {name} does not fit dimensions {list(t.shape)}")
+            for error in errors:
+                log(self._logger, S.ERROR, error)
+            if errors:
+                return None
+            monitor = config._values.get("progress_monitor")
+            if monitor is not None:
+                monitor.phase_start("Building engine", None, 2)
+                for step in range(2):
+                    if monitor.step_complete("Building engine", step) is False:
+                        monitor.phase_finish("Building engine")
+                        log(self._logger, S.ERROR, "Build cancelled by the progress monitor")
+                        return None
+                monitor.phase_finish("Building engine")
+            calibrator = config._values.get("int8_calibrator")
+            int8 = any(f.name == "INT8" for f in config._flags)
+            if calibrator is not None and int8:
+                self._calibrate(network, calibrator)
             for e in errors_on_build:
-                self.logger.log(Severity.ERROR, e)
-            return build_result
+                log(self._logger, S.ERROR, e)
+            if build_result is not ENCODE:
+                return build_result
+            desc = {"release": release, "flags": sorted(f.name for f in config._flags),
+                    "io": [[t.name, "INPUT", list(t.shape)] for t in network._inputs]
+                    + [[t.name, "OUTPUT", list(t.shape)] for t in network._outputs],
+                    "profiles": [{n: [list(s) for s in v] for n, v in p.items()} for p in profiles],
+                    "device": str(config._values.get("default_device_type", ""))}
+            return ENGINE_MAGIC + json.dumps(desc, sort_keys=True).encode()
+
+        def _calibrate(self, network, calibrator):
+            fake.calls.append("calibrate")
+            cache = calibrator.read_calibration_cache()
+            if cache:
+                fake.calibration.append(("cache", bytes(cache)))
+                return
+            calibrator.get_batch_size()
+            names = [t.name for t in network._inputs]
+            while True:
+                pointers = calibrator.get_batch(names)
+                if not pointers:
+                    break
+                if len(pointers) != len(names) or not all(isinstance(p, int) for p in pointers):
+                    raise RuntimeError("get_batch must return one device pointer (int) per input")
+                fake.calibration.append(("batch", len(pointers)))
+            calibrator.write_calibration_cache(b"CALIBRATION")
+
+    class IPluginRegistry:
+        def _setup(self):
+            self._libraries = []
+
+        def load_library(self, plugin_path):
+            fake.calls.append(("load_library", plugin_path))
+            if not os.path.exists(plugin_path) or fake.plugin_load_fails:
+                return None
+            self._libraries.append(plugin_path)
+            return object()
 
     class Runtime:
-        def __init__(self, logger):
-            pass
+        def _setup(self, logger):
+            self._logger = logger
 
-        def deserialize_cuda_engine(self, data):
-            return None if data != build_result else types.SimpleNamespace()
+        def deserialize_cuda_engine(self, serialized_engine):
+            data = bytes(serialized_engine)
+            if not data.startswith(ENGINE_MAGIC):
+                log(self._logger, S.ERROR, "Engine deserialization failed: invalid magic")
+                return None
+            desc = json.loads(data[len(ENGINE_MAGIC):])
+            if desc["release"] != release:
+                log(self._logger, S.ERROR, "The engine plan file is not compatible with this version of TensorRT")
+                return None
+            return trt.ICudaEngine._new(desc)
 
-    trt.Builder, trt.OnnxParser, trt.Runtime = Builder, OnnxParser, Runtime
+    class ICudaEngine:
+        def _setup(self, desc):
+            self._desc = desc
+            self._io = [(n, m, tuple(s)) for n, m, s in desc["io"]]
+            self._values.update(num_io_tensors=len(self._io), num_optimization_profiles=max(1, len(desc["profiles"])),
+                                num_layers=1, name="fake")
+
+        def _find(self, name):
+            for t in self._io:
+                if t[0] == name:
+                    return t
+            return None
+
+        def get_tensor_name(self, index):
+            return self._io[index][0] if 0 <= index < len(self._io) else None
+
+        def get_tensor_mode(self, name):
+            t = self._find(name)
+            return trt.TensorIOMode.NONE if t is None else getattr(trt.TensorIOMode, t[1])
+
+        def get_tensor_shape(self, name):
+            t = self._find(name)
+            return trt.Dims._new(t[2] if t else ())
+
+        def get_tensor_dtype(self, name):
+            return trt.DataType.FLOAT
+
+        def get_tensor_format_desc(self, name, profile_index=0):
+            return "Row major linear FP32 format (kLINEAR)"
+
+        def get_tensor_profile_shape(self, name, profile_index):
+            profiles = self._desc["profiles"]
+            if not 0 <= profile_index < len(profiles) or name not in profiles[profile_index]:
+                raise RuntimeError(f"no profile shape for {name} in profile {profile_index}")
+            return [trt.Dims._new(s) for s in profiles[profile_index][name]]
+
+        def create_execution_context(self, *args, **kwargs):
+            return trt.IExecutionContext._new(self)
+
+        def create_engine_inspector(self):
+            return trt.EngineInspector._new(self)
+
+        def get_engine_stat(self, stat):
+            if stat == trt.EngineStat.TOTAL_WEIGHTS_SIZE:
+                return 4096
+            return 0
+
+    class EngineInspector:
+        def _setup(self, engine):
+            self._engine = engine
+
+        def get_engine_information(self, format):
+            precision = "FP16" if "FP16" in self._engine._desc["flags"] else "FP32"
+            return json.dumps({"Layers": [{"Name": "conv", "LayerType": "CaskConvolution", "TacticName": "fake",
+                                           "Outputs": [{"Format/Datatype": f"Row major linear {precision}"}]}],
+                               "Bindings": [t[0] for t in self._engine._io]})
+
+    class IExecutionContext:
+        def _setup(self, engine):
+            self._engine = engine
+            self._shapes, self._addresses, self._profile = {}, {}, 0
+
+        def set_optimization_profile_async(self, profile_index, stream_handle):
+            if not 0 <= profile_index < self._engine._values["num_optimization_profiles"]:
+                return False
+            self._profile = profile_index
+            return True
+
+        def set_input_shape(self, name, shape):
+            t = self._engine._find(name)
+            shape = _dims(shape)
+            if t is None or t[1] != "INPUT" or len(shape) != len(t[2]):
+                return False
+            prof = self._engine._desc["profiles"]
+            if prof:
+                mn, _op, mx = prof[self._profile][name]
+                if any(s < a or s > b for s, a, b in zip(shape, mn, mx)):
+                    return False
+            self._shapes[name] = shape
+            return True
+
+        def get_tensor_shape(self, name):
+            t = self._engine._find(name)
+            if t is None:
+                return trt.Dims._new(())
+            if t[1] == "INPUT":
+                return trt.Dims._new(self._shapes.get(name, t[2]))
+            batch = next(iter(self._shapes.values()), (1,))[0]
+            return trt.Dims._new(tuple(batch if d < 0 else d for d in t[2]))
+
+        def set_tensor_address(self, name, memory):
+            if self._engine._find(name) is None:
+                return False
+            self._addresses[name] = int(memory)
+            return True
+
+        def execute_async_v3(self, stream_handle):
+            fake.calls.append(("execute", int(stream_handle)))
+            return all(t[0] in self._addresses for t in self._engine._io)
+
+    class Dims:
+        def _setup(self, shape=()):
+            self._shape = tuple(int(d) for d in shape)
+
+        def __iter__(self):
+            return iter(self._shape)
+
+        def __len__(self):
+            return len(self._shape)
+
+        def __getitem__(self, i):
+            return self._shape[i]
+
+        def __eq__(self, other):
+            return tuple(self) == tuple(other)
+
+        def __repr__(self):
+            return repr(self._shape)
+
+    # interface classes users subclass: the constructor only marks the object initialised
+    return {k: v for k, v in locals().items() if isinstance(v, type) and k[0].isupper()}
+
+
+def make_fake_trt(feats, inputs=(("input", (-1, 1, 8, 8)),), outputs=(("logits", (-1, 10)),), build_result=ENCODE,
+                  errors_on_build=(), dla_cores=0, parse_errors=(), surface: str | None = None,
+                  version: str | None = None):
+    """A ``tensorrt`` module for the release of ``feats`` (or the given ``surface``, e.g. the
+    10.13 bindings under a 10.16 ``__version__``). ``parse_errors``: [(text, node name[, node
+    index])]; ``build_result``: bytes to return, None for a failed build, default a
+    deserializable engine."""
+    surf = load_surface(surface or surface_for(feats.version))
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version or feats.version_string
+    fake = types.SimpleNamespace(calls=[], log=[], calibration=[], builder=None, network=None, config=None,
+                                 registry=None, surface=surf,
+                                 valid_timing_caches={b"TIMING"}, plugin_load_fails=False)
+    trt._fake = fake
+    # enums first: class bodies refer to them
+    nested = {}
+    for name, spec in surf["enums"].items():
+        enum, members = make_enum(name, spec)
+        if "." in name:
+            nested[name] = (enum, members, spec.get("export_values"))
+        else:
+            setattr(trt, name, enum)
+    classes = build_classes(surf, {}, fake)  # placeholders so behaviour can refer to trt.X
+    for name, cls in classes.items():
+        setattr(trt, name, cls)
+    for name, (enum, members, export) in nested.items():
+        owner, short = name.rsplit(".", 1)
+        if owner in classes:
+            setattr(classes[owner], short, enum)
+            if export:
+                for m, v in members.items():
+                    setattr(classes[owner], m, v)
+    impls = _impls(trt, fake, surf, inputs, outputs, build_result, tuple(errors_on_build), dla_cores,
+                   tuple(parse_errors))
+    classes = build_classes(surf, impls, fake)
+    for name, cls in classes.items():
+        setattr(trt, name, cls)
+    for name, (enum, members, export) in nested.items():
+        owner, short = name.rsplit(".", 1)
+        if owner in classes:
+            setattr(classes[owner], short, enum)
+            if export:
+                for m, v in members.items():
+                    setattr(classes[owner], m, v)
+    if "IPluginRegistry" in classes:
+        fake.registry = classes["IPluginRegistry"]._new()
+
+    def function(name, fn):
+        sigs = surf["functions"][name]
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            check_call(name, sigs, args, kwargs)
+            fake.calls.append(name)
+            return fn(*args, **kwargs)
+        return wrapper
+
+    behaviour = {"get_plugin_registry": lambda: fake.registry,
+                 "init_libnvinfer_plugins": lambda logger, namespace: True,
+                 "get_nv_onnx_parser_version": lambda: 0}
+    for name in surf["functions"]:
+        if name in behaviour:
+            setattr(trt, name, function(name, behaviour[name]))
+        else:
+            def unmodelled(*a, _n=name, **k):
+                check_call(_n, surf["functions"][_n], a, k)
+                raise NotImplementedError(f"fake_trt does not model tensorrt.{_n}()")
+            setattr(trt, name, unmodelled)
     return trt

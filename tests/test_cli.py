@@ -128,7 +128,7 @@ def test_inspect_rtx_engine_shows_sidecar(tmp_path, default_model):
     assert proc.returncode == 0 and "tensorrt-rtx" in proc.stdout and "sidecar only" in proc.stdout
 
 
-@pytest.mark.parametrize("tool", ["model-benchmark", "calibration-dataset"])
+@pytest.mark.parametrize("tool", ["calibration-dataset"])
 def test_unfinished_tools_say_so(tool):
     proc = cli(tool=tool)
     assert proc.returncode == 2 and "not implemented yet" in proc.stderr and proc.stdout == ""

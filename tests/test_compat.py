@@ -101,24 +101,20 @@ class _Enum:
             setattr(self, k, v)
 
 
-class _FakeTrt:
-    """Records what our control flow asks of TensorRT; not a claim about TensorRT itself."""
-    NetworkDefinitionCreationFlag = _Enum(EXPLICIT_BATCH=0, STRONGLY_TYPED=1)
-
-
-class _FakeBuilder:
-    def create_network(self, flags):
-        return flags
-
-
 @pytest.mark.parametrize("version,strong,expected", [
-    ("8.5.2", False, 1),          # EXPLICIT_BATCH
-    ("10.3", False, 0),           # explicit batch is implicit
-    ("10.3", True, 2),            # STRONGLY_TYPED
-    ("11.0", True, 2),
+    ("8.5.2", False, 1 << 0),     # EXPLICIT_BATCH (value 0) is required on 8.x
+    ("10.3", False, 0),           # explicit batch is implicit (the flag is deprecated)
+    ("10.3", True, 1 << 1),       # STRONGLY_TYPED (value 1)
+    ("10.16", True, 1 << 1),
+    ("11.0", True, 0),            # always strongly typed; STRONGLY_TYPED is value 0 there, deprecated, ignored
 ])
 def test_create_network_flags(version, strong, expected):
-    assert compat.create_network(_FakeTrt, compat.features_for(version), _FakeBuilder(), strong) == expected
+    from fake_trt import make_fake_trt
+
+    feats = compat.features_for(version)
+    trt = make_fake_trt(feats)
+    network = compat.create_network(trt, feats, trt.Builder(trt.Logger()), strong)
+    assert network._flags == expected
 
 
 def test_rtx_compute_capability_targets():

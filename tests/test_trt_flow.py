@@ -26,27 +26,47 @@ def use(monkeypatch, version, facts=ORIN, **kw):
     return trt
 
 
+@pytest.fixture
+def qdq_model(tmp_path):
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    from onnx_models import make_model
+
+    inits = [numpy_helper.from_array(np.array(0.02, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int8), "zp")]
+    nodes = [helper.make_node("QuantizeLinear", ["output", "s", "zp"], ["q"], name="q0"),
+             helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["dq"], name="dq0")]
+    return make_model(str(tmp_path / "qdq.onnx"), input_dims=("N", 1, 8, 8), extra_nodes=nodes, initializers=inits)
+
+
 def build(model, **opts):
     return build_engine(model, BuildOptions(profiles=PROFILE, **opts), show_progress=False)
 
 
+def flag_names(config):
+    return [f.name for f in config._flags]
+
+
 @pytest.mark.parametrize("version,net_flags,precision,builder_flags,monitor", [
-    ("8.5.2", 1 << 0, "fp16", ["FP16"], False),
+    ("8.5.2", 1 << 0, "fp16", ["FP16"], False),        # EXPLICIT_BATCH = 0 is required on 8.x
     ("10.3.0", 0, "fp16", ["FP16"], True),
+    ("10.3.0", 1 << 1, "int8-qdq", [], True),          # Q/DQ: STRONGLY_TYPED = 1
     ("10.16.2", 0, "best", ["FP16"], True),
-    ("11.0.0", 1 << 1, "fp32", [], True),
-    ("11.0.0", 1 << 1, "auto", [], True),
+    ("11.0.0", 0, "fp32", [], True),                   # 11.x: always strongly typed, flag ignored
+    ("11.0.0", 0, "auto", [], True),
 ])
-def test_flags_per_release(monkeypatch, default_model, version, net_flags, precision, builder_flags, monitor):
+def test_flags_per_release(monkeypatch, default_model, qdq_model, version, net_flags, precision, builder_flags,
+                           monitor):
     trt = use(monkeypatch, version)
-    r = build(default_model, precision=precision, workspace=1 << 28)
-    b = trt.builder
-    assert b.network.flags == net_flags
-    assert b.config.flags == builder_flags
-    assert b.config.pools == {"WORKSPACE": 1 << 28}
-    assert b.config.profiles[0].shapes["input"] == ((1, 1, 8, 8), (8, 1, 8, 8), (64, 1, 8, 8))
-    assert hasattr(b.config, "progress_monitor") is monitor
-    assert b.config.profiling_verbosity == "DETAILED"
+    model = qdq_model if precision == "int8-qdq" else default_model
+    r = build(model, precision=precision.replace("-qdq", ""), workspace=1 << 28)
+    f = trt._fake
+    assert f.network._flags == net_flags
+    assert flag_names(f.config) == builder_flags
+    assert {p.name: v for p, v in f.config._pools.items()} == {"WORKSPACE": 1 << 28}
+    assert f.config._profiles[0]._shapes["input"] == ((1, 1, 8, 8), (8, 1, 8, 8), (64, 1, 8, 8))
+    assert (("set", "IBuilderConfig", "progress_monitor") in f.calls) is monitor
+    assert f.config.profiling_verbosity == trt.ProfilingVerbosity.DETAILED
     assert r.sidecar.tensorrt["version"] == version and r.sidecar.device["l4t_release"] == "36.4.3"
 
 
@@ -54,7 +74,7 @@ def test_auto_precision_is_fp16_with_weak_typing(monkeypatch, default_model):
     trt = use(monkeypatch, "10.3.0")
     build(default_model, precision="auto")
     # auto on weak-typing releases means FP16 (the fast default on Jetson)
-    assert trt.builder.config.flags == ["FP16"]
+    assert flag_names(trt._fake.config) == ["FP16"]
 
 
 def test_opt_level_needs_86(monkeypatch, default_model):
@@ -63,22 +83,27 @@ def test_opt_level_needs_86(monkeypatch, default_model):
     assert any("no builder optimization level" in n for n in r.notes)
     trt = use(monkeypatch, "10.3.0")
     build(default_model, precision="fp16", opt_level=4)
-    assert trt.builder.config.builder_optimization_level == 4
+    assert trt._fake.config.builder_optimization_level == 4
 
 
 def test_timing_cache_round_trip(monkeypatch, default_model, tmp_path):
     trt = use(monkeypatch, "10.3.0")
     tc = tmp_path / "t.cache"
     tc.write_bytes(b"OLD")
-    build_engine(default_model, BuildOptions(profiles=PROFILE), timing_cache_path=str(tc), show_progress=False)
-    assert ("create_timing_cache", b"OLD") in trt.calls and tc.read_bytes() == b"TIMING"
+    r = build_engine(default_model, BuildOptions(profiles=PROFILE), timing_cache_path=str(tc), show_progress=False)
+    # TensorRT returns None for a cache it cannot read: we start a fresh one and say so
+    assert ("create_timing_cache", b"OLD") in trt._fake.calls and tc.read_bytes() == b"TIMING"
+    assert any("another TensorRT version or GPU" in n for n in r.notes)
+    trt = use(monkeypatch, "10.3.0")
+    r = build_engine(default_model, BuildOptions(profiles=PROFILE), timing_cache_path=str(tc), show_progress=False)
+    assert ("create_timing_cache", b"TIMING") in trt._fake.calls and not any("timing cache" in n for n in r.notes)
 
 
 def test_dla(monkeypatch, default_model):
     trt = use(monkeypatch, "10.3.0", dla_cores=2)
     build(default_model, precision="fp16", dla_core=1, gpu_fallback=True)
-    c = trt.builder.config
-    assert (c.default_device_type, c.DLA_core) == ("DLA", 1) and "GPU_FALLBACK" in c.flags
+    c = trt._fake.config
+    assert (c.default_device_type, c.DLA_core) == (trt.DeviceType.DLA, 1) and "GPU_FALLBACK" in flag_names(c)
     use(monkeypatch, "10.3.0", dla_cores=2)
     with pytest.raises(TegraAIError, match="DLA cores 0..1"):
         build(default_model, precision="fp16", dla_core=2)
@@ -99,9 +124,17 @@ def test_out_of_memory(monkeypatch, default_model):
 
 
 def test_parser_errors_by_node(monkeypatch, default_model):
-    use(monkeypatch, "8.5.2", parse_errors=[("Unsupported operator Foo", "foo_1")])
+    # 8.5's ParserError has node() (an index) only; 9.3+ names the node
+    use(monkeypatch, "8.5.2", parse_errors=[("Unsupported operator Foo", "foo_1", 3)])
+    with pytest.raises(TegraAIError, match="node #3: Unsupported operator Foo"):
+        build(default_model)
+    use(monkeypatch, "10.3.0", parse_errors=[("Unsupported operator Foo", "foo_1", 3)])
     with pytest.raises(TegraAIError, match="node foo_1: Unsupported operator Foo"):
         build(default_model)
+    use(monkeypatch, "10.3.0", parse_errors=[("Invalid graph", "", -1)])
+    with pytest.raises(TegraAIError) as exc:
+        build(default_model)
+    assert exc.value.message == "TensorRT's ONNX parser rejected digits.onnx: Invalid graph"
 
 
 def test_no_gpu_on_build_host(monkeypatch, default_model):

@@ -44,5 +44,6 @@ status=${PIPESTATUS[0]}
 
 "$PY" benchmarks/bench_preprocess.py 2>&1 | tee "$LOG/bench-preprocess.txt"
 "$PY" benchmarks/bench_nms.py 2>&1 | tee "$LOG/bench-nms.txt"
+"$PY" benchmarks/bench_harness.py 2>&1 | tee "$LOG/bench-harness.txt"
 echo "gpu tests exit status: $status"
 exit "$status"

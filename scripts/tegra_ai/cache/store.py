@@ -59,14 +59,19 @@ class EngineCache:
         directory = self.model_dir(name)
         if os.path.lexists(directory) and not os.path.isdir(directory):
             raise TegraAIError(f"{directory} exists and is not a directory", exit_code=EXIT_USAGE)
-        if os.path.isdir(directory) and not self.is_model_dir(name) and os.listdir(directory):
+        # A concurrent ensure may be creating the marker right now: only other files count.
+        if os.path.isdir(directory) and not self.is_model_dir(name) and \
+                [n for n in os.listdir(directory)
+                 if n not in (MODEL_MARKER, ".lock") and not (n.startswith(".") and n.endswith(".tmp"))]:
             raise TegraAIError(f"{directory} exists and was not made by tegra-ai (no {MODEL_MARKER}); "
                                "refusing to use it", hint="choose another --cache directory or remove it",
                                exit_code=EXIT_USAGE)
         os.makedirs(directory, exist_ok=True)
         marker = os.path.join(directory, MODEL_MARKER)
         if not os.path.exists(marker):
-            with open(marker, "w") as f:
+            # Its existence is the mark (no temp file: a concurrent ensure holding the lock
+            # removes stale temp files).
+            with contextlib.suppress(FileExistsError), open(marker, "x") as f:
                 f.write("engines of this model are managed by tensorrt-optimize ensure\n")
         return directory
 

@@ -52,6 +52,17 @@ def runtime():
     return _pick(2)
 
 
+def graph_instantiate(graph):
+    """``cuGraphInstantiate`` with flags 0: ``cuGraphInstantiateWithFlags(graph, 0)`` in
+    cuda-python 11.4 to 12.x, ``cuGraphInstantiate(graph, 0)`` in 13.x (which dropped
+    the WithFlags name; 11.x's ``cuGraphInstantiate`` took a log buffer instead)."""
+    drv = driver()
+    fn = getattr(drv, "cuGraphInstantiateWithFlags", None)
+    if fn is not None:
+        return fn(graph, 0)
+    return drv.cuGraphInstantiate(graph, 0)
+
+
 def available() -> bool:
     try:
         driver()

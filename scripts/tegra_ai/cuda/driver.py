@@ -14,7 +14,7 @@ import threading
 import numpy as np
 
 from tegra_ai.cuda import compat
-from tegra_ai.errors import TegraAIError
+from tegra_ai.errors import EXIT_UNAVAILABLE, TegraAIError
 
 
 def check(result, what: str = "CUDA call"):
@@ -47,7 +47,15 @@ _lock = threading.Lock()
 @functools.lru_cache(maxsize=None)
 def _primary_context(ordinal: int):
     drv = compat.driver()
-    check(drv.cuInit(0), "cuInit")
+    try:
+        result = drv.cuInit(0)
+    except Exception as exc:  # noqa: BLE001 - cuda-python 13 raises when libcuda.so is absent
+        raise TegraAIError(f"no NVIDIA driver on this machine ({exc.__class__.__name__})",
+                           hint="this needs an NVIDIA GPU with its driver", exit_code=EXIT_UNAVAILABLE) from None
+    err = result[0] if isinstance(result, tuple) else result
+    if int(err) != 0:
+        raise TegraAIError(f"cuInit failed: {error_name(err)}", hint="this needs an NVIDIA GPU with its driver",
+                           exit_code=EXIT_UNAVAILABLE)
     device = check(drv.cuDeviceGet(ordinal), "cuDeviceGet")
     return check(drv.cuDevicePrimaryCtxRetain(device), "cuDevicePrimaryCtxRetain"), device
 
@@ -152,18 +160,85 @@ class Stream:
 
 
 class Event:
-    def __init__(self):
+    """A timing event. ``blocking=True`` makes :meth:`synchronize` yield the CPU
+    (``CU_EVENT_BLOCKING_SYNC``) instead of spinning, as trtexec without --useSpinWait."""
+
+    def __init__(self, blocking: bool = False):
         drv = compat.driver()
         ensure_context()
-        self.handle = check(drv.cuEventCreate(drv.CUevent_flags.CU_EVENT_DEFAULT), "cuEventCreate")
+        flags = drv.CUevent_flags.CU_EVENT_BLOCKING_SYNC if blocking else drv.CUevent_flags.CU_EVENT_DEFAULT
+        self.handle = check(drv.cuEventCreate(flags), "cuEventCreate")
 
     def record(self, stream=0):
         check(compat.driver().cuEventRecord(self.handle, stream_handle(stream)), "cuEventRecord")
+
+    def synchronize(self):
+        check(compat.driver().cuEventSynchronize(self.handle), "cuEventSynchronize")
+
+    def query(self) -> bool:
+        """True when the work before the event has completed."""
+        return int(compat.driver().cuEventQuery(self.handle)[0]) == 0
 
     def elapsed_ms(self, start: "Event") -> float:
         drv = compat.driver()
         check(drv.cuEventSynchronize(self.handle), "cuEventSynchronize")
         return float(check(drv.cuEventElapsedTime(start.handle, self.handle), "cuEventElapsedTime"))
+
+    def destroy(self):
+        if self.handle is not None:
+            compat.driver().cuEventDestroy(self.handle)
+            self.handle = None
+
+    def __del__(self):
+        try:
+            self.destroy()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+class Graph:
+    """A CUDA graph captured from the work ``fn(stream)`` enqueues on ``stream``:
+
+        g = Graph.capture(lambda s: runner.run_async(s), stream)
+        g.launch(stream)
+
+    ``fn`` must not synchronize nor copy from pageable memory (capture would fail)."""
+
+    def __init__(self, graph, exec_handle):
+        self.graph, self.exec = graph, exec_handle
+
+    @classmethod
+    def capture(cls, fn, stream) -> "Graph":
+        drv = compat.driver()
+        h = stream_handle(stream)
+        mode = drv.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+        check(drv.cuStreamBeginCapture(h, mode), "cuStreamBeginCapture")
+        try:
+            fn(stream)
+        except BaseException:
+            drv.cuStreamEndCapture(h)
+            raise
+        graph = check(drv.cuStreamEndCapture(h), "cuStreamEndCapture (the captured work is not capturable)")
+        exec_handle = check(compat.graph_instantiate(graph), "cuGraphInstantiate")
+        return cls(graph, exec_handle)
+
+    def launch(self, stream=0):
+        check(compat.driver().cuGraphLaunch(self.exec, stream_handle(stream)), "cuGraphLaunch")
+
+    def destroy(self):
+        drv = compat.driver()
+        if self.exec is not None:
+            drv.cuGraphExecDestroy(self.exec)
+            self.exec = None
+        if self.graph is not None:
+            drv.cuGraphDestroy(self.graph)
+            self.graph = None
+
+    def __del__(self):
+        try:
+            self.destroy()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
 
 def kernel_args(*values) -> tuple:

@@ -55,8 +55,7 @@ class ParsedNetwork:
 
 def tensorrt_identity(feats) -> dict:
     """What the key records of TensorRT: flavour, the bindings' version, libnvinfer's version."""
-    return {"flavor": feats.flavor, "version": feats.version_string,
-            "library_version": getattr(feats, "library_version", None) or feats.version_string}
+    return {"flavor": feats.flavor, "version": feats.version_string, "library_version": feats.library_version_string}
 
 
 def plugin_digests(plugin_libraries) -> dict:
@@ -156,12 +155,7 @@ def configure(trt, feats, parsed: ParsedNetwork, options: BuildOptions, *, timin
     config = builder.create_builder_config()
     if any(i.is_dynamic for i in inputs) or options.profiles:
         for profile in profiles:
-            p = builder.create_optimization_profile()
-            for s in profile:
-                p.set_shape(s.name, s.min, s.opt, s.max)
-            if config.add_optimization_profile(p) < 0:
-                raise TegraAIError("TensorRT rejected an optimization profile: " + "; ".join(s.format() for s in profile),
-                                   exit_code=EXIT_USAGE)
+            compat.add_optimization_profile(builder, config, profile)
 
     compat.check_gpu_precisions(builder, typing["flags"])
     compat.set_builder_flags(trt, config, typing["flags"])

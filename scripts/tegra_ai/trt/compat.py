@@ -23,13 +23,17 @@ FLAVOR_RTX = "tensorrt-rtx"
 
 # feature -> (first TensorRT version that has it, first version that no longer has it).
 # None means "since before 8.5" / "still there". Sources: TensorRT release notes and
-# API docs of 8.5, 8.6, 10.0, 10.1, 10.12 and 11.0.
+# API docs of 8.5, 8.6, 10.0, 10.1, 10.12 and 11.0; every fact visible in the Python API
+# is checked against NVIDIA's binding sources (tests/trt_api, tests/test_trt_api_surface.py).
 FEATURES = {
     # ONNX needs an explicit-batch network; the flag is required on 8.x, ignored and
     # deprecated from 10.0 (explicit batch is the only mode), gone in 11.
     "explicit_batch_flag": (None, (10, 0)),
     # NetworkDefinitionCreationFlag.STRONGLY_TYPED
     "strongly_typed": ((9, 0), None),
+    # From 11.0 every network is strongly typed; the flag stays (value 0, not 1) but is
+    # deprecated and ignored, so we no longer set it.
+    "strongly_typed_flag": ((9, 0), (11, 0)),
     # Weak typing: BuilderFlag.FP16/INT8/BF16 pick precisions for the builder.
     # Deprecated in 10.12, removed in 11.0 (strong typing only).
     "weak_typing": (None, (11, 0)),
@@ -49,8 +53,10 @@ FEATURES = {
     "plugin_v3": ((10, 0), None),
     # IPluginRegistry.load_library (before it, ctypes loads the plugin library).
     "registry_load_library": ((8, 6), None),
-    # BuilderFlag.BF16 / FP8 for weak typing.
-    "bf16": ((9, 0), None),
+    # BuilderFlag.BF16 / FP8 for weak typing (gone with the weak-typing flags in 11.0).
+    "bf16": ((9, 0), (11, 0)),
+    # ParserError.node_name() (9.3+); before it only node(), the node's index.
+    "parser_error_node_name": ((9, 3), None),
     "dla": (None, None),
 }
 
@@ -59,6 +65,7 @@ FEATURES = {
 RTX_OVERRIDES = {
     "explicit_batch_flag": False,
     "strongly_typed": True,
+    "strongly_typed_flag": True,
     "weak_typing": False,
     "weak_typing_deprecated": False,
     "int8_calibrators": False,
@@ -85,10 +92,16 @@ def _has(feature: str, version: tuple) -> bool:
 
 @dataclass(frozen=True)
 class Features:
+    """What one TensorRT install offers. ``version`` is the Python bindings' ``__version__``
+    (what the fact table is routed by); ``library_version`` is the libnvinfer actually
+    loaded (``getInferLibVersion()``), which differs where the bindings were built from
+    another release's sources (meta-tegra master: 10.13.3 bindings over libnvinfer
+    10.16.2, see API_TARGETS)."""
     version: tuple
     flavor: str
     explicit_batch_flag: bool
     strongly_typed: bool
+    strongly_typed_flag: bool
     weak_typing: bool
     weak_typing_deprecated: bool
     int8_calibrators: bool
@@ -103,7 +116,9 @@ class Features:
     plugin_v3: bool
     registry_load_library: bool
     bf16: bool
+    parser_error_node_name: bool
     dla: bool
+    library_version: tuple = ()
 
     @property
     def strongly_typed_only(self) -> bool:
@@ -114,27 +129,99 @@ class Features:
         return ".".join(str(v) for v in self.version)
 
     @property
+    def library_version_string(self) -> str:
+        return ".".join(str(v) for v in (self.library_version or self.version))
+
+    @property
     def is_rtx(self) -> bool:
         return self.flavor == FLAVOR_RTX
 
     def describe(self) -> str:
         name = "TensorRT-RTX" if self.is_rtx else "TensorRT"
+        lib = self.library_version_string
+        if lib != self.version_string:  # bindings from another release than the library they load
+            return f"{name} {self.version_string} (libnvinfer {lib})"
         return f"{name} {self.version_string}"
 
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)} | {"version": self.version_string}
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {
+            "version": self.version_string, "library_version": self.library_version_string}
 
 
-def features_for(version, flavor: str = FLAVOR_TENSORRT) -> Features:
-    """The facts for one release. ``version`` is a string or tuple."""
+def features_for(version, flavor: str = FLAVOR_TENSORRT, library_version=None) -> Features:
+    """The facts for one release. ``version`` (the bindings' ``__version__``) and
+    ``library_version`` (libnvinfer's, default: the same) are strings or tuples."""
     v = parse_version(version) if isinstance(version, str) else tuple(version)
+    lib = parse_version(library_version) if isinstance(library_version, str) else tuple(library_version or v)
     if flavor == FLAVOR_TENSORRT and v[:2] < (8, 5):
         raise TegraAIError(f"TensorRT {'.'.join(map(str, v))} is older than the oldest supported release (8.5, JetPack 5)",
                            exit_code=EXIT_UNAVAILABLE)
     values = {name: _has(name, v if flavor == FLAVOR_TENSORRT else (10, 99)) for name in FEATURES}
     if flavor == FLAVOR_RTX:
         values.update(RTX_OVERRIDES)
-    return Features(version=v, flavor=flavor, **values)
+    return Features(version=v, flavor=flavor, library_version=lib, **values)
+
+
+# Library/bindings pairings we support, each checked in CI against the Python API surface
+# of the binding sources it is built from (tests/trt_api, tools/trt-api-surface):
+# name -> (libnvinfer version, `tensorrt.__version__`, API surface of the bindings).
+# On meta-tegra master python3-tensorrt is built from NVIDIA's 10.13.3 binding sources
+# against tensorrt-core 10.16.2, so `__version__` says 10.16 while the API is 10.13's:
+# nothing here may assume a 10.14+ binding from the version string; where 10.13 and 10.16
+# differ (e.g. ICudaEngine.get_engine_stat) the code probes the binding with hasattr.
+API_TARGETS = {
+    "jetpack5": ("8.5.2", "8.5.2", "8.5"),
+    "trt-8.6": ("8.6.1", "8.6.1", "8.6"),
+    "jetpack6": ("10.3.0", "10.3.0", "10.3"),
+    "trt-10.13": ("10.13.3", "10.13.3", "10.13"),
+    "trt-10.16": ("10.16.2", "10.16.2", "10.16"),
+    "jetpack7": ("10.16.2", "10.16.2", "10.13"),  # meta-tegra master: 10.13.3 bindings, 10.16.2 library
+    "trt-11": ("11.1.0", "11.1.0", "11.1"),
+}
+
+
+def decode_infer_lib_version(value: int) -> tuple:
+    """``getInferLibVersion()`` -> (major, minor, patch). NvInferRuntimeBase.h: 8.x encodes
+    MAJOR*1000 + MINOR*100 + PATCH (8.5.2 -> 8502); 10.0+ (MAJOR*100 + MINOR)*100 + PATCH
+    (10.16.2 -> 101602)."""
+    value = int(value)
+    if value >= 100000:
+        return (value // 10000, value // 100 % 100, value % 100)
+    return (value // 1000, value // 100 % 10, value % 100)
+
+
+def _loaded_library(stem: str) -> str | None:
+    """Path of the shared library ``stem`` (e.g. libnvinfer.so) already mapped into this process."""
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.rsplit(None, 1)[-1] if line.count(" ") >= 5 else ""
+                if os.path.basename(path).startswith(stem):
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+def infer_library_version(module, stem: str = "libnvinfer.so"):
+    """The version of the libnvinfer the ``tensorrt`` module loaded, through ctypes
+    ``getInferLibVersion()``; None when it cannot be read (then the bindings' version counts)."""
+    import ctypes
+
+    del module  # importing the module loaded the library; we only look it up
+    path = _loaded_library(stem)
+    if path is None:
+        return None
+    try:
+        lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | getattr(os, "RTLD_LAZY", 1))
+        fn = lib.getInferLibVersion
+    except (OSError, AttributeError):
+        return None
+    fn.restype, fn.argtypes = ctypes.c_int32, []
+    try:
+        return decode_infer_lib_version(fn())
+    except Exception:
+        return None
 
 
 # --------------------------------------------------------------------------- loading
@@ -164,7 +251,8 @@ def load():
             problems.append(f"{name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
             continue
         flavor = FLAVOR_RTX if name == "tensorrt_rtx" else FLAVOR_TENSORRT
-        _loaded = (module, features_for(version, flavor))
+        library = infer_library_version(module) if flavor == FLAVOR_TENSORRT else None
+        _loaded = (module, features_for(version, flavor, library))
         return _loaded
     raise TegraAIError("TensorRT is not available on this machine (" + "; ".join(problems) + ")",
                        hint="on a Jetson install python3-tensorrt (meta-tegra); on a host without a Jetson GPU only "
@@ -196,8 +284,12 @@ def create_network(trt, feats: Features, builder, strongly_typed: bool):
             raise TegraAIError(f"{feats.describe()} has no strongly typed networks (they arrived in TensorRT 9.0)",
                                hint="drop --strongly-typed; Q/DQ models build with the INT8 flag on this release",
                                exit_code=EXIT_USAGE)
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    return builder.create_network(flags)
+        if feats.strongly_typed_flag:  # 11.x: always strongly typed, the flag is ignored
+            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    if network is None:
+        raise TegraAIError(f"{feats.describe()} refused to create a network (flags {flags:#x})")
+    return network
 
 
 def resolve_typing(feats: Features, precision: str, has_qdq: bool, strongly_typed: bool | None,
@@ -375,11 +467,32 @@ def set_calibrator(feats: Features, config, calibrator) -> None:
     config.int8_calibrator = calibrator
 
 
+def _set_shape(profile, name, mn, opt, mx) -> None:
+    # IOptimizationProfile.set_shape raises RuntimeError on inconsistent shapes (min > opt, ranks differ)
+    try:
+        profile.set_shape(name, tuple(mn), tuple(opt), tuple(mx))
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise TegraAIError(f"TensorRT rejected the shapes of {name} (min {list(mn)}, opt {list(opt)}, max {list(mx)}): "
+                           f"{exc}", exit_code=EXIT_USAGE) from None
+
+
+def add_optimization_profile(builder, config, shapes) -> int:
+    """Add one optimization profile; ``shapes`` are ``trt.shapes.InputShapes`` (name, min, opt, max)."""
+    profile = builder.create_optimization_profile()
+    for s in shapes:
+        _set_shape(profile, s.name, s.min, s.opt, s.max)
+    index = config.add_optimization_profile(profile)
+    if index < 0:
+        raise TegraAIError("TensorRT rejected an optimization profile: " + "; ".join(s.format() for s in shapes),
+                           exit_code=EXIT_USAGE)
+    return index
+
+
 def set_calibration_profile(trt, builder, config, shapes: dict) -> None:
     """Dynamic-shape networks calibrate at one fixed shape per input (TensorRT <= 10.x)."""
     profile = builder.create_optimization_profile()
     for name, shape in shapes.items():
-        profile.set_shape(name, shape, shape, shape)
+        _set_shape(profile, name, shape, shape, shape)
     config.set_calibration_profile(profile)
 
 
@@ -413,20 +526,16 @@ def load_plugin_library(trt, feats: Features, path: str):
 
 def parser_errors(parser) -> list:
     """[(node name or None, description)] of an OnnxParser. The node is ``node_name()``
-    on 10.x and ``node()`` (an index) on 8.x."""
+    where the binding has it (9.3+), else ``node()``, the node's index ("#3"; -1: none)."""
     errors = []
     for i in range(parser.num_errors):
         err = parser.get_error(i)
         node = None
-        for attr in ("node_name", "node"):
-            fn = getattr(err, attr, None)
-            try:
-                value = fn() if callable(fn) else fn
-            except Exception:
-                value = None
-            if value not in (None, "", -1):
-                node = str(value)
-                break
+        if hasattr(err, "node_name"):
+            node = err.node_name() or None
+        if node is None:
+            index = err.node()
+            node = f"#{index}" if isinstance(index, int) and index >= 0 else None
         errors.append((node, err.desc()))
     return errors
 
@@ -497,6 +606,19 @@ def engine_profiles(trt, engine) -> list:
             shapes.append({"name": t["name"], "min": list(mn), "opt": list(opt), "max": list(mx)})
         profiles.append(shapes)
     return profiles
+
+
+def engine_weights(trt, engine) -> dict:
+    """Weight sizes from ICudaEngine.get_engine_stat (bindings 10.14+). Probed on the binding,
+    not the version: meta-tegra's 10.13.3 bindings say 10.16 but have no get_engine_stat."""
+    if not hasattr(engine, "get_engine_stat") or not hasattr(trt, "EngineStat"):
+        return {}
+    out = {}
+    for key, stat in (("weights_bytes", "TOTAL_WEIGHTS_SIZE"), ("stripped_weights_bytes", "STRIPPED_WEIGHTS_SIZE")):
+        member = getattr(trt.EngineStat, stat, None)
+        if member is not None:
+            out[key] = int(engine.get_engine_stat(member))
+    return out
 
 
 def inspector_json(trt, feats: Features, engine) -> dict:

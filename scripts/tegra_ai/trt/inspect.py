@@ -115,6 +115,7 @@ def inspect_engine(engine_path: str, with_layers: bool = True) -> dict:
     info["tensorrt"] = feats.describe()
     info["io"] = compat.io_tensors(trt, engine)
     info["profiles"] = compat.engine_profiles(trt, engine)
+    info.update(compat.engine_weights(trt, engine))
     if with_layers:
         info.update(summarize_layers(compat.inspector_json(trt, feats, engine)))
     return info
@@ -130,6 +131,8 @@ def format_inspection(info: dict, show_layers: bool = False) -> str:
                      f"model {sc.get('model')} {str(sc.get('model_sha256', ''))[:12]}")
     if info.get("note"):
         lines.append(f"note:   {info['note']}")
+    if "weights_bytes" in info:
+        lines.append(f"weights: {info['weights_bytes'] / 1e6:.2f} MB")
     for t in info.get("io", []):
         lines.append(f"{t['mode']:6}  {t['name']} {t['shape']} {t['dtype']}")
     for i, prof in enumerate(info.get("profiles", [])):
