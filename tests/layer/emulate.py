@@ -124,6 +124,7 @@ def run(d, func, env=None, check=True, cwd=None):
         for p in (d.getVarFlag(func, flag) or "").split():
             shutil.rmtree(p, ignore_errors=True)
             os.makedirs(p)
+    os.makedirs(d.getVar("WORKDIR"), exist_ok=True)
     cwd = cwd or (dirs[-1] if dirs else d.getVar("B"))
     os.makedirs(cwd, exist_ok=True)
     path = os.path.join(d.getVar("WORKDIR"), "run.%s.sh" % func)
