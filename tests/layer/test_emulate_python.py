@@ -183,7 +183,25 @@ def test_unpack_drops_bytecode_of_the_checkout(tmp_path):
     assert os.path.exists(os.path.join(d.getVar("S"), "LICENSE"))
 
 
-def test_layer_ignores_bytecode_in_task_checksums(bb_layer_data):
-    """Running the tests leaves __pycache__ in scripts/tegra_ai; BitBake must not hash it."""
-    assert "__pycache__" in bb_layer_data.getVar("BB_SIGNATURE_LOCAL_DIRS_EXCLUDE").split()
-    assert ".git" in bb_layer_data.getVar("BB_SIGNATURE_LOCAL_DIRS_EXCLUDE").split()
+def test_layer_ignores_bytecode_in_task_checksums(bb_layer_data, tmp_path):
+    """Running the tests leaves __pycache__ in scripts/tegra_ai; BitBake must not hash it.
+
+    BitBake's own checksum of a file:// folder (what goes into do_fetch's signature), with
+    the exclusion list the layer configures, before and after a __pycache__ appears.
+    """
+    import bb.fetch2
+    exclude = bb_layer_data.getVar("BB_SIGNATURE_LOCAL_DIRS_EXCLUDE").split()
+    assert {"__pycache__", ".git"} <= set(exclude)
+    src = tmp_path / "tegra_ai"
+    src.mkdir()
+    (src / "x.py").write_text("x = 1\n")
+
+    def checksums():
+        return sorted(c for _path, c in bb.fetch2.get_file_checksums("%s:True" % src, "tensorrt-model-optimizer",
+                                                                     exclude))
+    before = checksums()
+    (src / "__pycache__").mkdir()
+    (src / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\x00bytecode")
+    assert checksums() == before
+    (src / "y.py").write_text("y = 2\n")  # a real change still counts
+    assert checksums() != before
