@@ -72,7 +72,7 @@ TEGRA_AI_BUNDLE_TARGET ??= "${@tegra_ai_layer.engines.bundle_target(d.getVar('TE
 # (tensorrt-optimize bundle --target: operators, types, shapes), so that an
 # unsupported model fails the image build, not the first boot. Needs
 # python3-onnx-native: meta-tegra-community's onnx recipe (master), extended to
-# native by this layer's dynamic-layers/tegra-community, provides it; on by
+# native by this layer's dynamic-layers/onnx-native, provides it; on by
 # default where it exists. No layer of the scarthgap lines provides it: there
 # the default is 0 (hash and copy only; TensorRT's parser validates on the
 # device), or set 1 with a layer of your own that provides python3-onnx-native.
@@ -113,6 +113,9 @@ python __anonymous() {
     # The pipeline stage that reaches the builder (address, cache folder, the
     # facts it must report); the facts are in the signature through their variables.
     d.setVar("TEGRA_AI_ENGINE_BUILDER_COMMAND", engines.builder_command(d) or "false")
+    # The ssh-agent of the shell that started bitbake, read here and not in the
+    # task: BB_ORIGENV must not reach the task's signature.
+    d.setVar("TEGRA_AI_SSH_AUTH_SOCK", engines.ssh_auth_sock(d) if builder else "")
     if builder:
         # Engines are device specific: package them for this machine only.
         d.setVar("PACKAGE_ARCH", d.getVar("MACHINE_ARCH"))
@@ -125,7 +128,7 @@ python __anonymous() {
 tensorrt_engine_build_on_builder() {
     bbnote "Building TensorRT engines on the engine builder '${TEGRA_AI_ENGINE_BUILDER}' (target: TensorRT ${TEGRA_AI_TRT_VERSION}, compute capability ${TEGRA_AI_COMPUTE_CAPABILITY}, L4T ${TEGRA_AI_L4T_VERSION})"
     mkdir -p ${TEGRA_AI_ENGINE_DIR}
-    sock="${@tegra_ai_layer.engines.ssh_auth_sock(d)}"
+    sock="${TEGRA_AI_SSH_AUTH_SOCK}"
     [ -z "$sock" ] || export SSH_AUTH_SOCK="$sock"
     if ! tar -C ${TEGRA_AI_BUNDLE_DIR} -cf - . \
         | ${TEGRA_AI_ENGINE_BUILDER_COMMAND} \
@@ -138,7 +141,7 @@ tensorrt_engine_build_on_builder() {
 }
 # The builder's address, its cache folder and the agent socket do not change the
 # engines: the facts checked on the builder (in the function) do.
-tensorrt_engine_build_on_builder[vardepsexclude] += "TEGRA_AI_ENGINE_BUILDER TEGRA_AI_ENGINE_BUILDER_COMMAND TEGRA_AI_ENGINE_BUILDER_CACHE BB_ORIGENV SSH_AUTH_SOCK TMPDIR"
+tensorrt_engine_build_on_builder[vardepsexclude] += "TEGRA_AI_ENGINE_BUILDER TEGRA_AI_ENGINE_BUILDER_COMMAND TEGRA_AI_ENGINE_BUILDER_CACHE TEGRA_AI_SSH_AUTH_SOCK TMPDIR"
 tensorrt_engine_build_on_builder[vardeps] += "TEGRA_AI_TRT_VERSION TEGRA_AI_COMPUTE_CAPABILITY TEGRA_AI_L4T_VERSION TEGRA_AI_ENGINE_BUILDER_MODULE MACHINE"
 
 tensorrt_engine_do_compile() {

@@ -75,7 +75,14 @@ def parse(relpath, workdir, series="scarthgap", conf=None):
     bb.parse.siggen = bb.siggen.init(d)
     for k, val in _base_vars(str(workdir), series, FACTS[series]["machine"]).items():
         d.setVar(k, val)
-    for k, val in (conf or {}).items():
+    # BitBake's original environment: a data store object, whose str() differs on every
+    # run (anything that puts it into a signature makes every build rebuild)
+    origenv = bb.data.init()
+    conf = dict(conf or {})
+    if "SSH_AUTH_SOCK" in conf:
+        origenv.setVar("SSH_AUTH_SOCK", conf.pop("SSH_AUTH_SOCK"))
+    d.setVar("BB_ORIGENV", origenv)
+    for k, val in conf.items():
         d.setVar(k, val)
     d.setVar("BBFILES", "")
     return bb.parse.handle(recipe(relpath), d)[""]
@@ -168,6 +175,7 @@ def task_hash(d, task):
     """BitBake's base hash of ``task`` (bb.data.generate_dependencies/_hash, as siggen does)."""
     import bb.data
     d = bb.data.createCopy(d)
+    # openembedded-core's list (recorded; it does NOT hold BB_ORIGENV or SSH_AUTH_SOCK) plus the layer's
     ignored = set((d.getVar("BB_BASEHASH_IGNORE_VARS") or "").split()) | set(FACTS["BB_BASEHASH_IGNORE_VARS"])
     d.setVar("__BBTASKS", [task])
     if d.getVar("__exportlist", False) is None:

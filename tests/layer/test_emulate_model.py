@@ -182,6 +182,7 @@ def test_builder_task_has_network_and_a_lock_only_with_a_builder(tmp_path):
 
 def test_builder_task_gets_the_ssh_agent(tmp_path):
     d = parse(tmp_path, TEGRA_AI_ENGINE_BUILDER=SSH, SSH_AUTH_SOCK="/run/user/1000/agent.sock")
+    # from BitBake's original environment (BB_ORIGENV), as its git fetcher takes it
     script = emulate.script(d, "tensorrt_engine_build_on_builder")
     assert 'sock="/run/user/1000/agent.sock"' in script and 'export SSH_AUTH_SOCK="$sock"' in script
 
