@@ -19,7 +19,7 @@ inherit tegra_ai_paths systemd allarch
 # A backstop for a whole run (systemd TimeoutStartSec; all models of a first
 # boot), the limit of one model's build in seconds, and how many failed starts
 # within TEGRA_AI_ENGINES_RETRY_WINDOW are retried.
-TEGRA_AI_ENGINES_TIMEOUT ??= "infinity"
+TEGRA_AI_ENGINES_TIMEOUT ??= "24h"
 TEGRA_AI_MODEL_TIMEOUT ??= "3600"
 TEGRA_AI_ENGINES_RETRIES ??= "4"
 TEGRA_AI_ENGINES_RETRY_WINDOW ??= "6h"

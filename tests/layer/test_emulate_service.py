@@ -57,7 +57,7 @@ def test_unit_hardening_and_order(tmp_path):
     s = u["Service"]
     for key, value in {"ProtectSystem": "strict", "PrivateNetwork": "yes", "NoNewPrivileges": "yes",
                        "StateDirectory": "tegra-ai/engines", "ReadWritePaths": "/var/lib/tegra-ai/engines",
-                       "NotifyAccess": "all", "TimeoutStartSec": "infinity"}.items():
+                       "NotifyAccess": "all", "TimeoutStartSec": "24h"}.items():
         assert s.get(key) == value, key
     assert "nvfancontrol.service" in u["Unit"]["After"].split()
     # a model's own time limit reaches ensure; the other A/B slot's engines are kept

@@ -18,7 +18,7 @@ def render(bindir, sysconfdir="/etc", modelsdir="/usr/share/tegra-ai/models",
     """What the recipe's do_install writes (same placeholders, same defaults)."""
     text = open(UNIT).read()
     for k, v in {"@BINDIR@": bindir, "@SYSCONFDIR@": sysconfdir, "@MODELSDIR@": modelsdir,
-                 "@ENGINECACHE@": cache, "@ENGINESEED@": "/usr/share/tegra-ai/engines", "@TIMEOUT@": "infinity", "@RETRIES@": "4", "@RETRYWINDOW@": "6h",
+                 "@ENGINECACHE@": cache, "@ENGINESEED@": "/usr/share/tegra-ai/engines", "@TIMEOUT@": "24h", "@RETRIES@": "4", "@RETRYWINDOW@": "6h",
                  "@MODELTIMEOUT@": "3600", "@STATEDIRECTORY@": "StateDirectory=tegra-ai/engines"}.items():
         text = text.replace(k, v)
     return text
@@ -53,7 +53,7 @@ def test_unit_contract():
     assert "--seed ${TEGRA_AI_ENGINE_SEED}" in s["ExecStart"]
     assert "TEGRA_AI_ENGINE_SEED=/usr/share/tegra-ai/engines" in s["Environment"]
     # the whole run may take hours; each model has its own limit (TEGRA_AI_MODEL_TIMEOUT)
-    assert s["TimeoutStartSec"] == "infinity" and "TEGRA_AI_MODEL_TIMEOUT=3600" in s["Environment"]
+    assert s["TimeoutStartSec"] == "24h" and "TEGRA_AI_MODEL_TIMEOUT=3600" in s["Environment"]
     assert s["Restart"] == "on-failure"          # retried after a failure
     assert set(s["RestartPreventExitStatus"].split()) == {"2", "69"}  # ensure's bad input / no TensorRT
     assert u["Unit"]["StartLimitBurst"] == "4"
