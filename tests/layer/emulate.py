@@ -62,8 +62,9 @@ def _base_vars(workdir, series, machine_facts):
     return v
 
 
-def parse(relpath, workdir, series="scarthgap", conf=None):
-    """The data store of recipe ``relpath`` for ``series`` (building in ``workdir``)."""
+def parse(relpath, workdir, series="scarthgap", conf=None, variant=""):
+    """The data store of recipe ``relpath`` for ``series`` (building in ``workdir``);
+    ``variant``: "" (target) or a BBCLASSEXTEND variant ("native", "nativesdk")."""
     bb = _bb()
     d = bb.data.init()
     d.setVar("__bbclasstype", "recipe")
@@ -85,7 +86,7 @@ def parse(relpath, workdir, series="scarthgap", conf=None):
     for k, val in conf.items():
         d.setVar(k, val)
     d.setVar("BBFILES", "")
-    return bb.parse.handle(recipe(relpath), d)[""]
+    return bb.parse.handle(recipe(relpath), d)[variant]
 
 
 def unpack(d):

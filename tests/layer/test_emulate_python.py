@@ -205,3 +205,22 @@ def test_layer_ignores_bytecode_in_task_checksums(bb_layer_data, tmp_path):
     assert checksums() == before
     (src / "y.py").write_text("y = 2\n")  # a real change still counts
     assert checksums() != before
+
+
+def test_variants_for_the_build_host_and_the_sdk(tmp_path):
+    """-native (bundling at image-build time) and nativesdk- (an SDK's tensorrt-optimize) need no
+    TensorRT; the target package does, and is limited to Jetson machines."""
+    try:
+        target = emulate.parse(RECIPE, tmp_path / "t", "scarthgap")
+        sdk = emulate.parse(RECIPE, tmp_path / "s", "scarthgap", variant="nativesdk")
+        native = emulate.parse(RECIPE, tmp_path / "n", "scarthgap", variant="native")
+    except ImportError as e:
+        pytest.skip("BitBake's bb package is not installed (pip install bitbake-setup): %s" % e)
+    pn = target.getVar("PN")
+    assert "python3-tensorrt" in target.getVar("RDEPENDS:" + pn).split()
+    assert target.getVar("COMPATIBLE_MACHINE") == "(tegra)"
+    for d in (sdk, native):
+        rdeps = (d.getVar("RDEPENDS:" + d.getVar("PN")) or "").split()
+        assert not [r for r in rdeps if "tensorrt" in r], rdeps
+        assert not d.getVar("COMPATIBLE_MACHINE")
+    assert "nativesdk-python3-numpy" in sdk.getVar("RDEPENDS:" + sdk.getVar("PN")).split()

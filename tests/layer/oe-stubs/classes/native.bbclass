@@ -1,1 +1,2 @@
-# openembedded-core native.bbclass: the emulation builds the target variant only.
+# openembedded-core native.bbclass: only the override the recipes use.
+CLASSOVERRIDE = "class-native"

@@ -1,1 +1,2 @@
-# openembedded-core nativesdk.bbclass: the emulation builds the target variant only.
+# openembedded-core nativesdk.bbclass: only the override the recipes use.
+CLASSOVERRIDE = "class-nativesdk"
