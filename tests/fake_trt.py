@@ -306,7 +306,9 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
     class INetworkDefinition:
         def _setup(self, flags):
             self._flags = flags
-            self._inputs = [trt.ITensor._new(n, s, trt.DataType.FLOAT) for n, s in inputs]
+            # an input may name its DataType third: ("input", (1, 3, 8, 8), "HALF")
+            self._inputs = [trt.ITensor._new(i[0], i[1], getattr(trt.DataType, i[2] if len(i) > 2 else "FLOAT"))
+                            for i in inputs]
             self._outputs = [trt.ITensor._new(n, s, trt.DataType.FLOAT) for n, s in outputs]
             self._values.update(num_inputs=len(self._inputs), num_outputs=len(self._outputs))
 

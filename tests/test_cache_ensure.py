@@ -122,7 +122,7 @@ def test_ota_changes_rebuild_and_prune(bundle, tmp_path, change):
     if change == "tensorrt":
         rt = runtime("10.3.0.31")
     elif change == "device":
-        rt = runtime(facts=platform.DeviceFacts("8.7", "Orin", "NVIDIA Jetson AGX Orin", "36.5.0"))
+        rt = runtime(facts=platform.DeviceFacts("8.7", "Orin", "NVIDIA Jetson AGX Orin", "36.4.3"))
     else:
         m = json.load(open(os.path.join(bundle, "manifest.json")))
         m["models"][0]["options"]["precision"] = "fp32"
@@ -318,7 +318,9 @@ def test_seed_cache_from_the_image(bundle, tmp_path):
     s = run(bundle, str(tmp_path / "cache"), b, seeds=(seed,))
     assert b.calls == [] and s["models"][0]["status"] == "seeded" and s["seeded"] == 1
     assert s["models"][0]["engine"].startswith(seed)
-    assert not any(f.endswith(".engine") for _r, _d, fs in os.walk(tmp_path / "cache") for f in fs)
+    assert not any(f.endswith(".engine") and not os.path.islink(os.path.join(r, f))
+                   for r, _d, fs in os.walk(tmp_path / "cache") for f in fs)
+    assert os.path.realpath(tmp_path / "cache" / "net.engine") == os.path.realpath(s["models"][0]["engine"])
     s2 = run(bundle, str(tmp_path / "cache"), b, seeds=(seed,))
     assert s2["models"][0]["status"] == "seeded"
     index = json.load(open(tmp_path / "cache" / "index.json"))["models"]["net"]
@@ -327,3 +329,95 @@ def test_seed_cache_from_the_image(bundle, tmp_path):
     b3 = FakeBuilder()
     s3 = run(bundle, str(tmp_path / "cache3"), b3, seeds=(seed,), rt=runtime("10.3.0.31"))
     assert b3.calls == ["net"] and s3["models"][0]["status"] == "built"
+
+
+# --------------------------------------------------------------------------- what the layer asks of ensure
+
+def test_stable_link_follows_the_current_engine(bundle, tmp_path):
+    from tegra_ai.cache.ensure import engine_path_for
+
+    cache = str(tmp_path / "cache")
+    first = run(bundle, cache, FakeBuilder())["models"][0]
+    link = os.path.join(cache, "net.engine")
+    assert first["link"] == link and os.path.islink(link) and not os.path.isabs(os.readlink(link))
+    assert os.path.realpath(link) == os.path.realpath(first["engine"])
+    assert os.path.realpath(link + ".json") == os.path.realpath(first["engine"] + ".json")
+    second = run(bundle, cache, FakeBuilder(), rt=runtime("10.3.0.31"))["models"][0]
+    assert os.path.realpath(link) == os.path.realpath(second["engine"]) != os.path.realpath(first["engine"])
+    assert engine_path_for(cache, "net")["engine"] == link
+    assert json.load(open(os.path.join(cache, "index.json")))["models"]["net"]["link"] == link
+    assert not [n for n in os.listdir(cache) if n.endswith(".tmp")]
+    # a failed rebuild removes the link: applications must not load a stale engine
+    run(bundle, cache, FakeBuilder(fail=True), rt=runtime("10.3.0.32"))
+    assert not os.path.lexists(link)
+    with pytest.raises(TegraAIError, match="no engine for net") as exc:
+        engine_path_for(cache, "net")
+    assert exc.value.exit_code == 1
+
+
+def test_link_never_replaces_a_file_it_did_not_make(bundle, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "net.engine").write_text("the user's own engine")
+    s = run(bundle, str(cache), FakeBuilder())
+    assert s["exit_code"] == 0 and "link" not in s["models"][0]
+    assert (cache / "net.engine").read_text() == "the user's own engine"
+
+
+def test_other_l4t_release_engines_are_kept_for_the_other_slot(bundle, tmp_path):
+    """A/B: slot A (36.4.3) and slot B (36.5.0) share the cache; each keeps the other's
+    newest engine, and only one per other release."""
+    cache = str(tmp_path / "cache")
+    slot_a = runtime(facts=ORIN)
+    slot_b = runtime(facts=platform.DeviceFacts("8.7", "Orin", ORIN.module, "36.5.0"))
+    a1 = run(bundle, cache, FakeBuilder(), rt=slot_a)["models"][0]["engine"]
+    b1 = run(bundle, cache, FakeBuilder(), rt=slot_b)["models"][0]
+    assert os.path.exists(a1) and b1["pruned"] == []
+    back_to_a = run(bundle, cache, FakeBuilder(), rt=slot_a)["models"][0]
+    assert back_to_a["status"] == "hit" and os.path.exists(b1["engine"])
+    # slot A updates TensorRT: its old engine goes, slot B's stays
+    a2 = run(bundle, cache, FakeBuilder(), rt=runtime("10.3.0.31", facts=ORIN))["models"][0]
+    assert a1 in a2["pruned"] and os.path.exists(b1["engine"])
+    # two engines of the same other release: only the newest is kept
+    b2 = run(bundle, cache, FakeBuilder(), rt=(compat.features_for("10.3.0.31"), slot_b[1]))["models"][0]
+    assert b1["engine"] in b2["pruned"]
+    time.sleep(0.01)
+    a3 = run(bundle, cache, FakeBuilder(), rt=runtime("10.3.0.32", facts=ORIN))["models"][0]
+    assert os.path.exists(b2["engine"]) and a2["engine"] in a3["pruned"]
+    engines = sorted(n for n in os.listdir(os.path.join(cache, "net")) if n.endswith(".engine"))
+    assert len(engines) == 2
+
+
+def test_unlisted_model_of_the_other_slot_is_kept(bundle, tmp_path, static_model):
+    cache = str(tmp_path / "cache")
+    slot_b = runtime(facts=platform.DeviceFacts("8.7", "Orin", ORIN.module, "36.5.0"))
+    other = str(tmp_path / "bundle-b")
+    sha, files = model_digest(static_model)
+    add_to_bundle(other, "only-in-b", files, sha, BuildOptions(precision="fp32"))
+    run(other, cache, FakeBuilder(), rt=slot_b)
+    s = run(bundle, cache, FakeBuilder(), prune="unlisted")       # slot A does not list it
+    assert s["pruned_models"] == [] and os.path.isdir(os.path.join(cache, "only-in-b"))
+
+
+def test_tmpfs_cache_warns(bundle, tmp_path, monkeypatch, caplog):
+    from tegra_ai.cache import store
+
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(f"22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/root rw\n"
+                         f"40 22 0:35 / {tmp_path} rw,nosuid shared:20 - tmpfs tmpfs rw\n")
+    assert store.filesystem_type(str(tmp_path / "cache"), str(mountinfo)) == "tmpfs"
+    assert store.filesystem_type("/usr", str(mountinfo)) == "ext4"
+    real = store.filesystem_type
+    monkeypatch.setattr(store, "filesystem_type", lambda p, m=str(mountinfo): real(p, m))
+    s = run(bundle, str(tmp_path / "cache"), FakeBuilder())
+    assert s["exit_code"] == 0 and "tmpfs" in s["warnings"][0] and "every boot" in s["warnings"][0]
+
+
+def test_at_most_one_engine_per_other_release(bundle, tmp_path):
+    cache = str(tmp_path / "cache")
+    slot_b = lambda v: (compat.features_for(v), lambda o: platform.DeviceFacts("8.7", "Orin", ORIN.module, "36.5.0"))  # noqa: E731
+    older = run(bundle, cache, FakeBuilder(), rt=slot_b("10.3.0.30"), prune="none")["models"][0]["engine"]
+    time.sleep(1.1)   # sidecars record the creation time to the second
+    newer = run(bundle, cache, FakeBuilder(), rt=slot_b("10.3.0.31"), prune="none")["models"][0]["engine"]
+    s = run(bundle, cache, FakeBuilder(), rt=runtime(facts=ORIN))["models"][0]
+    assert older in s["pruned"] and os.path.exists(newer) and os.path.exists(s["engine"])

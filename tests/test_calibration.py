@@ -88,3 +88,35 @@ def test_implicit_int8_build_with_full_tensorrt(tmp_path, default_model):
     r = build_engine(default_model, BuildOptions(precision="int8", profiles=[parse_profile("input:1x1x8x8:8x1x8x8:64x1x8x8")]),
                      calibration_data=str(calib), calibration_cache=str(cache), show_progress=False)
     assert "INT8" in r.sidecar.builder_flags and cache.stat().st_size > 0
+
+
+@pytest.mark.parametrize("content,match", [
+    ("empty", "is empty"),
+    ("objects", "pickled"),
+    ("text", "not a .npy file"),
+])
+def test_npy_dir_never_unpickles(tmp_path, content, match):
+    d = tmp_path / "calib"
+    d.mkdir()
+    path = d / "input.npy"
+    if content == "empty":
+        path.write_bytes(b"")
+    elif content == "objects":
+        np.save(path, np.array([{"run": "code"}], dtype=object), allow_pickle=True)
+    else:
+        path.write_text("1,2,3\n")
+    with pytest.raises(TegraAIError, match=match) as exc:
+        CalibrationBatches(str(d), [ModelInput("input", (-1, 3))])
+    assert exc.value.exit_code == 2
+
+
+def test_npz_with_object_member_never_unpickles(tmp_path):
+    import pickle
+
+    path = tmp_path / "c.npz"
+    np.savez(path, input=np.array([{"run": "code"}], dtype=object))
+    with pytest.raises(TegraAIError, match="pickled"):
+        CalibrationBatches(str(path), [ModelInput("input", (-1, 3))])
+    path.write_bytes(pickle.dumps({"input": 1}))
+    with pytest.raises(TegraAIError, match="pickled"):
+        CalibrationBatches(str(path), [ModelInput("input", (-1, 3))])

@@ -7,6 +7,8 @@ import os
 import numpy as np
 import pytest
 
+from tegra_ai.errors import TegraAIError
+
 from tegra_ai.onnx_tools.check import check_model
 from tegra_ai.onnx_tools.targets import op_table_for, resolve_target
 
@@ -76,8 +78,26 @@ def test_missing_external_data(model_factory):
 def test_corrupt_model(tmp_path):
     p = tmp_path / "c.onnx"
     p.write_bytes(b"\x08\x07garbage")
-    r = check(str(p))
-    assert not r.ok
+    with pytest.raises(TegraAIError, match="not a valid ONNX model") as exc:   # not a model: bad input
+        check(str(p))
+    assert exc.value.exit_code == 2
+
+
+def test_empty_file_is_not_accepted_by_the_parser(tmp_path):
+    p = tmp_path / "e.onnx"
+    p.write_bytes(b"")
+    with pytest.raises(TegraAIError, match="is empty") as exc:
+        check(str(p))
+    assert exc.value.exit_code == 2
+
+
+def test_unknown_trt_release_is_refused():
+    from tegra_ai.onnx_tools.targets import resolve_target
+
+    with pytest.raises(TegraAIError, match="no facts for TensorRT 9.9.*trt-10.16") as exc:
+        resolve_target("trt-9.9")
+    assert exc.value.exit_code == 2
+    assert resolve_target("trt-8.5").tensorrt == (8, 5)
 
 
 def test_int64_and_double(model_factory):

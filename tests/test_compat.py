@@ -167,3 +167,23 @@ def test_load_reports_missing_tensorrt(monkeypatch):
     with pytest.raises(TegraAIError) as exc:
         compat.load()
     assert exc.value.exit_code == 69 and "TensorRT is not available" in exc.value.message
+
+
+def test_graph_instantiate_picks_the_name_of_the_installed_bindings(monkeypatch):
+    """cuda-python 13 has no cuGraphInstantiateWithFlags; 11.x's cuGraphInstantiate took a log buffer."""
+    from tegra_ai.cuda import compat as cuda_compat
+
+    class Old:
+        def cuGraphInstantiateWithFlags(self, g, f):
+            return (0, ("with_flags", g, f))
+
+        def cuGraphInstantiate(self, g, buf, size):
+            raise AssertionError("11.x signature used")
+
+    class New:
+        def cuGraphInstantiate(self, g, f):
+            return (0, ("flags", g, f))
+
+    for mod, want in ((Old(), "with_flags"), (New(), "flags")):
+        monkeypatch.setattr(cuda_compat, "driver", lambda mod=mod: mod)
+        assert cuda_compat.graph_instantiate("g") == (0, (want, "g", 0))

@@ -61,9 +61,12 @@ def test_missing_profile_for_dynamic_input(dynamic_model):
         build_engine(dynamic_model, BuildOptions(), show_progress=False)
 
 
-def test_fp16_refused_on_strongly_typed_only(static_model):
-    with pytest.raises(TegraAIError, match="weakly typed builder flags"):
-        build_engine(static_model, BuildOptions(precision="fp16"), show_progress=False)
+def test_fp16_on_strongly_typed_only_builds_a_host_converted_model(static_model):
+    # No FP16 flag on TensorRT-RTX / TensorRT 11: the builder converts the model first (tegra_ai.onnx_fp16).
+    r = build_engine(static_model, BuildOptions(precision="fp16"), show_progress=False)
+    assert r.sidecar.builder_flags == [] and r.sidecar.strongly_typed is True
+    assert any("FP16 copy of the model" in n for n in r.notes)
+    assert r.sidecar.options.precision == "fp16"
 
 
 def test_parser_error_names_the_node(model_factory):

@@ -69,3 +69,24 @@ def test_several_profiles_each_checked():
 def test_profile_mismatches(spec, match):
     with pytest.raises(TegraAIError, match=match):
         resolve_profiles(INPUTS, [parse_profile(spec)])
+
+
+def test_suggested_profile_shares_named_dimensions():
+    from tegra_ai.trt.shapes import ModelInput, resolve_profiles, suggest_profile
+
+    image = ModelInput("image", ("batch", 3, "h", "w"))
+    scale = ModelInput("scale", ("batch", 2))
+    mask = ModelInput("mask", ("batch", 1, "h", "w"))
+    image_s, scale_s, mask_s = suggest_profile([image, scale, mask])
+    assert image_s.min[0] == scale_s.min[0] == mask_s.min[0]
+    assert image_s.max[0] == scale_s.max[0] == mask_s.max[0] == 8
+    assert (image_s.min[2:], image_s.opt[2:], image_s.max[2:]) == (mask_s.min[2:], mask_s.opt[2:], mask_s.max[2:])
+    # without sharing, "scale"'s second axis would get its own range; with it, batch stays equal
+    assert scale_s.opt[0] == image_s.opt[0]
+    # the hint in resolve_profiles' error is such a profile, and it resolves
+    with pytest.raises(TegraAIError) as exc:
+        resolve_profiles([image, scale], [])
+    hint = exc.value.hint.split("--shapes ", 1)[1]
+    from tegra_ai.spec import parse_profile
+
+    assert resolve_profiles([image, scale], [parse_profile(hint)])

@@ -21,6 +21,7 @@ carry() {  # carry <import name> <wheel dir>
 carry cuda.bindings .gpu-carry/kwhl
 export PYTHONPATH="$SITE:${PYTHONPATH:-}"
 carry pytest .gpu-carry/kwhl/pytest
+carry modelopt.torch.quantization .gpu-carry/qat-whl  # nvidia-modelopt + deps for the QAT test (optional)
 export PYTHONPATH="$SITE:$PWD/scripts:${PYTHONPATH:-}"
 export XDG_CACHE_HOME=${XDG_CACHE_HOME:-/tmp/tegra-ai-cache}
 
@@ -45,5 +46,7 @@ status=${PIPESTATUS[0]}
 "$PY" benchmarks/bench_preprocess.py 2>&1 | tee "$LOG/bench-preprocess.txt"
 "$PY" benchmarks/bench_nms.py 2>&1 | tee "$LOG/bench-nms.txt"
 "$PY" benchmarks/bench_harness.py 2>&1 | tee "$LOG/bench-harness.txt"
+"$PY" benchmarks/bench_detect.py ${NMS_BASELINE:+--baseline-nms "$NMS_BASELINE"} 2>&1 | tee "$LOG/bench-detect.txt"
+"$PY" benchmarks/bench_runtime.py 2>&1 | tee "$LOG/bench-runtime.txt"
 echo "gpu tests exit status: $status"
 exit "$status"

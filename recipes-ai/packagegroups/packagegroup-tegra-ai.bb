@@ -22,6 +22,7 @@ RDEPENDS:${PN}-dev-tools = "\
     tensorrt-model-optimizer-benchmark \
     tensorrt-model-optimizer-calibration \
     tensorrt-trtexec-path \
+    tegra-ai-model-ensemble \
 "
 
 COMPATIBLE_MACHINE = "(tegra)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import mmap
 import os
 
-from tegra_ai.errors import TegraAIError
+from tegra_ai.errors import EXIT_USAGE, TegraAIError
 from tegra_ai.util.hashing import HashMemo, combined_sha256
 
 
@@ -93,7 +93,7 @@ def external_data_locations(model_path: str) -> list:
         size = os.path.getsize(model_path)
         with open(model_path, "rb") as f:
             if size == 0:
-                raise TegraAIError(f"{model_path} is empty, not an ONNX model")
+                raise TegraAIError(f"{model_path} is empty, not an ONNX model", exit_code=EXIT_USAGE)
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 buf = memoryview(mm)
                 try:
@@ -110,9 +110,9 @@ def external_data_locations(model_path: str) -> list:
                     buf.release()
     except _Corrupt as exc:
         raise TegraAIError(f"{model_path} is not a valid ONNX model (corrupt or truncated: {exc})",
-                           hint="re-export or re-copy the model") from None
+                           hint="re-export or re-copy the model", exit_code=EXIT_USAGE) from None
     except OSError as exc:
-        raise TegraAIError(f"cannot read {model_path}: {exc.strerror or exc}") from None
+        raise TegraAIError(f"cannot read {model_path}: {exc.strerror or exc}", exit_code=EXIT_USAGE) from None
 
 
 def model_files(model_path: str) -> list:
@@ -120,20 +120,22 @@ def model_files(model_path: str) -> list:
     Raises a one-line error naming every missing external data file."""
     model_path = os.path.abspath(model_path)
     if not os.path.isfile(model_path):
-        raise TegraAIError(f"model {model_path} does not exist")
+        what = "is a directory, not an ONNX model" if os.path.isdir(model_path) else "does not exist"
+        raise TegraAIError(f"model {model_path} {what}", exit_code=EXIT_USAGE)
     base = os.path.dirname(model_path)
     files = [model_path]
     missing = []
     for loc in external_data_locations(model_path):
         path = os.path.normpath(os.path.join(base, loc))
         if os.path.isabs(loc) or not path.startswith(base + os.sep):
-            raise TegraAIError(f"{model_path}: external data location {loc!r} points outside the model's directory")
+            raise TegraAIError(f"{model_path}: external data location {loc!r} points outside the model's directory",
+                               exit_code=EXIT_USAGE)
         if not os.path.isfile(path):
             missing.append(loc)
         files.append(path)
     if missing:
         raise TegraAIError(f"{os.path.basename(model_path)} refers to missing external data file(s): {', '.join(missing)}",
-                           hint=f"copy them next to the model in {base}")
+                           hint=f"copy them next to the model in {base}", exit_code=EXIT_USAGE)
     return files
 
 

@@ -547,10 +547,11 @@ class Sidecar:
         except TegraAIError:
             return None
 
-    def with_engine(self, engine_path: str, engine: bytes) -> "Sidecar":
+    def with_engine(self, engine_path: str, engine: bytes, sha256: str | None = None) -> "Sidecar":
+        """Describe ``engine``; ``sha256``: its digest when the caller just computed it (a verified download)."""
         self.engine_file = os.path.basename(engine_path)
         self.engine_size = len(engine)
-        self.engine_sha256 = hashlib.sha256(engine).hexdigest()
+        self.engine_sha256 = sha256 or hashlib.sha256(engine).hexdigest()
         return self
 
     def describes(self, engine_sha256: str, engine_size: int | None = None) -> bool:
@@ -603,11 +604,11 @@ def check_output_paths(engine_path: str, protect: tuple = ()) -> None:
                            hint="remove it yourself or choose another -o", exit_code=EXIT_USAGE)
 
 
-def write_engine_files(engine_path: str, engine: bytes, sidecar: Sidecar) -> Sidecar:
+def write_engine_files(engine_path: str, engine: bytes, sidecar: Sidecar, sha256: str | None = None) -> Sidecar:
     """Write an engine, then its sidecar (the commit point), both atomically."""
     from tegra_ai.util.atomic import atomic_write_bytes, atomic_write_json
 
-    sidecar.with_engine(engine_path, engine)
+    sidecar.with_engine(engine_path, engine, sha256)
     atomic_write_bytes(engine_path, engine)
     atomic_write_json(sidecar_path(engine_path), sidecar.to_dict())
     return sidecar

@@ -88,11 +88,18 @@ def test_geometry_constants_match_the_sources():
     assert f"#define TAI_NMS_TILE {layout.NMS_TILE}" in nms
     assert f"#define TAI_NMS_RANK_THREADS {layout.NMS_RANK_THREADS}" in nms
     assert f"#define TAI_NMS_GATHER_THREADS {layout.NMS_GATHER_THREADS}" in nms
+    assert f"sizeof(TaiNmsArgs) == {layout.NMS_ARGS_BYTES}" in nms
+    assert f"sizeof(TaiDetParams) == {layout.DET_PARAMS_BYTES}" in nms
+    assert ctypes.sizeof(layout.NmsArgs) == layout.NMS_ARGS_BYTES
+    assert ctypes.sizeof(layout.DetParams) == layout.DET_PARAMS_BYTES
+    assert f"#define TAI_DET_ANCHORS {layout.DET_DECODE_ANCHORS}" in nms
+    assert f"#define TAI_DET_GROUPS {layout.DET_DECODE_GROUPS}" in nms
 
 
 def test_nms_geometry():
     g = layout.nms_geometry(50000)
-    assert g.col_words == 782 and g.mask_grid == (782, 782, 1) and g.rank_grid == (391, 1, 1)
+    assert g.col_words == 782 and g.mask_grid == (2048, 1, 1) and g.rank_grid == (391, 1, 1)
+    assert layout.nms_geometry(1000).mask_grid == (256, 1, 1)  # persistent grid: one block per tile up to 2048
     assert g.mask_bytes == 50000 * 782 * 8 and g.gather_shared_bytes == 782 * 8 <= 48 * 1024
     assert layout.nms_geometry(layout.NMS_MAX_BOXES).gather_shared_bytes <= 47 * 1024
     with pytest.raises(TegraAIError, match="at most"):

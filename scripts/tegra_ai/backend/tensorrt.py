@@ -51,8 +51,22 @@ class TensorRTRunner(Runner):
         self.context = self.engine = self.runtime = None
 
     def output_metadata(self):
-        return [TensorMeta(t["name"], t["dtype"], tuple(d if d >= 0 else None for d in t["shape"]))
+        """Output shapes; once prepared, the concrete shapes of the prepared buffers."""
+        pinned = self._prepared["pinned"] if self._prepared else {}
+        return [TensorMeta(t["name"], t["dtype"], tuple(pinned[t["name"]].shape) if t["name"] in pinned
+                           else tuple(d if d >= 0 else None for d in t["shape"]))
                 for t in self.io if t["mode"] == "output"]
+
+    @property
+    def device_inputs(self) -> dict:
+        """name -> device pointer of each prepared input (the pipeline writes there)."""
+        prep = self.prepare()
+        return {t["name"]: int(prep["device"][t["name"]]) for t in self.io if t["mode"] == "input"}
+
+    @property
+    def device_outputs(self) -> dict:
+        prep = self.prepare()
+        return {t["name"]: int(prep["device"][t["name"]]) for t in self.io if t["mode"] == "output"}
 
     # --- device-level API (benchmark harness, pipelines): one execution context and one
     # set of pinned host / device buffers per instance; fork() for another stream.

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 
+from tegra_ai.cache.build_child import ChildProcessBuilder
 from tegra_ai.cache.manifest import find_manifests, load_manifest
-from tegra_ai.cache.store import EngineCache
+from tegra_ai.cache.store import VOLATILE_FILESYSTEMS, EngineCache
 from tegra_ai.errors import EXIT_FAILURE, EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError
 from tegra_ai.onnx_files import model_digest
 from tegra_ai.spec import sidecar_path
@@ -40,22 +40,6 @@ def load_entries(manifest_paths: list) -> list:
     return entries
 
 
-def default_builder(cache: EngineCache, show_progress: bool, verbose: bool):
-    def build(entry):
-        from tegra_ai.trt.builder import build_engine
-
-        # One timing cache for the whole cache dir: rebuilding after an OTA update of one
-        # model reuses the tactic timings of every layer seen before. A timing cache
-        # shipped in the bundle seeds it.
-        timing_cache = os.path.join(cache.root, "timing.cache")
-        if entry.timing_cache and os.path.isfile(entry.timing_cache) and not os.path.exists(timing_cache):
-            shutil.copyfile(entry.timing_cache, timing_cache)
-        return build_engine(entry.onnx, entry.options, timing_cache_path=timing_cache,
-                            calibration_data=entry.calibration_data, calibration_cache=entry.calibration_cache,
-                            show_progress=show_progress, verbose=verbose, memo=cache.memo)
-    return build
-
-
 def default_loader():
     """Deserialize an engine to prove it loads (full TensorRT only)."""
     from tegra_ai.trt import compat
@@ -72,8 +56,11 @@ def default_loader():
 
 
 class EngineSource:
-    """Somewhere a ready engine for a key may come from before building one."""
+    """Somewhere a ready engine for a key may come from before building one.
+    ``last_attempt``: what the last ``fetch`` did (JSON; e.g. a mirror's URL, result,
+    bytes and seconds), reported per model by ``ensure``; None when nothing to say."""
     label = "source"
+    last_attempt = None
 
     def fetch(self, entry, key: str, material: dict, cache: EngineCache):
         """(engine path, Sidecar, status) or None. The engine must be verified (sidecar
@@ -97,18 +84,32 @@ class SeedSource(EngineSource):
 
 def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builder=None, loader="default",
            runtime=None, seeds: tuple = (), sources: tuple = (), show_progress: bool = True, verbose: bool = False,
-           log=LOG.info) -> dict:
+           model_timeout: float | None = None, load_plugin=None, log=LOG.info) -> dict:
     """Returns a JSON-able summary; ``summary["exit_code"]`` is what the CLI exits with.
 
     ``runtime`` is ``(features, facts_for(options))``; by default TensorRT and this GPU.
     ``seeds`` are read-only caches (engines prebuilt into the rootfs); ``sources`` are
-    further :class:`EngineSource` objects tried after them (mirrors)."""
+    further :class:`EngineSource` objects tried after them (mirrors). ``builder`` is
+    ``builder(entry) -> BuildResult``; by default each build runs in a child process
+    (:class:`~tegra_ai.cache.build_child.ChildProcessBuilder`) stopped after
+    ``model_timeout`` seconds. ``load_plugin(library)`` loads a model's plugin library
+    before its engine is looked up or built (by default into TensorRT's registry)."""
     if prune not in PRUNE_POLICIES:
         raise TegraAIError(f"--prune {prune!r}: expected one of {', '.join(PRUNE_POLICIES)}", exit_code=EXIT_USAGE)
+    if model_timeout is not None and not (isinstance(model_timeout, (int, float)) and model_timeout > 0):
+        raise TegraAIError(f"--model-timeout {model_timeout!r}: expected a number of seconds > 0",
+                           exit_code=EXIT_USAGE)
     started = time.monotonic()
     entries = load_entries(manifest_paths)
     cache = EngineCache(cache_dir)
-    summary = {"cache": cache.root, "models": [], "built": 0, "hits": 0, "seeded": 0, "fetched": 0, "failed": 0}
+    summary = {"cache": cache.root, "models": [], "built": 0, "hits": 0, "seeded": 0, "fetched": 0, "failed": 0,
+               "warnings": []}
+    fstype = cache.filesystem_type()
+    if fstype in VOLATILE_FILESYSTEMS:
+        warning = (f"engine cache {cache.root} is on {fstype}: engines are lost at every reboot and rebuilt at every "
+                   "boot (a volatile-binds or tmpfs mount?); use a persistent directory such as /var/lib/tegra-ai/engines")
+        LOG.warning("warning: %s", warning)
+        summary["warnings"].append(warning)
 
     if runtime is None:
         from tegra_ai.trt import compat
@@ -122,11 +123,14 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
                            seconds=round(time.monotonic() - started, 3))
             return summary
         runtime = (feats, lambda options: target_facts(feats, options.compute_capability))
+        if load_plugin is None:
+            load_plugin = lambda lib: compat.load_plugin_library(_trt, feats, lib)  # noqa: E731
     feats, facts_for = runtime
-    from tegra_ai.trt.builder import engine_key, tensorrt_identity
+    from tegra_ai.trt.builder import engine_key, plugin_digests, tensorrt_identity
 
     summary["tensorrt"] = tensorrt_identity(feats)
-    builder = builder or default_builder(cache, show_progress, verbose)
+    builder = builder or ChildProcessBuilder(cache, timeout=model_timeout, show_progress=show_progress,
+                                             verbose=verbose)
     chain = [SeedSource(p) for p in seeds if os.path.isdir(p)] + list(sources)
     if loader == "default":
         loader = default_loader()
@@ -142,6 +146,8 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
             return False
 
     index = {}
+    this_release = None
+    loaded_plugins = set()
     for entry in entries:
         record = {"name": entry.name, "manifest": entry.manifest}
         summary["models"].append(record)
@@ -153,7 +159,17 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
                                    "or was changed after it was made")
             facts = facts_for(entry.options)
             record["device"] = facts.to_dict()
-            key, material = engine_key(sha, entry.options, feats, facts)
+            this_release = this_release or facts.l4t_release
+            # Plugins first: their creators must be registered before an engine using
+            # them is deserialized or built, and their digests are part of the key.
+            for lib in entry.plugins:
+                if load_plugin is not None and lib not in loaded_plugins:   # once per process
+                    load_plugin(lib)
+                    loaded_plugins.add(lib)
+            plugins = plugin_digests(entry.plugins)
+            if plugins:
+                record["plugins"] = plugins
+            key, material = engine_key(sha, entry.options, feats, facts, plugins)
             record["key"] = key
             with cache.lock(entry.name):
                 found = cache.lookup(entry.name, key)
@@ -163,6 +179,8 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
                 if found is None:
                     for source in chain:
                         got = source.fetch(entry, key, material, cache)
+                        if source.last_attempt is not None:
+                            record.setdefault("attempts", []).append(source.last_attempt)
                         if got is not None and loads(got[0], source.label):
                             engine_path, sidecar, status = got
                             found = (engine_path, sidecar)
@@ -171,6 +189,12 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
                 if found is None:
                     log(f"{entry.name}: building engine (key {key[:12]})")
                     result = builder(entry)
+                    if result.sidecar.cache_key != key:
+                        from tegra_ai.spec import key_differences
+
+                        diff = "; ".join(key_differences(material, result.sidecar.key_material)) or "unknown"
+                        raise TegraAIError(f"the build produced an engine for another key than ensure computed "
+                                           f"({diff}); not storing it")
                     found = cache.store(entry.name, key, result.engine, result.sidecar)
                     status = "built"
                     record["build_seconds"] = found[1].build_seconds
@@ -178,10 +202,14 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
                 record["status"] = status
                 summary[{"hit": "hits", "seeded": "seeded", "fetched": "fetched", "built": "built"}[status]] += 1
                 if prune != "none":
-                    record["pruned"] = cache.prune(entry.name, {key})
+                    record["pruned"] = cache.prune(entry.name, {key}, l4t_release=facts.l4t_release)
+                link = cache.update_link(entry.name, engine_path)
             record["engine"] = engine_path
+            if link:
+                record["link"] = link
             index[entry.name] = {"engine": engine_path, "sidecar": sidecar_path(engine_path), "key": key,
-                                 "preprocess": entry.preprocess, "tensorrt": sidecar.tensorrt, "device": sidecar.device}
+                                 "link": link, "preprocess": entry.preprocess, "tensorrt": sidecar.tensorrt,
+                                 "device": sidecar.device}
         except TegraAIError as exc:
             record["status"] = "failed"
             record["error"] = str(exc)
@@ -190,13 +218,35 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
         record["seconds"] = round(time.monotonic() - t0, 3)
 
     # A model whose engine failed has no valid engine for its current key: applications
-    # must not pick up the previous one from the index.
+    # must not pick up the previous one from the index or its stable link.
     dropped = {r["name"] for r in summary["models"] if r.get("status") == "failed"}
+    for name in dropped:
+        cache.remove_link(name)
     if prune == "unlisted":
-        summary["pruned_models"] = cache.prune_unlisted({e.name for e in entries})
+        summary["pruned_models"] = cache.prune_unlisted({e.name for e in entries}, l4t_release=this_release)
         dropped |= set(summary["pruned_models"])
     cache.write_index(index, drop=dropped)
     cache.memo.save()
     summary["seconds"] = round(time.monotonic() - started, 3)
     summary["exit_code"] = EXIT_FAILURE if summary["failed"] else 0
     return summary
+
+
+def engine_path_for(cache_dir: str, name: str) -> dict:
+    """The stable path of a model's engine for applications (``CACHE/NAME.engine``, a link
+    ``ensure`` keeps pointing at the current engine) and what it points at; raises when the
+    model has no valid engine there (exit 1) or the arguments are bad (exit 2)."""
+    from tegra_ai.spec import Sidecar, check_model_name
+
+    check_model_name(name)
+    if not os.path.isdir(cache_dir):
+        raise TegraAIError(f"engine cache {cache_dir} does not exist", exit_code=EXIT_USAGE)
+    cache = EngineCache(cache_dir, create=False)
+    link = cache.link_path(name)
+    target = os.path.realpath(link)
+    sidecar = Sidecar.read_if_ours(sidecar_path(target)) if os.path.islink(link) else None
+    if sidecar is None or not os.path.isfile(target) or os.path.getsize(target) != sidecar.engine_size:
+        raise TegraAIError(f"no engine for {name} in {cache.root}",
+                           hint="run 'tensorrt-optimize ensure' (the first-boot service) for it first",
+                           exit_code=EXIT_FAILURE)
+    return {"name": name, "engine": link, "sidecar": sidecar_path(link), "target": target, "key": sidecar.cache_key}

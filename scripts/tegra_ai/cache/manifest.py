@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 
@@ -31,13 +32,29 @@ class ModelEntry:
     calibration_data: str | None = None     # implicit INT8 (TensorRT <= 10.x): .npz, absolute once loaded
     calibration_cache: str | None = None
     timing_cache: str | None = None          # a starting timing cache shipped with the model
+    plugins: tuple = ()                      # plugin libraries as the device finds them (absolute path or soname)
 
     def to_json(self, base: str) -> dict:
         rel = lambda p: os.path.relpath(p, base) if p else None  # noqa: E731
         return {"name": self.name, "onnx": rel(self.onnx), "files": [rel(p) for p in self.files],
                 "sha256": self.sha256, "options": self.options.to_dict(), "preprocess": self.preprocess,
                 "calibration_data": rel(self.calibration_data), "calibration_cache": rel(self.calibration_cache),
-                "timing_cache": rel(self.timing_cache)}
+                "timing_cache": rel(self.timing_cache), "plugins": list(self.plugins)}
+
+
+def check_plugin_name(lib) -> str:
+    """A plugin library as the device will find it: an absolute path on the target, or a
+    bare soname (``libfoo.so``, ``libfoo.so.1``) the dynamic loader finds. A relative path
+    would depend on the directory ``ensure`` runs in."""
+    if not isinstance(lib, str) or not lib or "\0" in lib or "\n" in lib:
+        raise TegraAIError(f"plugin {lib!r}: expected an absolute path or a soname", exit_code=EXIT_USAGE)
+    if not os.path.isabs(lib) and "/" in lib:
+        raise TegraAIError(f"plugin {lib}: a relative path; give the absolute path the library has on the device "
+                           "(e.g. /usr/lib/tegra-ai/libtegra_ai_plugin.so) or its soname", exit_code=EXIT_USAGE)
+    if not re.search(r"\.so(\.\d+)*$", os.path.basename(lib)):
+        raise TegraAIError(f"plugin {lib}: not a shared library name (expected NAME.so or NAME.so.N)",
+                           exit_code=EXIT_USAGE)
+    return lib
 
 
 def _bad(path: str, msg: str) -> TegraAIError:
@@ -91,12 +108,21 @@ def load_manifest(path: str) -> list:
                 raise _bad(path, f"model {name!r}: sha256 {sha!r} is not a sha256 digest")
             calib = {k: _inside(base, m[k], path, f"model {name!r} {k}") if m.get(k) else None
                      for k in ("calibration_data", "calibration_cache", "timing_cache")}
+            plugins = m.get("plugins") or []
+            if not isinstance(plugins, list):
+                raise _bad(path, f"model {name!r}: 'plugins' must be a list")
+            plugins = tuple(check_plugin_name(p) for p in plugins)
+            options = BuildOptions.from_dict(m.get("options"))
+            if sorted(os.path.basename(p) for p in plugins) != list(options.plugins):
+                raise _bad(path, f"model {name!r}: 'plugins' {list(plugins)} do not match the build options' "
+                                 f"plugins {list(options.plugins)}")
             preprocess = m.get("preprocess")
             if preprocess is not None and not isinstance(preprocess, dict):
                 raise _bad(path, f"model {name!r}: 'preprocess' must be an object")
             entries.append(ModelEntry(name=name, onnx=onnx, files=files, sha256=sha,
-                                      options=BuildOptions.from_dict(m.get("options")),
-                                      preprocess=preprocess, manifest=os.path.abspath(path), **calib))
+                                      options=options,
+                                      preprocess=preprocess, manifest=os.path.abspath(path), plugins=plugins,
+                                      **calib))
         except KeyError as exc:
             raise _bad(path, f"model #{i + 1} lacks {exc}") from None
         except TegraAIError as exc:
@@ -122,15 +148,19 @@ def find_manifests(paths: list) -> list:
 
 def add_to_bundle(out_dir: str, name: str, model_files: list, sha256: str, options: BuildOptions,
                   preprocess: dict | None = None, calibration_data: str | None = None,
-                  calibration_cache: str | None = None, timing_cache: str | None = None) -> str:
+                  calibration_cache: str | None = None, timing_cache: str | None = None,
+                  plugins: tuple = ()) -> str:
     """Copy a model (+ external data) to ``out_dir/name/`` and add it to the bundle's manifest."""
     check_model_name(name)
+    plugins = tuple(check_plugin_name(p) for p in plugins)
     manifest_path = os.path.join(out_dir, MANIFEST_NAME)
-    models = []
-    if os.path.exists(manifest_path):
-        existing = load_manifest(manifest_path)
-        models = [e.to_json(out_dir) for e in existing if e.name != name]
+    existing = load_manifest(manifest_path) if os.path.exists(manifest_path) else []
+    models = [e.to_json(out_dir) for e in existing if e.name != name]
     dest_dir = os.path.join(out_dir, name)
+    ours = any(e.name == name for e in existing)
+    if os.path.lexists(dest_dir) and not ours and (not os.path.isdir(dest_dir) or os.listdir(dest_dir)):
+        raise TegraAIError(f"{dest_dir} exists and is not a model of this bundle; refusing to write into it",
+                           hint="choose another --name or --out", exit_code=EXIT_USAGE)
     src_base = os.path.dirname(model_files[0])
     copied = []
     try:
@@ -153,9 +183,9 @@ def add_to_bundle(out_dir: str, name: str, model_files: list, sha256: str, optio
                 calib[key] = dest
     except OSError as exc:
         raise TegraAIError(f"cannot write bundle {out_dir}: {exc.strerror or exc}",
-                           hint="choose a writable --out directory") from None
+                           hint="choose a writable --out directory", exit_code=EXIT_USAGE) from None
     entry = ModelEntry(name=name, onnx=copied[0], files=copied, sha256=sha256, options=options, preprocess=preprocess,
-                       **calib)
+                       plugins=plugins, **calib)
     models.append(entry.to_json(out_dir))
     models.sort(key=lambda m: m["name"])
     atomic_write_json(manifest_path, {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "models": models})

@@ -26,6 +26,13 @@ INDEX_FORMAT = "tegra-ai-engine-index"
 _ENGINE_FILE = re.compile(r"^(?P<name>.+)-(?P<key>[0-9a-f]{24})\.engine$")
 
 
+def engine_relpath(name: str, key: str) -> str:
+    """``<name>/<name>-<key24>.engine``: where a cache (and a mirror, which has the same
+    layout) keeps the engine of ``key``; the sidecar is this path + ``.json``."""
+    name = check_model_name(name)
+    return f"{name}/{name}-{short_key(key)}.engine"
+
+
 class EngineCache:
     def __init__(self, root: str, create: bool = True):
         self.root = os.path.abspath(root)
@@ -48,7 +55,7 @@ class EngineCache:
         return os.path.join(self.root, check_model_name(name))
 
     def paths(self, name: str, key: str):
-        engine = os.path.join(self.model_dir(name), f"{name}-{short_key(key)}.engine")
+        engine = os.path.join(self.root, *engine_relpath(name, key).split("/"))
         return engine, sidecar_path(engine)
 
     def is_model_dir(self, name: str) -> bool:
@@ -129,45 +136,128 @@ class EngineCache:
         return out
 
     # -- writing --------------------------------------------------------------------
-    def store(self, name: str, key: str, engine: bytes, sidecar: Sidecar):
+    def store(self, name: str, key: str, engine: bytes, sidecar: Sidecar, sha256: str | None = None):
+        """Commit an engine for ``key``; ``sha256`` when the caller verified it just now (a mirror)."""
         if sidecar.cache_key != key:
             raise TegraAIError(f"internal: sidecar key {sidecar.cache_key[:12]} is not the cache key {key[:12]}")
         self._make_model_dir(name)
         engine_path, _side = self.paths(name, key)
-        write_engine_files(engine_path, engine, sidecar)
+        write_engine_files(engine_path, engine, sidecar, sha256)
         self.memo.record(engine_path, sidecar.engine_sha256)
         return engine_path, sidecar
 
-    def prune(self, name: str, keep_keys: set) -> list:
+    def prune(self, name: str, keep_keys: set, l4t_release: str | None = None) -> list:
         """Delete engines and sidecars of ``name`` whose key is not kept, and engines without
-        a sidecar, in a model directory of ours; never any other file. Returns removed paths."""
+        a sidecar, in a model directory of ours; never any other file. Returns removed paths.
+
+        A/B updates: with ``l4t_release`` (this device's), an engine whose sidecar names
+        another L4T release belongs to the other rootfs slot and is kept (the newest one
+        per other release), so falling back to the other slot does not rebuild."""
         if not self.is_model_dir(name):
             return []
-        removed = []
         keep = {short_key(k) for k in keep_keys}
         directory = self.model_dir(name)
+        candidates = {}          # short key -> [paths]
         for path in sorted(os.listdir(directory)):
             full = os.path.join(directory, path)
             base = path[:-len(".json")] if path.endswith(".engine.json") else path
             m = _ENGINE_FILE.match(base)
             if not m or m.group("name") != name or m.group("key") in keep or not os.path.isfile(full):
                 continue
-            with contextlib.suppress(OSError):
-                os.unlink(full)
-                removed.append(full)
-        return removed
+            candidates.setdefault(m.group("key"), []).append(full)
+        if l4t_release:
+            newest = {}          # other release -> (created, short key)
+            for k, paths in candidates.items():
+                side = next((p for p in paths if p.endswith(".engine.json")), None)
+                sc = Sidecar.read_if_ours(side) if side else None
+                if sc is None or sc.cache_key[:len(k)] != k:
+                    continue
+                release = sc.device.get("l4t_release")
+                engine = side[:-len(".json")]
+                if release and release != l4t_release and os.path.isfile(engine):
+                    stamp = (sc.created or "", os.path.getmtime(side))
+                    if release not in newest or stamp > newest[release][0]:
+                        newest[release] = (stamp, k)
+            for _stamp, k in newest.values():
+                candidates.pop(k, None)
+        removed = []
+        for paths in candidates.values():
+            for full in paths:
+                with contextlib.suppress(OSError):
+                    os.unlink(full)
+                    removed.append(full)
+        return sorted(removed)
 
-    def prune_unlisted(self, listed: set, protect: set = frozenset()) -> list:
-        """Remove model directories of ours whose model is not listed; returns their names."""
+    def prune_unlisted(self, listed: set, protect: set = frozenset(), l4t_release: str | None = None) -> list:
+        """Remove model directories of ours whose model is not listed; returns their names.
+        With ``l4t_release``, a directory still holding an engine of another L4T release (the
+        other A/B slot lists the model) keeps that engine and is not removed."""
         import shutil
 
         removed = []
         for name in sorted(os.listdir(self.root)):
             if name in listed or name in protect or not self.is_model_dir(name):
                 continue
+            if l4t_release:
+                self.prune(name, set(), l4t_release)
+                kept = (_ENGINE_FILE.match(n) for n in os.listdir(os.path.join(self.root, name)))
+                if any(m and m.group("name") == name for m in kept):
+                    continue
+            self.remove_link(name)
             shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
             removed.append(name)
         return removed
+
+    # -- stable paths for applications (DeepStream's model-engine-file) ---------------
+    def link_path(self, name: str) -> str:
+        """``CACHE/NAME.engine``: a symbolic link to the current engine of ``name``."""
+        return os.path.join(self.root, check_model_name(name) + ".engine")
+
+    def _link_is_ours(self, link: str, name: str) -> bool:
+        if not os.path.islink(link):
+            return False
+        target = os.path.basename(os.readlink(link))
+        if target.endswith(".engine.json"):
+            target = target[:-len(".json")]
+        m = _ENGINE_FILE.match(target)
+        return bool(m and m.group("name") == name)
+
+    def update_link(self, name: str, engine_path: str) -> str | None:
+        """Point ``CACHE/NAME.engine`` (and ``NAME.engine.json``) at ``engine_path``,
+        atomically (a new link under a temp name renamed over the old one): a reader sees the
+        old engine or the new one, never none. A file there that is not a link of ours is
+        left alone (returns None)."""
+        link = self.link_path(name)
+        pairs = ((link, engine_path), (sidecar_path(link), sidecar_path(engine_path)))
+        for path, _target in pairs:
+            if os.path.lexists(path) and not self._link_is_ours(path, name):
+                import logging
+
+                logging.getLogger("tegra_ai.cache").warning(
+                    "%s exists and is not a link this tool made; not updating it", path)
+                return None
+        for path, target in pairs:
+            rel = os.path.relpath(target, self.root)
+            target = rel if not rel.startswith("..") else target
+            if os.path.islink(path) and os.readlink(path) == target:
+                continue
+            tmp = os.path.join(self.root, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            os.symlink(target, tmp)
+            os.replace(tmp, path)
+        return link
+
+    def remove_link(self, name: str) -> None:
+        link = self.link_path(name)
+        for path in (sidecar_path(link), link):
+            if self._link_is_ours(path, name):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+    def filesystem_type(self) -> str | None:
+        """The type of the filesystem holding the cache (``/proc/self/mountinfo``)."""
+        return filesystem_type(self.root)
 
     def read_index(self) -> dict:
         try:
@@ -187,3 +277,27 @@ class EngineCache:
         index = {n: e for n, e in index.items()
                  if isinstance(e, dict) and isinstance(e.get("engine"), str) and os.path.exists(e["engine"])}
         atomic_write_json(os.path.join(self.root, INDEX_NAME), {"format": INDEX_FORMAT, "models": index})
+
+
+def filesystem_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """Filesystem type of the mount holding ``path`` (longest mount point prefix), or None."""
+    real = os.path.realpath(path)
+    best, fstype = "", None
+    try:
+        with open(mountinfo) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        parts = left.split()
+        if not sep or len(parts) < 5 or not right.split():
+            continue
+        mount = parts[4].replace("\\040", " ")
+        inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, fstype = mount, right.split()[0]
+    return fstype
+
+
+VOLATILE_FILESYSTEMS = ("tmpfs", "ramfs")

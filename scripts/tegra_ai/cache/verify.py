@@ -8,6 +8,7 @@ problem names the input that differs."""
 from __future__ import annotations
 
 import os
+import re
 
 from tegra_ai.cache.store import EngineCache
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
@@ -29,10 +30,14 @@ def verify_cache(cache_dir: str, trt_version: str | None = None, compute_capabil
                  manifests: tuple = ()) -> dict:
     if not os.path.isdir(cache_dir):
         raise TegraAIError(f"engine cache {cache_dir} does not exist", exit_code=EXIT_USAGE)
-    if trt_version:
-        parse_version(trt_version)
-    if library_version:
-        parse_version(library_version)
+    for flag, value in (("--trt-version", trt_version), ("--library-version", library_version),
+                        ("--l4t-release", l4t_release)):
+        if value is not None and not re.fullmatch(r"R?\d+(\.\d+){0,3}", str(value)):
+            raise TegraAIError(f"{flag} {value!r}: not a version", hint="e.g. 10.3 or 10.3.0.30",
+                               exit_code=EXIT_USAGE)
+    if compute_capability is not None and not re.fullmatch(r"\d{1,2}\.\d", str(compute_capability)):
+        raise TegraAIError(f"--compute-capability {compute_capability!r}: expected M.m, e.g. 8.7",
+                           exit_code=EXIT_USAGE)
     expected_models = {}
     if manifests:
         from tegra_ai.cache.ensure import load_entries

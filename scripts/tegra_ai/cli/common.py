@@ -7,7 +7,7 @@ import os
 import sys
 import traceback
 
-from tegra_ai.errors import EXIT_FAILURE, TegraAIError
+from tegra_ai.errors import EXIT_FAILURE, EXIT_USAGE, TegraAIError
 
 
 def setup_logging(verbose: bool) -> None:
@@ -28,33 +28,93 @@ def setup_logging(verbose: bool) -> None:
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (systemd stopping the unit, ``kill``): unwinds like Ctrl-C, so every
+    ``finally`` runs (build children are killed, temp files removed), then exit 143.
+    A ``KeyboardInterrupt`` so that no ``except Exception`` can swallow it."""
+
+
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def verbose_parent():
+    """A parent parser giving every subcommand ``-v/--verbose`` (after the subcommand
+    too); it never overrides a ``-v`` given before the subcommand."""
+    import argparse
+
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="TensorRT log and tracebacks")
+    return parent
+
+
+def _json_error(args, message: str, code: int, hint: str | None = None) -> None:
+    """Under ``--json`` an error is also a JSON object on stdout (the one documented
+    shape: ``{"error", "hint", "exit_code"}``), so a caller parsing stdout always gets JSON.
+    Usage errors found by argparse itself (exit 2 before the command runs) print nothing
+    on stdout."""
+    if getattr(args, "json", False):
+        with _suppress_broken_pipe():
+            print_json({"error": message, "hint": hint, "exit_code": code})
+
+
+def _suppress_broken_pipe():
+    import contextlib
+
+    return contextlib.suppress(BrokenPipeError, ValueError)
+
+
 def run_main(prog: str, parser, argv=None) -> int:
+    """Parse, run ``args.func(args)`` and map every outcome to the documented exit codes
+    (README, "Exit codes"): the command's own code; a :class:`TegraAIError`'s code with one
+    ``PROG: error: ...`` line; 130 on Ctrl-C and 143 on SIGTERM, after the command's
+    cleanup ran; 1 with one line for an unexpected exception (the traceback with ``-v``)."""
+    import signal
+    import threading
+
     args = parser.parse_args(argv)
     verbose = getattr(args, "verbose", False)
     setup_logging(verbose)
     if not hasattr(args, "func"):
-        parser.print_help()
-        return 2
+        parser.error("the following arguments are required: COMMAND")   # usage + one error line, exit 2
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return int(args.func(args) or 0)
     except TegraAIError as exc:
         if verbose:
             traceback.print_exc()
         print(f"{prog}: error: {exc}", file=sys.stderr)
+        _json_error(args, exc.message, exc.exit_code, exc.hint)
         return exc.exit_code
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return 0
+    except Terminated:
+        print(f"{prog}: terminated (SIGTERM)", file=sys.stderr)
+        _json_error(args, "terminated (SIGTERM)", EXIT_SIGTERM)
+        return EXIT_SIGTERM
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        _json_error(args, "interrupted (SIGINT)", EXIT_SIGINT)
+        return EXIT_SIGINT
     except Exception as exc:  # an unexpected failure still gets one line, unless --verbose
         if verbose:
             traceback.print_exc()
         first = str(exc).splitlines()[0] if str(exc) else ""
         print(f"{prog}: internal error: {type(exc).__name__}: {first} (run with --verbose for details)",
               file=sys.stderr)
+        _json_error(args, f"internal error: {type(exc).__name__}: {first}", EXIT_FAILURE)
         return EXIT_FAILURE
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def print_json(obj) -> None:
@@ -66,6 +126,8 @@ def check_writable_output(path: str) -> None:
     """Fail before a long build, not after it, when the output cannot be written."""
     directory = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(directory):
-        raise TegraAIError(f"output directory {directory} does not exist", hint="create it or choose another -o")
+        raise TegraAIError(f"output directory {directory} does not exist", hint="create it or choose another -o",
+                           exit_code=EXIT_USAGE)
     if not os.access(directory, os.W_OK):
-        raise TegraAIError(f"output directory {directory} is not writable", hint="choose another -o")
+        raise TegraAIError(f"output directory {directory} is not writable", hint="choose another -o",
+                           exit_code=EXIT_USAGE)

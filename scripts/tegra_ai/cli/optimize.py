@@ -7,7 +7,7 @@ import os
 import sys
 
 from tegra_ai import __version__
-from tegra_ai.cli.common import check_writable_output, print_json, run_main
+from tegra_ai.cli.common import check_writable_output, print_json, run_main, verbose_parent
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
 
 PROG = "tensorrt-optimize"
@@ -55,19 +55,24 @@ def _options_from_args(args):
 def cmd_build(args):
     from tegra_ai.onnx_files import model_files
     from tegra_ai.spec import check_output_paths
-    from tegra_ai.trt.builder import build_engine, write_engine
+    from tegra_ai.cache.build_child import build_in_child
+    from tegra_ai.trt.builder import write_engine
 
     options = _options_from_args(args)
     output = args.output or os.path.splitext(os.path.basename(args.model))[0] + ".engine"
     check_writable_output(output)
     inputs = [args.model, args.timing_cache, args.calibration, args.calibration_cache, *args.plugin]
-    if os.path.isfile(args.model):
-        inputs += model_files(args.model)
+    inputs += model_files(args.model)      # a missing, empty or corrupt model is refused before TensorRT loads
     check_output_paths(output, protect=tuple(p for p in inputs if p))
-    result = build_engine(args.model, options, timing_cache_path=args.timing_cache,
-                          calibration_data=args.calibration, calibration_cache=args.calibration_cache,
-                          plugin_libraries=tuple(args.plugin), show_progress=not args.no_progress,
-                          verbose=args.verbose)
+    # The build runs in a child process: Ctrl-C / SIGTERM stop it at once (TensorRT's C++
+    # builder would otherwise hold them until it returns) and a crash is one line.
+    out_dir = os.path.dirname(os.path.abspath(output))
+    result = build_in_child(args.model, options, temp_prefix=os.path.join(out_dir, f".{os.path.basename(output)}"
+                                                                          f".build-{os.getpid()}"),
+                            timing_cache_path=args.timing_cache, calibration_data=args.calibration,
+                            calibration_cache=args.calibration_cache, plugin_libraries=tuple(args.plugin),
+                            timeout=args.timeout, show_progress=not args.no_progress, verbose=args.verbose,
+                            timeout_flag="--timeout")
     sidecar_path = write_engine(result, output, protect=tuple(p for p in inputs if p))
     sc = result.sidecar
     if args.json:
@@ -120,21 +125,41 @@ def cmd_bundle(args):
                 preprocess = PreprocessSpec.from_json(f.read()).to_dict()
         except OSError as exc:
             raise TegraAIError(f"cannot read {args.preprocess}: {exc.strerror}", exit_code=EXIT_USAGE) from None
+        except UnicodeDecodeError:
+            raise TegraAIError(f"--preprocess {args.preprocess}: not a text (JSON) file", exit_code=EXIT_USAGE) from None
+        except TegraAIError as exc:   # a bad spec is bad input
+            raise TegraAIError(f"--preprocess {args.preprocess}: {exc.message}", hint=exc.hint,
+                               exit_code=EXIT_USAGE) from None
+    if args.calibration and os.path.isdir(args.calibration):
+        raise TegraAIError("bundle takes calibration data as one .npz file", exit_code=EXIT_USAGE)
+    if args.timing_cache and not os.path.isfile(args.timing_cache):
+        raise TegraAIError(f"timing cache {args.timing_cache} does not exist", exit_code=EXIT_USAGE)
+    if args.plugin:
+        from tegra_ai.cache.manifest import check_plugin_name
+
+        for lib in args.plugin:
+            check_plugin_name(lib)
     if args.target and not args.no_check:
-        from tegra_ai.onnx_tools.check import check_model, format_report
+        from tegra_ai.onnx_tools.check import check_build_options, check_model, format_report
         from tegra_ai.onnx_tools.targets import resolve_target
 
-        report = check_model(args.model, resolve_target(args.target))
+        target = resolve_target(args.target)
+        report = check_model(args.model, target)
         if not report.ok:
             print(format_report(report), file=sys.stderr)
             raise TegraAIError(f"{args.model} fails the preflight for {args.target}; not bundled")
+        # what 'build' would refuse on the device, refused here on the host
+        check_build_options(report, options, target, calibration_data=args.calibration,
+                            calibration_cache=args.calibration_cache)
+    elif args.calibration:
+        from tegra_ai.trt.calibrator import load_calibration_arrays
+
+        load_calibration_arrays(args.calibration)
     sha, files = model_digest(args.model)
     name = args.name or os.path.splitext(os.path.basename(args.model))[0]
-    if args.calibration and os.path.isdir(args.calibration):
-        raise TegraAIError("bundle takes calibration data as one .npz file", exit_code=EXIT_USAGE)
     manifest = add_to_bundle(args.out, name, files, sha, options, preprocess,
                              calibration_data=args.calibration, calibration_cache=args.calibration_cache,
-                             timing_cache=args.timing_cache)
+                             timing_cache=args.timing_cache, plugins=tuple(args.plugin))
     if args.json:
         print_json({"manifest": os.path.abspath(manifest), "name": name, "sha256": sha})
     else:
@@ -142,11 +167,45 @@ def cmd_bundle(args):
     return 0
 
 
+def _env_float(name: str, default: float):
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise TegraAIError(f"{name}={value!r}: expected seconds", exit_code=EXIT_USAGE) from None
+
+
+def _mirror_sources(args) -> list:
+    """--mirror and friends; the service passes them as environment variables
+    (TEGRA_AI_ENGINE_MIRRORS, TEGRA_AI_MIRROR_KEYS, TEGRA_AI_MIRROR_TIMEOUT) from its defaults file."""
+    from tegra_ai.cache.mirror import DEFAULT_TIMEOUT, mirror_sources, parse_mirror_list
+
+    urls = args.mirror if args.mirror else parse_mirror_list(os.environ.get("TEGRA_AI_ENGINE_MIRRORS"))
+    keys = args.mirror_key if args.mirror_key else parse_mirror_list(os.environ.get("TEGRA_AI_MIRROR_KEYS"))
+    if not urls:
+        for flag, value in (("--mirror-unsigned", args.mirror_unsigned), ("--allow-http", args.allow_http),
+                            ("--mirror-allow-redirects", args.mirror_allow_redirects), ("--mirror-ca", args.mirror_ca),
+                            ("--mirror-key", args.mirror_key), ("--mirror-timeout", args.mirror_timeout)):
+            if value not in (None, False, []):
+                raise TegraAIError(f"{flag} needs --mirror URL", exit_code=EXIT_USAGE)
+        return []
+    timeout = args.mirror_timeout if args.mirror_timeout is not None else _env_float("TEGRA_AI_MIRROR_TIMEOUT",
+                                                                                     DEFAULT_TIMEOUT)
+    return mirror_sources(urls, keys, unsigned=args.mirror_unsigned, allow_http=args.allow_http,
+                          allow_redirects=args.mirror_allow_redirects, timeout=timeout, ca_file=args.mirror_ca)
+
+
 def cmd_ensure(args):
     from tegra_ai.cache.ensure import ensure
 
+    sources = _mirror_sources(args)
     summary = ensure(args.manifest, args.cache, prune=args.prune, loader="default" if not args.no_load_check else None,
-                     seeds=tuple(args.seed), show_progress=not args.no_progress, verbose=args.verbose)
+                     seeds=tuple(args.seed), sources=tuple(sources), show_progress=not args.no_progress,
+                     verbose=args.verbose, model_timeout=args.model_timeout)
+    if sources:
+        summary["mirrors"] = [s.url for s in sources]
     if args.json:
         print_json(summary)
     else:
@@ -154,10 +213,53 @@ def cmd_ensure(args):
             print(f"{PROG}: error: {summary['error']}", file=sys.stderr)
         for m in summary["models"]:
             extra = f" ({m['error']})" if m.get("error") else f" -> {m.get('engine')}"
+            if m.get("source"):
+                extra += f" (from {m['source']})"
             print(f"{m['name']}: {m.get('status', 'not built')}{extra}")
         print(f"{summary['hits']} cached, {summary['seeded']} prebuilt in the image, {summary['fetched']} fetched, "
               f"{summary['built']} built, {summary['failed']} failed")
     return summary["exit_code"]
+
+
+def cmd_publish(args):
+    from tegra_ai.cache.publish import publish
+
+    summary = publish(args.cache, args.to, args.key, names=tuple(args.name))
+    if args.json:
+        print_json(summary)
+    else:
+        for row in summary["engines"]:
+            extra = f" ({row['reason']})" if row.get("reason") else ""
+            print(f"{row['name']}: {row['status']} {row['engine']}{extra}")
+        for row in summary["skipped"]:
+            print(f"{row['name']}: skipped {row['sidecar']} ({row['reason']})")
+        print(f"{summary['published']} published, {summary['present']} already there, "
+              f"{summary['conflicts']} conflict(s); signed with key {summary['key_id']} into {summary['mirror']}")
+    return summary["exit_code"]
+
+
+def cmd_mirror_keygen(args):
+    from tegra_ai.cache.signing import generate_keypair
+
+    result = generate_keypair(args.out, name=args.name)
+    if args.json:
+        print_json(result)
+    else:
+        print(f"private key: {result['private_key']} (keep it on the publishing machine; publish --key)")
+        print(f"public key:  {result['public_key']} (install on devices; ensure --mirror-key)")
+        print(f"key id:      {result['key_id']}")
+    return 0
+
+
+def cmd_path(args):
+    from tegra_ai.cache.ensure import engine_path_for
+
+    info = engine_path_for(args.cache, args.name)
+    if args.json:
+        print_json(info)
+    else:
+        print(info["target"] if args.resolve else info["engine"])
+    return 0
 
 
 def cmd_verify_cache(args):
@@ -193,32 +295,34 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="TensorRT log and tracebacks")
     sub = parser.add_subparsers(metavar="COMMAND")
+    common = [verbose_parent()]
 
-    p = sub.add_parser("build", help="build an engine (on the target GPU) with a JSON sidecar")
+    p = sub.add_parser("build", parents=common, help="build an engine (on the target GPU) with a JSON sidecar")
     p.add_argument("model", help="ONNX model")
     p.add_argument("-o", "--output", help="engine path (default: MODEL.engine here); the sidecar is ENGINE.json "
                    "(e.g. yolo.engine.json); files the tool did not write are never overwritten")
     p.add_argument("--timing-cache", metavar="FILE", help="timing cache: loaded, updated and saved atomically")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop the build after this long (exit 1)")
     _add_build_options(p)
     p.add_argument("--json", action="store_true", help="print the sidecar as JSON")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser("inspect", help="IO tensors, profiles, layers and precisions of an engine")
+    p = sub.add_parser("inspect", parents=common, help="IO tensors, profiles, layers and precisions of an engine")
     p.add_argument("engine")
     p.add_argument("--layers", action="store_true", help="list every layer")
     p.add_argument("--no-layers", action="store_true", help="skip the engine inspector")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("check", help="host preflight of an ONNX model against a target TensorRT (no GPU)")
+    p = sub.add_parser("check", parents=common, help="host preflight of an ONNX model against a target TensorRT (no GPU)")
     p.add_argument("model")
     p.add_argument("--target", default="jetpack6", help="jetpack5, jetpack6, jetpack7 or trt-X.Y (default jetpack6)")
     p.add_argument("--no-parser", action="store_true", help="skip the real ONNX parser even if TensorRT is importable")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("bundle", help="add a model (validated, hashed, with its build options) to a bundle for 'ensure'")
+    p = sub.add_parser("bundle", parents=common, help="add a model (validated, hashed, with its build options) to a bundle for 'ensure'")
     p.add_argument("model")
     p.add_argument("--out", required=True, metavar="DIR", help="bundle directory (holds manifest.json)")
     p.add_argument("--name", help="model name in the manifest (default: file name)")
@@ -230,7 +334,7 @@ def build_parser():
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bundle)
 
-    p = sub.add_parser("ensure", help="every model in the manifests gets a valid engine in the cache (first boot)")
+    p = sub.add_parser("ensure", parents=common, help="every model in the manifests gets a valid engine in the cache (first boot)")
     p.add_argument("--manifest", action="append", required=True, metavar="PATH",
                    help="manifest.json or a directory of */manifest.json; repeatable")
     p.add_argument("--cache", required=True, metavar="DIR", help="engine cache directory")
@@ -239,11 +343,49 @@ def build_parser():
     p.add_argument("--prune", default="stale", choices=["none", "stale", "unlisted"],
                    help="stale: drop engines of other keys of listed models; unlisted: also models no longer listed")
     p.add_argument("--no-load-check", action="store_true", help="trust sidecars without deserializing cached engines")
+    p.add_argument("--model-timeout", type=float, metavar="SECONDS",
+                   help="stop a model's engine build after this long (that model fails, the others go on)")
+    m = p.add_argument_group("engine mirrors (on a miss, before building; default from the environment: "
+                             "TEGRA_AI_ENGINE_MIRRORS, TEGRA_AI_MIRROR_KEYS, TEGRA_AI_MIRROR_TIMEOUT)")
+    m.add_argument("--mirror", action="append", default=[], metavar="URL",
+                   help="https://HOST/PATH or file:///DIR holding NAME/NAME-KEY.engine(.json,.sig); repeatable, "
+                        "asked in order")
+    m.add_argument("--mirror-key", action="append", default=[], metavar="PUB",
+                   help="trusted Ed25519 public key (PEM), or a directory of *.pub; repeatable")
+    m.add_argument("--mirror-unsigned", action="store_true",
+                   help="accept engines without a signature (key material and sha256 are still checked)")
+    m.add_argument("--mirror-timeout", type=float, metavar="SECONDS",
+                   help="time budget per model for all mirrors together, then build locally (default 30)")
+    m.add_argument("--allow-http", action="store_true", help="allow http:// mirrors and redirects to http")
+    m.add_argument("--mirror-allow-redirects", action="store_true", help="follow redirects to another host")
+    m.add_argument("--mirror-ca", metavar="FILE", help="CA certificates (PEM) that https mirrors are checked against, instead of the system's")
     p.add_argument("--json", action="store_true", help="JSON summary on stdout (logs go to stderr)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_ensure)
 
-    p = sub.add_parser("verify-cache", help="check every engine's sidecar against a TensorRT version and GPU (no TensorRT needed)")
+    p = sub.add_parser("publish", parents=common, help="sign the engines of a cache into an engine mirror (for a fleet's ensure --mirror)")
+    p.add_argument("--cache", required=True, metavar="DIR", help="engine cache (or seed) holding the engines")
+    p.add_argument("--to", required=True, metavar="MIRROR_DIR", help="mirror directory (created; serve it over https)")
+    p.add_argument("--key", required=True, metavar="PRIVATE_KEY", help="Ed25519 private key (PEM) from mirror-keygen")
+    p.add_argument("--name", action="append", default=[], metavar="MODEL", help="only this model; repeatable")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("mirror-keygen", parents=common, help="make an Ed25519 key pair for signing engine mirrors")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for NAME.key (0600) and NAME.pub")
+    p.add_argument("--name", default="mirror", help="file name stem (default mirror)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_mirror_keygen)
+
+    p = sub.add_parser("path", parents=common, help="the stable path of a model's current engine in a cache "
+                       "(CACHE/NAME.engine, a link ensure updates; for DeepStream's model-engine-file)")
+    p.add_argument("name", help="model name in the manifest")
+    p.add_argument("--cache", required=True, metavar="DIR", help="engine cache directory")
+    p.add_argument("--resolve", action="store_true", help="print the engine file the link points at")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_path)
+
+    p = sub.add_parser("verify-cache", parents=common, help="check every engine's sidecar against a TensorRT version and GPU (no TensorRT needed)")
     p.add_argument("cache")
     p.add_argument("--trt-version", metavar="X.Y[.Z]", help="TensorRT version of the image (bindings)")
     p.add_argument("--library-version", metavar="X.Y[.Z]", help="libnvinfer version of the image")
@@ -255,12 +397,13 @@ def build_parser():
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify_cache)
 
-    p = sub.add_parser("example", help="the whole workflow on the embedded default model (digits CNN)")
+    p = sub.add_parser("example", parents=common, help="the whole workflow on the embedded default model (digits CNN)")
     p.add_argument("--out", default="tegra-ai-example", metavar="DIR", help="output directory (default ./tegra-ai-example)")
     p.add_argument("--target", default="jetpack6", help="deployment target for the preflight (default jetpack6)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_example)
+    __import__("tegra_ai.cli.quant", fromlist=["add_commands"]).add_commands(sub)
     return parser
 
 

@@ -81,3 +81,5 @@ def bindings_version() -> str:
         except Exception:  # noqa: BLE001 - metadata missing in some images
             continue
     return "unknown"
+
+

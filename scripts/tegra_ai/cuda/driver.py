@@ -119,6 +119,33 @@ class DeviceBuffer:
         return array
 
 
+class HostBuffer:
+    """Page-locked host memory (``cuMemHostAlloc``) viewed as a NumPy array: transfers
+    from and to it are truly asynchronous and run at full bus speed."""
+
+    def __init__(self, shape, dtype):
+        drv = compat.driver()
+        ensure_context()
+        self.dtype = np.dtype(dtype)
+        self.shape = tuple(int(d) for d in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        self.ptr = int(check(drv.cuMemHostAlloc(max(1, self.nbytes), 0), f"cuMemHostAlloc({self.nbytes})"))
+        raw = (ctypes.c_uint8 * max(1, self.nbytes)).from_address(self.ptr)
+        self.array = np.frombuffer(raw, dtype=np.uint8, count=self.nbytes).view(self.dtype).reshape(self.shape)
+
+    def free(self):
+        if self.ptr:
+            self.array = None
+            compat.driver().cuMemFreeHost(self.ptr)
+            self.ptr = 0
+
+    def __del__(self):
+        try:
+            self.free()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
 def copy_htod(dst: int, array: np.ndarray, stream: int = 0):
     drv = compat.driver()
     check(drv.cuMemcpyHtoDAsync(int(dst), array.ctypes.data, array.nbytes, stream_handle(stream)), "cuMemcpyHtoDAsync")
@@ -140,6 +167,16 @@ def stream_handle(stream):
     return drv.CUstream(int(stream or 0))
 
 
+def copy_dtod(dst: int, src: int, nbytes: int, stream=0):
+    check(compat.driver().cuMemcpyDtoDAsync(int(dst), int(src), int(nbytes), stream_handle(stream)),
+          "cuMemcpyDtoDAsync")
+
+
+def memset_async(ptr: int, value: int, nbytes: int, stream=0):
+    check(compat.driver().cuMemsetD8Async(int(ptr), int(value), int(nbytes), stream_handle(stream)),
+          "cuMemsetD8Async")
+
+
 def stream_synchronize(stream=0):
     check(compat.driver().cuStreamSynchronize(stream_handle(stream)), "cuStreamSynchronize")
 
@@ -157,6 +194,15 @@ class Stream:
 
     def synchronize(self):
         stream_synchronize(self.handle)
+
+    def wait(self, event: "Event"):
+        """Later work on this stream waits for ``event`` (no host synchronisation)."""
+        check(compat.driver().cuStreamWaitEvent(self.handle, event.handle, 0), "cuStreamWaitEvent")
+
+    def destroy(self):
+        if getattr(self, "handle", None) is not None:
+            compat.driver().cuStreamDestroy(self.handle)
+            self.handle = None
 
 
 class Event:

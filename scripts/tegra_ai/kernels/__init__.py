@@ -1,4 +1,5 @@
-"""CUDA kernels: fused image preprocessing and exact NMS.
+"""CUDA kernels: fused image preprocessing, exact NMS and detector post-processing
+(the detector kernels' Python API is :mod:`tegra_ai.postprocess.gpu`).
 
 Sources (``*.cu``) ship with the package; :mod:`.loader` loads a prebuilt image or
 compiles them with NVRTC (cached on disk); :mod:`.api` is the Python API. Importing

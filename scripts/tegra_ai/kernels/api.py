@@ -52,6 +52,7 @@ class _Workspace:
 
     def __init__(self):
         self._buffers = {}
+        self.generation = 0  # bumped on every (re)allocation: pointers taken earlier may be stale
 
     def get(self, name: str, nbytes: int) -> int:
         from tegra_ai.cuda.driver import DeviceBuffer
@@ -62,6 +63,7 @@ class _Workspace:
                 buf.free()
             buf = DeviceBuffer(max(nbytes, 256))
             self._buffers[name] = buf
+            self.generation += 1
         return buf.ptr
 
 
@@ -175,33 +177,55 @@ class Nms:
         self._mask = module.function("tai_nms_mask")
         self._gather = module.function("tai_nms_gather")
         self._work = _Workspace()
+        self._plans = {}
 
     def run_device(self, boxes_ptr: int, scores_ptr: int, n: int, iou_threshold: float,
                    keep_ptr: int, keep_count_ptr: int, classes_ptr: int | None = None,
                    score_threshold: float | None = None, top_k: int | None = None, stream=0):
         """Boxes: float32 (n, 4) x1,y1,x2,y2 (16-byte aligned); scores: float32 (n,);
         classes: int32 (n,) or None. Writes kept indices (int32, best first) to
-        ``keep_ptr`` and their number to ``keep_count_ptr``. Asynchronous."""
-        from tegra_ai.cuda.driver import kernel_args, launch
+        ``keep_ptr`` and their number to ``keep_count_ptr``. Asynchronous; three
+        launches, no host synchronisation (capturable in a CUDA graph)."""
+        from tegra_ai.cuda.driver import launch
 
-        g = layout.nms_geometry(n)
         if int(boxes_ptr) % 16:
             raise TegraAIError("nms boxes must be 16-byte aligned (float32 x1,y1,x2,y2 rows)")
+        key = (int(boxes_ptr), int(scores_ptr), n, float(iou_threshold), int(keep_ptr), int(keep_count_ptr),
+               int(classes_ptr or 0), score_threshold, int(top_k or 0))
+        plan = self._plans.get(key)
+        if plan is None or plan[0] != self._work.generation:
+            before = self._work.generation
+            plan = self._plan(*key)
+            if len(self._plans) > 64 or self._work.generation != before:
+                self._plans.clear()  # the workspace moved: older plans point at freed memory
+            self._plans[key] = plan
+        _, g, rank_args, mask_args, gather_args = plan
+        launch(self._rank, g.rank_grid, (layout.NMS_RANK_THREADS, 1, 1), rank_args, 0, stream)
+        launch(self._mask, g.mask_grid, (layout.NMS_TILE, 1, 1), mask_args, 0, stream)
+        launch(self._gather, (1, 1, 1), (layout.NMS_GATHER_THREADS, 1, 1), gather_args,
+               g.gather_shared_bytes, stream)
+
+    def _plan(self, boxes_ptr, scores_ptr, n, iou_threshold, keep_ptr, keep_count_ptr, classes_ptr,
+              score_threshold, top_k):
+        """Kernel arguments packed once per set of pointers and sizes: a pipeline that
+        reuses its buffers pays no packing per call."""
+        from tegra_ai.cuda.driver import kernel_args
+
+        g = layout.nms_geometry(n)
+        c = ctypes
         order = self._work.get("order", n * 4)
         n_valid = self._work.get("n_valid", 4)
-        mask = self._work.get("mask", g.mask_bytes)
-        c = ctypes
-        launch(self._rank, g.rank_grid, (layout.NMS_RANK_THREADS, 1, 1), kernel_args(
+        rank_args = kernel_args(
             c.c_uint64(int(scores_ptr)), c.c_int32(n),
             c.c_float(0.0 if score_threshold is None else float(score_threshold)),
-            c.c_int32(score_threshold is not None), c.c_uint64(order), c.c_uint64(n_valid)), 0, stream)
-        launch(self._mask, g.mask_grid, (layout.NMS_TILE, 1, 1), kernel_args(
-            c.c_uint64(int(boxes_ptr)), c.c_uint64(int(classes_ptr or 0)), c.c_uint64(order), c.c_uint64(n_valid), c.c_int32(n), c.c_float(float(iou_threshold)),
-            c.c_uint64(mask)), 0, stream)
-        launch(self._gather, (1, 1, 1), (layout.NMS_GATHER_THREADS, 1, 1), kernel_args(
-            c.c_uint64(order), c.c_uint64(n_valid), c.c_uint64(mask), c.c_int32(n),
-            c.c_int32(int(top_k or 0)), c.c_uint64(int(keep_ptr)), c.c_uint64(int(keep_count_ptr))),
-            g.gather_shared_bytes, stream)
+            c.c_int32(score_threshold is not None), c.c_uint64(order), c.c_uint64(n_valid))
+        a = layout.NmsArgs()
+        a.boxes, a.classes, a.order, a.n_valid = int(boxes_ptr), int(classes_ptr or 0), order, n_valid
+        a.mask = self._work.get("mask", g.mask_bytes)
+        a.diag_t = self._work.get("diag_t", g.col_words * layout.NMS_TILE * 8)
+        a.keep, a.keep_count = int(keep_ptr), int(keep_count_ptr)
+        a.cap, a.words, a.top_k, a.iou_threshold = n, g.col_words, int(top_k or 0), float(iou_threshold)
+        return (self._work.generation, g, rank_args, kernel_args(a), kernel_args(a))
 
     def __call__(self, boxes, scores, iou_threshold: float, classes=None,
                  score_threshold: float | None = None, top_k: int | None = None, stream=0) -> np.ndarray:

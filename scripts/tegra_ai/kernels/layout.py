@@ -168,6 +168,41 @@ def output_nbytes(spec: PreprocessSpec, batch: int) -> int:
     return batch * spec.channels * spec.height * spec.width * itemsize
 
 
+class NmsArgs(ctypes.Structure):
+    """Mirror of ``TaiNmsArgs`` (nms.cu)."""
+
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "boxes", "classes", "order", "n_valid", "dropped", "mask", "diag_t", "keep", "keep_count")] + [
+        ("cap", ctypes.c_int32), ("words", ctypes.c_int32), ("top_k", ctypes.c_int32),
+        ("iou_threshold", ctypes.c_float)] + [(name, ctypes.c_uint64) for name in (
+            "cand_key", "mapping", "out_boxes", "out_scores", "out_classes", "out_anchor", "cand_cls")] + [
+        ("classes_per_anchor", ctypes.c_int32), ("reserved", ctypes.c_int32)]
+
+
+class DetParams(ctypes.Structure):
+    """Mirror of ``TaiDetParams`` (nms.cu)."""
+
+    _fields_ = [(name, ctypes.c_uint64) for name in ("boxes", "scores", "objectness")] + [
+        (name, ctypes.c_int64) for name in ("box_batch", "box_anchor", "box_coord", "score_batch",
+                                            "score_anchor", "score_class", "obj_batch", "obj_anchor")] + [
+        ("anchors", ctypes.c_int32), ("classes", ctypes.c_int32), ("box_format", ctypes.c_int32),
+        ("half", ctypes.c_int32), ("multi_label", ctypes.c_int32), ("score_threshold", ctypes.c_float),
+        ("cap", ctypes.c_int32), ("per_class_top_k", ctypes.c_int32), ("pre_nms_top_k", ctypes.c_int32),
+        ("words", ctypes.c_int32)] + [(name, ctypes.c_uint64) for name in (
+            "count", "cand_key", "cand_box", "cand_cls", "order", "n_valid", "dropped")]
+
+
+NMS_ARGS_BYTES = 152
+DET_PARAMS_BYTES = 184
+DET_DECODE_ANCHORS = 32   # TAI_DET_ANCHORS: anchors per decode block (threadIdx.x)
+DET_DECODE_GROUPS = 8     # TAI_DET_GROUPS: class groups per anchor (threadIdx.y)
+
+
+def mask_blocks(words: int) -> int:
+    """Blocks of the persistent IoU-mask grid: one per 64x64 tile up to 2048."""
+    return max(1, min(words * words, 2048))
+
+
 @dataclass(frozen=True)
 class NmsGeometry:
     n: int
@@ -189,7 +224,7 @@ def nms_geometry(n: int) -> NmsGeometry:
         n=n,
         col_words=words,
         rank_grid=(-(-n // NMS_RANK_THREADS), 1, 1),
-        mask_grid=(words, words, 1),
+        mask_grid=(mask_blocks(words), 1, 1),
         mask_bytes=n * words * 8,
         gather_shared_bytes=words * 8,
     )

@@ -17,7 +17,7 @@ DEFAULT_NAME = "digits"
 
 def load_samples(split: str = "val"):
     """(uint8 images N x 8 x 8, int labels N) of the 'calib' or 'val' split."""
-    with np.load(DEFAULT_SAMPLES) as data:
+    with np.load(DEFAULT_SAMPLES, allow_pickle=False) as data:
         return data[f"{split}_images"], data[f"{split}_labels"]
 
 

@@ -14,10 +14,10 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 
-from tegra_ai.errors import TegraAIError
+from tegra_ai.errors import EXIT_USAGE, TegraAIError
 from tegra_ai.onnx_files import model_files
 from tegra_ai.onnx_tools.targets import Target, op_table_for
-from tegra_ai.trt.shapes import ModelInput, format_dims, suggest_shapes
+from tegra_ai.trt.shapes import ModelInput, format_dims, suggest_profile
 from tegra_ai.util.lazy import require
 
 ERROR, WARNING, INFO = "error", "warning", "info"
@@ -95,9 +95,10 @@ def check_model(model_path: str, target: Target, use_parser: bool = True) -> Rep
     try:
         model_files(model_path)
     except TegraAIError as exc:
+        if not os.path.isfile(model_path) or "not a valid ONNX" in exc.message or "is empty" in exc.message \
+                or "cannot read" in exc.message:
+            raise     # not a model at all: bad input (exit 2), not a report about a model
         report.add(ERROR, "files", exc.message)
-        if not os.path.isfile(model_path) or "not a valid ONNX" in exc.message:
-            return report
     try:
         model = onnx.load(model_path, load_external_data=False)
     except Exception as exc:
@@ -166,7 +167,7 @@ def check_model(model_path: str, target: Target, use_parser: bool = True) -> Rep
         report.outputs.append({"name": vi.name, "dims": list(_value_info_dims(vi)),
                                "dtype": _dtype_name(onnx, vi.type.tensor_type.elem_type)})
     if dynamic:
-        report.suggested_shapes = ",".join(suggest_shapes(i).format() for i in dynamic)
+        report.suggested_shapes = ",".join(s.format() for s in suggest_profile(dynamic))
         names = ", ".join(f"{i.name} {format_dims(i.dims)}" for i in dynamic)
         report.add(INFO, "dynamic", f"dynamic input(s) {names}: build with an optimization profile, e.g. "
                    f"--shapes {report.suggested_shapes}")
@@ -277,12 +278,16 @@ def _real_parse(model_path: str, report: Report):
     except TegraAIError:
         report.parser = None
         return
+    from tegra_ai.util.stdio import native_stdout_to_stderr
+
     report.parser = feats.describe()
-    logger = trt.Logger(trt.Logger.ERROR)
-    builder = trt.Builder(logger)
-    network = compat.create_network(trt, feats, builder, strongly_typed=feats.strongly_typed_only)
-    parser = trt.OnnxParser(network, logger)
-    if parser.parse_from_file(os.path.abspath(model_path)):
+    with native_stdout_to_stderr():       # TensorRT's own log lines never reach stdout (--json)
+        logger = trt.Logger(trt.Logger.ERROR)
+        builder = trt.Builder(logger)
+        network = compat.create_network(trt, feats, builder, strongly_typed=feats.strongly_typed_only)
+        parser = trt.OnnxParser(network, logger)
+        parsed = parser.parse_from_file(os.path.abspath(model_path))
+    if parsed:
         report.add(INFO, "parser", f"{feats.describe()}'s ONNX parser accepts the model"
                    + (" (the target's TensorRT may differ)" if feats.is_rtx else ""))
         return
@@ -307,3 +312,30 @@ def format_report(report: Report) -> str:
     n_warn = sum(f.severity == WARNING for f in report.findings)
     lines.append(f"result: {'OK' if report.ok else 'FAIL'} ({n_err} error(s), {n_warn} warning(s))")
     return "\n".join(lines)
+
+
+def check_build_options(report: Report, options, target: Target, *, calibration_data: str | None = None,
+                        calibration_cache: str | None = None) -> list:
+    """On the host, what ``build`` would refuse on the device for these options: dynamic
+    inputs without ``--shapes``, unknown input names and wrong ranks
+    (:func:`tegra_ai.trt.shapes.resolve_profiles`), a precision the target's TensorRT cannot
+    give (INT8 without calibration data or Q/DQ, weak typing on 11.x:
+    :func:`tegra_ai.trt.compat.resolve_typing`), and calibration data that does not load
+    (no pickles) or does not fit the inputs. Raises a one-line error (exit 2); returns notes."""
+    from tegra_ai.onnx_files import has_qdq
+    from tegra_ai.trt import compat
+    from tegra_ai.trt.shapes import resolve_profiles
+
+    inputs = [ModelInput(i["name"], tuple(i["dims"]), i["dtype"]) for i in report.inputs]
+    resolve_profiles(inputs, options.profile_objects())
+    feats = compat.features_for(target.tensorrt)
+    typing = compat.resolve_typing(feats, options.precision, has_qdq(report.model), options.strongly_typed,
+                                   has_calibration=bool(calibration_data or calibration_cache))
+    if options.dla_core is not None and target.compute_capabilities and not any(
+            cc in compat.DLA_COMPUTE_CAPABILITIES for cc in target.compute_capabilities):
+        raise TegraAIError(f"--dla-core: {target.name} has no DLA", exit_code=EXIT_USAGE)
+    if calibration_data:
+        from tegra_ai.trt.calibrator import CalibrationBatches
+
+        CalibrationBatches(calibration_data, inputs)
+    return list(typing["notes"])

@@ -36,8 +36,19 @@ def _jetpack_targets() -> dict:
         return {}
 
 
+def known_releases() -> list:
+    """TensorRT releases (major, minor) the tool has facts for: an operator table of its
+    own or a JetPack target. Anything else is refused rather than guessed."""
+    versions = {tuple(parse_version(t["tensorrt"])[:2]) for t in _jetpack_targets().values()}
+    for path in glob.glob(os.path.join(OPS_DIR, "*.json")):
+        m = re.fullmatch(r"(\d+)\.(\d+)\.json", os.path.basename(path))
+        if m:
+            versions.add((int(m.group(1)), int(m.group(2))))
+    return sorted(versions)
+
+
 def target_names() -> list:
-    return sorted(_jetpack_targets()) + ["trt-X.Y"]
+    return sorted(_jetpack_targets()) + [f"trt-{a}.{b}" for a, b in known_releases()]
 
 
 def resolve_target(name: str) -> Target:
@@ -49,6 +60,9 @@ def resolve_target(name: str) -> Target:
     m = re.fullmatch(r"(?:trt|tensorrt)-?(\d+(?:\.\d+){1,3})", name or "")
     if m:
         v = parse_version(m.group(1))
+        if tuple(v[:2]) not in known_releases():
+            raise TegraAIError(f"unknown target {name!r}: no facts for TensorRT {v[0]}.{v[1]}; known targets: "
+                               f"{', '.join(target_names())}", exit_code=EXIT_USAGE)
         return Target(name, v, (), f"TensorRT {m.group(1)}")
     raise TegraAIError(f"unknown target {name!r}: expected one of {', '.join(target_names())}", exit_code=EXIT_USAGE)
 

@@ -58,9 +58,49 @@ def tensorrt_identity(feats) -> dict:
     return {"flavor": feats.flavor, "version": feats.version_string, "library_version": feats.library_version_string}
 
 
+def plugin_file(library: str) -> str:
+    """The file a plugin library name refers to: an absolute (or relative) path is itself;
+    a bare soname (``libfoo.so.1``) is the file the dynamic loader found for it (it is
+    loaded if it was not)."""
+    if os.sep in library:
+        return library
+    import ctypes
+
+    class _LinkMap(ctypes.Structure):
+        _fields_ = [("l_addr", ctypes.c_void_p), ("l_name", ctypes.c_char_p)]
+
+    try:
+        handle = ctypes.CDLL(library, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
+        libdl = ctypes.CDLL(None)
+        lm = ctypes.POINTER(_LinkMap)()
+        if libdl.dlinfo(ctypes.c_void_p(handle._handle), 2, ctypes.byref(lm)) == 0 and lm and lm.contents.l_name:
+            return os.fsdecode(lm.contents.l_name)          # RTLD_DI_LINKMAP = 2 (glibc)
+    except (OSError, AttributeError) as exc:
+        raise TegraAIError(f"plugin library {library}: the dynamic loader cannot find it ({exc})",
+                           hint="give an absolute path, or install the library where ld.so finds it",
+                           exit_code=EXIT_UNAVAILABLE) from None
+    raise TegraAIError(f"plugin library {library}: cannot tell which file the loader used",
+                       hint="give the plugin as an absolute path", exit_code=EXIT_UNAVAILABLE)
+
+
 def plugin_digests(plugin_libraries) -> dict:
-    """basename -> sha256 of each plugin library (part of the key)."""
-    return {os.path.basename(p): sha256_file(p) for p in plugin_libraries}
+    """basename of the name as given -> sha256 of the file it refers to (part of the key).
+    ``build --plugin /usr/lib/x/libp.so`` and a manifest naming ``libp.so`` give the same."""
+    out = {}
+    for p in plugin_libraries:
+        path = plugin_file(p)
+        if not os.path.isfile(path):
+            raise TegraAIError(f"plugin library {p} does not exist", exit_code=EXIT_USAGE)
+        out[os.path.basename(p)] = sha256_file(path)
+    return out
+
+
+def load_plugins(trt, feats, plugin_libraries) -> dict:
+    """Load each plugin library (its creators register with TensorRT) and return their
+    digests for the key. The same for ``build --plugin`` and ``ensure``."""
+    for lib in plugin_libraries:
+        compat.load_plugin_library(trt, feats, lib)
+    return plugin_digests(plugin_libraries)
 
 
 def target_facts(feats, compute_capability: str | None):
@@ -118,8 +158,20 @@ def parse_network(trt, feats, model_path: str, options: BuildOptions, *, has_cal
     """Hash the model, choose the typing, and parse it with TensorRT's ONNX parser."""
     model_sha, files = model_digest(model_path, memo)
     qdq = has_qdq(model_path)
-    typing = compat.resolve_typing(feats, options.precision, qdq, options.strongly_typed,
+    precision, parse_path, workdir, fp16_notes = options.precision, model_path, None, []
+    if precision == "fp16" and feats.strongly_typed_only and not qdq:
+        # No FP16 flag on strongly typed-only releases: parse an FP16 copy made on the host.
+        import tempfile
+
+        from tegra_ai.onnx_fp16 import fp16_model_for_build
+
+        workdir = tempfile.TemporaryDirectory(prefix="tegra-ai-fp16-")
+        parse_path, precision = fp16_model_for_build(model_path, workdir.name), "fp32"
+        fp16_notes.append(f"--precision fp16 on {feats.describe()}: built from an FP16 copy of the model "
+                          "(tegra_ai.onnx_fp16; inputs/outputs and sensitive ops FP32)")
+    typing = compat.resolve_typing(feats, precision, qdq, options.strongly_typed,
                                    has_calibration=has_calibration)
+    typing["notes"] = fp16_notes + typing["notes"]
     logger = _make_logger(trt, verbose)
     if hasattr(trt, "init_libnvinfer_plugins"):
         trt.init_libnvinfer_plugins(logger, "")
@@ -127,7 +179,10 @@ def parse_network(trt, feats, model_path: str, options: BuildOptions, *, has_cal
     network = compat.create_network(trt, feats, builder, typing["strongly_typed"])
     parser = trt.OnnxParser(network, logger)
     # parse_from_file resolves external data relative to the model's directory.
-    if not parser.parse_from_file(model_path):
+    parsed_ok = parser.parse_from_file(parse_path)
+    if workdir is not None:
+        workdir.cleanup()  # the parser holds the weights now
+    if not parsed_ok:
         errors = [f"node {node}: {desc}" if node else desc for node, desc in compat.parser_errors(parser)]
         detail = "; ".join(errors) or "; ".join(logger.errors) or "unknown parser error"
         raise TegraAIError(f"TensorRT's ONNX parser rejected {os.path.basename(model_path)}: {detail}",
@@ -147,7 +202,7 @@ class Configured:
 
 def configure(trt, feats, parsed: ParsedNetwork, options: BuildOptions, *, timing_cache_path: str | None = None,
               calibration_data: str | None = None, calibration_cache: str | None = None,
-              calibration_batch: int = 8) -> Configured:
+              calibration_batch: int | None = None) -> Configured:
     """Profiles, precision flags, memory, optimization level, DLA, calibration, timing cache."""
     builder, typing, inputs = parsed.builder, parsed.typing, parsed.inputs
     notes = list(typing["notes"])
@@ -166,16 +221,19 @@ def configure(trt, feats, parsed: ParsedNetwork, options: BuildOptions, *, timin
     compat.set_rtx_compute_capability(trt, feats, config, options.compute_capability)
     calibrator = None
     if "INT8" in typing["flags"] and not parsed.qdq and (calibration_data or calibration_cache):
-        from tegra_ai.trt.calibrator import CalibrationBatches, make_calibrator
+        from tegra_ai.trt.calibrator import (CalibrationBatches, cache_notes, cache_provenance, dataset_preprocess,
+                                            make_calibrator)
 
         batches = CalibrationBatches(calibration_data, inputs, calibration_batch) if calibration_data else None
-        calibrator = make_calibrator(trt, feats, batches, calibration_cache)
+        provenance = cache_provenance(parsed.model_sha256, feats.version_string, dataset_preprocess(calibration_data))
+        calibrator = make_calibrator(trt, feats, batches, calibration_cache, provenance=provenance)
         compat.set_calibrator(feats, config, calibrator)
         if batches is not None and any(i.is_dynamic for i in inputs):
-            compat.set_calibration_profile(trt, builder, config, {
-                i.name: (batches.batch_size,) + batches.sample_shape(i.name) for i in inputs})
+            compat.set_calibration_profile(trt, builder, config, {i.name: batches.batch_shape(i.name) for i in inputs})
         notes.append(f"implicit INT8 calibration: {batches.num_batches} batch(es) of {batches.batch_size}"
+                     + (f" ({batches.dropped} sample(s) left over)" if batches.dropped else "")
                      if batches else f"implicit INT8 from calibration cache {calibration_cache}")
+        notes += cache_notes(calibration_cache, provenance)
     compat.enable_detailed_profiling(trt, config)
 
     timing_cache = None
@@ -237,19 +295,32 @@ def make_sidecar(parsed: ParsedNetwork, configured: Configured, options: BuildOp
 
 def build_engine(model_path: str, options: BuildOptions, *, timing_cache_path: str | None = None,
                  calibration_data: str | None = None, calibration_cache: str | None = None,
-                 calibration_batch: int = 8, plugin_libraries: tuple = (), show_progress: bool = True,
+                 calibration_batch: int | None = None, plugin_libraries: tuple = (), show_progress: bool = True,
                  verbose: bool = False, memo: HashMemo | None = None) -> BuildResult:
+    from tegra_ai.util.stdio import native_stdout_to_stderr
+
+    with native_stdout_to_stderr():    # TensorRT's native prints never reach stdout (--json)
+        return _build_engine(model_path, options, timing_cache_path=timing_cache_path,
+                             calibration_data=calibration_data, calibration_cache=calibration_cache,
+                             calibration_batch=calibration_batch, plugin_libraries=plugin_libraries,
+                             show_progress=show_progress, verbose=verbose, memo=memo)
+
+
+def _build_engine(model_path, options, *, timing_cache_path, calibration_data, calibration_cache,
+                  calibration_batch, plugin_libraries, show_progress, verbose, memo) -> BuildResult:
     trt, feats = compat.load()
-    for lib in plugin_libraries:
-        compat.load_plugin_library(trt, feats, lib)
-    plugins = plugin_digests(plugin_libraries)
+    plugins = load_plugins(trt, feats, plugin_libraries)
     facts = target_facts(feats, options.compute_capability)
     parsed = parse_network(trt, feats, model_path, options, verbose=verbose, memo=memo,
                            has_calibration=bool(calibration_data or calibration_cache))
     configured = configure(trt, feats, parsed, options, timing_cache_path=timing_cache_path,
                            calibration_data=calibration_data, calibration_cache=calibration_cache,
                            calibration_batch=calibration_batch)
-    engine, seconds = build_serialized(trt, feats, parsed, configured, facts, show_progress=show_progress)
+    try:
+        engine, seconds = build_serialized(trt, feats, parsed, configured, facts, show_progress=show_progress)
+    finally:
+        if configured.calibrator is not None:
+            configured.calibrator.raise_if_failed()  # the binding swallows get_batch exceptions: surface them
     if configured.timing_cache is not None and timing_cache_path:
         atomic_write_bytes(timing_cache_path, bytes(configured.timing_cache.serialize()))
     sidecar = make_sidecar(parsed, configured, options, feats, facts, seconds, plugins)
@@ -281,4 +352,4 @@ def check_engine_matches(sidecar: Sidecar, feats, facts) -> list:
 
 __all__ = ["BuildResult", "ParsedNetwork", "Configured", "parse_network", "configure", "build_serialized",
            "make_sidecar", "build_engine", "write_engine", "engine_key", "target_facts", "check_engine_matches",
-           "tensorrt_identity", "plugin_digests"]
+           "tensorrt_identity", "plugin_digests", "plugin_file", "load_plugins"]

@@ -317,12 +317,12 @@ def resolve_typing(feats: Features, precision: str, has_qdq: bool, strongly_type
         if precision in ("fp16", "best") and not has_qdq:
             raise TegraAIError(
                 f"--precision {precision} needs weakly typed builder flags, which {feats.describe()} does not have",
-                hint="convert the model to FP16 first (e.g. NVIDIA Model Optimizer's AutoCast) and build it with --precision fp32",
+                hint="convert the model first: tensorrt-optimize convert-fp16 MODEL.onnx -o MODEL.fp16.onnx",
                 exit_code=EXIT_USAGE)
         if precision == "int8" and not has_qdq:
             raise TegraAIError(
                 f"--precision int8 on {feats.describe()} needs a Q/DQ (explicitly quantized) ONNX model",
-                hint="quantize it first (calibration-dataset + NVIDIA Model Optimizer) and build the Q/DQ model",
+                hint="quantize it first: calibration-dataset, then tensorrt-optimize quantize; build the Q/DQ model",
                 exit_code=EXIT_USAGE)
         if precision != "fp32" and has_qdq:
             notes.append(f"--precision {precision}: the strongly typed network takes its precisions from the Q/DQ model")
@@ -508,20 +508,37 @@ def enable_detailed_profiling(trt, config) -> None:
 
 
 def load_plugin_library(trt, feats: Features, path: str):
-    """Load a plugin library so its creators register (before parse/build/deserialize)."""
-    if not os.path.exists(path):
-        raise TegraAIError(f"plugin library {path} does not exist")
-    registry = trt.get_plugin_registry()
+    """Load a plugin library so its creators register (before parse/build/deserialize).
+
+    ``path`` is a file path or a bare soname the dynamic loader finds. TensorRT >= 8.6
+    loads it with ``IPluginRegistry.load_library``; 8.5 has no such call, so the library is
+    opened with ``ctypes`` (``RTLD_GLOBAL``): creators it registers statically
+    (``REGISTER_TENSORRT_PLUGIN``) appear then, and a library exporting
+    ``initTegraAIPlugins`` (ours, see ``tegra_ai/plugin/``) is asked to register its
+    creators (it guards against registering twice). Callers load a library once per
+    process (``ensure`` does)."""
+    if os.sep in path and not os.path.isfile(path):
+        raise TegraAIError(f"plugin library {path} does not exist",
+                           hint="give the path the library has on this machine", exit_code=EXIT_USAGE)
     if feats.registry_load_library:
-        handle = registry.load_library(path)
+        handle = trt.get_plugin_registry().load_library(path)
         if handle is None:
-            raise TegraAIError(f"TensorRT could not load plugin library {path}")
-        return handle
-    import ctypes
-    try:
-        return ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-    except OSError as exc:
-        raise TegraAIError(f"cannot load plugin library {path}: {exc}") from None
+            raise TegraAIError(f"TensorRT could not load plugin library {path}",
+                               hint="run with --verbose for TensorRT's reason (a missing dependency, "
+                                    "a library built for another TensorRT)")
+    else:
+        import ctypes
+        try:
+            handle = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+        except OSError as exc:
+            raise TegraAIError(f"cannot load plugin library {path}: {exc}",
+                               hint="the library needs TensorRT's libnvinfer and the CUDA runtime") from None
+        init = getattr(handle, "initTegraAIPlugins", None)
+        if init is not None:
+            init.restype = ctypes.c_bool
+            if not init():
+                raise TegraAIError(f"{path}: initTegraAIPlugins() could not register its plugin creators")
+    return handle
 
 
 def parser_errors(parser) -> list:

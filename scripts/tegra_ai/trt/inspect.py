@@ -7,7 +7,7 @@ import collections
 import os
 import re
 
-from tegra_ai.errors import EXIT_USAGE, TegraAIError
+from tegra_ai.errors import EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError
 from tegra_ai.spec import Sidecar, sidecar_path
 from tegra_ai.util.hashing import sha256_file
 
@@ -96,11 +96,15 @@ def inspect_engine(engine_path: str, with_layers: bool = True) -> dict:
 
     try:
         trt, feats = compat.load()
+        reason = "TensorRT-RTX cannot load engines here" if feats.is_rtx else None
     except TegraAIError as exc:
-        info["note"] = f"{exc.message}: showing the sidecar only"
-        return info
-    if feats.is_rtx:
-        info["note"] = "TensorRT-RTX cannot load engines here: showing the sidecar only"
+        reason = exc.message
+    if reason:
+        if sc is None:   # nothing at all to show: not "OK"
+            raise TegraAIError(f"{engine_path} has no sidecar ({os.path.basename(sidecar_path(engine_path))}) and "
+                               f"{reason[0].lower() + reason[1:]}; nothing to inspect",
+                               hint="inspect it on the device it was built for", exit_code=EXIT_UNAVAILABLE)
+        info["note"] = f"{reason}: showing the sidecar only"
         return info
     if sc is not None:
         from tegra_ai.trt.builder import check_engine_matches

@@ -47,6 +47,25 @@ def suggest_shapes(inp: ModelInput) -> InputShapes:
     return InputShapes(inp.name, tuple(mn), tuple(opt), tuple(mx))
 
 
+def suggest_profile(inputs: list) -> list:
+    """Suggestions for several dynamic inputs of one model. A symbolic dimension shared by
+    name (``batch`` in two inputs) gets the same min/opt/max everywhere (the first input's
+    suggestion), as TensorRT requires of a valid profile."""
+    chosen = {}
+    out = []
+    for inp in inputs:
+        s = suggest_shapes(inp)
+        mn, opt, mx = list(s.min), list(s.opt), list(s.max)
+        for axis, d in enumerate(inp.dims):
+            if isinstance(d, str) and d:
+                if d in chosen:
+                    mn[axis], opt[axis], mx[axis] = chosen[d]
+                else:
+                    chosen[d] = (mn[axis], opt[axis], mx[axis])
+        out.append(InputShapes(inp.name, tuple(mn), tuple(opt), tuple(mx)))
+    return out
+
+
 def resolve_profiles(inputs: list, profiles: list) -> list:
     """Check user profiles against the model inputs and complete them with static inputs.
 
@@ -65,7 +84,7 @@ def resolve_profiles(inputs: list, profiles: list) -> list:
                 exit_code=EXIT_USAGE)
         missing = [i for i in inputs if i.is_dynamic and i.name not in given]
         if missing:
-            suggestion = ",".join(suggest_shapes(i).format() for i in missing)
+            suggestion = ",".join(s.format() for s in suggest_profile(missing))
             names = ", ".join(f"{i.name} {format_dims(i.dims)}" for i in missing)
             where = f" in profile {p_index + 1}" if len(profiles) > 1 else ""
             raise TegraAIError(f"dynamic input(s) {names} need --shapes{where}",

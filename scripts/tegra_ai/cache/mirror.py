@@ -1,0 +1,483 @@
+"""Engine mirrors: a fleet of identical devices builds each engine once.
+
+A mirror has the engine cache's layout (``<name>/<name>-<key24>.engine`` + ``.engine.json``,
+plus ``.engine.sig``, the publisher's Ed25519 signature of the sidecar's bytes), so it is a
+plain directory (``file://``) or any static web server (``https://``; ``http://`` only when
+asked for). :func:`mirror_sources` makes one :class:`MirrorSource` per URL for
+``ensure(sources=...)``: on a cache miss each mirror is asked, in order, before building.
+
+A fetched engine is used only when
+
+* the signature verifies against a trusted public key (unless ``unsigned``),
+* the sidecar's whole key material equals what this device computed (model, build options,
+  TensorRT release and library, GPU, Jetson module, L4T release, plugins), and
+* the engine's size and sha256 equal the (signed) sidecar's;
+
+so a mirror can never make a device run an engine for another model, TensorRT release,
+GPU or L4T. It is then committed to the local cache with :meth:`EngineCache.store`.
+
+Network faults never block the local build for long: one time budget per model covers
+every mirror, each connect/read has its own timeout, transient faults are retried with
+backoff inside the budget, downloads are held until verified (nothing is written before),
+a body longer than the sidecar says is cut off, and redirects to another host (or from
+https to http) are refused unless allowed. Proxies come from the environment
+(``https_proxy``, ``no_proxy``), as urllib reads them."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import json
+import logging
+import os
+import re
+import socket
+import ssl
+import stat
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+
+from tegra_ai.cache.ensure import EngineSource
+from tegra_ai.cache.store import engine_relpath
+from tegra_ai.errors import EXIT_USAGE, TegraAIError
+from tegra_ai.spec import Sidecar, key_differences, sidecar_path
+
+LOG = logging.getLogger("tegra_ai.mirror")
+
+__all__ = ["MirrorPolicy", "MirrorSource", "mirror_sources", "parse_mirror_url", "parse_mirror_list",
+           "signature_path", "MIRROR_SCHEMES", "DEFAULT_TIMEOUT", "DEFAULT_IO_TIMEOUT"]
+
+MIRROR_SCHEMES = ("file", "https", "http")
+SIGNATURE_SUFFIX = ".sig"
+DEFAULT_TIMEOUT = 30.0      # seconds per model, every mirror together
+DEFAULT_IO_TIMEOUT = 10.0   # one connect or one read
+MAX_SIDECAR = 1 << 22       # what Sidecar.load reads at most
+MAX_SIGNATURE = 4096
+MAX_ENGINE = 16 << 30
+_CHUNK = 1 << 20
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _usage(message, hint=None):
+    return TegraAIError(message, hint=hint, exit_code=EXIT_USAGE)
+
+
+def signature_path(engine_path: str) -> str:
+    """``x.engine`` -> ``x.engine.sig`` (the signature of ``x.engine.json``'s bytes)."""
+    return engine_path + SIGNATURE_SUFFIX
+
+
+def parse_mirror_url(url, allow_http: bool = False) -> str:
+    """Validate a mirror URL; returns it without a trailing '/'. file:// needs an absolute
+    path; http(s):// a host and no user:password (it would end up in logs and JSON)."""
+    if not isinstance(url, str) or not url.strip():
+        raise _usage("empty mirror URL", hint="e.g. https://engines.example.com/fleet or file:///mnt/engines")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise _usage(f"mirror URL {url!r} contains spaces or control characters")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise _usage(f"mirror URL {url!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in MIRROR_SCHEMES:
+        raise _usage(f"mirror URL {url!r}: scheme {parts.scheme + ':' if parts.scheme else '(none)'} is not "
+                     "supported", hint="use https://HOST/PATH or file:///DIR (http:// with --allow-http)")
+    if scheme == "http" and not allow_http:
+        raise _usage(f"mirror URL {url!r} is plain http (anyone on the path can see and delay traffic)",
+                     hint="use https://, or pass --allow-http for a trusted network (signatures are still checked)")
+    if parts.query or parts.fragment:
+        raise _usage(f"mirror URL {url!r}: a query or fragment is not allowed (engines live under its path)")
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise _usage(f"mirror URL {url!r}: file:// URLs name a local directory (file:///DIR)")
+        path = urllib.parse.unquote(parts.path)
+        if not path.startswith("/"):
+            raise _usage(f"mirror URL {url!r}: file:// needs an absolute path (file:///DIR)")
+        return "file://" + path.rstrip("/") if path != "/" else "file:///"
+    if not parts.hostname:
+        raise _usage(f"mirror URL {url!r} has no host")
+    if parts.username is not None or parts.password is not None:
+        raise _usage(f"mirror URL {url!r} holds a user name or password",
+                     hint="credentials in URLs end up in logs; use a client certificate-free static server or a proxy")
+    if port == 0:
+        raise _usage(f"mirror URL {url!r}: port 0")
+    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def parse_mirror_list(text: str | None) -> list:
+    """Whitespace-separated URLs (the ``TEGRA_AI_ENGINE_MIRRORS`` environment variable)."""
+    return (text or "").split()
+
+
+@dataclass
+class MirrorPolicy:
+    """How mirrors are trusted and waited for (shared by every mirror of one ``ensure``)."""
+    keys: list = field(default_factory=list)     # tegra_ai.cache.signing.PublicKey
+    unsigned: bool = False
+    allow_http: bool = False
+    allow_redirects: bool = False                # to another host
+    timeout: float = DEFAULT_TIMEOUT             # per model, all mirrors together
+    io_timeout: float = DEFAULT_IO_TIMEOUT       # one connect or read
+    retries: int = 2                             # per mirror and file, on transient faults
+    backoff: float = 0.5                         # first retry delay, doubled each time
+    ca_file: str | None = None                   # CA certificates trusted for https instead of the system's
+    max_engine: int = MAX_ENGINE
+
+    def __post_init__(self):
+        for name in ("timeout", "io_timeout"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 24 * 3600:
+                raise _usage(f"mirror {name.replace('_', ' ')} {v!r}: expected seconds > 0")
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or not 0 <= self.retries <= 10:
+            raise _usage(f"mirror retries {self.retries!r}: expected 0..10")
+        if not self.unsigned and not self.keys:
+            raise _usage("a mirror needs a trusted public key (--mirror-key) to check engine signatures",
+                         hint="or --mirror-unsigned to trust the mirror's transport alone")
+        self._deadlines = {}
+        self._ssl = None
+        if self.ca_file is not None:
+            if not os.path.isfile(self.ca_file):
+                raise _usage(f"CA file {self.ca_file} does not exist")
+            try:
+                self.ssl_context()
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise _usage(f"CA file {self.ca_file}: no usable PEM certificates ({exc})") from None
+
+    def start(self, name: str, key: str) -> float:
+        self._deadlines[(name, key)] = time.monotonic() + self.timeout
+        return self._deadlines[(name, key)]
+
+    def deadline(self, name: str, key: str) -> float:
+        return self._deadlines.get((name, key)) or self.start(name, key)
+
+    def ssl_context(self):
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context(cafile=self.ca_file)
+        return self._ssl
+
+
+# --------------------------------------------------------------------------- outcomes
+
+class _Miss(Exception):
+    """The mirror does not have this file (404, no such file)."""
+
+
+class _Fault(Exception):
+    """The mirror could not be read (down, slow, broken); ``retry`` when it may pass."""
+
+    def __init__(self, message, retry=False):
+        super().__init__(message)
+        self.retry = retry
+
+
+class _Rejected(Exception):
+    """The mirror answered, but with something this device must not use."""
+
+
+# --------------------------------------------------------------------------- transports
+
+class _FileTransport:
+    def __init__(self, url: str):
+        self.root = url[len("file://"):] or "/"
+
+    def get(self, rel: str, limit: int, deadline: float, exact: bool = False):
+        if not os.path.isdir(self.root):
+            raise _Fault(f"mirror directory {self.root} does not exist (not mounted?)")
+        path = os.path.join(self.root, *rel.split("/"))
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)   # a FIFO must not block the boot
+        except FileNotFoundError:
+            raise _Miss(rel) from None
+        except OSError as exc:
+            raise _Fault(f"cannot read {path}: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise _Rejected(f"{path} is not a regular file")
+        with os.fdopen(fd, "rb") as f:
+            data, n = _drain(f.readinto, limit, deadline, rel, exact)
+        if exact and n != limit:
+            raise _Fault(f"{rel} truncated ({n} of {limit} bytes)")
+        return data
+
+
+class _RedirectGuard(urllib.request.HTTPRedirectHandler):
+    def __init__(self, policy: MirrorPolicy):
+        super().__init__()
+        self.policy = policy
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        old, new = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
+        if new.scheme.lower() not in ("http", "https"):
+            raise _Rejected(f"redirect to {newurl} refused (not http/https)")
+        if new.scheme.lower() == "http" and not self.policy.allow_http:
+            raise _Rejected(f"redirect to plain http {newurl} refused (--allow-http permits it)")
+        if (new.scheme.lower(), new.netloc.lower()) != (old.scheme.lower(), old.netloc.lower()) \
+                and not self.policy.allow_redirects:
+            raise _Rejected(f"redirect to another host {new.netloc} refused (--mirror-allow-redirects permits it)")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _set_read_timeout(resp, seconds: float) -> None:
+    """Bound the next read by ``seconds`` (the socket under http.client's buffered reader)."""
+    with contextlib.suppress(AttributeError, OSError):
+        resp.fp.raw._sock.settimeout(max(0.05, seconds))
+
+
+class _HttpTransport:
+    def __init__(self, url: str, policy: MirrorPolicy):
+        from tegra_ai import __version__
+
+        self.base = url
+        self.policy = policy
+        handlers = [urllib.request.ProxyHandler(), _RedirectGuard(policy)]
+        if url.startswith("https:"):
+            handlers.append(urllib.request.HTTPSHandler(context=policy.ssl_context()))
+        self.opener = urllib.request.build_opener(*handlers)
+        self.headers = {"User-Agent": f"tegra-ai/{__version__}", "Accept-Encoding": "identity"}
+        self._resolved = False
+
+    def _resolve(self, deadline: float) -> None:
+        """Bound name resolution by the budget: getaddrinfo ignores socket timeouts, and a
+        resolver that does not answer would hold the boot for its own timeouts. Skipped
+        where a proxy resolves names."""
+        host = urllib.parse.urlsplit(self.base).hostname
+        scheme = urllib.parse.urlsplit(self.base).scheme
+        if self._resolved or (urllib.request.getproxies().get(scheme) and not urllib.request.proxy_bypass(host)):
+            return
+        result = {}
+
+        def lookup():
+            try:
+                result["ok"] = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                result["error"] = exc
+
+        worker = threading.Thread(target=lookup, name="tegra-ai-mirror-dns", daemon=True)
+        worker.start()
+        wait = max(0.0, min(self.policy.io_timeout, deadline - time.monotonic()))
+        worker.join(wait)
+        if worker.is_alive():
+            raise _Fault(f"cannot resolve {host} within {wait:.1f} s")
+        if "error" in result:
+            raise _Fault(f"cannot resolve {host}: {_reason(result['error'])}", retry=True)
+        self._resolved = True
+
+    def get(self, rel: str, limit: int, deadline: float, exact: bool = False):
+        url = self.base + "/" + urllib.parse.quote(rel)
+        self._resolve(deadline)
+        delay = self.policy.backoff
+        for attempt in range(self.policy.retries + 1):
+            try:
+                return self._get_once(url, rel, limit, deadline, exact)
+            except _Fault as exc:
+                remaining = deadline - time.monotonic()
+                if not exc.retry or attempt == self.policy.retries or remaining <= delay:
+                    raise
+                LOG.debug("%s: %s; retrying in %.1f s", url, exc, delay)
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def _get_once(self, url, rel, limit, deadline, exact):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Fault(f"mirror time budget ({self.policy.timeout:g} s) spent")
+        req = urllib.request.Request(url, headers=self.headers)
+        try:
+            resp = self.opener.open(req, timeout=min(self.policy.io_timeout, remaining))
+        except urllib.error.HTTPError as exc:
+            with contextlib.suppress(Exception):
+                exc.close()
+            if exc.code in (404, 410):
+                raise _Miss(rel) from None
+            raise _Fault(f"HTTP {exc.code} {exc.reason} for {url}", retry=exc.code in (408, 429) or exc.code >= 500) \
+                from None
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise _Fault(f"TLS certificate of {url} not trusted: {reason.verify_message}") from None
+            raise _Fault(f"cannot reach {url}: {_reason(reason)}", retry=True) from None
+        except (TimeoutError, socket.timeout):
+            raise _Fault(f"{url}: no answer within {min(self.policy.io_timeout, remaining):.1f} s", retry=True) \
+                from None
+        except (http.client.HTTPException, OSError) as exc:
+            raise _Fault(f"{url}: {_reason(exc)}", retry=True) from None
+        with resp:
+            length = resp.headers.get("Content-Length")
+            try:
+                length = int(length) if length is not None else None
+            except ValueError:
+                length = None
+            if length is not None and length > limit:
+                raise _Rejected(f"{url} is {length} bytes, more than the {limit} expected; not downloaded")
+
+            def readinto(b):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _Fault(f"{url}: mirror time budget ({self.policy.timeout:g} s) spent mid-download")
+                _set_read_timeout(resp, min(self.policy.io_timeout, left))
+                try:
+                    return resp.readinto(b)
+                except (TimeoutError, socket.timeout):
+                    raise _Fault(f"{url}: download stalled (no data for "
+                                 f"{min(self.policy.io_timeout, left):.1f} s)", retry=True) from None
+                except (http.client.HTTPException, OSError) as exc:
+                    raise _Fault(f"{url}: download broken: {_reason(exc)}", retry=True) from None
+
+            data, n = _drain(readinto, limit, deadline, url, exact)
+            if (length is not None and n != length) or (exact and n != limit):
+                raise _Fault(f"{url}: truncated ({n} of {length if length is not None else limit} bytes)", retry=True)
+            return data
+
+
+def _reason(exc) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _drain(readinto, limit: int, deadline: float, what: str, exact: bool = False):
+    """Read to the end, at most ``limit`` bytes (one more is the sign of an oversize body);
+    returns (bytearray, bytes read). ``exact``: ``limit`` is the expected size, read into
+    one preallocated buffer (an engine: no copies)."""
+    buf = bytearray(limit if exact else min(limit, 1 << 16))
+    view = memoryview(buf)
+    n = 0
+    while True:
+        if time.monotonic() > deadline:
+            raise _Fault(f"{what}: mirror time budget spent mid-download")
+        if n == len(buf):
+            if n >= limit:
+                if readinto(bytearray(1)):
+                    raise _Rejected(f"{what} is larger than the {limit} bytes expected; download cut off")
+                break
+            view.release()
+            buf.extend(bytes(min(len(buf), limit - len(buf))))
+            view = memoryview(buf)
+        got = readinto(view[n:n + _CHUNK])
+        if not got:
+            break
+        n += got
+    view.release()
+    if not exact:
+        return bytes(buf[:n]), n
+    return buf, n
+
+
+# --------------------------------------------------------------------------- the source
+
+class MirrorSource(EngineSource):
+    """One mirror URL, for one ``ensure`` run. ``last_attempt`` (JSON) says what the last
+    :meth:`fetch` did. A mirror that failed (after its retries) is not asked again in the
+    same run: a mirror that is down costs one time budget per run, not one per model."""
+
+    def __init__(self, url: str, policy: MirrorPolicy, first: bool = True):
+        self.policy = policy
+        self.url = parse_mirror_url(url, allow_http=policy.allow_http)
+        self.label = f"mirror {self.url}"
+        self.first = first
+        self.last_attempt = None
+        self.down = None            # why this mirror is skipped for the rest of the run
+        self.transport = _FileTransport(self.url) if self.url.startswith("file:") else _HttpTransport(self.url, policy)
+
+    def fetch(self, entry, key, material, cache):
+        t0 = time.monotonic()
+        deadline = self.policy.start(entry.name, key) if self.first else self.policy.deadline(entry.name, key)
+        attempt = {"mirror": self.url, "result": "miss", "bytes": 0}
+        got = None
+        if self.down is not None:
+            self.last_attempt = dict(attempt, result="skipped", reason=f"failed earlier in this run: {self.down}",
+                                     seconds=0.0)
+            return None
+        try:
+            got = self._fetch(entry, key, material, cache, deadline, attempt)
+            attempt["result"] = "hit"
+        except _Miss:
+            attempt["result"] = "miss"
+        except _Rejected as exc:
+            attempt.update(result="rejected", reason=str(exc))
+            LOG.warning("%s: engine from %s rejected: %s", entry.name, self.url, exc)
+        except _Fault as exc:
+            attempt.update(result="error", reason=str(exc))
+            self.down = str(exc)
+            LOG.warning("%s: mirror %s unavailable: %s (not asked again in this run)", entry.name, self.url, exc)
+        except TegraAIError as exc:     # writing into the local cache
+            attempt.update(result="error", reason=str(exc))
+            LOG.warning("%s: engine from %s not stored: %s", entry.name, self.url, exc)
+        except Exception as exc:        # whatever a mirror sends, the device still builds
+            attempt.update(result="error", reason=f"unexpected {type(exc).__name__}: {exc}")
+            LOG.warning("%s: mirror %s failed unexpectedly: %s: %s", entry.name, self.url, type(exc).__name__, exc,
+                        exc_info=LOG.isEnabledFor(logging.DEBUG))
+        attempt["seconds"] = round(time.monotonic() - t0, 3)
+        self.last_attempt = attempt
+        return got
+
+    def _fetch(self, entry, key, material, cache, deadline, attempt):
+        rel = engine_relpath(entry.name, key)
+        raw_sidecar = self.transport.get(sidecar_path(rel), MAX_SIDECAR, deadline)
+        attempt["bytes"] += len(raw_sidecar)
+        key_id = None
+        if not self.policy.unsigned:
+            try:
+                signature = self.transport.get(signature_path(rel), MAX_SIGNATURE, deadline)
+            except _Miss:
+                raise _Rejected(f"{signature_path(rel)} is missing: the engine is not signed") from None
+            attempt["bytes"] += len(signature)
+            key_id = next((k.key_id for k in self.policy.keys if k.verify(raw_sidecar, signature)), None)
+            if key_id is None:
+                raise _Rejected("the sidecar's signature does not verify with any trusted key ("
+                                + ", ".join(k.key_id for k in self.policy.keys) + ")")
+            attempt["key_id"] = key_id
+        try:
+            sidecar = Sidecar.from_dict(json.loads(raw_sidecar), where=self.url + "/" + sidecar_path(rel))
+        except (ValueError, RecursionError):
+            raise _Rejected(f"{sidecar_path(rel)} is not JSON (or nested too deeply)") from None
+        except TegraAIError as exc:
+            raise _Rejected(exc.message) from None
+        canonical = json.loads(json.dumps(material))
+        if sidecar.cache_key != key or sidecar.key_material != canonical:
+            diffs = key_differences(canonical, sidecar.key_material) or ["cache key"]
+            raise _Rejected("the engine was built for something else: " + "; ".join(diffs[:4]))
+        size, sha = sidecar.engine_size, sidecar.engine_sha256
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= self.policy.max_engine \
+                or not _HEX64.match(sha or ""):
+            raise _Rejected(f"the sidecar's engine size/sha256 are not usable ({size!r}, {sha!r})")
+        engine = self.transport.get(rel, size, deadline, exact=True)
+        attempt["bytes"] += len(engine)
+        if hashlib.sha256(engine).hexdigest() != sha:
+            raise _Rejected("the engine's sha256 differs from its sidecar's (tampered or corrupt)")
+        # ``sha`` is now the engine's verified digest: the store need not hash 50 MB again.
+        origin = f"fetched from {self.url}" + (f", signed by key {key_id}" if key_id else ", unsigned mirror")
+        sidecar.notes = [*list(sidecar.notes or []), origin]
+        engine_path, stored = cache.store(entry.name, key, engine, sidecar, sha256=sha)   # a bytearray: no copy
+        LOG.info("%s: engine fetched from %s (%.1f MB)", entry.name, self.url, size / 1e6)
+        return engine_path, stored, "fetched"
+
+
+def mirror_sources(urls, keys=(), *, unsigned: bool = False, allow_http: bool = False,
+                   allow_redirects: bool = False, timeout: float = DEFAULT_TIMEOUT,
+                   io_timeout: float = DEFAULT_IO_TIMEOUT, retries: int = 2, ca_file: str | None = None,
+                   key_backend: str | None = None) -> list:
+    """:class:`MirrorSource` objects for ``ensure(sources=...)``; ``keys`` are public key
+    files or directories of them. Every URL and key is checked here (exit code 2)."""
+    urls = list(urls)
+    if not urls:
+        return []
+    for u in urls:
+        parse_mirror_url(u, allow_http=allow_http)
+    pubkeys = []
+    if keys:
+        from tegra_ai.cache.signing import load_public_keys
+
+        pubkeys = load_public_keys(keys, backend=key_backend)
+    policy = MirrorPolicy(keys=pubkeys, unsigned=unsigned, allow_http=allow_http, allow_redirects=allow_redirects,
+                          timeout=timeout, io_timeout=min(io_timeout, timeout), retries=retries, ca_file=ca_file)
+    if unsigned:
+        LOG.warning("engine mirrors are trusted without signatures (--mirror-unsigned)")
+    return [MirrorSource(u, policy, first=(i == 0)) for i, u in enumerate(urls)]

@@ -1,0 +1,200 @@
+"""``publish``: sign engines of a cache and place them into a mirror directory.
+
+Run where engines are built for the fleet (a reference device, or the builder Jetson at
+image-build time); serve the directory with any static web server, or mount it (file://).
+The mirror has the cache's layout plus ``.engine.sig`` files and an ``index.json``
+(what is there, for people and scripts; devices never need it: they ask for their key's
+path). A mirror never gets a different engine for a key it already has, and nothing
+is written into a directory that is not empty and not a mirror of ours."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import logging
+import os
+
+from tegra_ai.cache.mirror import signature_path
+from tegra_ai.cache.store import EngineCache, engine_relpath
+from tegra_ai.errors import EXIT_FAILURE, EXIT_USAGE, TegraAIError
+from tegra_ai.spec import Sidecar, check_model_name, sidecar_path
+from tegra_ai.util.atomic import atomic_write_bytes, atomic_write_json
+
+LOG = logging.getLogger("tegra_ai.publish")
+MIRROR_MARKER = ".tegra-ai-mirror"
+MIRROR_INDEX = "index.json"
+MIRROR_INDEX_FORMAT = "tegra-ai-mirror-index"
+MIRROR_INDEX_VERSION = 1
+
+
+def _usage(message, hint=None):
+    return TegraAIError(message, hint=hint, exit_code=EXIT_USAGE)
+
+
+def _check_mirror_dir(path: str) -> bool:
+    """True when the directory must be created. Refuses a foreign non-empty directory."""
+    if not os.path.lexists(path):
+        parent = os.path.dirname(os.path.abspath(path))
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+            raise _usage(f"cannot create mirror directory {path}: {parent} is not writable")
+        return True
+    if not os.path.isdir(path):
+        raise _usage(f"mirror {path} exists and is not a directory")
+    if not os.access(path, os.W_OK):
+        raise _usage(f"mirror directory {path} is not writable")
+    # A concurrent publish may be creating the marker right now: only other files count.
+    if not os.path.isfile(os.path.join(path, MIRROR_MARKER)) and \
+            [n for n in os.listdir(path) if n not in (MIRROR_MARKER, ".publish.lock")]:
+        raise _usage(f"{path} is not empty and not an engine mirror (no {MIRROR_MARKER}); refusing to write into it",
+                     hint="give an empty or new directory, or an existing mirror")
+    return False
+
+
+def _read(path: str, limit: int | None = None) -> bytes:
+    with open(path, "rb") as f:
+        return f.read() if limit is None else f.read(limit)
+
+
+def _present(mirror: str, rel: str, sidecar: Sidecar):
+    """'absent', 'same' (this engine is there), or 'different' (something else holds the paths)."""
+    paths = [os.path.join(mirror, *p.split("/")) for p in (rel, sidecar_path(rel), signature_path(rel))]
+    if not any(os.path.lexists(p) for p in paths):
+        return "absent"
+    there = Sidecar.read_if_ours(paths[1])
+    if there is None or there.cache_key != sidecar.cache_key or there.engine_sha256 != sidecar.engine_sha256:
+        return "different"
+    try:
+        if os.path.getsize(paths[0]) != there.engine_size:
+            return "different"
+    except OSError:
+        return "different"
+    return "same"
+
+
+def _engines(root: str) -> list:
+    """(name, sidecar path, Sidecar or None) of every ``<name>/*.engine.json`` under ``root``:
+    an ensure cache, or a seed installed in an image (which has no model markers)."""
+    import glob
+
+    out = []
+    for name in sorted(os.listdir(root)):
+        try:
+            check_model_name(name)
+        except TegraAIError:
+            continue
+        if os.path.isdir(os.path.join(root, name)):
+            for path in sorted(glob.glob(os.path.join(glob.escape(root), glob.escape(name), "*.engine.json"))):
+                out.append((name, path, Sidecar.read_if_ours(path)))
+    return out
+
+
+@contextlib.contextmanager
+def _publish_lock(mirror: str):
+    import fcntl
+
+    fd = os.open(os.path.join(mirror, ".publish.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def read_index(mirror: str) -> dict:
+    try:
+        with open(os.path.join(mirror, MIRROR_INDEX)) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    engines = data.get("engines") if isinstance(data, dict) and data.get("format") == MIRROR_INDEX_FORMAT else None
+    return engines if isinstance(engines, dict) else {}
+
+
+def publish(cache_dir: str, mirror_dir: str, private_key: str, *, names=(), key_backend: str | None = None) -> dict:
+    """Sign and copy every valid engine of ``cache_dir`` (or of ``names``) into ``mirror_dir``.
+    Returns a JSON-able summary; ``exit_code`` 1 when an engine conflicts with one there."""
+    from tegra_ai.cache.signing import load_private_key
+
+    key = load_private_key(private_key, backend=key_backend)
+    if not os.path.isdir(cache_dir):
+        raise _usage(f"engine cache {cache_dir} does not exist or is not a directory")
+    for n in names:
+        check_model_name(n)
+    cache = EngineCache(cache_dir, create=False)
+    mirror = os.path.abspath(mirror_dir)
+    if os.path.commonpath([mirror, cache.root]) in (mirror, cache.root):
+        raise _usage(f"the mirror {mirror} and the cache {cache.root} overlap; publish into another directory")
+    create = _check_mirror_dir(mirror)
+
+    candidates, skipped = [], []
+    for name, path, sc in _engines(cache.root):
+        if names and name not in names:
+            continue
+        found = cache.lookup(name, sc.cache_key) if sc is not None else None
+        if found is None:
+            skipped.append({"name": name, "sidecar": path, "reason": "no valid engine beside this sidecar"})
+            continue
+        candidates.append((name, found[0], found[1]))
+    missing = sorted(set(names) - {c[0] for c in candidates})
+    if missing:
+        raise _usage(f"no valid engine of {', '.join(missing)} in {cache.root}")
+    if not candidates:
+        raise _usage(f"no valid engines in {cache.root}", hint="point --cache at an engine cache that ensure filled")
+
+    if create:
+        os.makedirs(mirror, exist_ok=True)
+    marker = os.path.join(mirror, MIRROR_MARKER)
+    if not os.path.exists(marker):
+        # Its existence is the mark: created exclusively, no temp file a concurrent publish could see.
+        with contextlib.suppress(FileExistsError), open(marker, "x") as f:
+            f.write("engine mirror written by tensorrt-optimize publish\n")
+
+    with _publish_lock(mirror):   # one publisher at a time: engine, signature and sidecar stay a set
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        index = {rel: e for rel, e in read_index(mirror).items()
+                 if os.path.isfile(os.path.join(mirror, *str(rel).split("/")))}
+        results = []
+        for name, engine_path, sidecar in candidates:
+            rel = engine_relpath(name, sidecar.cache_key)
+            row = {"name": name, "key": sidecar.cache_key, "engine": rel, "size": sidecar.engine_size}
+            results.append(row)
+            state = _present(mirror, rel, sidecar)
+            if state == "different":
+                row.update(status="conflict", reason=f"{rel} already holds a different engine (or foreign files) for "
+                                                     "this key; not overwritten")
+                LOG.warning("%s: %s", name, row["reason"])
+                continue
+            dest = os.path.join(mirror, *rel.split("/"))
+            if state == "same":
+                row["status"] = "present"
+                if not os.path.exists(signature_path(dest)):   # published unsigned before: sign what is there
+                    atomic_write_bytes(signature_path(dest), key.sign(_read(sidecar_path(dest), 1 << 22)))
+                    row["status"] = "signed"
+                continue
+            raw_sidecar = _read(sidecar_path(engine_path), 1 << 22)
+            engine = _read(engine_path)
+            check = Sidecar.from_dict(json.loads(raw_sidecar), where=sidecar_path(engine_path))
+            if check.cache_key != sidecar.cache_key or hashlib.sha256(engine).hexdigest() != check.engine_sha256:
+                row.update(status="skipped", reason="the engine changed while it was read")
+                continue
+            # Engine, signature, then the sidecar: a reader that finds a sidecar finds the rest.
+            atomic_write_bytes(dest, engine)
+            atomic_write_bytes(signature_path(dest), key.sign(raw_sidecar))
+            atomic_write_bytes(sidecar_path(dest), raw_sidecar)
+            row["status"] = "published"
+            index[rel] = {"name": name, "key": sidecar.cache_key, "size": sidecar.engine_size,
+                          "sha256": sidecar.engine_sha256, "tensorrt": sidecar.tensorrt, "device": sidecar.device,
+                          "key_id": key.key_id, "published": now}
+            LOG.info("%s: published %s", name, rel)
+        atomic_write_json(os.path.join(mirror, MIRROR_INDEX),
+                          {"format": MIRROR_INDEX_FORMAT, "version": MIRROR_INDEX_VERSION, "engines": index})
+    count = lambda s: sum(1 for r in results if r["status"] == s)  # noqa: E731
+    summary = {"mirror": mirror, "cache": cache.root, "key_id": key.key_id, "engines": results, "skipped": skipped,
+               "published": count("published"), "present": count("present"), "conflicts": count("conflict")}
+    summary["exit_code"] = EXIT_FAILURE if summary["conflicts"] else 0
+    return summary

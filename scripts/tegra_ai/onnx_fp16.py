@@ -1,0 +1,171 @@
+"""FP16 ONNX on the host, for builders without weak typing.
+
+TensorRT 11 and TensorRT-RTX build only the types a model has (strongly typed), so
+``--precision fp16`` there needs an FP16 model. This converts one (a small converter of
+its own: onnxconverter-common's ``convert_float_to_float16(keep_io_types=True)`` turns a
+graph output that is also consumed inside the graph into FP16 and feeds a blocked
+operator FP16): inputs and outputs stay FP32 (the application's buffers do not change),
+and numerically sensitive operators stay FP32 behind Casts — reductions,
+Softmax/LogSoftmax, normalisations and the pieces of a decomposed LayerNorm
+(ReduceMean, Pow, Sqrt, Reciprocal), Exp/Log — as do operators whose float inputs are
+coordinates or scales (Resize, TopK, NMS, RoiAlign, Range, CumSum, Min/Max), the list
+onnxconverter-common uses. Check the result with :func:`tegra_ai.quant.compare.compare`.
+
+For the builder: :func:`fp16_model_for_build` writes an FP16 copy of a model into a
+directory the caller owns, for a strongly typed ``--precision fp16`` build."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from tegra_ai.errors import EXIT_USAGE, TegraAIError
+from tegra_ai.onnx_graph import load_onnx, name_nodes
+from tegra_ai.util.atomic import atomic_write_bytes
+from tegra_ai.util.lazy import require
+
+log = logging.getLogger("tegra_ai.onnx_fp16")
+
+SENSITIVE_OPS = ("ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSum",
+                 "ReduceLogSumExp", "ReduceProd", "Softmax", "LogSoftmax", "LayerNormalization",
+                 "GroupNormalization", "InstanceNormalization", "Exp", "Log", "Pow", "Sqrt", "Reciprocal")
+# Kept in FP32 because their float inputs are coordinates, scales or indices, not activations
+# (what onnxconverter-common blocks by default, less its ONNX-ML operators).
+COORDINATE_OPS = ("NonMaxSuppression", "TopK", "RoiAlign", "Resize", "Upsample", "Range", "CumSum", "Min", "Max",
+                  "RandomUniformLike", "RandomNormalLike", "RandomUniform", "RandomNormal", "EyeLike")
+# Their output type is set by an attribute: left as they are, consumers get a Cast.
+TYPE_DEFINING_OPS = ("Cast", "CastLike", "Constant", "ConstantOfShape")
+FLOAT, FLOAT16 = 1, 10
+FP16_MAX = 65504.0
+
+
+def block_list(extra=()) -> list:
+    return sorted(set(SENSITIVE_OPS) | set(COORDINATE_OPS) | set(extra))
+
+
+def to_fp16(model, op_block_list=(), node_block_list=()):
+    """An FP16 copy of an ONNX ModelProto: float tensors computed by nodes outside the block
+    lists become FP16, graph inputs and outputs stay FP32, and a Cast is inserted wherever a
+    tensor's type differs from what its consumer computes in. Returns (model, kept-FP32 node names).
+
+    Tensors whose type shape inference cannot tell, and nodes with subgraphs, stay as they
+    are (FP32), so the result is always type-consistent."""
+    import onnx
+    from onnx import helper, numpy_helper, shape_inference
+
+    model = shape_inference.infer_shapes(model)
+    g = model.graph
+    types = {}
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            types[vi.name] = vi.type.tensor_type.elem_type
+    inits = {i.name: i for i in g.initializer}
+    for name, init in inits.items():
+        types[name] = init.data_type
+    blocked_ops, blocked_nodes = set(op_block_list), set(node_block_list)
+
+    half, kept = {}, []
+    for n in g.node:
+        names = [x for x in list(n.input) + list(n.output) if x]
+        has_float = any(types.get(x) == FLOAT for x in names)
+        unknown = any(not types.get(x) for x in names)
+        subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)
+        is_half = (has_float and not unknown and not subgraph and n.op_type not in TYPE_DEFINING_OPS
+                   and n.op_type not in blocked_ops and n.name not in blocked_nodes)
+        half[n.name] = is_half
+        if has_float and not is_half and n.op_type not in TYPE_DEFINING_OPS:
+            kept.append(n.name)
+
+    consumers = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    new_type = {}
+    for n in g.node:
+        for o in n.output:
+            if types.get(o) == FLOAT:
+                new_type[o] = FLOAT16 if half[n.name] else FLOAT
+    for name, init in inits.items():
+        if init.data_type == FLOAT:
+            users = consumers.get(name, [])
+            if users and all(half[c.name] for c in users):
+                arr = numpy_helper.to_array(init).astype(np.float32)
+                init.CopyFrom(numpy_helper.from_array(np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16), name))
+                new_type[name] = FLOAT16
+            else:
+                new_type[name] = FLOAT
+
+    nodes, casts = [], {}
+    for n in g.node:
+        want = FLOAT16 if half[n.name] else FLOAT
+        for idx, name in enumerate(n.input):
+            if not name or types.get(name) != FLOAT or new_type.get(name, FLOAT) == want:
+                continue
+            key = (name, want)
+            if key not in casts:
+                out = f"{name}_as_{'fp16' if want == FLOAT16 else 'fp32'}"
+                nodes.append(helper.make_node("Cast", [name], [out], name=f"{out}_cast", to=want))
+                casts[key] = out
+            n.input[idx] = casts[key]
+        nodes.append(n)
+    for o in g.output:
+        if types.get(o.name) == FLOAT and new_type.get(o.name) == FLOAT16:
+            inner = f"{o.name}_fp16"
+            for n in nodes:
+                n.output[:] = [inner if x == o.name else x for x in n.output]
+                n.input[:] = [inner if x == o.name else x for x in n.input]
+            nodes.append(helper.make_node("Cast", [inner], [o.name], name=f"{o.name}_output_cast", to=FLOAT))
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.value_info[:]  # stale float types; shape inference fills them again
+    return shape_inference.infer_shapes(model), kept
+
+
+def convert_fp16(model_path: str, output: str, keep_fp32=(), keep_io_types: bool = True) -> dict:
+    """Write an FP16 copy of ``model_path`` to ``output``; ``keep_fp32``: more node names or
+    op types to keep in FP32. Returns a summary (nodes converted / kept)."""
+    onnx = require("onnx", extra="onnx", purpose="FP16 conversion")
+
+    if not keep_io_types:
+        raise TegraAIError("FP16 inputs/outputs are not supported: the application's buffers stay FP32",
+                           exit_code=EXIT_USAGE)
+    model = load_onnx(model_path)
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+        raise TegraAIError(f"{model_path} has Q/DQ nodes; convert the FP32 model", exit_code=EXIT_USAGE)
+    if not any(i.data_type == onnx.TensorProto.FLOAT for i in model.graph.initializer) and \
+            any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer):
+        raise TegraAIError(f"{model_path} is already FP16", exit_code=EXIT_USAGE)
+    name_nodes(model)
+    names = {n.name for n in model.graph.node}
+    types = {n.op_type for n in model.graph.node}
+    unknown = [k for k in keep_fp32 if k not in names and k not in types]
+    if unknown:
+        raise TegraAIError(f"--keep-fp32 {unknown[0]!r} is neither a node name nor an operator type of the model",
+                           exit_code=EXIT_USAGE)
+    ops = block_list(k for k in keep_fp32 if k in types)
+    nodes = [k for k in keep_fp32 if k in names]
+    casts_before = sum(1 for n in model.graph.node if n.op_type == "Cast")
+    try:
+        converted, kept = to_fp16(model, op_block_list=ops, node_block_list=nodes)
+        onnx.checker.check_model(converted)
+    except TegraAIError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - onnx raises many kinds
+        raise TegraAIError(f"FP16 conversion of {model_path} failed: {type(exc).__name__}: {exc}") from None
+    converted.producer_name = "meta-tegra-ai convert-fp16"
+    atomic_write_bytes(output, converted.SerializeToString())
+    casts = sum(1 for n in converted.graph.node if n.op_type == "Cast") - casts_before
+    return {"output": output, "nodes": len(model.graph.node), "kept_fp32": sorted(kept), "casts_added": casts,
+            "keep_io_types": keep_io_types}
+
+
+def fp16_model_for_build(model_path: str, workdir: str) -> str:
+    """Builder hook: an FP16 copy of ``model_path`` in ``workdir`` (for strongly typed
+    ``--precision fp16`` on TensorRT 11 / TensorRT-RTX). External data is not supported
+    by this path: models over 2 GB should be converted ahead with ``convert-fp16``."""
+    out = os.path.join(workdir, os.path.splitext(os.path.basename(model_path))[0] + ".fp16.onnx")
+    convert_fp16(model_path, out)
+    log.info("converted %s to FP16 for a strongly typed build: %s", model_path, out)
+    return out

@@ -1,0 +1,299 @@
+"""Explicit INT8 on the host: an FP32 ONNX + calibration samples -> a Q/DQ ONNX that
+TensorRT builds strongly typed (TensorRT 9+) or with the INT8 flag (8.5).
+
+TensorRT's rules for Q/DQ (developer guide, "Explicit quantization"), and how they are met
+with ONNX Runtime's quantization tool (``onnxruntime.quantization.quantize_static``):
+
+- symmetric INT8, zero point 0: ``QInt8`` activations and weights, ``ActivationSymmetric``
+  and ``WeightSymmetric``;
+- per-channel weights, per-tensor activations: ``per_channel=True``;
+- Q/DQ on the *inputs* of the layers TensorRT runs in INT8 (Conv, ConvTranspose, Gemm,
+  MatMul) and not on their outputs (``OpTypesToExcludeOutputQuantization``): TensorRT
+  fuses the following Q into the layer, and a residual Add keeps its FP inputs so the
+  Conv+Add fusion is not broken (ONNX Runtime shares one Q/DQ pair among all consumers
+  of a tensor; :func:`unquantize_other_consumers` gives the Add its float input back);
+- biases stay float (``QuantizeBias=False``): TensorRT quantizes them itself;
+- ``--target jetpack5`` (TensorRT 8.5): opset <= 17 and float weights behind a Q->DQ
+  pair (``AddQDQPairToWeight``), the form 8.5's parser folds; newer targets get INT8
+  weight initializers behind a DequantizeLinear (4x smaller files).
+
+NVIDIA Model Optimizer's ONNX PTQ (``modelopt.onnx.quantization``) is used instead when
+``backend="modelopt"`` and it is installed; it is never required."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+
+import numpy as np
+
+from tegra_ai.errors import EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError
+from tegra_ai.onnx_graph import graph_inputs, load_onnx, model_opset, name_nodes
+from tegra_ai.util.lazy import require
+
+log = logging.getLogger("tegra_ai.quant.qdq")
+
+QUANTIZED_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+METHODS = ("entropy", "minmax", "percentile")
+BACKENDS = ("onnxruntime", "modelopt")
+JETPACK5_MAX_OPSET = 17
+
+
+def _usage(msg, hint=None):
+    return TegraAIError(msg, hint=hint, exit_code=EXIT_USAGE)
+
+
+@dataclasses.dataclass
+class QuantizeResult:
+    output: str
+    target: str
+    method: str
+    backend: str
+    samples: int
+    quantized_nodes: list
+    excluded_nodes: list
+    qdq_nodes: int
+    opset: int
+    notes: list
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def resolve_exclusions(model, exclude) -> list:
+    """Node names to keep in float: each entry names a node or an op type."""
+    names = {n.name for n in model.graph.node}
+    types = {n.op_type for n in model.graph.node}
+    out = []
+    for e in exclude or ():
+        if e in names:
+            out.append(e)
+        elif e in types:
+            out += [n.name for n in model.graph.node if n.op_type == e]
+        else:
+            raise _usage(f"--exclude {e!r} is neither a node name nor an operator type of the model",
+                         hint=f"operator types: {', '.join(sorted(types))}")
+    return sorted(set(out))
+
+
+def load_calibration(path: str, model) -> dict:
+    """name -> float array for every graph input, from an .npz (no pickle)."""
+    from tegra_ai.trt.calibrator import load_calibration_arrays
+
+    arrays = load_calibration_arrays(path)
+    feed = {}
+    counts = set()
+    for inp in graph_inputs(model):
+        if inp.name not in arrays:
+            raise _usage(f"calibration data {path} has no array for input {inp.name!r} (it has {', '.join(arrays) or 'none'})")
+        a = np.asarray(arrays[inp.name])
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                for d in inp.type.tensor_type.shape.dim]
+        if a.ndim != len(dims) or any(d is not None and i and d != s for i, (d, s) in enumerate(zip(dims, a.shape))):
+            raise _usage(f"calibration array {inp.name!r} has shape {list(a.shape)}, the input is "
+                         f"{[d if d else '?' for d in dims]}")
+        from onnx import helper
+
+        feed[inp.name] = a.astype(helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type), copy=False)
+        counts.add(a.shape[0])
+    if len(counts) != 1 or not counts or min(counts) == 0:
+        raise _usage(f"calibration data {path} has no samples or different sample counts per input")
+    return feed
+
+
+def batches(feed: dict, model, default_batch: int = 16):
+    """Split the samples into the batches the model takes (its static batch, else ``default_batch``)."""
+    static = set()
+    for inp in graph_inputs(model):
+        d0 = inp.type.tensor_type.shape.dim[0] if inp.type.tensor_type.shape.dim else None
+        if d0 is not None and d0.HasField("dim_value") and d0.dim_value > 0:
+            static.add(d0.dim_value)
+    n = next(iter(feed.values())).shape[0]
+    b = static.pop() if len(static) == 1 else default_batch
+    if n < b:
+        raise _usage(f"calibration data has {n} sample(s), fewer than the model's static batch of {b}")
+    return [{k: np.ascontiguousarray(v[i:i + b]) for k, v in feed.items()} for i in range(0, n - b + 1, b)]
+
+
+def _reader(batch_list):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(batch_list)
+
+        def get_next(self):
+            return next(self.it, None)
+
+        def rewind(self):
+            self.it = iter(batch_list)
+
+    return Reader()
+
+
+def _quantize_ort(model, src_path, output, feed, method, excluded, op_types, target, notes, range_cache=None):
+    require("onnxruntime", extra="onnxruntime", purpose="quantization")
+    import contextlib
+    import inspect
+    import io
+
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    cm = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
+          "percentile": CalibrationMethod.Percentile}[method]
+    extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+             "OpTypesToExcludeOutputQuantization": list(op_types),
+             "AddQDQPairToWeight": target == "jetpack5", "DedicatedQDQPair": True,
+             "CalibPercentile": 99.99, "CalibMovingAverage": False}
+    kwargs = {}
+    if range_cache and "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+        kwargs["calibration_cache_path"] = range_cache  # ONNX Runtime >= 1.23: ranges computed once, reused
+    # The tool prints its progress on stdout and warns through the root logger: keep the
+    # library's stdout clean (--json) and its log to our logger.
+    root = logging.getLogger()
+    level = root.level
+    captured = io.StringIO()
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(captured):
+            quantize_static(src_path, output, _reader(batches(feed, model)), quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=list(op_types), per_channel=True, reduce_range=False,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=list(excluded), calibrate_method=cm, extra_options=extra, **kwargs)
+    finally:
+        root.setLevel(level)
+    for line in captured.getvalue().splitlines():
+        log.debug("onnxruntime: %s", line)
+
+
+def _quantize_modelopt(src_path, output, feed, method, excluded, op_types, notes):
+    try:
+        from modelopt.onnx.quantization import quantize as mo_quantize
+    except ImportError:
+        raise TegraAIError("--backend modelopt needs NVIDIA Model Optimizer", hint="pip install nvidia-modelopt[onnx]",
+                           exit_code=EXIT_UNAVAILABLE) from None
+    if method == "percentile":
+        raise _usage("--backend modelopt supports --method entropy or minmax")
+    mo_quantize(onnx_path=src_path, quantize_mode="int8", calibration_data=feed, calibration_method=method,
+                op_types_to_quantize=list(op_types), nodes_to_exclude=list(excluded), output_path=output)
+    notes.append("quantized with NVIDIA Model Optimizer (modelopt.onnx.quantization)")
+
+
+def quantize(model_path: str, calibration: str, output: str, *, target: str = "jetpack6", method: str = "entropy",
+             exclude=(), op_types=QUANTIZED_OP_TYPES, backend: str = "onnxruntime", max_samples: int | None = None,
+             keep_float=(), range_cache: str | None = None) -> QuantizeResult:
+    """Write a Q/DQ INT8 copy of ``model_path`` to ``output`` (atomically).
+
+    ``exclude``: node names or op types left in float (the user's); ``keep_float``: more
+    node names (what the accuracy fallback chose)."""
+    onnx = require("onnx", extra="onnx", purpose="quantization")
+    from tegra_ai.onnx_tools.targets import resolve_target
+
+    if method not in METHODS:
+        raise _usage(f"unknown --method {method!r}: expected {', '.join(METHODS)}")
+    if backend not in BACKENDS:
+        raise _usage(f"unknown --backend {backend!r}: expected {', '.join(BACKENDS)}")
+    tgt = resolve_target(target)
+    model = load_onnx(model_path)
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+        raise _usage(f"{model_path} is already quantized (it has Q/DQ nodes)", hint="quantize the FP32 model")
+    feed = load_calibration(calibration, model)
+    if max_samples:
+        feed = {k: v[:max_samples] for k, v in feed.items()}
+    samples = next(iter(feed.values())).shape[0]
+    name_nodes(model)
+    excluded = sorted(set(resolve_exclusions(model, exclude)) | set(keep_float))
+    notes = []
+    opset = model_opset(model)
+    if opset < 13:
+        from onnx import version_converter
+
+        model = version_converter.convert_version(model, 13)
+        notes.append(f"opset {opset} -> 13 (per-channel Q/DQ needs the axis attribute)")
+        opset = 13
+    if tgt.tensorrt < (9,) and opset > JETPACK5_MAX_OPSET:
+        raise _usage(f"{model_path} has opset {opset}; TensorRT {tgt.tensorrt_string} ({target}) reads opset <= "
+                     f"{JETPACK5_MAX_OPSET}", hint="export the model with opset 17 or lower")
+    quantizable = [n.name for n in model.graph.node if n.op_type in op_types]
+    if not [n for n in quantizable if n not in excluded]:
+        raise _usage(f"{model_path} has no {'/'.join(op_types)} node left to quantize")
+    out_dir = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(out_dir):
+        raise _usage(f"output directory {out_dir} does not exist")
+    with tempfile.TemporaryDirectory(prefix=".tegra-ai-quant-", dir=out_dir) as tmp:
+        src = os.path.join(tmp, "named.onnx")
+        onnx.save(model, src)
+        dst = os.path.join(tmp, "quantized.onnx")
+        if backend == "modelopt":
+            _quantize_modelopt(src, dst, feed, method, excluded, op_types, notes)
+        else:
+            _quantize_ort(model, src, dst, feed, method, excluded, op_types, "jetpack5" if tgt.tensorrt < (9,)
+                          else target, notes, range_cache)
+        q = onnx.load(dst)
+        if tgt.tensorrt < (9,) and model_opset(q) > JETPACK5_MAX_OPSET:
+            raise TegraAIError(f"the quantizer raised the opset to {model_opset(q)}, above TensorRT "
+                               f"{tgt.tensorrt_string}'s {JETPACK5_MAX_OPSET}")
+        unquantize_other_consumers(q, op_types)
+        q.producer_name = "meta-tegra-ai quantize"
+        onnx.save(q, dst)
+        problems = check_for_target(dst, target)
+        if problems:  # our placement broke a rule of the target's TensorRT: never hand that out
+            raise TegraAIError(f"the quantized model fails the {target} preflight: {problems[0]}",
+                               hint="report this; --exclude the layer named there meanwhile")
+        from tegra_ai.util.atomic import atomic_write_bytes
+
+        atomic_write_bytes(output, q.SerializeToString())
+    qdq = [n for n in q.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    consumers = {}
+    for n in q.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    dq_outputs = {o for n in qdq if n.op_type == "DequantizeLinear" for o in n.output}
+    quantized = sorted({n.name for n in q.graph.node if n.op_type in op_types and any(i in dq_outputs for i in n.input)})
+    return QuantizeResult(output=output, target=target, method=method, backend=backend, samples=samples,
+                          quantized_nodes=quantized, excluded_nodes=excluded, qdq_nodes=len(qdq),
+                          opset=model_opset(q), notes=notes)
+
+
+def unquantize_other_consumers(model, op_types=QUANTIZED_OP_TYPES) -> int:
+    """Rewire consumers other than ``op_types`` (a residual Add, a Concat, ...) that read an
+    activation's DequantizeLinear back to the float tensor; drop Q/DQ pairs left unused.
+    Returns how many inputs were rewired."""
+    graph = model.graph
+    inits = {i.name for i in graph.initializer}
+    q_by_out = {n.output[0]: n for n in graph.node if n.op_type == "QuantizeLinear"}
+    original = {}
+    for n in graph.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] in q_by_out:
+            src = q_by_out[n.input[0]].input[0]
+            if src not in inits:
+                original[n.output[0]] = src
+    rewired = 0
+    for n in graph.node:
+        if n.op_type in tuple(op_types) + ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, name in enumerate(n.input):
+            if name in original:
+                n.input[i] = original[name]
+                rewired += 1
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {i for n in graph.node for i in n.input} | outputs
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    return rewired
+
+
+def check_for_target(path: str, target: str) -> list:
+    """The host preflight's errors for ``path`` on ``target`` (Q/DQ rules included)."""
+    from tegra_ai.onnx_tools.check import check_model
+    from tegra_ai.onnx_tools.targets import resolve_target
+
+    report = check_model(path, resolve_target(target), use_parser=False)
+    return [f"{f.code}: {f.message}" for f in report.findings if f.severity == "error"]

@@ -1,0 +1,95 @@
+"""Frame sources for the pipeline: iterables of uint8 NumPy frames in the layout of a
+:class:`~tegra_ai.preprocess.spec.PreprocessSpec` input format (``bgr8``/``rgb8``
+HxWx3, ``gray8`` HxW, ``nv12`` (H*3/2)xW as Jetson decoders produce it).
+
+* :func:`synthetic` - random frames (benchmarks, tests);
+* :func:`image_folder` - every image of a folder, sorted by name (OpenCV);
+* :func:`video` - a file, a camera index or a GStreamer pipeline string (OpenCV's
+  ``VideoCapture``; a string containing ``!`` is opened with ``CAP_GSTREAMER``, e.g.
+  ``nvarguscamerasrc ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! appsink``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from tegra_ai.errors import EXIT_USAGE, TegraAIError
+from tegra_ai.util.lazy import require
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
+
+
+def bgr_to_format(frame: np.ndarray, input_format: str) -> np.ndarray:
+    """Convert an OpenCV BGR frame to ``input_format`` (host, OpenCV)."""
+    if input_format == "bgr8":
+        return frame
+    cv2 = require("cv2", purpose="reading images and video", extra=None)
+    if input_format == "rgb8":
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    if input_format == "gray8":
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    if frame.shape[0] % 2 or frame.shape[1] % 2:
+        frame = frame[: frame.shape[0] // 2 * 2, : frame.shape[1] // 2 * 2]
+    i420 = cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420)
+    h, w = frame.shape[:2]
+    # I420: the Y plane, then the U and V planes of (h/2) x (w/2) each, packed back to back
+    # (not row-aligned when h is not a multiple of 4).
+    chroma = i420[h:].reshape(-1)
+    q = (h // 2) * (w // 2)
+    y, u, v = i420[:h], chroma[:q].reshape(h // 2, w // 2), chroma[q:2 * q].reshape(h // 2, w // 2)
+    uv = np.stack([u, v], -1).reshape(h // 2, w)
+    return np.ascontiguousarray(np.concatenate([y, uv], 0))
+
+
+def synthetic(count: int, height: int, width: int, input_format: str = "bgr8", seed: int = 0, distinct: int = 8):
+    """``count`` frames cycling through ``distinct`` random ones (no generator cost per frame)."""
+    if count < 0 or height <= 0 or width <= 0:
+        raise TegraAIError(f"synthetic source: count {count}, size {height}x{width} must be positive",
+                           exit_code=EXIT_USAGE)
+    rng = np.random.default_rng(seed)
+    shape = {"bgr8": (height, width, 3), "rgb8": (height, width, 3), "gray8": (height, width),
+             "nv12": (height * 3 // 2, width)}[input_format]
+    frames = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(max(1, min(distinct, count or 1)))]
+    for i in range(count):
+        yield frames[i % len(frames)]
+
+
+def image_folder(path: str, input_format: str = "bgr8"):
+    if not os.path.isdir(path):
+        raise TegraAIError(f"image folder {path} does not exist", exit_code=EXIT_USAGE)
+    names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_SUFFIXES))
+    if not names:
+        raise TegraAIError(f"image folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})", exit_code=EXIT_USAGE)
+    cv2 = require("cv2", purpose="reading images")
+    for n in names:
+        img = cv2.imread(os.path.join(path, n), cv2.IMREAD_COLOR)
+        if img is None:
+            raise TegraAIError(f"cannot read image {os.path.join(path, n)}", exit_code=EXIT_USAGE)
+        yield bgr_to_format(img, input_format)
+
+
+def video(uri, input_format: str = "bgr8", limit: int | None = None):
+    cv2 = require("cv2", purpose="reading video")
+    if isinstance(uri, str) and uri.isdigit():
+        uri = int(uri)
+    if isinstance(uri, str) and "!" in uri:
+        cap = cv2.VideoCapture(uri, cv2.CAP_GSTREAMER)
+    else:
+        if isinstance(uri, str) and not os.path.exists(uri) and "://" not in uri:
+            raise TegraAIError(f"video {uri} does not exist", exit_code=EXIT_USAGE)
+        cap = cv2.VideoCapture(uri)
+    if not cap.isOpened():
+        raise TegraAIError(f"OpenCV cannot open video source {uri!r}", exit_code=EXIT_USAGE,
+                           hint="for a GStreamer pipeline, OpenCV must be built with GStreamer")
+    try:
+        n = 0
+        while limit is None or n < limit:
+            ok, frame = cap.read()
+            if not ok:
+                return
+            n += 1
+            yield bgr_to_format(frame, input_format)
+    finally:
+        cap.release()

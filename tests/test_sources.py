@@ -1,0 +1,75 @@
+"""Pipeline frame sources on the CPU: synthetic frames, an image folder and a video file
+through OpenCV, and the BGR -> NV12 conversion (the layout Jetson decoders produce)."""
+
+import numpy as np
+import pytest
+
+from tegra_ai.errors import TegraAIError
+from tegra_ai.runtime import sources
+
+
+def test_synthetic_shapes_and_count():
+    for fmt, shape in (("bgr8", (6, 8, 3)), ("gray8", (6, 8)), ("nv12", (9, 8))):
+        frames = list(sources.synthetic(5, 6, 8, fmt, distinct=2))
+        assert len(frames) == 5 and all(f.shape == shape and f.dtype == np.uint8 for f in frames)
+        assert frames[0] is frames[2] and not np.array_equal(frames[0], frames[1])
+    with pytest.raises(TegraAIError, match="must be positive"):
+        list(sources.synthetic(1, 0, 8))
+
+
+def test_bgr_to_nv12_matches_opencv_planes():
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(0)
+    bgr = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    nv12 = sources.bgr_to_format(bgr, "nv12")
+    i420 = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
+    assert nv12.shape == (9, 8)
+    assert np.array_equal(nv12[:6], i420[:6])                               # Y
+    chroma = i420[6:].reshape(-1)                                          # U (3x4) then V (3x4)
+    assert np.array_equal(nv12[6:, 0::2].reshape(-1), chroma[:12])          # U, interleaved
+    assert np.array_equal(nv12[6:, 1::2].reshape(-1), chroma[12:])          # V
+    assert np.array_equal(sources.bgr_to_format(bgr, "rgb8"), bgr[..., ::-1])
+
+
+def test_image_folder_sorted_and_converted(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(1)
+    imgs = [rng.integers(0, 256, (10, 12, 3), dtype=np.uint8) for _ in range(3)]
+    for name, im in zip(("b.png", "a.png", "c.png"), imgs):
+        cv2.imwrite(str(tmp_path / name), im)
+    (tmp_path / "notes.txt").write_text("not an image")
+    got = list(sources.image_folder(str(tmp_path)))
+    assert [g.shape for g in got] == [(10, 12, 3)] * 3
+    assert np.array_equal(got[0], imgs[1]) and np.array_equal(got[1], imgs[0])  # by name
+    assert list(sources.image_folder(str(tmp_path), "gray8"))[0].shape == (10, 12)
+    with pytest.raises(TegraAIError, match="does not exist"):
+        list(sources.image_folder(str(tmp_path / "missing")))
+
+
+def test_image_folder_errors(tmp_path):
+    pytest.importorskip("cv2")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TegraAIError, match="holds no images"):
+        list(sources.image_folder(str(tmp_path / "empty")))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(TegraAIError, match="cannot read image"):
+        list(sources.image_folder(str(tmp_path / "bad")))
+
+
+def test_video_file_frames_and_limit(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    path = str(tmp_path / "v.avi")
+    w = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
+    if not w.isOpened():
+        pytest.skip("this OpenCV cannot write MJPG")
+    for i in range(6):
+        w.write(np.full((24, 32, 3), 40 * i, np.uint8))
+    w.release()
+    frames = list(sources.video(path))
+    assert len(frames) == 6 and frames[0].shape == (24, 32, 3)
+    assert abs(int(frames[3].mean()) - 120) < 8  # in order
+    assert len(list(sources.video(path, limit=2))) == 2
+    assert list(sources.video(path, "nv12", limit=1))[0].shape == (36, 32)
+    with pytest.raises(TegraAIError, match="does not exist"):
+        list(sources.video(str(tmp_path / "nope.mp4")))
