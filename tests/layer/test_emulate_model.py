@@ -237,3 +237,21 @@ def test_user_recipe_example_parses(tmp_path):
     assert "--name detector --precision int8" in compile_
     assert "--shapes images:1x3x640x640:1x3x640x640:4x3x640x640 --workspace 1073741824" in compile_
     assert "tensorrt-model-optimizer-native" in d.getVar("DEPENDS")
+
+
+@pytest.mark.parametrize("series", ["scarthgap", "master"])
+def test_ensemble_recipe_bundle_and_install(tmp_path, series):
+    try:
+        d = emulate.parse("recipes-ai/tegra-ai-model-ensemble/tegra-ai-model-ensemble_0.1.0.bb", tmp_path / "work",
+                          series, {"TEGRA_AI_ONNX_CHECK": "0"})
+    except ImportError as e:
+        pytest.skip("BitBake's bb package is not installed (pip install bitbake-setup): %s" % e)
+    env = native_tool(tmp_path)
+    emulate.unpack(d)
+    emulate.run(d, "do_compile", env=env)
+    emulate.run(d, "do_install", env=env)
+    files = emulate.installed_files(d)
+    assert "/usr/share/tegra-ai/models/tegra-ai-model-ensemble/manifest.json" in files
+    assert "/usr/share/tegra-ai/ensembles/digits-ensemble.json" in files
+    split = emulate.package_split(d, files)
+    assert list(split) == [d.getVar("PN")], split.get(None)
