@@ -5,7 +5,8 @@ import os
 import re
 
 __all__ = ["unpackdir", "recipe_available", "layer_recipe_versions", "project_version",
-           "proprietary_license"]
+           "proprietary_license", "state_directory_line", "appends_if_recipe", "check_paths",
+           "check_service_settings"]
 
 
 def unpackdir(d):
@@ -73,3 +74,71 @@ def proprietary_license(d):
     """'Proprietary' up to scarthgap; 'LicenseRef-Proprietary' (SPDX syntax, as meta-tegra master uses) after."""
     series = (d.getVar("LAYERSERIES_CORENAMES") or "").split()
     return "Proprietary" if "scarthgap" in series else "LicenseRef-Proprietary"
+
+
+def state_directory_line(d, var="TEGRA_AI_ENGINE_CACHE"):
+    """The unit's ``StateDirectory=`` line when ``var`` is below ``${localstatedir}/lib``, else a comment.
+
+    systemd creates a StateDirectory before the service starts (and keeps it writable
+    under ProtectSystem=strict); a cache elsewhere (e.g. /data on a read-only rootfs)
+    is created by tmpfiles.d and opened with ReadWritePaths instead.
+    """
+    path = (d.getVar(var) or "").rstrip("/")
+    base = (d.getVar("localstatedir") or "/var").rstrip("/") + "/lib/"
+    if path.startswith(base) and len(path) > len(base):
+        return "StateDirectory=" + path[len(base):]
+    # no "," or "&": the recipe puts this line into the unit with sed
+    return "# %s is outside %s: tmpfiles.d creates it (no StateDirectory)" % (var, base.rstrip("/"))
+
+
+def appends_if_recipe(d, pn, pattern):
+    """``pattern`` (bbappends for recipe ``pn``) when a layer in BBLAYERS has a ``pn`` recipe, else ''.
+
+    For conf/layer.conf's BBFILES: a bbappend without its recipe is an error
+    ("No recipes available for"), and BBFILES_DYNAMIC can only ask whether a layer
+    is present, not whether this branch of it has the recipe (meta-tegra-community
+    has onnx on master only).
+    """
+    for layer in (d.getVar("BBLAYERS") or "").split():
+        if glob.glob(os.path.join(layer, "recipes-*", "*", pn + "_*.bb")):
+            return pattern
+    return ""
+
+
+PATH_VARS = ("TEGRA_AI_MODELS_DIR", "TEGRA_AI_ENGINE_CACHE", "TEGRA_AI_ENGINE_SEED")
+# what the service recipe's sed and systemd's unit syntax cannot carry in a path
+_PATH_BAD = re.compile(r"[\s,&\\'\"%$;]")
+
+
+def check_paths(d):
+    """Parse-time check of the on-device locations; raises ValueError naming the variable."""
+    values = {}
+    for var in PATH_VARS:
+        v = (d.getVar(var) or "").strip()
+        if not v.startswith("/") or v.rstrip("/") == "":
+            raise ValueError("%s = %r: give an absolute path on the device (not /), e.g. /data/tegra-ai/engines"
+                             % (var, v))
+        if _PATH_BAD.search(v):
+            raise ValueError("%s = %r: the path may not contain spaces, quotes or any of , & %% $ ; \\" % (var, v))
+        values[var] = v.rstrip("/")
+    cache = values["TEGRA_AI_ENGINE_CACHE"]
+    for ro in ("TEGRA_AI_MODELS_DIR", "TEGRA_AI_ENGINE_SEED"):
+        if cache == values[ro] or cache.startswith(values[ro] + "/") or values[ro].startswith(cache + "/"):
+            raise ValueError("TEGRA_AI_ENGINE_CACHE = %r overlaps %s = %r: the cache is written on the device, "
+                             "the models and seed engines are read-only parts of the image" % (cache, ro, values[ro]))
+    return values
+
+
+_TIMESPAN = re.compile(r"^(infinity|\d+(us|ms|s|sec|m|min|h|d|w)?( *\d+(us|ms|s|sec|m|min|h|d|w))*)$")
+
+
+def check_service_settings(d):
+    """Parse-time check of tegra-ai-engines' settings; raises ValueError naming the variable."""
+    for var in ("TEGRA_AI_ENGINES_TIMEOUT", "TEGRA_AI_ENGINES_RETRY_WINDOW"):
+        v = (d.getVar(var) or "").strip()
+        if not _TIMESPAN.match(v):
+            raise ValueError("%s = %r: a systemd time span (e.g. 90min, 6h, infinity)" % (var, v))
+    for var, lo in (("TEGRA_AI_MODEL_TIMEOUT", 1), ("TEGRA_AI_ENGINES_RETRIES", 0)):
+        v = (d.getVar(var) or "").strip()
+        if not v.isdigit() or int(v) < lo:
+            raise ValueError("%s = %r: a whole number%s" % (var, v, " of seconds, at least 1" if lo else ""))

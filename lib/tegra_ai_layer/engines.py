@@ -25,7 +25,8 @@ __all__ = [
     "ModelConfigError", "ModelSpec", "OPTION_FLAGS", "PRECISIONS",
     "parse_models", "bundle_commands", "bundle_target", "compute_capability",
     "guess_trt_version", "short_trt_version", "check_builder", "remote_ensure_script", "builder_command",
-    "absolute_file_checksums", "model_files",
+    "builder_expectations", "verify_cache_args", "builder_cache_dir", "builder_lockfile", "ssh_auth_sock",
+    "absolute_file_checksums", "model_files", "models_signature",
     "builder_is_local", "read_bool", "parse_size", "parse_shapes",
 ]
 
@@ -283,6 +284,21 @@ def bundle_commands(d, tool="tensorrt-optimize", srcdir=None, outdir=None):
     return "\n    ".join(lines)
 
 
+def models_signature(d):
+    """The models and all their options as one canonical string (for the task signature).
+
+    BitBake hashes a variable's value but not its varflags, where the options live; file
+    names stay as written (relative to UNPACKDIR), so the build directory does not
+    enter the signature. '' when the models are invalid (parsing fails elsewhere).
+    """
+    import json
+    try:
+        specs = parse_models(d)
+    except ModelConfigError:
+        return ""
+    return json.dumps([spec.bundle_args("", "") for spec in specs], separators=(",", ":"))
+
+
 def model_files(d):
     """Relative input files of all models (for checks that they were fetched)."""
     return [f for spec in parse_models(d) for f in spec.files()]
@@ -368,6 +384,14 @@ def check_builder(d):
     if not (d.getVar("TEGRA_AI_TRT_VERSION") or "").strip():
         raise ModelConfigError("TEGRA_AI_ENGINE_BUILDER is set but the image's TensorRT version is unknown: "
                                "set TEGRA_AI_TRT_VERSION (e.g. 10.3.0)")
+    cache = (d.getVar("TEGRA_AI_ENGINE_BUILDER_CACHE") or "").strip()
+    if cache and (not cache.startswith("/") or re.search(r"[\s'\"$`\\]", cache)):
+        raise ModelConfigError("TEGRA_AI_ENGINE_BUILDER_CACHE = %r: an absolute path on the builder, without "
+                               "spaces, quotes, $ or backslashes (empty: a temporary cache per build)" % cache)
+    module = d.getVar("TEGRA_AI_ENGINE_BUILDER_MODULE") or ""
+    if "\n" in module or "${" in module:
+        raise ModelConfigError("TEGRA_AI_ENGINE_BUILDER_MODULE = %r: one line, as /proc/device-tree/model "
+                               "of the builder reads" % module)
     return builder
 
 
@@ -376,7 +400,66 @@ def builder_command(d):
     prefix = check_builder(d)
     if not prefix:
         return ""
-    return "%s %s" % (prefix, shlex.quote(remote_ensure_script(d.getVar("TEGRA_AI_ENGINE_BUILDER_TOOL") or "tensorrt-optimize")))
+    script = remote_ensure_script(d.getVar("TEGRA_AI_ENGINE_BUILDER_TOOL") or "tensorrt-optimize",
+                                  cache=builder_cache_dir(d), expect=builder_expectations(d))
+    return "%s %s" % (prefix, shlex.quote(script))
+
+
+def verify_cache_args(d):
+    """``tensorrt-optimize verify-cache`` options: the image's facts (those that are known)."""
+    trt, cc, l4t, module = builder_expectations(d)
+    args = []
+    for opt, value in (("--trt-version", trt), ("--compute-capability", cc), ("--l4t-release", l4t),
+                       ("--module", module)):
+        if value:
+            args += [opt, value]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def builder_expectations(d):
+    """What the builder must report before it builds: (TensorRT X.Y.Z, compute capability, L4T release, module).
+
+    Empty entries are not checked. The same values are in the engine task's signature
+    (through the variables they come from), so a BSP or TensorRT update rebuilds the
+    engines and nothing else does.
+    """
+    return (short_trt_version(d.getVar("TEGRA_AI_TRT_VERSION")),
+            (d.getVar("TEGRA_AI_COMPUTE_CAPABILITY") or "").strip(),
+            (d.getVar("TEGRA_AI_L4T_VERSION") or "").strip(),
+            (d.getVar("TEGRA_AI_ENGINE_BUILDER_MODULE") or "").strip())
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")
+
+
+def builder_cache_dir(d):
+    """The builder's persistent cache for this recipe: <TEGRA_AI_ENGINE_BUILDER_CACHE>/<MACHINE>/<bundle>."""
+    root = (d.getVar("TEGRA_AI_ENGINE_BUILDER_CACHE") or "").strip()
+    if not root:
+        return ""
+    parts = [_UNSAFE.sub("_", (d.getVar(v) or "x").strip() or "x") for v in ("MACHINE", "TEGRA_AI_BUNDLE")]
+    return "/".join([root.rstrip("/")] + parts)
+
+
+def builder_lockfile(d):
+    """BitBake lock file for one builder: its engine tasks run one at a time (one GPU, limited memory)."""
+    import hashlib
+    builder = (d.getVar("TEGRA_AI_ENGINE_BUILDER") or "").strip()
+    tag = hashlib.sha256(builder.encode()).hexdigest()[:12]
+    return "%s/tegra-ai-engine-builder-%s.lock" % ((d.getVar("TMPDIR") or "/tmp").rstrip("/"), tag)
+
+
+def ssh_auth_sock(d):
+    """The ssh-agent socket of the shell that started BitBake (tasks get a cleaned environment).
+
+    Taken from BB_ORIGENV, as BitBake's fetcher does for git over ssh; the value is
+    excluded from task signatures (openembedded-core's BB_BASEHASH_IGNORE_VARS).
+    """
+    value = d.getVar("SSH_AUTH_SOCK") or ""
+    origenv = d.getVar("BB_ORIGENV", False)
+    if not value and origenv is not None and hasattr(origenv, "getVar"):
+        value = origenv.getVar("SSH_AUTH_SOCK") or ""
+    return value
 
 
 def absolute_file_checksums(d):
@@ -388,13 +471,54 @@ def absolute_file_checksums(d):
     return " ".join("%s:%s" % (f, os.path.exists(f)) for f in files if os.path.isabs(f))
 
 
-def remote_ensure_script(tool="tensorrt-optimize"):
+# Run by the builder with python3 before it builds: its facts against the image's.
+# Argument order: TensorRT X.Y.Z, compute capability, L4T release, module; '' = not checked.
+_PROBE = (
+    'import sys\n'
+    'from tegra_ai import platform\n'
+    'want = dict(zip(("TensorRT", "compute capability", "L4T release", "module"), sys.argv[1:5]))\n'
+    'facts = platform.detect()\n'
+    'try:\n'
+    '    from tegra_ai.trt import compat\n'
+    '    trt = compat.load()[1].version_string\n'
+    'except Exception as e:\n'
+    '    trt = "none (%s)" % e\n'
+    'have = dict(zip(want, (trt, facts and facts.compute_capability, facts and facts.l4t_release,\n'
+    '                       facts and facts.module)))\n'
+    'def same(k):\n'
+    '    h = str(have[k] or "")\n'
+    '    return not want[k] or h == want[k] or (k == "TensorRT" and h.startswith(want[k] + "."))\n'
+    'bad = ["%s %s (the image has %s)" % (k, have[k], want[k]) for k in want if not same(k)]\n'
+    'if bad:\n'
+    '    sys.stderr.write("builder mismatch: it has " + "; ".join(bad) + "\\n")\n'
+    '    sys.exit(3)\n'
+)
+
+
+def remote_ensure_script(tool="tensorrt-optimize", cache="", expect=None):
     """POSIX shell run by the builder: bundle tar on stdin -> engine cache tar on stdout.
 
-    Written without braces so BitBake never expands anything in it; progress goes to stderr.
+    ``expect`` (TensorRT X.Y.Z, compute capability, L4T release, module): checked on the
+    builder before anything is built; a mismatch exits 3 with one line on stderr.
+    ``cache``: the builder's persistent cache for this bundle (an unchanged model is a
+    cache hit, never rebuilt); engines of models no longer in the bundle are pruned
+    there. Empty: a temporary cache. Builds are serialized on the builder with flock
+    where it exists (one GPU; several build hosts may share one builder).
+    Written without ``${`` so BitBake never expands anything in it; progress goes to stderr.
     """
-    return ("set -e; w=$(mktemp -d); trap 'rm -rf \"$w\"' EXIT; mkdir \"$w/b\" \"$w/e\"; "
-            "tar -C \"$w/b\" -xf -; "
-            "%s ensure --manifest \"$w/b\" --cache \"$w/e\" --json >&2; "
-            "tar -C \"$w/e\" -cf - ."
-            % shlex.quote(tool))
+    parts = ["set -e", "w=$(mktemp -d)", "trap 'rm -rf \"$w\"' EXIT", "mkdir \"$w/b\"",
+             "tar -C \"$w/b\" -xf -"]
+    if expect:
+        parts.append("python3 -c %s %s" % (shlex.quote(_PROBE), " ".join(shlex.quote(v or "") for v in expect)))
+    if cache:
+        parts += ["c=%s" % shlex.quote(cache), "mkdir -p \"$c\"",
+                  "if command -v flock >/dev/null 2>&1; then exec 9>\"$(dirname \"$(dirname \"$c\")\")/.lock\"; "
+                  "flock 9; fi",
+                  "%s ensure --manifest \"$w/b\" --cache \"$c\" --prune unlisted --json >&2" % shlex.quote(tool)]
+    else:
+        parts += ["c=\"$w/e\"", "mkdir \"$c\"",
+                  "%s ensure --manifest \"$w/b\" --cache \"$c\" --json >&2" % shlex.quote(tool)]
+    parts.append("tar -C \"$c\" -cf - .")
+    script = "; ".join(parts)
+    assert "${" not in script
+    return script

@@ -1,47 +1,71 @@
 # nooelint: oelint.var.mandatoryvar.HOMEPAGE - built from this repository itself (the layer's own tree); it has no separate upstream page
 SUMMARY = "First-boot TensorRT engine service for tegra-ai model bundles"
 DESCRIPTION = "A systemd oneshot unit that runs 'tensorrt-optimize ensure' over the model \
-bundles in ${datadir}/tegra-ai/models before the applications start, building into a \
+bundles in TEGRA_AI_MODELS_DIR before the applications start, building into a \
 persistent cache, so that engines are made on the device they run on and rebuilt only \
 when TensorRT, a model or its options change."
 
 LICENSE = "MIT"
-LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
+LIC_FILES_CHKSUM = "${TEGRA_AI_LICENSE_CHKSUM}"
 
-SRC_URI = "file://tegra-ai-engines.service file://tegra-ai-engines.default"
+SRC_URI = "file://tegra-ai-engines.service file://tegra-ai-engines.default file://tegra-ai-engines.tmpfiles"
 S = "${@tegra_ai_layer.compat.unpackdir(d)}"
+# The unit and files are rendered here (never over their sources in S).
+B = "${WORKDIR}/build"
 
-inherit systemd allarch
+# TEGRA_AI_MODELS_DIR, TEGRA_AI_ENGINE_CACHE (persistent!), TEGRA_AI_ENGINE_SEED
+inherit tegra_ai_paths systemd allarch
 
-# How long one start may build engines before systemd stops it, and how many
-# failed starts within TEGRA_AI_ENGINES_RETRY_WINDOW are retried.
-TEGRA_AI_ENGINES_TIMEOUT ??= "1h"
+# A backstop for a whole run (systemd TimeoutStartSec; all models of a first
+# boot), the limit of one model's build in seconds, and how many failed starts
+# within TEGRA_AI_ENGINES_RETRY_WINDOW are retried.
+TEGRA_AI_ENGINES_TIMEOUT ??= "24h"
+TEGRA_AI_MODEL_TIMEOUT ??= "3600"
 TEGRA_AI_ENGINES_RETRIES ??= "4"
 TEGRA_AI_ENGINES_RETRY_WINDOW ??= "6h"
+
+python __anonymous() {
+    import tegra_ai_layer.compat as compat
+    try:
+        compat.check_service_settings(d)
+    except ValueError as e:
+        bb.fatal("%s: %s" % (d.getVar("PN"), e))
+}
 
 do_configure[noexec] = "1"
 do_compile[noexec] = "1"
 
 do_install() {
     f=${S}
-    install -d ${D}${systemd_system_unitdir} ${D}${sysconfdir}/default \
-        ${D}${datadir}/tegra-ai/models ${D}${localstatedir}/lib/tegra-ai/engines
-    sed -e 's,@BINDIR@,${bindir},g' \
-        -e 's,@SYSCONFDIR@,${sysconfdir},g' \
-        -e 's,@MODELSDIR@,${datadir}/tegra-ai/models,g' \
-        -e 's,@ENGINECACHE@,${localstatedir}/lib/tegra-ai/engines,g' \
-        -e 's,@ENGINESEED@,${datadir}/tegra-ai/engines,g' \
-        -e 's,@TIMEOUT@,${TEGRA_AI_ENGINES_TIMEOUT},g' \
-        -e 's,@RETRIES@,${TEGRA_AI_ENGINES_RETRIES},g' \
-        -e 's,@RETRYWINDOW@,${TEGRA_AI_ENGINES_RETRY_WINDOW},g' \
-        $f/tegra-ai-engines.service > ${D}${systemd_system_unitdir}/tegra-ai-engines.service
-    chmod 0644 ${D}${systemd_system_unitdir}/tegra-ai-engines.service
-    install -m 0644 $f/tegra-ai-engines.default ${D}${sysconfdir}/default/tegra-ai-engines
+    install -d ${B}
+    install -d ${D}${systemd_system_unitdir} ${D}${sysconfdir}/default ${D}${nonarch_libdir}/tmpfiles.d \
+        ${D}${TEGRA_AI_MODELS_DIR}
+    for src in tegra-ai-engines.service tegra-ai-engines.default tegra-ai-engines.tmpfiles; do
+        sed -e 's,@BINDIR@,${bindir},g' \
+            -e 's,@SYSCONFDIR@,${sysconfdir},g' \
+            -e 's,@MODELSDIR@,${TEGRA_AI_MODELS_DIR},g' \
+            -e 's,@ENGINECACHE@,${TEGRA_AI_ENGINE_CACHE},g' \
+            -e 's,@ENGINESEED@,${TEGRA_AI_ENGINE_SEED},g' \
+            -e 's,@STATEDIRECTORY@,${@tegra_ai_layer.compat.state_directory_line(d)},g' \
+            -e 's,@TIMEOUT@,${TEGRA_AI_ENGINES_TIMEOUT},g' \
+            -e 's,@MODELTIMEOUT@,${TEGRA_AI_MODEL_TIMEOUT},g' \
+            -e 's,@RETRIES@,${TEGRA_AI_ENGINES_RETRIES},g' \
+            -e 's,@RETRYWINDOW@,${TEGRA_AI_ENGINES_RETRY_WINDOW},g' \
+            $f/$src > ${B}/$src
+    done
+    install -m 0644 ${B}/tegra-ai-engines.service ${D}${systemd_system_unitdir}/tegra-ai-engines.service
+    install -m 0644 ${B}/tegra-ai-engines.default ${D}${sysconfdir}/default/tegra-ai-engines
+    install -m 0644 ${B}/tegra-ai-engines.tmpfiles ${D}${nonarch_libdir}/tmpfiles.d/tegra-ai-engines.conf
 }
 
 SYSTEMD_SERVICE:${PN} = "tegra-ai-engines.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
-FILES:${PN} += "${datadir}/tegra-ai/models ${localstatedir}/lib/tegra-ai/engines"
+# The cache itself is created on the device (tmpfiles.d), not shipped: it may be
+# on a partition that is not part of the rootfs.
+FILES:${PN} += "${TEGRA_AI_MODELS_DIR} ${nonarch_libdir}/tmpfiles.d/tegra-ai-engines.conf"
 CONFFILES:${PN} = "${sysconfdir}/default/tegra-ai-engines"
 RDEPENDS:${PN} = "tensorrt-model-optimizer"
+
+# Needs the target tools (TensorRT from meta-tegra): Jetson machines only.
+COMPATIBLE_MACHINE = "(tegra)"

@@ -7,7 +7,7 @@ image-build time when TEGRA_AI_ENGINE_BUILDER points at a reference Jetson."
 
 # The model is taken from this repository's tree, not copied into the layer.
 LICENSE = "MIT"
-LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
+LIC_FILES_CHKSUM = "${TEGRA_AI_LICENSE_CHKSUM}"
 FILESEXTRAPATHS:prepend := "${TEGRA_AI_LAYERDIR}/scripts/tegra_ai/models:"
 SRC_URI = "file://digits.onnx file://digits.preprocess.json"
 S = "${@tegra_ai_layer.compat.unpackdir(d)}"

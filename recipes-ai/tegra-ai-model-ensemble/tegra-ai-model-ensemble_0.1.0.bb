@@ -9,7 +9,7 @@ tegra-ai-engines.service (or at image-build time with TEGRA_AI_ENGINE_BUILDER) a
 in the engine cache index."
 
 LICENSE = "MIT"
-LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
+LIC_FILES_CHKSUM = "${TEGRA_AI_LICENSE_CHKSUM}"
 FILESEXTRAPATHS:prepend := "${TEGRA_AI_LAYERDIR}/scripts/tegra_ai/models:"
 SRC_URI = "\
     file://digits_locator.onnx \

@@ -37,10 +37,20 @@ RDEPENDS:${PN} += "\
 RDEPENDS:${PN}-benchmark += "${PN} python3-numpy"
 RDEPENDS:${PN}-calibration += "${PN} python3-numpy"
 
-# Build-time use (tensorrt_engine.bbclass): bundle and verify-cache need neither
-# TensorRT nor a GPU.
+# Build-time use (tensorrt_engine.bbclass): bundle, check and verify-cache need
+# neither TensorRT nor a GPU; the ONNX preflight (check --target) needs onnx.
 RDEPENDS:${PN}:class-native = "python3-numpy-native"
 RDEPENDS:${PN}-benchmark:class-native = ""
 RDEPENDS:${PN}-calibration:class-native = ""
+# In an SDK (TOOLCHAIN_HOST_TASK += "nativesdk-tensorrt-model-optimizer"):
+# bundle, check and verify-cache on the developer's machine, like -native.
+RDEPENDS:${PN}:class-nativesdk = "nativesdk-python3-core nativesdk-python3-json nativesdk-python3-logging \
+    nativesdk-python3-shell nativesdk-python3-numpy"
+RDEPENDS:${PN}-benchmark:class-nativesdk = "${PN}"
+RDEPENDS:${PN}-calibration:class-nativesdk = "${PN}"
 
-BBCLASSEXTEND = "native"
+BBCLASSEXTEND = "native nativesdk"
+
+# The target package needs meta-tegra's TensorRT (python3-tensorrt, tensorrt-plugins):
+# skipped on other machines (world builds); -native and nativesdk- build anywhere.
+COMPATIBLE_MACHINE:class-target = "(tegra)"

@@ -4,7 +4,7 @@ DESCRIPTION = "meta-tegra's tensorrt-trtexec (and tensorrt-tarball) install trte
 ${prefix}/src/tensorrt/bin/trtexec, like NVIDIA's packages; this adds ${bindir}/trtexec."
 HOMEPAGE = "https://developer.nvidia.com/tensorrt"
 LICENSE = "MIT"
-LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
+LIC_FILES_CHKSUM = "${TEGRA_AI_LICENSE_CHKSUM}"
 
 inherit allarch
 
@@ -18,3 +18,6 @@ do_install() {
 
 FILES:${PN} = "${bindir}/trtexec"
 RDEPENDS:${PN} = "tensorrt-trtexec"
+
+# tensorrt-trtexec comes from meta-tegra: Jetson machines only.
+COMPATIBLE_MACHINE = "(tegra)"

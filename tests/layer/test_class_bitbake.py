@@ -97,10 +97,13 @@ def test_builder_configured(parse_recipe):
     d = parse_recipe(GOOD + 'TEGRA_AI_ENGINE_BUILDER = "ssh -o BatchMode=yes root@orin-ref"\n')
     build = d.getVar("tensorrt_engine_build_on_builder")
     assert "ssh -o BatchMode=yes root@orin-ref 'set -e;" in build
-    assert "verify-cache /build/work/model/build/tegra-ai-engines --trt-version 10.3.0 --compute-capability 8.7" in build
+    assert ("verify-cache /build/work/model/build/tegra-ai-engines --manifest /build/work/model/build/tegra-ai-bundle "
+            "--trt-version 10.3.0 --compute-capability 8.7") in build
     assert "refusing the engines" in build
     assert d.getVar("PACKAGE_ARCH") == "jetson_orin_nano_devkit"
-    assert d.getVarFlag("do_compile", "nostamp") == "1"
+    # a real signature (test_emulate_model.py), not nostamp; ssh needs the network
+    assert d.getVarFlag("do_compile", "nostamp") is None
+    assert d.getVarFlag("do_compile", "network") == "1"
 
 
 def test_builder_local_on_aarch64(parse_recipe, bb_layer_data):

@@ -10,6 +10,8 @@ import sys
 import threading
 import time
 
+from tegra_ai.util import sdnotify
+
 
 def format_elapsed(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
@@ -66,6 +68,7 @@ class Progress:
         return f"{self.label}: {format_elapsed(self.elapsed)}{detail}"
 
     def _emit(self, text: str, final: bool = False) -> None:
+        sdnotify.status(text)  # systemctl status shows it under a unit with NotifyAccess
         if self.tty:
             self.stream.write("\r\033[K" + text + ("\n" if final else ""))
         else:

@@ -1,0 +1,1 @@
+# openembedded-core allarch.bbclass: nothing our recipes need at build time.

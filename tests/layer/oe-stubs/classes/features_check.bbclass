@@ -1,0 +1,1 @@
+# openembedded-core features_check.bbclass: nothing our recipes need at build time.

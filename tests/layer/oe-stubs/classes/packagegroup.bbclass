@@ -1,0 +1,1 @@
+# openembedded-core packagegroup.bbclass: nothing our recipes need at build time.

@@ -1,0 +1,257 @@
+"""Model recipes (tensorrt_engine.bbclass): the example recipe's do_compile and do_install
+run as BitBake runs them, with this repository's tensorrt-optimize as the native tool;
+the engine task with a builder (a stand-in Jetson); and the task's signature, computed
+the way BitBake's siggen computes it (what decides whether the task runs again)."""
+
+import json
+import os
+import sys
+
+import pytest
+
+import emulate
+
+pytestmark = pytest.mark.yocto
+
+RECIPE = "recipes-ai/tegra-ai-model-digits/tegra-ai-model-digits_0.1.0.bb"
+SCRIPTS = os.path.join(emulate.ROOT, "scripts")
+
+
+def native_tool(tmp_path):
+    """tensorrt-optimize-native: this repository's CLI (bundle, check, verify-cache need no TensorRT)."""
+    bindir = tmp_path / "native-bin"
+    bindir.mkdir(exist_ok=True)
+    tool = bindir / "tensorrt-optimize"
+    tool.write_text("#!/bin/sh\nPYTHONPATH=%s exec %s -c 'import sys; from tegra_ai.cli.optimize import main; "
+                    "sys.exit(main())' \"$@\"\n" % (SCRIPTS, sys.executable))
+    tool.chmod(0o755)
+    return {"PATH": str(bindir) + os.pathsep + os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def parse(tmp_path, series="scarthgap", **conf):
+    try:
+        return emulate.parse(RECIPE, tmp_path / "work", series, conf)
+    except ImportError as e:
+        pytest.skip("BitBake's bb package is not installed (pip install bitbake-setup): %s" % e)
+
+
+@pytest.mark.parametrize("series", emulate.SERIES)
+def test_bundle_and_install_as_bitbake_runs_them(tmp_path, series):
+    d = parse(tmp_path, series, TEGRA_AI_ONNX_CHECK="0")
+    env = native_tool(tmp_path)
+    emulate.unpack(d)
+    out = emulate.run(d, "do_compile", env=env).stdout
+    assert "will be built on the device at first boot" in out
+    emulate.run(d, "do_install", env=env)
+    files = emulate.installed_files(d)
+    bundle = "/usr/share/tegra-ai/models/tegra-ai-model-digits"
+    assert bundle + "/manifest.json" in files
+    manifest = json.load(open(d.getVar("D") + bundle + "/manifest.json"))
+    (model,) = manifest["models"]
+    assert model["name"] == "digits" and model["options"]["precision"] == "fp16"
+    assert model["options"]["workspace"] == 64 << 20
+    split = emulate.package_split(d, files)
+    assert list(split) == [d.getVar("PN")], split.get(None)
+
+
+def test_preflight_runs_at_build_time(tmp_path):
+    """TEGRA_AI_ONNX_CHECK = "1": `bundle --target trt-10.3` checks the ONNX (onnx needed)."""
+    pytest.importorskip("onnx", reason="the preflight needs the onnx package (pip install onnx)")
+    d = parse(tmp_path, TEGRA_AI_ONNX_CHECK="1")
+    assert "--target trt-10.3" in d.getVar("tensorrt_engine_do_compile") or d.getVar("TEGRA_AI_BUNDLE_TARGET")
+    env = native_tool(tmp_path)
+    emulate.unpack(d)
+    emulate.run(d, "do_compile", env=env)
+    # an ONNX the target cannot run fails the build, not the first boot
+    bad = os.path.join(d.getVar("UNPACKDIR") or d.getVar("WORKDIR"), "digits.onnx")
+    with open(bad, "wb") as f:
+        f.write(b"not an onnx model")
+    res = emulate.run(d, "do_compile", env=env, check=False)
+    assert res.returncode != 0
+
+
+# --- the engine task with a builder -------------------------------------------
+
+FAKE_ENSURE = r'''
+import json, os, sys
+sys.path.insert(0, %(scripts)r)
+from tegra_ai.cache.store import EngineCache
+from tegra_ai.spec import BuildOptions, Sidecar, key_material
+args = sys.argv[1:]
+bundle, cache = args[args.index("--manifest") + 1], args[args.index("--cache") + 1]
+with open(%(log)r, "a") as log:
+    log.write(" ".join(args) + "\n")
+store = EngineCache(cache)
+for m in json.load(open(os.path.join(bundle, "manifest.json")))["models"]:
+    material = key_material(m["sha256"], BuildOptions.from_dict(m["options"]),
+                            {"flavor": "tensorrt", "version": %(trt)r},
+                            {"compute_capability": "8.7", "device_name": "Orin", "module": None,
+                             "l4t_release": %(l4t)r})
+    sidecar = Sidecar.new(material)
+    if store.lookup(m["name"], sidecar.cache_key) is None:
+        store.store(m["name"], sidecar.cache_key, b"engine", sidecar)
+        with open(%(log)r, "a") as log:
+            log.write("built " + m["name"] + "\n")
+'''
+
+
+def builder(tmp_path, trt="10.3.0.30", probe_ok=True, l4t="36.5.0"):
+    """A stand-in Jetson reached with 'sh -c': python3 (the facts probe) and the ensure tool."""
+    bindir = tmp_path / "jetson-bin"
+    bindir.mkdir()
+    log = tmp_path / "builder.log"
+    ensure = bindir / "fake-ensure"
+    ensure.write_text("#!%s\n%s" % (sys.executable, FAKE_ENSURE % {"scripts": SCRIPTS, "log": str(log), "trt": trt, "l4t": l4t}))
+    ensure.chmod(0o755)
+    if probe_ok:
+        py = bindir / "python3"  # the probe of a matching Jetson: it records what it was asked
+        py.write_text("#!/bin/sh\nshift 2\necho \"probe $*\" >> %s\n" % log)
+        py.chmod(0o755)
+    return bindir, ensure, log
+
+
+def test_builder_builds_once_and_keeps_a_persistent_cache(tmp_path):
+    bindir, ensure, log = builder(tmp_path)
+    cache = tmp_path / "builder-cache"
+    d = parse(tmp_path, TEGRA_AI_ONNX_CHECK="0", TEGRA_AI_ENGINE_BUILDER="sh -c",
+              TEGRA_AI_ENGINE_BUILDER_TOOL=str(ensure), TEGRA_AI_ENGINE_BUILDER_CACHE=str(cache))
+    env = native_tool(tmp_path)
+    env["PATH"] = str(bindir) + os.pathsep + env["PATH"]
+    emulate.unpack(d)
+    emulate.run(d, "do_compile", env=env)
+    emulate.run(d, "do_install", env=env)
+    text = log.read_text()
+    # the builder was asked for the image's facts before it built
+    assert "probe 10.3.0 8.7 36.5.0 " in text
+    assert text.count("built digits") == 1
+    seed = "/usr/share/tegra-ai/engines/digits/"
+    installed = emulate.installed_files(d)
+    assert any(f.startswith(seed) and f.endswith(".engine") for f in installed)
+    assert None not in emulate.package_split(d, installed)
+    # the cache is per MACHINE and bundle and stays on the builder: a second run is a hit
+    assert (cache / "jetson-orin-nano-devkit" / "tegra-ai-model-digits" / "digits").is_dir()
+    emulate.run(d, "do_compile", env=env)
+    assert log.read_text().count("built digits") == 1
+
+
+def test_builder_of_another_platform_is_refused_before_building(tmp_path):
+    """The probe on a machine that is not the image's Jetson (this one) stops the task."""
+    bindir, ensure, log = builder(tmp_path, probe_ok=False)
+    d = parse(tmp_path, TEGRA_AI_ONNX_CHECK="0", TEGRA_AI_ENGINE_BUILDER="sh -c",
+              TEGRA_AI_ENGINE_BUILDER_TOOL=str(ensure), TEGRA_AI_ENGINE_BUILDER_CACHE=str(tmp_path / "c"))
+    env = native_tool(tmp_path)
+    env["PATH"] = str(bindir) + os.pathsep + env["PATH"]
+    env["PYTHONPATH"] = SCRIPTS  # the builder's tegra_ai
+    emulate.unpack(d)
+    res = emulate.run(d, "do_compile", env=env, check=False)
+    assert res.returncode != 0
+    assert "builder mismatch: it has" in res.stdout and "compute capability" in res.stdout
+    assert not log.exists() or "built" not in log.read_text()
+
+
+@pytest.mark.parametrize("builder_facts, differs", [
+    ({"trt": "8.5.2.2"}, "TensorRT version differs"),
+    ({"l4t": "36.4.0"}, "L4T release differs"),
+])
+def test_engines_of_another_platform_are_refused(tmp_path, builder_facts, differs):
+    """verify-cache after the build: a builder that passed the probe but built elsewhere."""
+    bindir, ensure, _log = builder(tmp_path, **builder_facts)
+    d = parse(tmp_path, TEGRA_AI_ONNX_CHECK="0", TEGRA_AI_ENGINE_BUILDER="sh -c",
+              TEGRA_AI_ENGINE_BUILDER_TOOL=str(ensure), TEGRA_AI_ENGINE_BUILDER_CACHE=str(tmp_path / "c"))
+    env = native_tool(tmp_path)
+    env["PATH"] = str(bindir) + os.pathsep + env["PATH"]
+    emulate.unpack(d)
+    res = emulate.run(d, "do_compile", env=env, check=False)
+    assert res.returncode != 0 and "refusing the engines" in res.stdout and differs in res.stdout
+
+
+# --- task flags and signature -------------------------------------------------
+
+SSH = "ssh -o BatchMode=yes root@orin-ref"
+
+
+def test_builder_task_has_network_and_a_lock_only_with_a_builder(tmp_path):
+    d = parse(tmp_path)
+    assert d.getVarFlag("do_compile", "network") is None
+    d = parse(tmp_path, TEGRA_AI_ENGINE_BUILDER=SSH)
+    assert d.getVarFlag("do_compile", "network") == "1"
+    assert d.getVarFlag("do_compile", "nostamp") is None
+    locks = d.getVarFlag("do_compile", "lockfiles").split()
+    assert len(locks) == 1 and locks[0].startswith(d.getVar("TMPDIR") + "/tegra-ai-engine-builder-")
+
+
+def test_builder_task_gets_the_ssh_agent(tmp_path):
+    d = parse(tmp_path, TEGRA_AI_ENGINE_BUILDER=SSH, SSH_AUTH_SOCK="/run/user/1000/agent.sock")
+    # from BitBake's original environment (BB_ORIGENV), as its git fetcher takes it
+    script = emulate.script(d, "tensorrt_engine_build_on_builder")
+    assert 'sock="/run/user/1000/agent.sock"' in script and 'export SSH_AUTH_SOCK="$sock"' in script
+
+
+@pytest.fixture
+def signature(tmp_path):
+    def sig(**conf):
+        conf.setdefault("TEGRA_AI_ENGINE_BUILDER", SSH)
+        d = parse(tmp_path, **conf)
+        for k, v in conf.items():
+            if "[" in k:
+                var, flag = k[:-1].split("[")
+                d.setVarFlag(var, flag, v)
+        return emulate.task_hash(d, "do_compile")
+    return sig
+
+
+def test_signature_is_stable(signature):
+    assert signature() == signature()
+
+
+@pytest.mark.parametrize("change", [
+    {"TEGRA_AI_MODEL_digits[precision]": "fp32"},          # an option (a varflag)
+    {"TEGRA_AI_MODEL_digits[shapes]": "input:1x1x8x8"},
+    {"TEGRA_AI_ENGINE_PRECISION": "fp32", "TEGRA_AI_MODEL_digits[precision]": ""},
+    {"L4T_VERSION": "36.4.3"},                             # the BSP
+    {"TEGRA_CUDA_ARCHITECTURE": "72"},                     # the GPU
+    {"PREFERRED_VERSION_tensorrt-core": "10.3.1.1-1"},     # TensorRT
+    {"MACHINE": "jetson-agx-orin-devkit"},                 # the module
+    {"TEGRA_AI_ENGINE_BUILDER": ""},                       # engines on first boot instead
+])
+def test_signature_follows_the_real_inputs(signature, change):
+    assert signature(**change) != signature()
+
+
+@pytest.mark.parametrize("change", [
+    {"TEGRA_AI_ENGINE_BUILDER": "ssh -o BatchMode=yes root@orin-ref-2"},
+    {"TEGRA_AI_ENGINE_BUILDER_CACHE": "/data/builder-cache"},
+    {"SSH_AUTH_SOCK": "/tmp/ssh-XYZ/agent.1234"},
+])
+def test_signature_ignores_what_does_not_change_engines(signature, change):
+    assert signature(**change) == signature()
+
+
+def test_user_recipe_example_parses(tmp_path):
+    """docs/examples/my-detector_1.0.bb, as a user's layer would hold it."""
+    try:
+        d = emulate.parse("docs/examples/my-detector_1.0.bb", tmp_path / "work", "scarthgap")
+    except ImportError as e:
+        pytest.skip("BitBake's bb package is not installed (pip install bitbake-setup): %s" % e)
+    compile_ = d.getVar("tensorrt_engine_do_compile")
+    assert "--name detector --precision int8" in compile_
+    assert "--shapes images:1x3x640x640:1x3x640x640:4x3x640x640 --workspace 1073741824" in compile_
+    assert "tensorrt-model-optimizer-native" in d.getVar("DEPENDS")
+
+
+@pytest.mark.parametrize("series", ["scarthgap", "master"])
+def test_ensemble_recipe_bundle_and_install(tmp_path, series):
+    try:
+        d = emulate.parse("recipes-ai/tegra-ai-model-ensemble/tegra-ai-model-ensemble_0.1.0.bb", tmp_path / "work",
+                          series, {"TEGRA_AI_ONNX_CHECK": "0"})
+    except ImportError as e:
+        pytest.skip("BitBake's bb package is not installed (pip install bitbake-setup): %s" % e)
+    env = native_tool(tmp_path)
+    emulate.unpack(d)
+    emulate.run(d, "do_compile", env=env)
+    emulate.run(d, "do_install", env=env)
+    files = emulate.installed_files(d)
+    assert "/usr/share/tegra-ai/models/tegra-ai-model-ensemble/manifest.json" in files
+    assert "/usr/share/tegra-ai/ensembles/digits-ensemble.json" in files
+    split = emulate.package_split(d, files)
+    assert list(split) == [d.getVar("PN")], split.get(None)
