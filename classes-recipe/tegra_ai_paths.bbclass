@@ -17,8 +17,8 @@
 #                          The service warns in the journal when it is on tmpfs.
 #   Stable engine paths: the contract is that ${TEGRA_AI_ENGINE_CACHE}/<model>.engine
 #   is a symlink to the current engine of <model>, for applications and
-#   DeepStream's model-engine-file (docs/ARCHITECTURE.md; not written by ensure
-#   yet: until then read ${TEGRA_AI_ENGINE_CACHE}/index.json).
+#   DeepStream's model-engine-file (ensure keeps it current; also
+#   `tensorrt-optimize path <model> --cache ${TEGRA_AI_ENGINE_CACHE}`).
 
 TEGRA_AI_MODELS_DIR ??= "${datadir}/tegra-ai/models"
 TEGRA_AI_ENGINE_SEED ??= "${datadir}/tegra-ai/engines"

@@ -4,7 +4,7 @@ import glob
 import os
 import re
 
-__all__ = ["unpackdir", "recipe_available", "layer_recipe_versions", "project_version",
+__all__ = ["mirror_keys", "mirror_keys_words", "unpackdir", "recipe_available", "layer_recipe_versions", "project_version",
            "proprietary_license", "state_directory_line", "appends_if_recipe", "check_paths",
            "check_service_settings"]
 
@@ -142,3 +142,37 @@ def check_service_settings(d):
         v = (d.getVar(var) or "").strip()
         if not v.isdigit() or int(v) < lo:
             raise ValueError("%s = %r: a whole number%s" % (var, v, " of seconds, at least 1" if lo else ""))
+
+
+def mirror_keys(d):
+    """Checked public-key files of TEGRA_AI_MIRROR_PUBKEYS ([] without mirrors).
+
+    Raises ValueError naming the variable: mirrors without keys (the service would exit 2
+    at every boot), a missing file, or a file that is not an Ed25519 public key (a private
+    key above all: it must never reach an image)."""
+    mirrors = (d.getVar("TEGRA_AI_ENGINE_MIRRORS") or "").split()
+    keys = (d.getVar("TEGRA_AI_MIRROR_PUBKEYS") or "").split()
+    if not mirrors:
+        return []
+    for url in mirrors:
+        if not url.startswith(("https://", "file://", "http://")):
+            raise ValueError("TEGRA_AI_ENGINE_MIRRORS: %r is not an https://, http:// or file:// URL" % url)
+    if not keys:
+        raise ValueError("TEGRA_AI_ENGINE_MIRRORS is set but TEGRA_AI_MIRROR_PUBKEYS is empty: give the Ed25519 "
+                         "public key(s) (*.pub from 'tensorrt-optimize mirror-keygen') the engines are signed with")
+    from tegra_ai.cache.signing import public_key_id
+    from tegra_ai.errors import TegraAIError
+
+    for k in keys:
+        if not os.path.isabs(k) or not os.path.isfile(k):
+            raise ValueError("TEGRA_AI_MIRROR_PUBKEYS: %r is not an existing file (give absolute paths)" % k)
+        try:
+            public_key_id(k)
+        except TegraAIError as e:
+            raise ValueError("TEGRA_AI_MIRROR_PUBKEYS: %s" % e)
+    return keys
+
+
+def mirror_keys_words(d):
+    """Space-separated key paths for shell (checked at parse time by mirror_keys)."""
+    return " ".join((d.getVar("TEGRA_AI_MIRROR_PUBKEYS") or "").split())

@@ -24,12 +24,28 @@ TEGRA_AI_MODEL_TIMEOUT ??= "3600"
 TEGRA_AI_ENGINES_RETRIES ??= "4"
 TEGRA_AI_ENGINES_RETRY_WINDOW ??= "6h"
 
+# Engine mirrors for fleets (docs/yocto.md, "Engine mirrors for fleets"): on a
+# cache miss the service fetches a signed engine for exactly this device's key
+# before building. Space-separated https:// (or file://) URLs, the Ed25519
+# public keys (*.pub files on the build host) the engines must be signed with,
+# and the time budget per model in seconds, after which the device builds.
+TEGRA_AI_ENGINE_MIRRORS ??= ""
+TEGRA_AI_MIRROR_PUBKEYS ??= ""
+TEGRA_AI_MIRROR_TIMEOUT ??= "30"
+TEGRA_AI_MIRROR_KEYDIR = "${sysconfdir}/tegra-ai/mirror-keys"
+
 python __anonymous() {
     import tegra_ai_layer.compat as compat
     try:
         compat.check_service_settings(d)
+        keys = compat.mirror_keys(d)
     except ValueError as e:
         bb.fatal("%s: %s" % (d.getVar("PN"), e))
+    if keys:
+        # Keys change the image: hash their contents, not only their names.
+        d.appendVarFlag("do_install", "file-checksums", " " + " ".join("%s:True" % k for k in keys))
+        # Ed25519 verification: cryptography, or the openssl command it falls back to.
+        d.appendVar("RDEPENDS:" + d.getVar("PN"), " python3-cryptography")
 }
 
 do_configure[noexec] = "1"
@@ -56,6 +72,19 @@ do_install() {
     install -m 0644 ${B}/tegra-ai-engines.service ${D}${systemd_system_unitdir}/tegra-ai-engines.service
     install -m 0644 ${B}/tegra-ai-engines.default ${D}${sysconfdir}/default/tegra-ai-engines
     install -m 0644 ${B}/tegra-ai-engines.tmpfiles ${D}${nonarch_libdir}/tmpfiles.d/tegra-ai-engines.conf
+    if [ -n "${TEGRA_AI_ENGINE_MIRRORS}" ]; then
+        install -d -m 0755 ${D}${TEGRA_AI_MIRROR_KEYDIR} ${D}${systemd_system_unitdir}/tegra-ai-engines.service.d
+        for key in ${@tegra_ai_layer.compat.mirror_keys_words(d)}; do
+            install -m 0644 $key ${D}${TEGRA_AI_MIRROR_KEYDIR}/$(basename $key)
+        done
+        printf '%s\n' '# from TEGRA_AI_ENGINE_MIRRORS at image-build time' \
+            'TEGRA_AI_ENGINE_MIRRORS="${TEGRA_AI_ENGINE_MIRRORS}"' \
+            'TEGRA_AI_MIRROR_KEYS=${TEGRA_AI_MIRROR_KEYDIR}' \
+            'TEGRA_AI_MIRROR_TIMEOUT=${TEGRA_AI_MIRROR_TIMEOUT}' >> ${D}${sysconfdir}/default/tegra-ai-engines
+        # Mirrors need the network: wait for it, and lift the unit's PrivateNetwork.
+        printf '%s\n' '[Unit]' 'Wants=network-online.target' 'After=network-online.target' \
+            '[Service]' 'PrivateNetwork=no' > ${D}${systemd_system_unitdir}/tegra-ai-engines.service.d/mirror.conf
+    fi
 }
 
 SYSTEMD_SERVICE:${PN} = "tegra-ai-engines.service"
@@ -63,7 +92,8 @@ SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
 # The cache itself is created on the device (tmpfiles.d), not shipped: it may be
 # on a partition that is not part of the rootfs.
-FILES:${PN} += "${TEGRA_AI_MODELS_DIR} ${nonarch_libdir}/tmpfiles.d/tegra-ai-engines.conf"
+FILES:${PN} += "${TEGRA_AI_MODELS_DIR} ${nonarch_libdir}/tmpfiles.d/tegra-ai-engines.conf \
+                ${TEGRA_AI_MIRROR_KEYDIR} ${systemd_system_unitdir}/tegra-ai-engines.service.d"
 CONFFILES:${PN} = "${sysconfdir}/default/tegra-ai-engines"
 RDEPENDS:${PN} = "tensorrt-model-optimizer"
 

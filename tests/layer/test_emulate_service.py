@@ -62,8 +62,55 @@ def test_unit_hardening_and_order(tmp_path):
     assert "nvfancontrol.service" in u["Unit"]["After"].split()
     # a model's own time limit reaches ensure; the other A/B slot's engines are kept
     env = s["Environment"]
-    assert "TEGRA_AI_MODEL_TIMEOUT=3600" in env and "TEGRA_AI_PRUNE=none" in env
+    assert "TEGRA_AI_MODEL_TIMEOUT=3600" in env and "TEGRA_AI_PRUNE=stale" in env
     assert "--prune ${TEGRA_AI_PRUNE}" in s["ExecStart"]
+    assert "--model-timeout ${TEGRA_AI_MODEL_TIMEOUT}" in s["ExecStart"]
+    assert "143" in s["RestartPreventExitStatus"].split()
+    # without mirrors: no network, no drop-in, no keys
+    assert not os.path.exists(d.getVar("D") + d.getVar("systemd_system_unitdir") + "/tegra-ai-engines.service.d")
+
+
+def _keypair(tmp_path):
+    from tegra_ai.cache.signing import generate_keypair
+
+    try:
+        return generate_keypair(str(tmp_path / "keys"), name="fleet")
+    except Exception as e:  # noqa: BLE001 - no signing backend on this machine
+        pytest.skip("no Ed25519 backend (cryptography or openssl): %s" % e)
+
+
+def test_mirrors_install_keys_defaults_and_network_drop_in(tmp_path):
+    keys = _keypair(tmp_path)
+    d = install(tmp_path, "master", {"TEGRA_AI_ENGINE_MIRRORS": "https://engines.example.com/fleet",
+                                     "TEGRA_AI_MIRROR_PUBKEYS": keys["public_key"]})
+    root = d.getVar("D")
+    assert open(root + "/etc/tegra-ai/mirror-keys/fleet.pub").read() == open(keys["public_key"]).read()
+    defaults = open(root + "/etc/default/tegra-ai-engines").read()
+    assert 'TEGRA_AI_ENGINE_MIRRORS="https://engines.example.com/fleet"' in defaults
+    assert "TEGRA_AI_MIRROR_KEYS=/etc/tegra-ai/mirror-keys" in defaults
+    dropin = open(root + d.getVar("systemd_system_unitdir") + "/tegra-ai-engines.service.d/mirror.conf").read()
+    assert "After=network-online.target" in dropin and "PrivateNetwork=no" in dropin
+    assert "python3-cryptography" in d.getVar("RDEPENDS:" + d.getVar("PN"))
+    split = emulate.package_split(d, emulate.installed_files(d))
+    assert None not in split, "installed but in no package: %s" % split.get(None)
+    # the defaults file says what ensure reads from its environment
+    from tegra_ai.cache.mirror import parse_mirror_list
+
+    assert parse_mirror_list("https://engines.example.com/fleet") == ["https://engines.example.com/fleet"]
+
+
+@pytest.mark.parametrize("conf, words", [
+    ({"TEGRA_AI_ENGINE_MIRRORS": "https://m.example.com"}, "TEGRA_AI_MIRROR_PUBKEYS is empty"),
+    ({"TEGRA_AI_ENGINE_MIRRORS": "ftp://m.example.com", "TEGRA_AI_MIRROR_PUBKEYS": "/x.pub"}, "not an https://"),
+    ({"TEGRA_AI_ENGINE_MIRRORS": "https://m", "TEGRA_AI_MIRROR_PUBKEYS": "/nonexistent/k.pub"}, "not an existing file"),
+    ({"TEGRA_AI_ENGINE_MIRRORS": "https://m", "TEGRA_AI_MIRROR_PUBKEYS": "PRIVATE"}, "TEGRA_AI_MIRROR_PUBKEYS"),
+])
+def test_bad_mirror_settings_fail_at_parse_time(tmp_path, conf, words, caplog):
+    if conf.get("TEGRA_AI_MIRROR_PUBKEYS") == "PRIVATE":
+        conf = dict(conf, TEGRA_AI_MIRROR_PUBKEYS=_keypair(tmp_path)["private_key"])   # never into an image
+    with pytest.raises(Exception) as e:   # bb.fatal: BBHandledException, the message in BitBake's log
+        install(tmp_path, "scarthgap", conf)
+    assert words in str(e.value) + caplog.text
 
 
 def test_cache_location_is_a_variable(tmp_path):

@@ -148,9 +148,12 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
     index = {}
     this_release = None
     loaded_plugins = set()
-    for entry in entries:
+    from tegra_ai.util import sdnotify
+
+    for number, entry in enumerate(entries, 1):
         record = {"name": entry.name, "manifest": entry.manifest}
         summary["models"].append(record)
+        sdnotify.status(f"model {number}/{len(entries)}: {entry.name}")   # systemctl status, under systemd
         t0 = time.monotonic()
         try:
             sha, _files = model_digest(entry.onnx, cache.memo)
