@@ -205,33 +205,13 @@ def build_suite_parser():
     return p
 
 
-class _Terminated(BaseException):
-    """SIGTERM: unwinds like Ctrl-C (power samplers stopped, no half-written file)."""
-
-
-def _on_sigterm(signum, frame):
-    raise _Terminated()
-
-
 def main(argv=None) -> int:
-    import signal
-    import threading
-
+    # run_main turns SIGINT/SIGTERM into 130/143 after unwinding (power samplers stopped,
+    # no half-written file).
     argv = list(sys.argv[1:] if argv is None else argv)
-    prog = f"{PROG} suite" if argv and argv[0] == "suite" else PROG
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        if prog != PROG:
-            return run_main(prog, build_suite_parser(), argv[1:])
-        return run_main(PROG, build_run_parser(), argv)
-    except _Terminated:
-        print(f"{prog}: terminated", file=sys.stderr)
-        return 143
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    if argv and argv[0] == "suite":
+        return run_main(f"{PROG} suite", build_suite_parser(), argv[1:])
+    return run_main(PROG, build_run_parser(), argv)
 
 
 if __name__ == "__main__":
