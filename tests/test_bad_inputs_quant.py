@@ -38,6 +38,7 @@ def work(tmp_path_factory):
     (d / "garbage.npz").write_bytes(b"PK not a zip")
     (d / "bad_spec.json").write_text('{"height": 8, "width": 8, "resize": "crop"}')
     (d / "not_json.json").write_text("{height")
+    (d / "binary_spec.json").write_bytes(b"\xff\xfe\x00binary")
     (d / "notes.txt").write_text("x")
     (d / "existing.onnx").write_bytes(b"precious")
     (d / "existing.npz").write_bytes(b"precious")
@@ -56,6 +57,7 @@ DATASET_CASES = [
     (["data.npz", "-o", "o.npz", "--spec", "bad_spec.json"], 2, "resize='crop' is not one of"),
     (["data.npz", "-o", "o.npz", "--spec", "not_json.json"], 2, "not valid JSON"),
     (["data.npz", "-o", "o.npz", "--spec", "nospec.json"], 2, "cannot read nospec.json"),
+    (["data.npz", "-o", "o.npz", "--spec", "binary_spec.json"], 2, "binary_spec.json: not a text (JSON) file"),
     (["data.npz", "-o", "o.npz", "--spec", "spec.json", "--count", "0"], 2, "--count must be positive"),
     (["data.npz", "-o", "o.txt", "--spec", "spec.json"], 2, "must end in .npz"),
     (["data.npz", "-o", "existing.npz", "--spec", "spec.json"], 2, "existing.npz exists"),

@@ -51,13 +51,7 @@ def spec_fields(args) -> dict:
     if args.spec:
         from tegra_ai.preprocess.spec import PreprocessSpec
 
-        try:
-            with open(args.spec) as f:
-                fields = PreprocessSpec.from_json(f.read()).to_dict()
-        except OSError as exc:
-            raise TegraAIError(f"cannot read {args.spec}: {exc.strerror}", exit_code=EXIT_USAGE) from None
-        except TegraAIError as exc:
-            raise TegraAIError(f"{args.spec}: {exc.message}", exit_code=EXIT_USAGE) from None
+        fields = PreprocessSpec.load(args.spec).to_dict()
     for name in SPEC_FLAGS:
         v = getattr(args, name, None)
         if v is not None:

@@ -120,16 +120,7 @@ def cmd_bundle(args):
     if args.preprocess:
         from tegra_ai.preprocess.spec import PreprocessSpec
 
-        try:
-            with open(args.preprocess) as f:
-                preprocess = PreprocessSpec.from_json(f.read()).to_dict()
-        except OSError as exc:
-            raise TegraAIError(f"cannot read {args.preprocess}: {exc.strerror}", exit_code=EXIT_USAGE) from None
-        except UnicodeDecodeError:
-            raise TegraAIError(f"--preprocess {args.preprocess}: not a text (JSON) file", exit_code=EXIT_USAGE) from None
-        except TegraAIError as exc:   # a bad spec is bad input
-            raise TegraAIError(f"--preprocess {args.preprocess}: {exc.message}", hint=exc.hint,
-                               exit_code=EXIT_USAGE) from None
+        preprocess = PreprocessSpec.load(args.preprocess).to_dict()
     if args.calibration and os.path.isdir(args.calibration):
         raise TegraAIError("bundle takes calibration data as one .npz file", exit_code=EXIT_USAGE)
     if args.timing_cache and not os.path.isfile(args.timing_cache):

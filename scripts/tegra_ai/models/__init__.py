@@ -24,5 +24,4 @@ def load_samples(split: str = "val"):
 def load_preprocess_spec():
     from tegra_ai.preprocess.spec import PreprocessSpec
 
-    with open(DEFAULT_PREPROCESS) as f:
-        return PreprocessSpec.from_json(f.read())
+    return PreprocessSpec.load(DEFAULT_PREPROCESS)

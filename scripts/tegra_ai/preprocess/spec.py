@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from tegra_ai.errors import TegraAIError
+from tegra_ai.errors import EXIT_USAGE, TegraAIError
 
 INPUT_FORMATS = ("bgr8", "rgb8", "gray8", "nv12")
 CHANNEL_ORDERS = ("rgb", "bgr", "gray")
@@ -110,6 +110,19 @@ class PreprocessSpec:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as exc:
             raise TegraAIError(f"preprocessing spec: not valid JSON ({exc})") from None
+
+    @classmethod
+    def load(cls, path: str) -> "PreprocessSpec":
+        """A spec from a JSON file; every failure is one line with exit code 2 (bad input)."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                return cls.from_json(f.read())
+        except OSError as exc:
+            raise TegraAIError(f"cannot read {path}: {exc.strerror or exc}", exit_code=EXIT_USAGE) from None
+        except UnicodeDecodeError:
+            raise TegraAIError(f"{path}: not a text (JSON) file", exit_code=EXIT_USAGE) from None
+        except TegraAIError as exc:
+            raise TegraAIError(f"{path}: {exc.message}", hint=exc.hint, exit_code=EXIT_USAGE) from None
 
 
 def letterbox_geometry(src_h: int, src_w: int, dst_h: int, dst_w: int):

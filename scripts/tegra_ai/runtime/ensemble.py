@@ -143,12 +143,9 @@ def _preprocess(where, value, base):
     if isinstance(value, str):
         p = value if os.path.isabs(value) else os.path.join(base, value)
         try:
-            with open(p, encoding="utf-8") as f:
-                return PreprocessSpec.from_json(f.read())
-        except OSError as exc:
-            _bad(where, f"preprocess file {p}: {exc.strerror}")
+            return PreprocessSpec.load(p)
         except TegraAIError as exc:
-            _bad(where, exc.message)
+            _bad(where, f"preprocess file {exc.message}")
     if isinstance(value, dict):
         try:
             return PreprocessSpec.from_dict(value)
