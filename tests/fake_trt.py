@@ -669,6 +669,20 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
     return {k: v for k, v in locals().items() if isinstance(v, type) and k[0].isupper()}
 
 
+
+def _install(trt, classes, nested):
+    """Put the classes on the module and their nested enums (exported members too) on the classes."""
+    for name, cls in classes.items():
+        setattr(trt, name, cls)
+    for name, (enum, members, export) in nested.items():
+        owner, short = name.rsplit(".", 1)
+        if owner in classes:
+            setattr(classes[owner], short, enum)
+            if export:
+                for m, v in members.items():
+                    setattr(classes[owner], m, v)
+
+
 def make_fake_trt(feats, inputs=(("input", (-1, 1, 8, 8)),), outputs=(("logits", (-1, 10)),), build_result=ENCODE,
                   errors_on_build=(), dla_cores=0, parse_errors=(), surface: str | None = None,
                   version: str | None = None):
@@ -692,27 +706,11 @@ def make_fake_trt(feats, inputs=(("input", (-1, 1, 8, 8)),), outputs=(("logits",
         else:
             setattr(trt, name, enum)
     classes = build_classes(surf, {}, fake)  # placeholders so behaviour can refer to trt.X
-    for name, cls in classes.items():
-        setattr(trt, name, cls)
-    for name, (enum, members, export) in nested.items():
-        owner, short = name.rsplit(".", 1)
-        if owner in classes:
-            setattr(classes[owner], short, enum)
-            if export:
-                for m, v in members.items():
-                    setattr(classes[owner], m, v)
+    _install(trt, classes, nested)
     impls = _impls(trt, fake, surf, inputs, outputs, build_result, tuple(errors_on_build), dla_cores,
                    tuple(parse_errors))
     classes = build_classes(surf, impls, fake)
-    for name, cls in classes.items():
-        setattr(trt, name, cls)
-    for name, (enum, members, export) in nested.items():
-        owner, short = name.rsplit(".", 1)
-        if owner in classes:
-            setattr(classes[owner], short, enum)
-            if export:
-                for m, v in members.items():
-                    setattr(classes[owner], m, v)
+    _install(trt, classes, nested)
     if "IPluginRegistry" in classes:
         fake.registry = classes["IPluginRegistry"]._new()
 
