@@ -669,7 +669,6 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
     return {k: v for k, v in locals().items() if isinstance(v, type) and k[0].isupper()}
 
 
-
 def _install(trt, classes, nested):
     """Put the classes on the module and their nested enums (exported members too) on the classes."""
     for name, cls in classes.items():
