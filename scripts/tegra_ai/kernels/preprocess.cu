@@ -1,5 +1,6 @@
 // Fused image preprocessing: decode (BGR/RGB/gray/NV12) -> bilinear resize with
-// half-pixel centres (OpenCV INTER_LINEAR geometry) -> optional letterbox ->
+// half-pixel centres (OpenCV INTER_LINEAR geometry, or PIL's antialiased bilinear
+// filter) -> optional letterbox or centre crop ->
 // colour conversion -> (x*scale - mean)/std -> NCHW or NHWC, fp32 or fp16.
 // Semantics: tegra_ai/preprocess/spec.py; reference: tegra_ai/preprocess/reference.py.
 //
@@ -16,10 +17,11 @@ struct TaiImageDesc {
     unsigned long long src_uv;  // nv12: interleaved UV plane; else 0
     int src_h, src_w;
     int src_pitch, uv_pitch;    // bytes per row
-    int roi_top, roi_left;      // where the resized image lands in the output
+    int roi_top, roi_left;      // where the resized image lands in the output (negative: centre crop)
     int roi_h, roi_w;           // size of the resized image (== output size for stretch)
     float scale_y, scale_x;     // source pixels per output pixel (src / roi)
-    int reserved0, reserved1;
+    int antialias;              // 1: PIL bilinear (support grows with the downscale); 0: INTER_LINEAR
+    int reserved1;
 };
 
 // Per-launch parameters, passed by value. Mirrored by tegra_ai.kernels.layout.PreprocessParams.
@@ -110,6 +112,53 @@ static __device__ __forceinline__ void tai_sample(const TaiImageDesc& d, int x0,
     b = wy0 * (wx0 * b00 + fx * b01) + fy * (wx0 * b10 + fx * b11);
 }
 
+// PIL's bilinear resampling (Pillow Resample.c, precompute_coeffs with the triangle
+// filter, support 1): output index dst of a src -> roi resize takes source indices
+// [lo, hi) with weights max(0, 1 - |i - centre + 0.5| * inv_support), normalised.
+static __device__ __forceinline__ void tai_aa_taps(int dst, float scale, int size, float& centre, float& inv_support,
+                                                   int& lo, int& hi) {
+    const float support = fmaxf(scale, 1.f);
+    centre = ((float)dst + 0.5f) * scale;
+    inv_support = 1.f / support;
+    lo = max((int)(centre - support + 0.5f), 0);
+    hi = min((int)(centre + support + 0.5f), size);
+}
+
+static __device__ __forceinline__ float tai_aa_weight(int i, float centre, float inv_support) {
+    return fmaxf(0.f, 1.f - fabsf(((float)i - centre + 0.5f) * inv_support));
+}
+
+// Antialiased sample of resized pixel (rx, row): every source pixel under the filter.
+template <int FMT>
+static __device__ __forceinline__ void tai_sample_aa(const TaiImageDesc& d, int rx, int y_lo, int y_hi, float cy,
+                                                     float iy, float& r, float& g, float& b) {
+    float cx, ix;
+    int x_lo, x_hi;
+    tai_aa_taps(rx, d.scale_x, d.src_w, cx, ix, x_lo, x_hi);
+    float wx_sum = 0.f, wy_sum = 0.f, sr = 0.f, sg = 0.f, sb = 0.f;
+    for (int x = x_lo; x < x_hi; ++x) wx_sum += tai_aa_weight(x, cx, ix);
+    for (int y = y_lo; y < y_hi; ++y) {
+        const float wy = tai_aa_weight(y, cy, iy);
+        float hr = 0.f, hg = 0.f, hb = 0.f;
+        for (int x = x_lo; x < x_hi; ++x) {
+            const float wx = tai_aa_weight(x, cx, ix);
+            float pr, pg, pb;
+            tai_fetch<FMT>(d, x, y, pr, pg, pb);
+            hr += wx * pr;
+            hg += wx * pg;
+            hb += wx * pb;
+        }
+        wy_sum += wy;
+        sr += wy * hr;
+        sg += wy * hg;
+        sb += wy * hb;
+    }
+    const float inv = 1.f / (wx_sum * wy_sum);
+    r = sr * inv;
+    g = sg * inv;
+    b = sb * inv;
+}
+
 template <int FMT>
 static __device__ __forceinline__ void tai_preprocess_body(const TaiPreprocessParams& p) {
     const int n = blockIdx.z;
@@ -122,18 +171,27 @@ static __device__ __forceinline__ void tai_preprocess_body(const TaiPreprocessPa
     float v[3][TAI_PX_PER_THREAD];
     const int ry = y - d.roi_top;
     const bool row_in = ry >= 0 && ry < d.roi_h;
+    float aa_iy = 0.f;
     int y0 = 0, y1 = 0;
     float fy = 0.f;
-    if (row_in) tai_src_coord(ry, d.scale_y, d.src_h, y0, y1, fy);
+    if (row_in) {
+        if (d.antialias) tai_aa_taps(ry, d.scale_y, d.src_h, fy, aa_iy, y0, y1);  // (centre, 1/support, lo, hi)
+        else tai_src_coord(ry, d.scale_y, d.src_h, y0, y1, fy);
+    }
 
 #pragma unroll
     for (int k = 0; k < TAI_PX_PER_THREAD; ++k) {
         const int rx = xb + k - d.roi_left;
         if (row_in && rx >= 0 && rx < d.roi_w && xb + k < p.out_w) {
-            int x0, x1;
-            float fx, r, g, b;
-            tai_src_coord(rx, d.scale_x, d.src_w, x0, x1, fx);
-            tai_sample<FMT>(d, x0, x1, fx, y0, y1, fy, r, g, b);
+            float r, g, b;
+            if (d.antialias) {
+                tai_sample_aa<FMT>(d, rx, y0, y1, fy, aa_iy, r, g, b);
+            } else {
+                int x0, x1;
+                float fx;
+                tai_src_coord(rx, d.scale_x, d.src_w, x0, x1, fx);
+                tai_sample<FMT>(d, x0, x1, fx, y0, y1, fy, r, g, b);
+            }
             if (p.out_order == 2) {
                 v[0][k] = (FMT == TAI_FMT_GRAY8 ? r : 0.299f * r + 0.587f * g + 0.114f * b) * p.mul[0] + p.add[0];
                 v[1][k] = v[2][k] = 0.f;
