@@ -18,11 +18,9 @@ Image = pytest.importorskip("PIL.Image", reason="Pillow is not installed")
 
 
 def photos():
-    """Real photos (scikit-learn's china.jpg and flower.jpg) cropped to odd sizes, RGB."""
-    datasets = pytest.importorskip("sklearn.datasets", reason="scikit-learn is not installed")
-    china, flower = datasets.load_sample_images().images
-    return [np.ascontiguousarray(a) for a in (china[:427, :639], flower[13:346, 5:522], china[31:432, 100:351],
-                                              flower[:97, :131])]
+    from photos import sample_photos
+
+    return sample_photos()
 
 
 def pil_center_crop(img, short, h, w):

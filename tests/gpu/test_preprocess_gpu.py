@@ -236,11 +236,9 @@ def test_plugin_core_matches_the_python_kernel(rng, tmp_path):
 # --------------------------------------------------------------------------- centre crop, antialias
 
 def photos():
-    """Real photos of odd sizes (scikit-learn's sample images, cropped), RGB uint8."""
-    datasets = pytest.importorskip("sklearn.datasets", reason="scikit-learn is not installed")
-    china, flower = datasets.load_sample_images().images
-    return [np.ascontiguousarray(a) for a in (china[:427, :639], flower[13:346, 5:522], china[31:432, 100:351],
-                                              flower[:97, :131])]
+    from photos import sample_photos
+
+    return sample_photos()
 
 
 @pytest.mark.parametrize("fmt", ["bgr8", "rgb8", "gray8", "nv12"])

@@ -80,7 +80,7 @@ class Preprocessor:
 
         self.spec = spec
         self._module = load_module("preprocess", ordinal)
-        self._function = self._module.function(layout.KERNEL_NAMES[spec.input_format])
+        self._function = self._module.function(layout.kernel_name(spec))
         self._work = _Workspace()
         self._last_key = None
         self._last_maps = []

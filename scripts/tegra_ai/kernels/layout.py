@@ -19,6 +19,11 @@ LAYOUT_CODES = {"nchw": 0, "nhwc": 1}
 DTYPE_CODES = {"float32": 0, "float16": 1}
 KERNEL_NAMES = {fmt: f"tai_preprocess_{fmt}" for fmt in FORMAT_CODES}
 
+
+def kernel_name(spec: PreprocessSpec) -> str:
+    """The entry point for ``spec``: one per source format, ``_aa`` for PIL resampling."""
+    return KERNEL_NAMES[spec.input_format] + ("_aa" if spec.antialias else "")
+
 # Must equal TAI_PX_PER_THREAD, TAI_BLOCK_X, TAI_BLOCK_Y in preprocess.cu.
 PX_PER_THREAD = 4
 BLOCK = (32, 8, 1)

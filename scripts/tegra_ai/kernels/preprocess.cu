@@ -20,7 +20,7 @@ struct TaiImageDesc {
     int roi_top, roi_left;      // where the resized image lands in the output (negative: centre crop)
     int roi_h, roi_w;           // size of the resized image (== output size for stretch)
     float scale_y, scale_x;     // source pixels per output pixel (src / roi)
-    int antialias;              // 1: PIL bilinear (support grows with the downscale); 0: INTER_LINEAR
+    int antialias;              // 1: PIL bilinear (the *_aa kernels); 0: INTER_LINEAR
     int reserved1;
 };
 
@@ -129,29 +129,61 @@ static __device__ __forceinline__ float tai_aa_weight(int i, float centre, float
 }
 
 // Antialiased sample of resized pixel (rx, row): every source pixel under the filter.
+// Up to TAI_AA_TAPS horizontal taps (downscales up to 7.5x) the weights are computed
+// once into registers; wider filters take the generic loop.
+#define TAI_AA_TAPS 16
+
 template <int FMT>
 static __device__ __forceinline__ void tai_sample_aa(const TaiImageDesc& d, int rx, int y_lo, int y_hi, float cy,
                                                      float iy, float& r, float& g, float& b) {
     float cx, ix;
     int x_lo, x_hi;
     tai_aa_taps(rx, d.scale_x, d.src_w, cx, ix, x_lo, x_hi);
+    const int nx = x_hi - x_lo;
     float wx_sum = 0.f, wy_sum = 0.f, sr = 0.f, sg = 0.f, sb = 0.f;
-    for (int x = x_lo; x < x_hi; ++x) wx_sum += tai_aa_weight(x, cx, ix);
-    for (int y = y_lo; y < y_hi; ++y) {
-        const float wy = tai_aa_weight(y, cy, iy);
-        float hr = 0.f, hg = 0.f, hb = 0.f;
-        for (int x = x_lo; x < x_hi; ++x) {
-            const float wx = tai_aa_weight(x, cx, ix);
-            float pr, pg, pb;
-            tai_fetch<FMT>(d, x, y, pr, pg, pb);
-            hr += wx * pr;
-            hg += wx * pg;
-            hb += wx * pb;
+    if (nx <= TAI_AA_TAPS) {
+        float wx[TAI_AA_TAPS];
+#pragma unroll
+        for (int t = 0; t < TAI_AA_TAPS; ++t) {
+            wx[t] = t < nx ? tai_aa_weight(x_lo + t, cx, ix) : 0.f;
+            wx_sum += wx[t];
         }
-        wy_sum += wy;
-        sr += wy * hr;
-        sg += wy * hg;
-        sb += wy * hb;
+        for (int y = y_lo; y < y_hi; ++y) {
+            const float wy = tai_aa_weight(y, cy, iy);
+            float hr = 0.f, hg = 0.f, hb = 0.f;
+#pragma unroll
+            for (int t = 0; t < TAI_AA_TAPS; ++t) {
+                if (t < nx) {
+                    float pr, pg, pb;
+                    tai_fetch<FMT>(d, x_lo + t, y, pr, pg, pb);
+                    hr += wx[t] * pr;
+                    hg += wx[t] * pg;
+                    hb += wx[t] * pb;
+                }
+            }
+            wy_sum += wy;
+            sr += wy * hr;
+            sg += wy * hg;
+            sb += wy * hb;
+        }
+    } else {
+        for (int x = x_lo; x < x_hi; ++x) wx_sum += tai_aa_weight(x, cx, ix);
+        for (int y = y_lo; y < y_hi; ++y) {
+            const float wy = tai_aa_weight(y, cy, iy);
+            float hr = 0.f, hg = 0.f, hb = 0.f;
+            for (int x = x_lo; x < x_hi; ++x) {
+                const float w = tai_aa_weight(x, cx, ix);
+                float pr, pg, pb;
+                tai_fetch<FMT>(d, x, y, pr, pg, pb);
+                hr += w * pr;
+                hg += w * pg;
+                hb += w * pb;
+            }
+            wy_sum += wy;
+            sr += wy * hr;
+            sg += wy * hg;
+            sb += wy * hb;
+        }
     }
     const float inv = 1.f / (wx_sum * wy_sum);
     r = sr * inv;
@@ -159,7 +191,7 @@ static __device__ __forceinline__ void tai_sample_aa(const TaiImageDesc& d, int 
     b = sb * inv;
 }
 
-template <int FMT>
+template <int FMT, bool AA>
 static __device__ __forceinline__ void tai_preprocess_body(const TaiPreprocessParams& p) {
     const int n = blockIdx.z;
     const int y = blockIdx.y * TAI_BLOCK_Y + threadIdx.y;
@@ -175,7 +207,7 @@ static __device__ __forceinline__ void tai_preprocess_body(const TaiPreprocessPa
     int y0 = 0, y1 = 0;
     float fy = 0.f;
     if (row_in) {
-        if (d.antialias) tai_aa_taps(ry, d.scale_y, d.src_h, fy, aa_iy, y0, y1);  // (centre, 1/support, lo, hi)
+        if (AA) tai_aa_taps(ry, d.scale_y, d.src_h, fy, aa_iy, y0, y1);  // (centre, 1/support, lo, hi)
         else tai_src_coord(ry, d.scale_y, d.src_h, y0, y1, fy);
     }
 
@@ -184,7 +216,7 @@ static __device__ __forceinline__ void tai_preprocess_body(const TaiPreprocessPa
         const int rx = xb + k - d.roi_left;
         if (row_in && rx >= 0 && rx < d.roi_w && xb + k < p.out_w) {
             float r, g, b;
-            if (d.antialias) {
+            if (AA) {
                 tai_sample_aa<FMT>(d, rx, y0, y1, fy, aa_iy, r, g, b);
             } else {
                 int x0, x1;
@@ -248,13 +280,19 @@ static __device__ __forceinline__ void tai_preprocess_body(const TaiPreprocessPa
     }
 }
 
-extern "C" __global__ void __launch_bounds__(TAI_BLOCK_X * TAI_BLOCK_Y)
-tai_preprocess_bgr8(const TaiPreprocessParams p) { tai_preprocess_body<TAI_FMT_BGR8>(p); }
-extern "C" __global__ void __launch_bounds__(TAI_BLOCK_X * TAI_BLOCK_Y)
-tai_preprocess_rgb8(const TaiPreprocessParams p) { tai_preprocess_body<TAI_FMT_RGB8>(p); }
-extern "C" __global__ void __launch_bounds__(TAI_BLOCK_X * TAI_BLOCK_Y)
-tai_preprocess_gray8(const TaiPreprocessParams p) { tai_preprocess_body<TAI_FMT_GRAY8>(p); }
-extern "C" __global__ void __launch_bounds__(TAI_BLOCK_X * TAI_BLOCK_Y)
-tai_preprocess_nv12(const TaiPreprocessParams p) { tai_preprocess_body<TAI_FMT_NV12>(p); }
+// One entry point per source format; the _aa variants resample as PIL (descriptors with
+// antialias=1), kept apart so the INTER_LINEAR kernels keep their register budget.
+#define TAI_PREPROCESS_ENTRY(NAME, FMT, AA)                                         \
+    extern "C" __global__ void __launch_bounds__(TAI_BLOCK_X * TAI_BLOCK_Y)       \
+    NAME(const TaiPreprocessParams p) { tai_preprocess_body<FMT, AA>(p); }
+
+TAI_PREPROCESS_ENTRY(tai_preprocess_bgr8, TAI_FMT_BGR8, false)
+TAI_PREPROCESS_ENTRY(tai_preprocess_rgb8, TAI_FMT_RGB8, false)
+TAI_PREPROCESS_ENTRY(tai_preprocess_gray8, TAI_FMT_GRAY8, false)
+TAI_PREPROCESS_ENTRY(tai_preprocess_nv12, TAI_FMT_NV12, false)
+TAI_PREPROCESS_ENTRY(tai_preprocess_bgr8_aa, TAI_FMT_BGR8, true)
+TAI_PREPROCESS_ENTRY(tai_preprocess_rgb8_aa, TAI_FMT_RGB8, true)
+TAI_PREPROCESS_ENTRY(tai_preprocess_gray8_aa, TAI_FMT_GRAY8, true)
+TAI_PREPROCESS_ENTRY(tai_preprocess_nv12_aa, TAI_FMT_NV12, true)
 
 #endif  // TAI_PREPROCESS_CU
