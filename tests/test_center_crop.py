@@ -105,6 +105,12 @@ def test_kernel_descriptor_center_crop():
     assert (d.roi_top, d.roi_left, d.roi_h, d.roi_w, d.antialias) == (-16, -58, 256, 341, 1)
     assert d.scale_y == pytest.approx(480 / 256) and d.scale_x == pytest.approx(640 / 341)
     assert image_desc(PreprocessSpec(8, 8), SourceImage(0x1000, 16, 16)).antialias == 0
+    from tegra_ai.kernels.layout import kernel_name, preprocess_grid
+
+    # the _aa kernels compute one output pixel per thread (32x8 tiles), the others four
+    assert kernel_name(spec) == "tai_preprocess_bgr8_aa" and preprocess_grid(spec, 16)[0] == (7, 28, 16)
+    assert kernel_name(PreprocessSpec(224, 224)) == "tai_preprocess_bgr8"
+    assert preprocess_grid(PreprocessSpec(224, 224), 16)[0] == (2, 28, 16)
     m = box_mapping(spec, 480, 640)
     np.testing.assert_allclose(m.to_source(np.array([[0.0, 0.0, 224.0, 224.0]]))[0],
                                [58 * 640 / 341, 16 * 480 / 256, 282 * 640 / 341, 240 * 480 / 256])

@@ -255,6 +255,21 @@ def test_center_crop_matches_reference(rng, fmt, antialias):
             check_close(spec, got[0], preprocess_reference(spec, img), REF_TOL_LEVELS)
 
 
+@pytest.mark.parametrize("fmt", ["bgr8", "gray8", "nv12"])
+@pytest.mark.parametrize("resize", ["stretch", "letterbox"])
+def test_antialias_stretch_and_letterbox_match_reference(rng, fmt, resize):
+    # tiles of padding only, tiles across the letterbox edge, the shared-memory path (up to
+    # ~5x) and the per-pixel path (1080 -> 96: 11x)
+    spec = PreprocessSpec(height=96, width=160, input_format=fmt, resize=resize, antialias=True,
+                          pad_value=float(rng.integers(0, 256)), dtype="float16", layout="nhwc")
+    for h, w in [(480, 640), (1080, 1920), (38, 302), (302, 38), (97, 131)]:
+        if fmt == "nv12" and (h % 2 or w % 2):
+            continue
+        img = random_image(rng, fmt, h, w)
+        got, _ = run(spec, img)
+        check_close(spec, got[0], preprocess_reference(spec, img), REF_TOL_LEVELS)
+
+
 def test_center_crop_antialias_equals_pil_on_photos():
     from PIL import Image
 

@@ -164,12 +164,12 @@ def preprocess_params(spec: PreprocessSpec, images_ptr: int, out_ptr: int, batch
 
 
 def preprocess_grid(spec: PreprocessSpec, batch: int):
-    """(grid, block) of one batched launch: 4 output pixels per thread along x."""
+    """(grid, block) of one batched launch: 4 output pixels per thread along x (1 antialiased)."""
     if batch <= 0:
         raise TegraAIError("batch must be at least 1")
     if batch > 65535:
         raise TegraAIError(f"batch {batch} exceeds the 65535 images of one launch")
-    per_block_x = BLOCK[0] * PX_PER_THREAD
+    per_block_x = BLOCK[0] * (1 if spec.antialias else PX_PER_THREAD)  # the _aa kernels: 1 pixel per thread
     grid = (-(-spec.width // per_block_x), -(-spec.height // BLOCK[1]), batch)
     return grid, BLOCK
 
