@@ -140,7 +140,18 @@ def spec_pixels(spec: PreprocessSpec, image: np.ndarray) -> np.ndarray:
         else:
             rgb = rgb.astype(np.float32)
             x = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2])[..., None]
-    return np.transpose(x, (2, 0, 1)) if spec.layout == "nchw" else x
+    if spec.layout == "nhwc":
+        return x
+    if x.dtype == np.uint8 and canvas.shape[2] == 3 and spec.channel_order != "gray":
+        # HWC -> CHW: OpenCV's split and one stacked copy, several times a strided NumPy transpose
+        planes = cv2.split(np.ascontiguousarray(canvas))
+        return np.stack(planes[::-1] if _reverses(fmt, spec.channel_order) else planes)
+    return np.transpose(x, (2, 0, 1))
+
+
+def _reverses(fmt: str, channel_order: str) -> bool:
+    """Whether output channel c is canvas channel 2 - c (bgr8 -> rgb, rgb8/nv12 -> bgr)."""
+    return (fmt == "bgr8") != (channel_order == "bgr")
 
 
 def preprocess_opencv(spec: PreprocessSpec, image: np.ndarray) -> np.ndarray:
@@ -327,19 +338,30 @@ def sample_stats(x: np.ndarray, layout: str) -> tuple:
     return f64(v.sum(1)), f64(np.einsum("ij,ij->i", v, v)), f64(v.min(1)), f64(v.max(1)), v.shape[1]
 
 
-_LEVELS = np.arange(256, dtype=np.float64)
-
-
 def pixel_stats(spec: PreprocessSpec, pixels: np.ndarray) -> tuple:
-    """:func:`sample_stats` of the normalised sample, from its uint8 pixels (a histogram per
-    channel, then the affine normalisation ``pixel * a - b`` applied to the moments)."""
-    chans = pixels.shape[0] if spec.layout == "nchw" else pixels.shape[-1]
-    hist = np.stack([np.bincount((pixels[c] if spec.layout == "nchw" else pixels[..., c]).ravel(), minlength=256)
-                     for c in range(chans)]).astype(np.float64)
-    n = float(hist[0].sum())
-    s, ss = hist @ _LEVELS, hist @ (_LEVELS * _LEVELS)
-    lo = np.array([np.flatnonzero(h)[0] for h in hist], np.float64)
-    hi = np.array([np.flatnonzero(h)[-1] for h in hist], np.float64)
+    """:func:`sample_stats` of the normalised sample, from its uint8 pixels (per-channel
+    moments by OpenCV's ``meanStdDev``, float64, then the affine normalisation
+    ``pixel * a - b`` applied to them)."""
+    cv2 = _cv2()
+    x = np.ascontiguousarray(pixels)
+    if spec.layout == "nchw":
+        chans = [cv2.meanStdDev(x[c]) for c in range(x.shape[0])]
+        mean = np.array([m[0, 0] for m, _ in chans])
+        std = np.array([d[0, 0] for _, d in chans])
+        flat = x.reshape(x.shape[0], -1)
+        lo, hi = flat.min(axis=1).astype(np.float64), flat.max(axis=1).astype(np.float64)
+        n = flat.shape[1]
+    else:
+        flat = x.reshape(-1, x.shape[-1])
+        m, d = cv2.meanStdDev(x.reshape(x.shape[0], x.shape[1], -1)) if x.shape[-1] <= 4 else (None, None)
+        if m is None:
+            f = flat.astype(np.float64)
+            mean, std = f.mean(0), f.std(0)
+        else:
+            mean, std = m[:, 0], d[:, 0]
+        lo, hi = flat.min(axis=0).astype(np.float64), flat.max(axis=0).astype(np.float64)
+        n = flat.shape[0]
+    s, ss = mean * n, (std * std + mean * mean) * n
     a, b = (np.asarray(v, np.float64) for v in normalisation(spec))
     ends = np.stack([lo * a - b, hi * a - b])
     return (a * s - b * n, a * a * ss - 2 * a * b * s + b * b * n, ends.min(0), ends.max(0), int(n))
