@@ -16,12 +16,15 @@ byte-identical file (the zip entries carry a fixed timestamp).
 
 The output is an ``.npz`` with one array under the model input's name plus ``_manifest``
 (UTF-8 JSON as uint8): the spec, the source files with their sha256, what was skipped,
-and per-channel statistics. When every sample is an image in a class sub-folder,
+and per-channel statistics (of the model inputs). The samples are stored as their resized
+uint8 pixels (manifest ``version`` 2, ``storage: "uint8"``) when the spec allows it, else
+in the model's dtype; :func:`load_samples` (the one loader every reader uses) returns
+model inputs either way. When every sample is an image in a class sub-folder,
 ``_labels`` holds each sample's class (index into the sorted sub-folder names, listed in
 the manifest as ``classes``): ``tensorrt-optimize compare --labels DATA.npz`` reads it.
 
-Decoding and resizing use OpenCV (``opencv-python-headless``, the ``opencv`` extra) in
-worker processes; the resize follows the spec's geometry (OpenCV ``INTER_LINEAR``, what
+Decoding and resizing use OpenCV (``opencv-python-headless``, the ``opencv`` extra; Pillow
+for ``antialias``) in worker processes; the resize follows the spec's geometry (OpenCV ``INTER_LINEAR``, what
 the CUDA kernel and the plugin do) and is within one pixel level of the NumPy reference.
 Without OpenCV, arrays of raw images are still preprocessed with the NumPy reference."""
 
