@@ -198,3 +198,17 @@ def test_float_storage_where_pixels_are_not_uint8_and_old_files_still_load(jpegs
     assert "storage" not in m
     assert np.array_equal(ds.load_samples(str(tmp_path / "b.npz"))["input"],
                           ds.load_samples(str(tmp_path / "a.npz"))["input"])
+
+
+def test_ensemble_models_take_center_crop_specs():
+    import os
+
+    from tegra_ai.models import HERE as MODELS
+    from tegra_ai.runtime.ensemble import parse
+
+    data = json.load(open(os.path.join(MODELS, "digits-ensemble.json")))
+    data["models"]["digits"]["preprocess"] = {"height": 8, "width": 8, "input_format": "gray8",
+                                              "channel_order": "gray", "mean": [0.0], "std": [1.0],
+                                              "resize": "center_crop", "resize_short": 10, "antialias": True}
+    spec = parse(data, os.path.join(MODELS, "digits-ensemble.json")).models["digits"].preprocess
+    assert (spec.resize, spec.resize_short, spec.antialias) == ("center_crop", 10, True)
