@@ -102,11 +102,12 @@ def test_sigterm_mid_run_exits_143_without_worker_tracebacks(tmp_path):
     for i in range(60):
         assert cv2.imwrite(str(src / f"{i:03d}.jpg"), cv2.resize(np.roll(base, i, axis=1), (1280, 720)))
     env = dict(os.environ, PYTHONPATH=SCRIPTS + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "tegra_ai.cli.calibration", str(src), "-o", "o.npz",
+    name = f"sigterm-{os.getpid()}.npz"  # unique: /dev/shm is shared with whatever else runs here
+    proc = subprocess.Popen([sys.executable, "-m", "tegra_ai.cli.calibration", str(src), "-o", name,
                              "--height", "640", "--width", "640", "--resize", "letterbox", "--workers", "2"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(tmp_path.glob(".o.npz.*")) and not _shm_scratch():
+    while time.monotonic() < deadline and not any(tmp_path.glob(f".{name}.*")) and not _shm_scratch(name):
         time.sleep(0.02)  # the samples file exists: the pool is about to run
     time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
@@ -119,11 +120,11 @@ def test_sigterm_mid_run_exits_143_without_worker_tracebacks(tmp_path):
         pytest.skip("the run finished before SIGTERM arrived (a fast host)")
     assert proc.returncode == 143, err[-2000:]
     assert "Traceback" not in err, err[-2000:]
-    assert not (tmp_path / "o.npz").exists() and not list(tmp_path.glob(".o.npz*")) and not _shm_scratch()
+    assert not (tmp_path / name).exists() and not list(tmp_path.glob(f".{name}*")) and not _shm_scratch(name)
 
 
-def _shm_scratch():
+def _shm_scratch(name):
     try:
-        return [f for f in os.listdir("/dev/shm") if f.startswith(".o.npz.") and f.endswith(".samples.npy")]
+        return [f for f in os.listdir("/dev/shm") if f.startswith(f".{name}.") and f.endswith(".samples.npy")]
     except OSError:
         return []
