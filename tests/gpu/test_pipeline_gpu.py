@@ -1,7 +1,9 @@
 """Pipeline and multi-model runtime on a real GPU: results in frame order, none lost,
-bounded read-ahead (backpressure), preprocessed frames equal to the NumPy reference,
+bounded read-ahead (backpressure), each result handed out when its GPU work is done (not
+when a later frame arrives), preprocessed frames equal to the NumPy reference,
 detections equal to the reference post-processing, several concurrent CUDA workloads."""
 
+import threading
 import time
 
 import numpy as np
@@ -92,6 +94,55 @@ def test_frames_in_order_none_lost_equal_reference(rng, streams, fmt):
         np.testing.assert_allclose(r.outputs["out"][0], want, atol=1e-5)
     s = pipe.stats()
     assert s["frames"] == 40 and s["fps"] > 0 and all(v is not None for v in s["stage_ms"].values())
+
+
+@pytest.mark.parametrize("streams", [1, 2, 4])
+def test_result_does_not_wait_for_a_later_frame(rng, streams):
+    """A camera hands over frame k+1 only after the consumer has frame k's result
+    (a source that waits for it, 2 s at most). The pipeline must deliver frame k when
+    its GPU work is done; before, it was delivered only when frame k+N came to reuse its
+    lane, so this source timed out on every frame."""
+    from tegra_ai.runtime.pipeline import Pipeline
+
+    spec = PreprocessSpec(48, 64, resize="letterbox")
+    frames = [rng.integers(0, 256, (90, 120, 3), dtype=np.uint8) for _ in range(10)]
+    delivered = [threading.Event() for _ in frames]
+    timed_out = []
+
+    def camera():
+        for k, f in enumerate(frames):
+            if k and not delivered[k - 1].wait(timeout=2.0):
+                timed_out.append(k - 1)
+            yield f
+    pipe = Pipeline(spec, EchoRunner((1,) + spec.output_shape, spin_us=500), streams=streams)
+    got = []
+    for r in pipe.run(camera()):
+        got.append(r.index)
+        delivered[r.index].set()
+    assert got == list(range(10))
+    assert timed_out == [], f"results of frames {timed_out} waited for a later frame"
+
+
+def test_live_source_slow_consumer_drops_oldest_and_counts(rng):
+    """A paced (live) source and a consumer that falls behind: the pipeline drops its
+    oldest queued frames (the default for a live source), counts them, keeps frame
+    order, and latency is taken from the frames' capture timestamps."""
+    from tegra_ai.runtime import sources
+    from tegra_ai.runtime.pipeline import Pipeline
+
+    spec = PreprocessSpec(48, 64, resize="letterbox")
+    cam = sources.PacedSource(sources.synthetic(60, 90, 120), fps=200)
+    pipe = Pipeline(spec, EchoRunner((1,) + spec.output_shape, spin_us=200), streams=2, source_queue=2)
+    got = []
+    for r in pipe.run(cam):
+        got.append(r.index)
+        if len(got) <= 5:
+            time.sleep(0.03)   # six frame periods per result
+    s = pipe.stats()
+    assert got == sorted(got) and got[-1] == 59
+    assert s["dropped"]["queue"] > 0 and s["dropped"]["source"] == cam.dropped
+    assert len(got) + s["dropped"]["queue"] + s["dropped"]["source"] == 60
+    assert s["latency_ms"]["p99"] >= 20   # the held-up frames' wait is in their latency
 
 
 def test_detection_pipeline_equals_reference(rng):
