@@ -206,6 +206,8 @@ class _StandInLane:
     def wait(self):
         time.sleep(max(0.0, self.deadline - time.perf_counter()))
 
+    sync = wait
+
     def finish(self):
         assert time.perf_counter() >= self.deadline, "result read before its work completed"
         r, self.pending = self.pending, None

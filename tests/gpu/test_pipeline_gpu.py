@@ -123,6 +123,33 @@ def test_result_does_not_wait_for_a_later_frame(rng, streams):
     assert timed_out == [], f"results of frames {timed_out} waited for a later frame"
 
 
+def test_page_locked_read_only_frames_are_uploaded_in_place(rng):
+    """Frames from synthetic(pinned=True) are page-locked and read-only: the lanes
+    upload them without staging (no pinned copy is even allocated) and the results equal
+    the reference; a writable or pageable frame is staged."""
+    from tegra_ai.cuda.driver import HostBuffer, is_page_locked
+    from tegra_ai.preprocess.reference import preprocess_reference
+    from tegra_ai.runtime import sources
+    from tegra_ai.runtime.pipeline import Pipeline
+
+    hb = HostBuffer((64, 64), np.uint8)
+    assert is_page_locked(hb.ptr, hb.nbytes) and is_page_locked(hb.array[10:].ctypes.data, 100)
+    plain = np.zeros(1 << 16, np.uint8)
+    assert not is_page_locked(plain.ctypes.data, plain.nbytes)
+
+    spec = PreprocessSpec(48, 64, resize="letterbox")
+    frames = list(sources.synthetic(12, 90, 120, seed=int(rng.integers(1 << 30)), distinct=3, pinned=True))
+    assert not frames[0].flags.writeable and is_page_locked(frames[0].ctypes.data, frames[0].nbytes)
+    pipe = Pipeline(spec, EchoRunner((1,) + spec.output_shape, spin_us=100), streams=2)
+    got = list(pipe.run(frames))
+    assert [r.index for r in got] == list(range(12))
+    assert all(lane.src_host is None for lane in pipe._lanes)   # nothing was staged
+    for r in got[:3]:
+        np.testing.assert_allclose(r.outputs["out"][0], preprocess_reference(spec, frames[r.index]), atol=1e-5)
+    list(pipe.run([np.array(frames[0])]))                       # a writable copy: staged
+    assert pipe._lanes[0].src_host is not None
+
+
 def test_live_source_slow_consumer_drops_oldest_and_counts(rng):
     """A paced (live) source and a consumer that falls behind: the pipeline drops its
     oldest queued frames (the default for a live source), counts them, keeps frame

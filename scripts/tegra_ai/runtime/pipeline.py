@@ -106,11 +106,14 @@ class _Lane:
         self.pipe, self.runner = pipe, runner
         self.stream = Stream()
         self.pre = Preprocessor(pipe.spec)
-        # The last event is the one the completion thread waits on.
-        self.events = [Event() for _ in range(4)] + [Event(blocking=not pipe.spin_wait)]
+        # events[4] ends the frame's work; the consumer spins on it when every lane is
+        # busy (nothing else to do), the completion thread waits on ``done`` recorded
+        # right after it, yielding the CPU unless spin_wait.
+        self.events = [Event() for _ in range(5)]
+        self.done = Event(blocking=not pipe.spin_wait)
         self.src_host = self.src_dev = None
         self.src_shape = None
-        self.pending = None  # (index, host_ms)
+        self.pending = None  # (index, host_ms, frame read by the GPU in place or None)
         self.post = None
         self.out_host = {}
         if pipe.detection is not None:
@@ -125,18 +128,19 @@ class _Lane:
             for m in runner.output_metadata():
                 self.out_host[m.name] = HostBuffer(m.shape, m.dtype)
 
-    def _ensure_source(self, frame):
+    def _ensure_source(self, frame, staged):
         from tegra_ai.cuda.driver import DeviceBuffer, HostBuffer
 
-        if self.src_shape == frame.shape:
-            return
-        # Only when the frame size changes (once per source): never in the steady state.
-        self.src_host = HostBuffer(frame.shape, np.uint8)
-        self.src_dev = DeviceBuffer(frame.nbytes)
-        self.src_shape = frame.shape
+        if self.src_shape != frame.shape:
+            # Only when the frame size changes (once per source): never in the steady state.
+            self.src_host = None
+            self.src_dev = DeviceBuffer(frame.nbytes)
+            self.src_shape = frame.shape
+        if staged and self.src_host is None:
+            self.src_host = HostBuffer(frame.shape, np.uint8)
 
     def start(self, index, frame, serial_event):
-        from tegra_ai.cuda.driver import check, stream_handle
+        from tegra_ai.cuda.driver import check, is_page_locked, stream_handle
         from tegra_ai.cuda import compat
         from tegra_ai.kernels.api import _source_size
         from tegra_ai.kernels.layout import SourceImage
@@ -145,11 +149,19 @@ class _Lane:
         pipe, s, ev = self.pipe, int(self.stream), self.events
         frame = np.ascontiguousarray(frame, dtype=np.uint8)
         h, w = _source_size(pipe.spec.input_format, frame)
-        self._ensure_source(frame)
-        pipe._copy(self.src_host.array, frame)
+        # A read-only frame in page-locked memory (the source promises not to change it
+        # while the pipeline holds it) is uploaded from where it is; any other frame is
+        # first copied into this lane's pinned buffer (the source may reuse its memory).
+        in_place = not frame.flags.writeable and is_page_locked(frame.ctypes.data, frame.nbytes)
+        self._ensure_source(frame, staged=not in_place)
+        if in_place:
+            src_ptr = frame.ctypes.data
+        else:
+            pipe._copy(self.src_host.array, frame)
+            src_ptr = self.src_host.ptr
         drv = compat.driver()
         ev[0].record(s)
-        check(drv.cuMemcpyHtoDAsync(int(self.src_dev), self.src_host.ptr, frame.nbytes, stream_handle(s)),
+        check(drv.cuMemcpyHtoDAsync(int(self.src_dev), src_ptr, frame.nbytes, stream_handle(s)),
               "cuMemcpyHtoDAsync")
         ev[1].record(s)
         maps = self.pre.run_device([SourceImage(int(self.src_dev), h, w)],
@@ -167,16 +179,22 @@ class _Lane:
                 check(drv.cuMemcpyDtoHAsync(hb.ptr, self.runner.device_outputs[name], hb.nbytes,
                                             stream_handle(s)), "cuMemcpyDtoHAsync")
         ev[4].record(s)
-        self.pending = (index, (time.perf_counter() - t0) * 1e3)
+        self.done.record(s)
+        self.pending = (index, (time.perf_counter() - t0) * 1e3, frame if in_place else None)
         return ev[3]
 
     def wait(self):
+        """Until the frame's work is done (the completion thread; yields the CPU)."""
+        self.done.synchronize()
+
+    def sync(self):
+        """Until the frame's work is done (the consumer, when it has nothing else to do)."""
         self.events[4].synchronize()
 
     def finish(self) -> FrameResult:
-        index, host_ms = self.pending
+        index, host_ms, _ = self.pending
         ev = self.events
-        ev[4].synchronize()  # already complete (the completion thread waited): returns at once
+        ev[4].synchronize()  # already complete: returns at once
         self.pending = None
         stages = {name: ev[i + 1].elapsed_ms(ev[i]) for i, name in enumerate(STAGES)}
         r = FrameResult(index, stages_ms=stages)
@@ -240,6 +258,7 @@ class _Flow:
         self.ended = False          # the reader has finished
         self.source_error = None    # raised after the frames read before it
         self.gpu_error = None       # raised at once
+        self.completed = 0          # frames started before this one are known complete
 
 
 def _reader(frames, flow):
@@ -272,12 +291,15 @@ def _reader(frames, flow):
             flow.cv.notify_all()
 
 
-def _completion(flow, todo, done):
-    """Waits for each started lane in frame order and marks it done."""
+def _completion(flow, todo):
+    """Waits for each started frame in start order and counts it complete. A lane may
+    have been restarted by the time it is waited for (the consumer waited itself): the
+    wait then covers the later frame too, which is still true of this one."""
     while True:
-        lane = todo.get()
-        if lane is None:
+        job = todo.get()
+        if job is None:
             return
+        ticket, lane = job
         try:
             lane.wait()
         except BaseException as exc:  # noqa: BLE001 - re-raised by the consumer
@@ -286,27 +308,41 @@ def _completion(flow, todo, done):
                 flow.cv.notify_all()
             return
         with flow.cv:
-            done.add(lane)
+            flow.completed = max(flow.completed, ticket + 1)
             flow.cv.notify_all()
 
 
 def stream_results(lanes, frames, *, stats, capacity, policy, serialize=True, flow_hook=None, thread_init=None):
     """Generator of results in frame order over ``lanes`` (objects with ``start(index,
-    image, serial) -> serial``, ``wait()``, ``finish() -> FrameResult`` and ``pending``).
-    The scheduling of :meth:`Pipeline.run`, apart from CUDA so that it is testable with
-    stand-in lanes."""
+    image, serial) -> serial``, ``wait()`` and ``sync()`` (until the frame's work is
+    done), ``finish() -> FrameResult`` and ``pending``). The scheduling of
+    :meth:`Pipeline.run`, apart from CUDA so that it is testable with stand-in lanes.
+
+    The consumer starts every frame it can (a free lane and a queued frame), hands out
+    the oldest frame once it is complete, and otherwise sleeps until the reader or the
+    completion thread wakes it; with every lane busy it waits for the oldest frame
+    itself."""
     flow = _Flow(capacity, policy, stats)
     if flow_hook is not None:
         flow_hook(flow)
     todo = queue.SimpleQueue()
-    done = set()
     free = collections.deque(lanes)
-    inflight = collections.deque()     # lanes in frame order
+    inflight = collections.deque()     # (ticket, lane, capture time), in frame order
+    tickets = 0
 
     def complete():
         if thread_init is not None:
             thread_init()
-        _completion(flow, todo, done)
+        _completion(flow, todo)
+
+    def launch(item):
+        nonlocal serial, tickets
+        index, image, t = item
+        lane = free.popleft()
+        serial = lane.start(index, image, serial if serialize else None)
+        inflight.append((tickets, lane, t))
+        todo.put((tickets, lane))
+        tickets += 1
 
     reader = threading.Thread(target=_reader, args=(frames, flow), name="tegra-ai-source", daemon=True)
     waiter = threading.Thread(target=complete, name="tegra-ai-completion", daemon=True)
@@ -314,10 +350,9 @@ def stream_results(lanes, frames, *, stats, capacity, policy, serialize=True, fl
     reader.start()
     serial = None
     t_start = None
-    times = {}   # lane -> capture time of its frame
     try:
         while True:
-            ready = None
+            item = None
             with flow.cv:
                 t_wait = None
                 while True:
@@ -327,10 +362,7 @@ def stream_results(lanes, frames, *, stats, capacity, policy, serialize=True, fl
                         item = flow.frames.popleft()
                         flow.cv.notify_all()   # room in the queue: a blocked reader goes on
                         break
-                    if inflight and inflight[0] in done:
-                        ready = inflight.popleft()
-                        done.discard(ready)
-                        item = None
+                    if inflight and (flow.completed > inflight[0][0] or not free):
                         break
                     if flow.ended and not flow.frames and not inflight:
                         if flow.source_error is not None:
@@ -342,19 +374,14 @@ def stream_results(lanes, frames, *, stats, capacity, policy, serialize=True, fl
                 if t_wait is not None and t_start is not None:
                     stats.source_wait_ms.append((time.perf_counter() - t_wait) * 1e3)
             if item is not None:
-                index, image, t = item
                 if t_start is None:
                     t_start = time.perf_counter()
-                lane = free.popleft()
-                token = lane.start(index, image, serial if serialize else None)
-                serial = token
-                times[lane] = t
-                inflight.append(lane)
-                todo.put(lane)
+                launch(item)
                 continue
-            r = ready.finish()
-            t = times.pop(ready)
-            free.append(ready)
+            ticket, lane, t = inflight.popleft()
+            lane.sync()   # at once if complete; with every lane busy, the wait is here
+            r = lane.finish()
+            free.append(lane)
             # Frames waiting for a lane go to the GPU before the consumer runs.
             while free:
                 with flow.cv:
@@ -362,12 +389,7 @@ def stream_results(lanes, frames, *, stats, capacity, policy, serialize=True, fl
                         break
                     item = flow.frames.popleft()
                     flow.cv.notify_all()
-                index, image, tc = item
-                lane = free.popleft()
-                serial = lane.start(index, image, serial if serialize else None)
-                times[lane] = tc
-                inflight.append(lane)
-                todo.put(lane)
+                launch(item)
             r.latency_ms = (time.perf_counter() - t) * 1e3
             stats.frames += 1
             stats.latency_ms.append(r.latency_ms)
@@ -380,9 +402,9 @@ def stream_results(lanes, frames, *, stats, capacity, policy, serialize=True, fl
         waiter.join()
         # A consumer that stopped early, or an error: the GPU may still write into the
         # lanes' buffers; wait for it before they are reused.
-        for lane in inflight:
+        for _, lane, _ in inflight:
             try:
-                lane.wait()
+                lane.sync()
             except Exception:  # noqa: BLE001 - the first error is already propagating
                 pass
             lane.pending = None
@@ -453,7 +475,7 @@ class Pipeline:
         for i, item in enumerate(frames):
             index, image, t = _unpack(item, i)
             lane.start(index, image, None)
-            lane.wait()
+            lane.sync()
             r = lane.finish()
             r.latency_ms = (time.perf_counter() - t) * 1e3
             self._stats.frames += 1

@@ -54,8 +54,13 @@ def bgr_to_format(frame: np.ndarray, input_format: str) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([y, uv], 0))
 
 
-def synthetic(count: int, height: int, width: int, input_format: str = "bgr8", seed: int = 0, distinct: int = 8):
-    """``count`` frames cycling through ``distinct`` random ones (no generator cost per frame)."""
+def synthetic(count: int, height: int, width: int, input_format: str = "bgr8", seed: int = 0, distinct: int = 8,
+              pinned: bool = False):
+    """``count`` frames cycling through ``distinct`` random ones (no generator cost per frame).
+
+    ``pinned``: the frames live in page-locked memory and are read-only, as frames a
+    capture path writes into CUDA-accessible buffers; the pipeline then uploads them
+    without a host copy (needs a CUDA GPU)."""
     if count < 0 or height <= 0 or width <= 0:
         raise TegraAIError(f"synthetic source: count {count}, size {height}x{width} must be positive",
                            exit_code=EXIT_USAGE)
@@ -63,8 +68,25 @@ def synthetic(count: int, height: int, width: int, input_format: str = "bgr8", s
     shape = {"bgr8": (height, width, 3), "rgb8": (height, width, 3), "gray8": (height, width),
              "nv12": (height * 3 // 2, width)}[input_format]
     frames = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(max(1, min(distinct, count or 1)))]
+    if pinned:
+        frames = [_page_locked_copy(f) for f in frames]
     for i in range(count):
         yield frames[i % len(frames)]
+
+
+def _page_locked_copy(frame):
+    """A read-only copy of ``frame`` in page-locked memory that keeps its buffer alive."""
+    from tegra_ai.cuda.driver import HostBuffer
+
+    buf = HostBuffer(frame.shape, frame.dtype)
+    np.copyto(buf.array, frame)
+    out = buf.array
+    root = out
+    while isinstance(root, np.ndarray):
+        root = root.base
+    root._owner = buf   # the ctypes array under the view holds the allocation
+    out.flags.writeable = False
+    return out
 
 
 def image_folder(path: str, input_format: str = "bgr8"):
