@@ -358,3 +358,29 @@ def test_pipeline_default_queue_policy_follows_the_source():
     assert Pipeline._policy(SimpleNamespace(queue_policy=None), live) == "drop-oldest"
     assert Pipeline._policy(SimpleNamespace(queue_policy=None), [np.zeros(1)]) == "block"
     assert Pipeline._policy(SimpleNamespace(queue_policy="block"), live) == "block"
+
+
+def test_pipeline_live_source_slow_consumer_drops_and_keeps_order():
+    """PacedSource through the scheduling with the live policy: a consumer 6 frame
+    periods slow loses the oldest queued frames, counted; latency runs from capture."""
+    from tegra_ai.runtime import sources
+
+    stamps = {}
+
+    class Camera(sources.PacedSource):
+        def __iter__(self):
+            for f in super().__iter__():
+                stamps[f.sequence] = f.timestamp
+                yield f
+
+    cam = Camera(sources.synthetic(40, 4, 4), fps=200)
+    gen, stats = _stream(cam, streams=2, capacity=2, policy="drop-oldest", work_s=0.0005)
+    got = []
+    for r in gen:
+        assert (time.perf_counter() - stamps[r.index]) * 1e3 >= r.latency_ms >= 0
+        got.append(r.index)
+        if len(got) <= 3:
+            time.sleep(0.03)
+    assert got == sorted(got) and got[-1] == 39
+    assert stats.dropped_queue > 0 and stats.dropped_source == cam.dropped
+    assert len(got) + stats.dropped_queue + stats.dropped_source == 40

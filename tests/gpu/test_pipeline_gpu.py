@@ -157,11 +157,20 @@ def test_live_source_slow_consumer_drops_oldest_and_counts(rng):
     from tegra_ai.runtime import sources
     from tegra_ai.runtime.pipeline import Pipeline
 
+    stamps = {}
+
+    class Camera(sources.PacedSource):
+        def __iter__(self):
+            for f in super().__iter__():
+                stamps[f.sequence] = f.timestamp
+                yield f
+
     spec = PreprocessSpec(48, 64, resize="letterbox")
-    cam = sources.PacedSource(sources.synthetic(60, 90, 120), fps=200)
+    cam = Camera(sources.synthetic(60, 90, 120), fps=200)
     pipe = Pipeline(spec, EchoRunner((1,) + spec.output_shape, spin_us=200), streams=2, source_queue=2)
-    got = []
+    got, since_capture = [], []
     for r in pipe.run(cam):
+        since_capture.append((time.perf_counter() - stamps[r.index]) * 1e3 - r.latency_ms)
         got.append(r.index)
         if len(got) <= 5:
             time.sleep(0.03)   # six frame periods per result
@@ -169,7 +178,8 @@ def test_live_source_slow_consumer_drops_oldest_and_counts(rng):
     assert got == sorted(got) and got[-1] == 59
     assert s["dropped"]["queue"] > 0 and s["dropped"]["source"] == cam.dropped
     assert len(got) + s["dropped"]["queue"] + s["dropped"]["source"] == 60
-    assert s["latency_ms"]["p99"] >= 20   # the held-up frames' wait is in their latency
+    # latency_ms is capture -> hand-out: just under the time since capture seen here.
+    assert all(0 <= d < 5 for d in since_capture), max(since_capture)
 
 
 def test_detection_pipeline_equals_reference(rng):
