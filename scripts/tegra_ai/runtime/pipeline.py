@@ -17,6 +17,9 @@ result has been handed out (frame order): a completion thread waits on each lane
 event in frame order and wakes the consumer, so a frame never waits for a later frame
 to arrive (at a camera's pace that wait was N frame periods). The wait yields the CPU
 (``CU_EVENT_BLOCKING_SYNC``) unless ``spin_wait``, as trtexec without ``--useSpinWait``.
+With every lane busy the consumer has nothing else to do and waits for the oldest frame
+itself. Latency runs from the frame's capture timestamp (a
+:class:`~tegra_ai.runtime.sources.Frame`) or from when the reader took it.
 
 A reader thread takes frames from the source into a queue of ``source_queue`` frames.
 When the queue is full (the consumer or the GPU is slower than the source),
@@ -417,6 +420,11 @@ def stream_results(lanes, frames, *, stats, capacity, policy, serialize=True, fl
 
 
 class Pipeline:
+    """``streams`` lanes; ``source_queue`` frames read ahead; ``queue_policy`` (None: by
+    the source's ``live``) when that queue is full; ``spin_wait``: the completion thread
+    spins instead of yielding the CPU; ``copy_threads``: threads that copy a large
+    pageable frame into pinned memory. :meth:`close` stops the copy threads."""
+
     def __init__(self, spec, runner, *, detection=None, streams: int = 2, input_name: str | None = None,
                  serialize_inference: bool = True, source_queue: int = 4, copy_outputs: bool = True,
                  queue_policy: str | None = None, spin_wait: bool = False, copy_threads: int = 1):
