@@ -113,7 +113,7 @@ def ensure_engine(model: str, precision: str, shapes: dict, cache_dir: str, cali
     (:mod:`tegra_ai.spec`): one static profile at the cell's shapes."""
     from tegra_ai.cache.store import EngineCache
     from tegra_ai.onnx_files import model_digest
-    from tegra_ai.spec import BuildOptions, InputShapes, check_model_name, hash_calibration
+    from tegra_ai.spec import BuildOptions, BuildRequest, InputShapes, check_model_name, hash_calibration
     from tegra_ai.trt import compat
     from tegra_ai.trt.builder import build_engine, engine_key, target_facts
 
@@ -133,8 +133,9 @@ def ensure_engine(model: str, precision: str, shapes: dict, cache_dir: str, cali
         found = engines.lookup(name, key)
         if found is not None:
             return found[0], "hit"
-        result = build_engine(model, options, timing_cache_path=os.path.join(engines.root, "timing.cache"),
-                              calibration_cache=calibration_cache, show_progress=show_progress, memo=engines.memo)
+        request = BuildRequest(model=model, options=options, timing_cache=os.path.join(engines.root, "timing.cache"),
+                               calibration_cache=calibration_cache)
+        result = build_engine(request, show_progress=show_progress, memo=engines.memo)
         engine_path, _sidecar = engines.store(name, key, result.engine, result.sidecar)
     engines.memo.save()
     return engine_path, "built"
