@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import threading
+import weakref
 
 from tegra_ai.errors import EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError
 from tegra_ai.trt import compat
@@ -49,8 +50,8 @@ _MISSING_PLUGIN = re.compile(r"(?:could not find plugin:?|Cannot find plugin:)\s
                              r"version:?\s*([A-Za-z0-9_.]+)")
 
 _lock = threading.Lock()
-_registry_ready = set()      # id(trt module) whose built-in plugins are registered
-_loaded_plugins = {}         # (id(trt module), real path or soname) -> handle
+_registry_ready = weakref.WeakSet()             # tensorrt modules whose built-in plugins are registered
+_loaded_plugins = weakref.WeakKeyDictionary()   # tensorrt module -> {real path or soname: handle}
 
 
 # --------------------------------------------------------------------------- logging
@@ -82,25 +83,26 @@ def init_plugin_registry(trt, logger) -> None:
     """Register TensorRT's built-in plugins once per process (``initLibNvInferPlugins``):
     the parser needs them for plugin nodes and the runtime to deserialize plugin layers."""
     with _lock:
-        if id(trt) in _registry_ready:
+        if trt in _registry_ready:
             return
         init = getattr(trt, "init_libnvinfer_plugins", None)
         if init is not None and init(logger, "") is False:
             raise TegraAIError("TensorRT could not register its built-in plugins (init_libnvinfer_plugins)",
                                hint="libnvinfer_plugin is missing or from another TensorRT", exit_code=EXIT_UNAVAILABLE)
-        _registry_ready.add(id(trt))
+        _registry_ready.add(trt)
 
 
 def load_plugin_once(trt, feats, library: str):
     """``compat.load_plugin_library`` once per process and library (a second load of the
     same library would register its creators twice)."""
-    key = (id(trt), os.path.realpath(library) if os.sep in library else library)
+    key = os.path.realpath(library) if os.sep in library else library
     with _lock:
-        if key in _loaded_plugins:
-            return _loaded_plugins[key]
+        loaded = _loaded_plugins.setdefault(trt, {})
+        if key in loaded:
+            return loaded[key]
     handle = compat.load_plugin_library(trt, feats, library)
     with _lock:
-        _loaded_plugins[key] = handle
+        loaded[key] = handle
     return handle
 
 
