@@ -868,7 +868,7 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
             # the Python reallocate_output_async when overridden, else falls back to reallocate_output
             # (deprecated in 10.0, NvInferRuntime.h 10.3 l.3457); 8.5's calls reallocate_output only.
             asynchronous = int(release.split(".")[0]) >= 10 and "reallocate_output_async" in {
-                k for klass in type(allocator).__mro__ if not getattr(klass, "_generated", False)
+                k for klass in type(allocator).__mro__ if not klass.__dict__.get("_generated", False)
                 for k in vars(klass)}
             if asynchronous:
                 fake.calls.append(("reallocate_output_async", name))
