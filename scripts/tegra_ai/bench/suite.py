@@ -108,9 +108,10 @@ def validate(models, precisions, batches, backend, calibration_cache=None):
 
 
 def ensure_engine(model: str, precision: str, shapes: dict, cache_dir: str, calibration_cache: str | None = None,
-                  show_progress: bool = False):
+                  show_progress: bool = False, contexts: int = 1):
     """(engine path, "hit"|"built") through the engine cache, keyed as ``ensure`` keys
-    (:mod:`tegra_ai.spec`): one static profile at the cell's shapes."""
+    (:mod:`tegra_ai.spec`): one static profile at the cell's shapes, once per execution
+    context (``contexts``: the benchmark's streams) when the model's inputs are dynamic."""
     from tegra_ai.cache.store import EngineCache
     from tegra_ai.onnx_files import model_digest
     from tegra_ai.spec import BuildOptions, BuildRequest, InputShapes, check_model_name, hash_calibration
@@ -124,7 +125,7 @@ def ensure_engine(model: str, precision: str, shapes: dict, cache_dir: str, cali
     engines = EngineCache(cache_dir)
     options = BuildOptions(precision=precision,
                            profiles=(tuple(InputShapes(n, tuple(d), tuple(d), tuple(d)) for n, d in shapes.items()),),
-                           calibration_sha256=hash_calibration(cache=calibration_cache))
+                           calibration_sha256=hash_calibration(cache=calibration_cache), contexts=contexts)
     facts = target_facts(feats, None)
     sha, _files = model_digest(model, engines.memo)
     key, _material = engine_key(sha, options, feats, facts)
@@ -179,7 +180,8 @@ def run_suite(models, precisions, batches, backend, out_dir, *, config: harness.
             shapes = cell_shapes(model, batch)
             target = model
             if backend == "tensorrt":
-                target, how = ensure_engine(model, precision, shapes, cache_dir, calibration_cache)
+                target, how = ensure_engine(model, precision, shapes, cache_dir, calibration_cache,
+                                            contexts=timing.streams)
                 cell["engine"], cell["engine_status"] = target, how
             rep = benchmark_model(target, backend=backend, config=timing, shapes=shapes, precision=precision,
                                   power=power, device_root=device_root)
