@@ -605,7 +605,10 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
                 log(self._logger, S.ERROR, "The engine plan file is not compatible with this version of TensorRT")
                 return None
             for plugin in desc.get("plugins", []):
-                # R1: a plugin layer is deserialized through its registered creator. 8.x logs
+                # R1: IPluginRegistry "is used to find plugin implementations during engine
+                # deserialization" (NvInferRuntimeCommon.h 8.5 l.1219, 10.3 l.42); initLibNvInferPlugins
+                # "should be called once before accessing the Plugin Registry" (NvInferPlugin.h 8.5
+                # l.27-33, 10.3 l.32-38). A plugin layer is deserialized through its registered creator. 8.x logs
                 # "getPluginCreator could not find plugin: NAME version: 1", 10.x "IPluginRegistry::
                 # getPluginCreator: Error Code 4: API Usage Error (Cannot find plugin: NAME, version: 1,
                 # namespace:.)", then "Cannot deserialize plugin since corresponding IPluginCreator not
@@ -964,7 +967,8 @@ def make_fake_trt(feats, inputs=(("input", (-1, 1, 8, 8)),), outputs=(("logits",
         return wrapper
 
     def init_libnvinfer_plugins(logger, namespace):
-        # R1: initLibNvInferPlugins registers libnvinfer_plugin's creators (EfficientNMS_TRT, ...)
+        # R1: initLibNvInferPlugins "Initialize and register all the existing TensorRT plugins to the
+        # Plugin Registry" (NvInferPlugin.h 8.5 l.27, 10.3 l.32): EfficientNMS_TRT, ...
         fake.creators.update(BUILTIN_PLUGINS)
         return True
 

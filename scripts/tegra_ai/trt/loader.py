@@ -5,9 +5,12 @@ multi-model runtime), in the manner of Polygraphy's ``EngineFromBytes``.
 Loading an engine is, in this order (TensorRT's rules, per release):
 
 1. the plugin registry is initialised with TensorRT's built-in plugins
-   (``init_libnvinfer_plugins``: EfficientNMS_TRT, BatchedNMSDynamic_TRT, ...): a plugin
-   layer is deserialized through its creator, which must be registered first ("Cannot
-   deserialize plugin since corresponding IPluginCreator not found in Plugin Registry");
+   (``init_libnvinfer_plugins``: EfficientNMS_TRT, BatchedNMSDynamic_TRT, ...): the registry
+   "is used to find plugin implementations during engine deserialization"
+   (NvInferRuntimeCommon.h 8.5 l.1219, 10.3 l.42) and initLibNvInferPlugins "should be
+   called once before accessing the Plugin Registry" (NvInferPlugin.h 8.5 l.27, 10.3 l.32);
+   otherwise "Cannot deserialize plugin since corresponding IPluginCreator not found in
+   Plugin Registry";
 2. the plugin libraries the sidecar records (``Sidecar.request["plugins"]``: name, path
    as the device finds it, sha256 the engine was built against) are loaded, each from
    the recorded absolute path, a bundle directory the caller names, or the system plugin
