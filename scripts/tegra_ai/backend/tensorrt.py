@@ -79,7 +79,12 @@ class TensorRTRunner(Runner):
         self._bind_engine(self.loaded)
         self.stream = driver.Stream()
         self._own_stream = True
-        self._open_context()
+        try:
+            self._open_context()
+        except BaseException:
+            self.stream.destroy()       # refused (e.g. no profile slot left): nothing stays behind
+            self._own_stream = False
+            raise
 
     def _bind_engine(self, loaded):
         self.trt, self.feats, self.logger = loaded.trt, loaded.feats, loaded.logger
