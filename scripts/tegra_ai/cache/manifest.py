@@ -34,6 +34,15 @@ class ModelEntry:
     timing_cache: str | None = None          # a starting timing cache shipped with the model
     plugins: tuple = ()                      # plugin libraries as the device finds them (absolute path or soname)
 
+    def build_request(self, timing_cache: str | None = None):
+        """The :class:`~tegra_ai.spec.BuildRequest` of this model (``timing_cache``: the
+        one the build reads and updates; by default the one shipped with the model)."""
+        from tegra_ai.spec import BuildRequest
+
+        return BuildRequest(model=self.onnx, options=self.options, timing_cache=timing_cache or self.timing_cache,
+                            calibration_data=self.calibration_data, calibration_cache=self.calibration_cache,
+                            plugins=tuple(self.plugins))
+
     def to_json(self, base: str) -> dict:
         rel = lambda p: os.path.relpath(p, base) if p else None  # noqa: E731
         return {"name": self.name, "onnx": rel(self.onnx), "files": [rel(p) for p in self.files],

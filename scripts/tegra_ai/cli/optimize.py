@@ -36,18 +36,27 @@ def _add_build_options(p):
     g.add_argument("--calibration-cache", metavar="FILE",
                    help="INT8 calibration cache: read if present, written after calibrating with --calibration")
     g.add_argument("--plugin", action="append", default=[], metavar="LIB.so", help="plugin library to load first")
+    g.add_argument("--contexts", type=int, metavar="N",
+                   help="execution contexts that may run a dynamic-shape engine at once (pipeline streams, "
+                        "runtime workers); the engine gets one copy of the profiles per context (default 1)")
     g.add_argument("--compute-capability", metavar="M.m",
                    help="TensorRT-RTX only: the GPU architecture to build for (8.0, 8.6, 8.9, 12.0)")
 
 
-def _options_from_args(args):
-    from tegra_ai.spec import BuildOptions
+def _request_from_args(args):
+    """The one BuildRequest of build and bundle, constructed here from the flags."""
+    from tegra_ai.spec import BuildRequest
 
-    return BuildOptions.from_request(
+    return BuildRequest.from_request(
+        args.model, timing_cache=getattr(args, "timing_cache", None), calibration=args.calibration,
+        calibration_cache=args.calibration_cache, plugins=args.plugin,
         precision=args.precision, shapes=args.shapes, workspace=args.workspace, dla_core=args.dla_core,
         gpu_fallback=args.gpu_fallback, opt_level=args.opt_level, strongly_typed=args.strongly_typed,
-        calibration=args.calibration, calibration_cache=args.calibration_cache, plugins=args.plugin,
-        compute_capability=args.compute_capability)
+        compute_capability=args.compute_capability, contexts=args.contexts)
+
+
+def _options_from_args(args):
+    return _request_from_args(args).options
 
 
 # --------------------------------------------------------------------------- commands
@@ -58,7 +67,7 @@ def cmd_build(args):
     from tegra_ai.cache.build_child import build_in_child
     from tegra_ai.trt.builder import write_engine
 
-    options = _options_from_args(args)
+    request = _request_from_args(args)
     output = args.output or os.path.splitext(os.path.basename(args.model))[0] + ".engine"
     check_writable_output(output)
     inputs = [args.model, args.timing_cache, args.calibration, args.calibration_cache, *args.plugin]
@@ -67,10 +76,8 @@ def cmd_build(args):
     # The build runs in a child process: Ctrl-C / SIGTERM stop it at once (TensorRT's C++
     # builder would otherwise hold them until it returns) and a crash is one line.
     out_dir = os.path.dirname(os.path.abspath(output))
-    result = build_in_child(args.model, options, temp_prefix=os.path.join(out_dir, f".{os.path.basename(output)}"
-                                                                          f".build-{os.getpid()}"),
-                            timing_cache_path=args.timing_cache, calibration_data=args.calibration,
-                            calibration_cache=args.calibration_cache, plugin_libraries=tuple(args.plugin),
+    result = build_in_child(request, temp_prefix=os.path.join(out_dir, f".{os.path.basename(output)}"
+                                                              f".build-{os.getpid()}"),
                             timeout=args.timeout, show_progress=not args.no_progress, verbose=args.verbose,
                             timeout_flag="--timeout")
     sidecar_path = write_engine(result, output, protect=tuple(p for p in inputs if p))
