@@ -20,7 +20,7 @@ from tegra_ai.cache.mirror import signature_path
 from tegra_ai.cache.store import EngineCache, engine_relpath
 from tegra_ai.errors import EXIT_FAILURE, EXIT_USAGE, TegraAIError
 from tegra_ai.spec import Sidecar, check_model_name, sidecar_path
-from tegra_ai.util.atomic import atomic_write_bytes, atomic_write_json
+from tegra_ai.util.atomic import atomic_write_bytes, atomic_write_json, create_exclusive, make_dirs
 
 LOG = logging.getLogger("tegra_ai.publish")
 MIRROR_MARKER = ".tegra-ai-mirror"
@@ -147,12 +147,11 @@ def publish(cache_dir: str, mirror_dir: str, private_key: str, *, names=(), key_
         raise _usage(f"no valid engines in {cache.root}", hint="point --cache at an engine cache that ensure filled")
 
     if create:
-        os.makedirs(mirror, exist_ok=True)
+        make_dirs(mirror)
     marker = os.path.join(mirror, MIRROR_MARKER)
     if not os.path.exists(marker):
         # Its existence is the mark: created exclusively, no temp file a concurrent publish could see.
-        with contextlib.suppress(FileExistsError), open(marker, "x") as f:
-            f.write("engine mirror written by tensorrt-optimize publish\n")
+        create_exclusive(marker, "engine mirror written by tensorrt-optimize publish\n")
 
     with _publish_lock(mirror):   # one publisher at a time: engine, signature and sidecar stay a set
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -245,7 +245,7 @@ def load_private_key(path: str, backend: str | None = None) -> PrivateKey:
 
 def generate_keypair(out_dir: str, name: str = "mirror", backend: str | None = None) -> dict:
     """``OUT/NAME.key`` (private, mode 0600) and ``OUT/NAME.pub``; never overwrites a file."""
-    from tegra_ai.util.atomic import atomic_write_bytes
+    from tegra_ai.util.atomic import atomic_write_bytes, make_dirs
 
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
         raise _usage(f"key name {name!r}: use letters, digits, '.', '_', '-' (it names NAME.key and NAME.pub)")
@@ -257,7 +257,7 @@ def generate_keypair(out_dir: str, name: str = "mirror", backend: str | None = N
     if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
         raise _usage(f"{out_dir} exists and is not a directory")
     try:
-        os.makedirs(out_dir, exist_ok=True)
+        make_dirs(out_dir)
     except OSError as exc:
         raise _usage(f"cannot create {out_dir}: {exc.strerror or exc}") from None
     if not os.access(out_dir, os.W_OK):
@@ -276,7 +276,7 @@ def generate_keypair(out_dir: str, name: str = "mirror", backend: str | None = N
     key = PrivateKey(seed, priv_path, backend)
     old = os.umask(0o077)
     try:
-        atomic_write_bytes(priv_path, _pkcs8_pem(seed))
+        atomic_write_bytes(priv_path, _pkcs8_pem(seed), permissions=0o600)
     finally:
         os.umask(old)
     with contextlib.suppress(OSError):
