@@ -141,7 +141,8 @@ def check_service_settings(d):
         v = (d.getVar(var) or "").strip()
         if not _TIMESPAN.match(v):
             raise ValueError("%s = %r: a systemd time span (e.g. 90min, 6h, infinity)" % (var, v))
-    for var, lo in (("TEGRA_AI_MODEL_TIMEOUT", 1), ("TEGRA_AI_ENGINES_RETRIES", 0)):
+    for var, lo in (("TEGRA_AI_MODEL_TIMEOUT", 1), ("TEGRA_AI_ENGINES_RETRIES", 0), ("TEGRA_AI_MIRROR_TIMEOUT", 1),
+                    ("TEGRA_AI_MIRROR_TOTAL_TIMEOUT", 1)):
         v = (d.getVar(var) or "").strip()
         if not v.isdigit() or int(v) < lo:
             raise ValueError("%s = %r: a whole number%s" % (var, v, " of seconds, at least 1" if lo else ""))

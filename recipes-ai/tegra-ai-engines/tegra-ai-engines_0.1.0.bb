@@ -29,10 +29,13 @@ TEGRA_AI_ENGINES_RETRY_WINDOW ??= "6h"
 # cache miss the service fetches a signed engine for exactly this device's key
 # before building. Space-separated https:// (or file://) URLs, the Ed25519
 # public keys (*.pub files on the build host) the engines must be signed with,
-# and the time budget per model in seconds, after which the device builds.
+# the time budget per model in seconds (it bounds each whole fetch), after which
+# the device builds, and the cap on all mirror traffic of one run in seconds.
+# Without mirrors the unit has no network and does not wait for network-online.target.
 TEGRA_AI_ENGINE_MIRRORS ??= ""
 TEGRA_AI_MIRROR_PUBKEYS ??= ""
 TEGRA_AI_MIRROR_TIMEOUT ??= "30"
+TEGRA_AI_MIRROR_TOTAL_TIMEOUT ??= "300"
 TEGRA_AI_MIRROR_KEYDIR = "${sysconfdir}/tegra-ai/mirror-keys"
 
 # The system user the service builds as (no login, no capabilities), in the
@@ -93,7 +96,8 @@ do_install() {
         printf '%s\n' '# from TEGRA_AI_ENGINE_MIRRORS at image-build time' \
             'TEGRA_AI_ENGINE_MIRRORS="${TEGRA_AI_ENGINE_MIRRORS}"' \
             'TEGRA_AI_MIRROR_KEYS=${TEGRA_AI_MIRROR_KEYDIR}' \
-            'TEGRA_AI_MIRROR_TIMEOUT=${TEGRA_AI_MIRROR_TIMEOUT}' >> ${D}${sysconfdir}/default/tegra-ai-engines
+            'TEGRA_AI_MIRROR_TIMEOUT=${TEGRA_AI_MIRROR_TIMEOUT}' \
+            'TEGRA_AI_MIRROR_TOTAL_TIMEOUT=${TEGRA_AI_MIRROR_TOTAL_TIMEOUT}' >> ${D}${sysconfdir}/default/tegra-ai-engines
         # Mirrors need the network: wait for it, lift the unit's PrivateNetwork and
         # IPAddressDeny (an empty assignment resets the list), and allow IP sockets
         # (netlink: glibc's getaddrinfo asks the kernel for the interface addresses).

@@ -89,6 +89,7 @@ def test_mirrors_install_keys_defaults_and_network_drop_in(tmp_path):
     defaults = open(root + "/etc/default/tegra-ai-engines").read()
     assert 'TEGRA_AI_ENGINE_MIRRORS="https://engines.example.com/fleet"' in defaults
     assert "TEGRA_AI_MIRROR_KEYS=/etc/tegra-ai/mirror-keys" in defaults
+    assert "TEGRA_AI_MIRROR_TIMEOUT=30" in defaults and "TEGRA_AI_MIRROR_TOTAL_TIMEOUT=300" in defaults
     dropin = open(root + d.getVar("systemd_system_unitdir") + "/tegra-ai-engines.service.d/mirror.conf").read()
     assert "After=network-online.target" in dropin and "PrivateNetwork=no" in dropin
     assert "IPAddressDeny=\n" in dropin and "RestrictAddressFamilies=AF_INET AF_INET6 AF_NETLINK" in dropin
