@@ -16,6 +16,13 @@ A fetched engine is used only when
 so a mirror can never make a device run an engine for another model, TensorRT release,
 GPU or L4T. It is then committed to the local cache with :meth:`EngineCache.store`.
 
+Rollback protection (signed mirrors): before any engine, the mirror's ``index.json``
+(written by ``publish``, see there) must verify against a trusted key, not be expired,
+and have a sequence number no older than the newest this device has seen from that
+mirror (kept in the cache, ``.mirror-state.json``, written atomically); only engines it
+lists, with the sha256 it lists, are fetched. An old copy of the mirror replayed by an
+attacker is refused as a whole, so a withdrawn engine set cannot come back.
+
 Network faults never block the local build for long: one time budget per model covers
 every mirror and bounds each whole fetch (connect, TLS, headers, body, redirects: a
 watchdog shuts the connection when it is spent, so a server that sends a byte just often
@@ -28,7 +35,10 @@ https to http) are refused unless allowed. Proxies come from the environment
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import datetime
 import hashlib
 import http.client
 import json
@@ -56,6 +66,12 @@ __all__ = ["MirrorPolicy", "MirrorSource", "mirror_sources", "parse_mirror_url",
            "signature_path", "MIRROR_SCHEMES", "DEFAULT_TIMEOUT", "DEFAULT_IO_TIMEOUT", "DEFAULT_TOTAL_TIMEOUT"]
 
 MIRROR_SCHEMES = ("file", "https", "http")
+MIRROR_INDEX = "index.json"
+MIRROR_INDEX_FORMAT = "tegra-ai-mirror-index"
+MIRROR_INDEX_VERSION = 2
+MIRROR_STATE = ".mirror-state.json"     # in the device's cache: newest index sequence seen per mirror
+MIRROR_STATE_FORMAT = "tegra-ai-mirror-state"
+MAX_INDEX = 1 << 24
 SIGNATURE_SUFFIX = ".sig"
 DEFAULT_TIMEOUT = 30.0      # seconds per model, every mirror together
 DEFAULT_IO_TIMEOUT = 10.0   # one connect or one read
@@ -478,6 +494,44 @@ def _drain(readinto, limit: int, deadline: float, what: str, exact: bool = False
     return buf, n
 
 
+# --------------------------------------------------------------------------- rollback state
+
+def load_mirror_state(cache_root: str) -> dict:
+    """{mirror URL: {"sequence": newest index sequence seen, "seen": ISO-8601}} of a cache."""
+    path = os.path.join(cache_root, MIRROR_STATE)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, RecursionError) as exc:
+        LOG.warning("%s is unreadable (%s); starting without the mirrors' sequence numbers", path, exc)
+        return {}
+    mirrors = data.get("mirrors") if isinstance(data, dict) and data.get("format") == MIRROR_STATE_FORMAT else None
+    if not isinstance(mirrors, dict):
+        return {}
+    return {url: v for url, v in mirrors.items()
+            if isinstance(v, dict) and isinstance(v.get("sequence"), int) and not isinstance(v.get("sequence"), bool)}
+
+
+def _save_mirror_state(cache_root: str, url: str, sequence: int) -> None:
+    from tegra_ai.util.atomic import atomic_write_json
+
+    state = load_mirror_state(cache_root)
+    if state.get(url, {}).get("sequence", 0) >= sequence:     # a concurrent ensure got further
+        return
+    state[url] = {"sequence": sequence,
+                  "seen": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    atomic_write_json(os.path.join(cache_root, MIRROR_STATE), {"format": MIRROR_STATE_FORMAT, "mirrors": state})
+
+
+def _aware(text):
+    when = datetime.datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        raise ValueError("no time zone")
+    return when
+
+
 # --------------------------------------------------------------------------- the source
 
 class MirrorSource(EngineSource):
@@ -492,6 +546,7 @@ class MirrorSource(EngineSource):
         self.first = first
         self.last_attempt = None
         self.down = None            # why this mirror is skipped for the rest of the run
+        self.index = None           # the engines of its verified index, once read in this run
         self.transport = _FileTransport(self.url) if self.url.startswith("file:") else _HttpTransport(self.url, policy)
 
     def fetch(self, entry, key, material, cache):
@@ -530,8 +585,69 @@ class MirrorSource(EngineSource):
         self.last_attempt = attempt
         return got
 
+    def _refuse_index(self, why: str) -> _Rejected:
+        self.down = f"index refused: {why}"
+        return _Rejected(f"the mirror's index is refused: {why}")
+
+    def _signed_index(self, cache, deadline, attempt) -> dict:
+        """The engines of the mirror's index after its rollback checks (once per run)."""
+        if self.index is not None:
+            return self.index
+        from tegra_ai.cache.signing import canonical_json
+
+        try:
+            raw = self.transport.get(MIRROR_INDEX, MAX_INDEX, deadline)
+        except _Miss:
+            # Nothing published there (yet): every engine is a miss, as with no files at all.
+            LOG.info("mirror %s has no %s: nothing is published there", self.url, MIRROR_INDEX)
+            self.index = {}
+            return self.index
+        attempt["bytes"] += len(raw)
+        try:
+            doc = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise self._refuse_index(f"{MIRROR_INDEX} is not JSON") from None
+        if not isinstance(doc, dict) or doc.get("format") != MIRROR_INDEX_FORMAT \
+                or doc.get("version") != MIRROR_INDEX_VERSION or not isinstance(doc.get("signed"), dict):
+            raise self._refuse_index(f"{MIRROR_INDEX} is not a version {MIRROR_INDEX_VERSION} tegra-ai mirror index "
+                                     "(publish again)")
+        signed = doc["signed"]
+        try:
+            signature = base64.b64decode(doc.get("signature") or "", validate=True)
+            body = canonical_json(signed)
+        except (binascii.Error, ValueError, TypeError):
+            raise self._refuse_index("its signature is not base64 (or the index holds non-JSON numbers)") from None
+        if not any(k.verify(body, signature) for k in self.policy.keys):
+            raise self._refuse_index("its signature does not verify with any trusted key ("
+                                     + ", ".join(k.key_id for k in self.policy.keys) + ")")
+        sequence, engines, expires = signed.get("sequence"), signed.get("engines"), signed.get("expires")
+        if isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 1 or not isinstance(engines, dict):
+            raise self._refuse_index("it has no sequence number or engine list")
+        if expires is not None:
+            try:
+                when = _aware(expires)
+            except (TypeError, ValueError):
+                raise self._refuse_index(f"its expiry {expires!r} is not an ISO 8601 time with a zone") from None
+            if datetime.datetime.now(datetime.timezone.utc) >= when:
+                raise self._refuse_index(f"it expired at {expires} (the mirror is stale, or an old copy of it is "
+                                         "served)")
+        newest = load_mirror_state(cache.root).get(self.url, {}).get("sequence", 0)
+        if sequence < newest:
+            raise self._refuse_index(f"its sequence number {sequence} is older than {newest}, the newest this device "
+                                     "has seen: an old copy of the mirror (rollback) is served")
+        if sequence > newest:
+            _save_mirror_state(cache.root, self.url, sequence)
+        attempt["index_sequence"] = sequence
+        self.index = engines
+        return engines
+
     def _fetch(self, entry, key, material, cache, deadline, attempt):
         rel = engine_relpath(entry.name, key)
+        listed = None
+        if not self.policy.unsigned:
+            listed = self._signed_index(cache, deadline, attempt).get(rel)
+            if not isinstance(listed, dict):
+                raise _Miss(rel)     # not in the signed index: not (or no longer) on the mirror
         raw_sidecar = self.transport.get(sidecar_path(rel), MAX_SIDECAR, deadline)
         attempt["bytes"] += len(raw_sidecar)
         key_id = None
@@ -560,6 +676,8 @@ class MirrorSource(EngineSource):
         if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= self.policy.max_engine \
                 or not _HEX64.match(sha or ""):
             raise _Rejected(f"the sidecar's engine size/sha256 are not usable ({size!r}, {sha!r})")
+        if listed is not None and (listed.get("sha256") != sha or listed.get("key") != key):
+            raise _Rejected("the engine is not the one the mirror's signed index lists (an old or withdrawn engine)")
         engine = self.transport.get(rel, size, deadline, exact=True)
         attempt["bytes"] += len(engine)
         if hashlib.sha256(engine).hexdigest() != sha:

@@ -237,6 +237,14 @@ def load_public_keys(paths, backend: str | None = None) -> list:
     return keys
 
 
+def canonical_json(obj) -> bytes:
+    """The bytes a signature over a JSON object covers: sorted keys, no spaces, ASCII.
+    A verifier re-serializes what it parsed the same way (ints and strings round-trip)."""
+    import json
+
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
 def load_private_key(path: str, backend: str | None = None) -> PrivateKey:
     if not os.path.exists(path):
         raise _usage(f"private key {path} does not exist")
