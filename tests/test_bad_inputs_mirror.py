@@ -119,6 +119,12 @@ PUBLISH_CASES = [
     ("bad-model-name", ["--cache", "cache", "--to", "m", "--key", "keys/mirror.key", "--name", "../x"], 2,
      "model name '../x'"),
     ("no-to", ["--cache", "cache", "--key", "keys/mirror.key"], 2, "the following arguments are required: --to"),
+    ("zero-index-expiry", ["--cache", "cache", "--to", "m", "--key", "keys/mirror.key", "--index-expiry", "0"], 2,
+     "index expiry 0.0: expected days > 0"),
+    ("nan-index-expiry", ["--cache", "cache", "--to", "m", "--key", "keys/mirror.key", "--index-expiry", "nan"], 2,
+     "index expiry nan: expected days > 0"),
+    ("text-index-expiry", ["--cache", "cache", "--to", "m", "--key", "keys/mirror.key", "--index-expiry", "1w"], 2,
+     "invalid float value"),
 ]
 
 

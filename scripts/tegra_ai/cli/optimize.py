@@ -220,7 +220,7 @@ def cmd_ensure(args):
 def cmd_publish(args):
     from tegra_ai.cache.publish import publish
 
-    summary = publish(args.cache, args.to, args.key, names=tuple(args.name))
+    summary = publish(args.cache, args.to, args.key, names=tuple(args.name), index_expiry_days=args.index_expiry)
     if args.json:
         print_json(summary)
     else:
@@ -231,6 +231,8 @@ def cmd_publish(args):
             print(f"{row['name']}: skipped {row['sidecar']} ({row['reason']})")
         print(f"{summary['published']} published, {summary['present']} already there, "
               f"{summary['conflicts']} conflict(s); signed with key {summary['key_id']} into {summary['mirror']}")
+        print(f"index sequence {summary['sequence']}"
+              + (f", expires {summary['expires']}" if summary["expires"] else ", no expiry"))
     return summary["exit_code"]
 
 
@@ -367,6 +369,9 @@ def build_parser():
     p.add_argument("--to", required=True, metavar="MIRROR_DIR", help="mirror directory (created; serve it over https)")
     p.add_argument("--key", required=True, metavar="PRIVATE_KEY", help="Ed25519 private key (PEM) from mirror-keygen")
     p.add_argument("--name", action="append", default=[], metavar="MODEL", help="only this model; repeatable")
+    p.add_argument("--index-expiry", type=float, metavar="DAYS",
+                   help="devices refuse the signed index this many days after this publish (default: no expiry; "
+                        "publish again before then)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_publish)
 
