@@ -254,7 +254,11 @@ def test_boot_does_not_wait_for_engines_in_real_systemd(tmp_path):
     assert APP not in target["After"]
     assert {ENGINES, APP, "multi-user.target"} <= start_jobs(dump)   # all in the boot transaction
     assert ENGINES in dump_unit(dump, APP)["After"]         # the application waits for its engines
-    assert "network-online.target" not in dump_unit(dump, ENGINES)["After"]
+    engines = dump_unit(dump, ENGINES)
+    assert "network-online.target" not in engines["After"]
+    # the GPU's device nodes stay reachable: no device list (ProtectClock= adds none to an open policy)
+    assert engines["DevicePolicy"] == ["auto"] and not engines.get("DeviceAllow"), engines.get("DeviceAllow")
+    assert engines["User"] == ["tegra-ai"] and engines["UMask"] == ["0022"]
     # control: the unit as it was before issue #19
     with tempfile.TemporaryDirectory(prefix="tegra-ai-systemd-") as tmp:
         old = _systemd_test({ENGINES: without_boot_fix(text)}, tmp)
