@@ -64,7 +64,7 @@ def test_replayed_old_mirror_is_refused(tmp_path, bundle, mirror, keys):
     new_seq = index(mirror)["signed"]["sequence"]
     device = str(tmp_path / "device")
     s, _ = run(bundle, device, sources("file://" + mirror, keys))
-    assert s["fetched"] == 2
+    assert s["fetched"] == 2 and s["models"][0]["attempts"][0]["index_sequence"] == new_seq
     assert load_mirror_state(device)["file://" + mirror]["sequence"] == new_seq
 
     forget_engines(device)
