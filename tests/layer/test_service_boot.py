@@ -296,6 +296,16 @@ def test_least_privilege_score(tmp_path, mirrors):
     text = rendered(d, dropin=mirrors)
     score, report = _security(tool, text, tmp_path)
     assert score <= 3.0, report
+    # and the unit (with its drop-in) passes `systemd-analyze verify`
+    fake = tmp_path / "bin" / "tensorrt-optimize"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    path = tmp_path / ENGINES
+    path.write_text(text.replace("/usr/bin/tensorrt-optimize", str(fake)))
+    res = subprocess.run([tool, "verify", "--man=no", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         universal_newlines=True, env=dict(os.environ, SYSTEMD_LOG_LEVEL="warning"))
+    assert not [line for line in res.stdout.splitlines() if ENGINES in line], res.stdout
     u = parse(text)
     assert setting(u, "Service", "User", "root") == "tegra-ai"
     assert setting(u, "Service", "CapabilityBoundingSet", None) == ""
