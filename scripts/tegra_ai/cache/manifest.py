@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
 from tegra_ai.spec import BuildOptions, check_model_name
-from tegra_ai.util.atomic import atomic_write_json
+from tegra_ai.util.atomic import FILE_MODE, atomic_write_json, make_dirs
 
 MANIFEST_FORMAT = "tegra-ai-manifest"
 MANIFEST_VERSION = 1
@@ -173,12 +173,13 @@ def add_to_bundle(out_dir: str, name: str, model_files: list, sha256: str, optio
     src_base = os.path.dirname(model_files[0])
     copied = []
     try:
-        os.makedirs(dest_dir, exist_ok=True)
+        make_dirs(dest_dir)
         for src in model_files:
             dest = os.path.join(dest_dir, os.path.relpath(src, src_base))
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            make_dirs(os.path.dirname(dest))
             tmp = dest + ".tmp"
             shutil.copyfile(src, tmp)
+            os.chmod(tmp, FILE_MODE)
             os.replace(tmp, dest)
             copied.append(dest)
         calib = {}
@@ -188,6 +189,7 @@ def add_to_bundle(out_dir: str, name: str, model_files: list, sha256: str, optio
             if src:
                 dest = os.path.join(dest_dir, dest_name)
                 shutil.copyfile(src, dest + ".tmp")
+                os.chmod(dest + ".tmp", FILE_MODE)
                 os.replace(dest + ".tmp", dest)
                 calib[key] = dest
     except OSError as exc:
