@@ -32,6 +32,11 @@ CASES = [
     (ENGINES, {"TEGRA_AI_MODEL_TIMEOUT": "1h"}, "TEGRA_AI_MODEL_TIMEOUT = '1h': a whole number of seconds"),
     (ENGINES, {"TEGRA_AI_MODEL_TIMEOUT": "0"}, "TEGRA_AI_MODEL_TIMEOUT = '0': a whole number of seconds"),
     (ENGINES, {"TEGRA_AI_ENGINES_RETRIES": "-1"}, "TEGRA_AI_ENGINES_RETRIES = '-1': a whole number"),
+    (ENGINES, {"TEGRA_AI_MIRROR_TIMEOUT": "30s"}, "TEGRA_AI_MIRROR_TIMEOUT = '30s': a whole number of seconds"),
+    (ENGINES, {"TEGRA_AI_MIRROR_TOTAL_TIMEOUT": "0"}, "TEGRA_AI_MIRROR_TOTAL_TIMEOUT = '0': a whole number of seconds"),
+    # the service's system user
+    (ENGINES, {"TEGRA_AI_ENGINES_USER": "root"}, "TEGRA_AI_ENGINES_USER = 'root': a system user name other than root"),
+    (ENGINES, {"TEGRA_AI_ENGINES_USER": "Tegra AI"}, "TEGRA_AI_ENGINES_USER = 'Tegra AI': a system user name"),
     # the image-build-time builder
     (MODEL, {"TEGRA_AI_ENGINE_BUILDER": SSH, "TEGRA_AI_ENGINE_BUILDER_CACHE": "builder-cache"},
      "TEGRA_AI_ENGINE_BUILDER_CACHE = 'builder-cache': an absolute path on the builder"),
