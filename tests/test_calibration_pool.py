@@ -72,6 +72,30 @@ def test_workers_get_default_sigterm_and_ignore_sigint():
     assert term == signal.SIG_DFL and intr == signal.SIG_IGN
 
 
+def test_sigterm_before_a_worker_reset_its_handlers_is_silent(tmp_path):
+    # The race the 20-run test can hit: Pool.terminate() while a worker has not yet run its
+    # initializer. A slow initializer makes it certain; the signal must wait (blocked) until
+    # the handlers are reset, and never reach the parent's raising handler in the worker.
+    r = _python("""
+        import signal, time, multiprocessing
+        from tegra_ai.cli.common import _raise_terminated
+        from tegra_ai.dataset import calibration as ds
+        signal.signal(signal.SIGTERM, _raise_terminated)
+        original = ds._worker_signals
+        def slow():
+            time.sleep(1.0)
+            original()
+        ds._worker_signals = slow
+        pool = ds.start_pool(multiprocessing.get_context("fork"), 2)
+        time.sleep(0.2)
+        t = time.monotonic()
+        ds.stop_pool(pool)
+        print(f"stopped in {time.monotonic() - t:.1f}")
+    """, tmp_path, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "Terminated" not in r.stderr, r.stderr[-2000:]
+
+
 def test_stop_pool_is_bounded_when_terminate_hangs():
     from tegra_ai.dataset.calibration import stop_pool
 

@@ -527,7 +527,7 @@ def build_dataset(sources, output: str, spec: PreprocessSpec, input_name: str = 
                 ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
                                                   else "spawn")
                 with _single_threaded_opencv():
-                    pool = ctx.Pool(workers, initializer=_worker_signals)
+                    pool = start_pool(ctx, workers)
                     try:
                         for res in pool.imap(_work, tasks, chunksize=max(1, len(tasks) // (workers * 8))):
                             done = _collect(res, stats, errors, done, progress, len(chosen))
@@ -590,14 +590,34 @@ def load_samples(path: str) -> dict:
     return load_calibration_arrays(path)
 
 
+_POOL_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def start_pool(ctx, workers: int):
+    """A worker pool whose processes never run the parent's SIGTERM/SIGINT handlers: the
+    signals are blocked while the workers are forked, so one that arrives before a worker
+    has run :func:`_worker_signals` stays pending until the worker has reset its handlers
+    (and the parent receives its own once the pool is up)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return ctx.Pool(workers, initializer=_worker_signals)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _POOL_SIGNALS)
+    try:
+        return ctx.Pool(workers, initializer=_worker_signals)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _worker_signals():
     """Pool initializer: a forked worker must not run the parent's handlers. SIGTERM (what
     ``Pool.terminate`` sends) gets its default action, so the CLI's handler, which raises to
     unwind the parent, never raises inside a worker (a traceback per worker, and a worker
     that survives termination); SIGINT is ignored: Ctrl-C reaches the whole process group
-    and the parent alone unwinds and stops the pool."""
+    and the parent alone unwinds and stops the pool. Then the signals blocked by
+    :func:`start_pool` are let through."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _POOL_SIGNALS)
 
 
 def stop_pool(pool, timeout: float = 10.0) -> None:
