@@ -347,29 +347,39 @@ static __device__ __forceinline__ void tai_preprocess_aa_tiled(const TaiPreproce
     tai_aa_taps(ry1 - 1, d.scale_y, d.src_h, c_, i_, unused, y_hi);   // source rectangle
     const int rows = y_hi - y_lo;
     const int row_bytes = (x_hi - x_lo) * bpp;
-    const int stride = ((row_bytes + 3) >> 2) | 1;  // words per staged row, odd: rows in distinct banks
+    // Words per staged row: the row's bytes from the 4-byte word holding its first byte
+    // (rows need not be word aligned) to the word holding its last; odd: rows in distinct banks.
+    const int words = (row_bytes + 6) >> 2;
+    const int stride = words | 1;
     if (rows > TAI_AA_ROWS || stride * rows > TAI_AA_RAW_BYTES / 4) {
         tai_preprocess_body<FMT, true>(p);
         return;
     }
     unsigned char* raw = (unsigned char*)raw_words;
     const unsigned char* src = (const unsigned char*)d.src + (long long)y_lo * d.src_pitch + x_lo * bpp;
-    for (int r = threadIdx.y; r < rows; r += TAI_BLOCK_Y) {
-        const unsigned char* s = src + (long long)r * d.src_pitch;
-        unsigned char* t = raw + r * stride * 4;
-        for (int b = threadIdx.x; b < row_bytes; b += TAI_BLOCK_X) t[b] = __ldg(s + b);
+    const int tid = threadIdx.y * TAI_BLOCK_X + threadIdx.x;
+    // Staging is latency-bound: aligned 32-bit loads over one flat (row, word) index space,
+    // unrolled so that each thread has several loads in flight (byte loads in a per-row loop
+    // kept one in flight and made the kernel 4x slower than its bytes allow). Only words that
+    // hold at least one byte of the row are read.
+#pragma unroll 6
+    for (int i = tid; i < rows * words; i += TAI_BLOCK_X * TAI_BLOCK_Y) {
+        const int r = i / words, w = i - r * words;
+        const size_t s = (size_t)(src + (long long)r * d.src_pitch);
+        if (w < (int)(((s & 3) + row_bytes + 3) >> 2))
+            raw_words[r * stride + w] = __ldg((const unsigned int*)(s & ~(size_t)3) + w);
     }
     __syncthreads();
 
     // Horizontal pass: (staged row, tile column) items, rows fastest.
     const int cols = rx1 - rx0;
-    const int tid = threadIdx.y * TAI_BLOCK_X + threadIdx.x;
     for (int it = tid; it < rows * cols; it += TAI_BLOCK_X * TAI_BLOCK_Y) {
         const int c = it / rows, r = it - c * rows;
         float cx, ix;
         int lo, hi;
         tai_aa_taps(rx0 + c, d.scale_x, d.src_w, cx, ix, lo, hi);
-        const unsigned char* q = raw + r * stride * 4 + (lo - x_lo) * bpp;
+        const int misalign = (int)((size_t)(src + (long long)r * d.src_pitch) & 3);
+        const unsigned char* q = raw + r * stride * 4 + misalign + (lo - x_lo) * bpp;
         float s0 = 0.f, s1 = 0.f, s2 = 0.f, ws = 0.f;
         for (int x = lo; x < hi; ++x, q += bpp) {
             const float w = tai_aa_weight(x, cx, ix);
