@@ -99,7 +99,7 @@ TEGRA_AI_SRCDIR ?= "${@tegra_ai_layer.compat.unpackdir(d)}"
 TEGRA_AI_BUNDLE_DIR = "${B}/tegra-ai-bundle"
 TEGRA_AI_ENGINE_DIR = "${B}/tegra-ai-engines"
 
-DEPENDS += "tensorrt-model-optimizer-native python3-numpy-native \
+DEPENDS += "tegra-ai-tools-native python3-numpy-native \
     ${@'python3-onnx-native' if d.getVar('TEGRA_AI_ONNX_CHECK') == '1' else ''}"
 
 python __anonymous() {

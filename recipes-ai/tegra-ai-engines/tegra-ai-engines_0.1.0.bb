@@ -95,7 +95,7 @@ SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 FILES:${PN} += "${TEGRA_AI_MODELS_DIR} ${nonarch_libdir}/tmpfiles.d/tegra-ai-engines.conf \
                 ${TEGRA_AI_MIRROR_KEYDIR} ${systemd_system_unitdir}/tegra-ai-engines.service.d"
 CONFFILES:${PN} = "${sysconfdir}/default/tegra-ai-engines"
-RDEPENDS:${PN} = "tensorrt-model-optimizer"
+RDEPENDS:${PN} = "tegra-ai-tools"
 
 # Needs the target tools (TensorRT from meta-tegra): Jetson machines only.
 COMPATIBLE_MACHINE = "(tegra)"

@@ -44,6 +44,6 @@ do_install:append() {
 FILES:${PN} += "${TEGRA_AI_ENSEMBLE_DIR}"
 # model-ensemble and the runtime are part of the tegra_ai package; the digits engine
 # is another bundle's.
-RDEPENDS:${PN} += "tensorrt-model-optimizer tegra-ai-model-digits tegra-ai-kernels python3-numpy"
+RDEPENDS:${PN} += "tegra-ai-tools tegra-ai-model-digits tegra-ai-kernels python3-numpy"
 
 COMPATIBLE_MACHINE = "(tegra)"

@@ -35,7 +35,7 @@ def test_layer_conf(bb_layer_data, root):
 
 def test_good_recipe(parse_recipe):
     d = parse_recipe(GOOD)
-    assert "tensorrt-model-optimizer-native" in d.getVar("DEPENDS")
+    assert "tegra-ai-tools-native" in d.getVar("DEPENDS")
     assert "tegra-ai-engines" in d.getVar("RDEPENDS:model-test")
     assert d.getVar("TEGRA_AI_TRT_VERSION") == "10.3.0.30"
     assert d.getVar("TEGRA_AI_COMPUTE_CAPABILITY") == "8.7"

@@ -236,7 +236,7 @@ def test_user_recipe_example_parses(tmp_path):
     compile_ = d.getVar("tensorrt_engine_do_compile")
     assert "--name detector --precision int8" in compile_
     assert "--shapes images:1x3x640x640:1x3x640x640:4x3x640x640 --workspace 1073741824" in compile_
-    assert "tensorrt-model-optimizer-native" in d.getVar("DEPENDS")
+    assert "tegra-ai-tools-native" in d.getVar("DEPENDS")
 
 
 @pytest.mark.parametrize("series", ["scarthgap", "master"])

@@ -1,4 +1,4 @@
-"""tensorrt-model-optimizer: the PEP 517 build as openembedded-core's
+"""tegra-ai-tools (tensorrt-model-optimizer until 0.1.0): the PEP 517 build as openembedded-core's
 python_setuptools_build_meta class runs it (`pyproject-build --no-isolation`), with
 only the native Python packages that class provides on each release line."""
 
@@ -15,7 +15,7 @@ import emulate
 
 pytestmark = pytest.mark.yocto
 
-RECIPE = "recipes-devtools/tensorrt-model-optimizer/tensorrt-model-optimizer_0.1.0.bb"
+RECIPE = "recipes-devtools/tegra-ai-tools/tegra-ai-tools_0.1.0.bb"
 
 # native recipe -> the distribution it installs into the native sysroot
 NATIVE_DISTS = {
@@ -197,7 +197,7 @@ def test_layer_ignores_bytecode_in_task_checksums(bb_layer_data, tmp_path):
     (src / "x.py").write_text("x = 1\n")
 
     def checksums():
-        return sorted(c for _path, c in bb.fetch2.get_file_checksums("%s:True" % src, "tensorrt-model-optimizer",
+        return sorted(c for _path, c in bb.fetch2.get_file_checksums("%s:True" % src, "tegra-ai-tools",
                                                                      exclude))
     before = checksums()
     (src / "__pycache__").mkdir()
@@ -224,3 +224,20 @@ def test_variants_for_the_build_host_and_the_sdk(tmp_path):
         assert not [r for r in rdeps if "tensorrt" in r], rdeps
         assert not d.getVar("COMPATIBLE_MACHINE")
     assert "nativesdk-python3-numpy" in sdk.getVar("RDEPENDS:" + sdk.getVar("PN")).split()
+
+
+def test_renamed_from_tensorrt_model_optimizer(tmp_path):
+    """The tools recipe was tensorrt-model-optimizer (NVIDIA's product name) until 0.1.0: every
+    old package name is provided, replaced and conflicted by its new package, so an image that
+    had the old packages upgrades to these (opkg/dpkg/rpm) instead of installing both."""
+    try:
+        d = emulate.parse(RECIPE, tmp_path / "t", "scarthgap")
+    except ImportError as e:
+        pytest.skip("BitBake's bb package is not installed (pip install bitbake-setup): %s" % e)
+    assert d.getVar("PN") == "tegra-ai-tools"
+    for new, old in (("tegra-ai-tools", "tensorrt-model-optimizer"),
+                     ("tegra-ai-tools-benchmark", "tensorrt-model-optimizer-benchmark"),
+                     ("tegra-ai-tools-calibration", "tensorrt-model-optimizer-calibration")):
+        assert new in d.getVar("PACKAGES").split()
+        for var in ("RPROVIDES", "RREPLACES", "RCONFLICTS"):
+            assert old in (d.getVar("%s:%s" % (var, new)) or "").split(), (var, new)

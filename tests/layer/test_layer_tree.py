@@ -92,7 +92,7 @@ def test_tegra_only_recipes_declare_it():
         if not f.endswith(".bb") or "/docs/" in f:
             continue
         text = open(f).read()
-        if re.search(r"tensorrt|tegra-ai-engines|tensorrt-model-optimizer", text.split("COMPATIBLE_MACHINE")[0]):
+        if re.search(r"tensorrt|tegra-ai-engines|tegra-ai-tools", text.split("COMPATIBLE_MACHINE")[0]):
             assert re.search(r'^COMPATIBLE_MACHINE(:class-target)? = "\((tegra|cuda)\)"', text, re.M), f
 
 

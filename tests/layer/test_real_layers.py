@@ -95,7 +95,7 @@ def test_dependency_graph_resolves(real, tmp_path):
 
 def test_pep517_class_facts(real):
     series, _bitbake, env = real
-    e = env("tensorrt-model-optimizer")
+    e = env("tegra-ai-tools")
     natives = {w for w in e["DEPENDS"].split() if w.startswith("python3-") and w.endswith("-native")}
     recorded = set(emulate.FACTS[series]["pep517"]["native_depends"])
     # the class's own DEPENDS (the rest, pyproject-hooks and packaging, come with build's RDEPENDS)
