@@ -71,12 +71,13 @@ TEGRA_AI_BUNDLE_TARGET ??= "${@tegra_ai_layer.engines.bundle_target(d.getVar('TE
 # 1: check every model against the image's TensorRT at build time
 # (tensorrt-optimize bundle --target: operators, types, shapes), so that an
 # unsupported model fails the image build, not the first boot. Needs
-# python3-onnx-native: meta-tegra-community's onnx recipe (master), extended to
-# native by this layer's dynamic-layers/onnx-native, provides it; on by
-# default where it exists. No layer of the scarthgap lines provides it: there
-# the default is 0 (hash and copy only; TensorRT's parser validates on the
-# device), or set 1 with a layer of your own that provides python3-onnx-native.
-TEGRA_AI_ONNX_CHECK ??= "${@'1' if tegra_ai_layer.compat.recipe_available(d, 'onnx') else '0'}"
+# python3-onnx-native. Set it in local.conf or the distro (not only in a
+# recipe): then, where meta-tegra-community has an onnx recipe (master), this
+# layer extends that recipe to native (dynamic-layers/onnx-native); on the
+# scarthgap lines add a layer of your own that provides python3-onnx-native.
+# Default 0: hash and copy only (TensorRT's parser validates on the device),
+# and other layers' recipes are left as they are.
+TEGRA_AI_ONNX_CHECK ??= "0"
 # Image-build-time engine builder (see above); empty: build on first boot.
 TEGRA_AI_ENGINE_BUILDER ??= ""
 # tensorrt-optimize as the builder runs it.
