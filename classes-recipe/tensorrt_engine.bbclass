@@ -84,9 +84,10 @@ TEGRA_AI_ENGINE_BUILDER ??= ""
 TEGRA_AI_ENGINE_BUILDER_TOOL ??= "tensorrt-optimize"
 # The image's L4T release (meta-tegra's L4T_VERSION), checked on the builder.
 TEGRA_AI_L4T_VERSION ??= "${@d.getVar('L4T_VERSION') or ''}"
-# The builder's device-tree model (/proc/device-tree/model), checked when set:
-# engines are keyed on the module, so a builder of another module gives engines
-# the device rebuilds.
+# The builder's Jetson module part number (e.g. p3767-0005: nvidia,p3767-0005 in
+# /proc/device-tree/compatible; never the carrier board's model string), checked
+# when set: engines are keyed on the module, so a builder of another module gives
+# engines the device rebuilds.
 TEGRA_AI_ENGINE_BUILDER_MODULE ??= ""
 # The builder's persistent engine cache (one folder per MACHINE and bundle).
 TEGRA_AI_ENGINE_BUILDER_CACHE ??= "/var/lib/tegra-ai/builder-cache"

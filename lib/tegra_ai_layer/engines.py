@@ -389,9 +389,9 @@ def check_builder(d):
         raise ModelConfigError("TEGRA_AI_ENGINE_BUILDER_CACHE = %r: an absolute path on the builder, without "
                                "spaces, quotes, $ or backslashes (empty: a temporary cache per build)" % cache)
     module = d.getVar("TEGRA_AI_ENGINE_BUILDER_MODULE") or ""
-    if "\n" in module or "${" in module:
-        raise ModelConfigError("TEGRA_AI_ENGINE_BUILDER_MODULE = %r: one line, as /proc/device-tree/model "
-                               "of the builder reads" % module)
+    if module.strip() and not re.match(r"^p\d{4}-\d{4}$", module.strip()):
+        raise ModelConfigError("TEGRA_AI_ENGINE_BUILDER_MODULE = %r: the module's part number, e.g. p3767-0005 "
+                               "(nvidia,p3767-0005 in the builder's /proc/device-tree/compatible)" % module)
     return builder
 
 

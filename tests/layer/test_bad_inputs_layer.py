@@ -38,7 +38,11 @@ CASES = [
     (MODEL, {"TEGRA_AI_ENGINE_BUILDER": SSH, "TEGRA_AI_ENGINE_BUILDER_CACHE": "/var/lib/$(reboot)"},
      "TEGRA_AI_ENGINE_BUILDER_CACHE = '/var/lib/$(reboot)'"),
     (MODEL, {"TEGRA_AI_ENGINE_BUILDER": SSH, "TEGRA_AI_ENGINE_BUILDER_MODULE": "Orin\nNano"},
-     "TEGRA_AI_ENGINE_BUILDER_MODULE = 'Orin\\nNano': one line"),
+     "TEGRA_AI_ENGINE_BUILDER_MODULE = 'Orin\\nNano': the module's part number"),
+    # key format 3: the module is its part number, not the carrier board's model string
+    (MODEL, {"TEGRA_AI_ENGINE_BUILDER": SSH,
+             "TEGRA_AI_ENGINE_BUILDER_MODULE": "NVIDIA Jetson Orin Nano Developer Kit"},
+     "TEGRA_AI_ENGINE_BUILDER_MODULE = 'NVIDIA Jetson Orin Nano Developer Kit': the module's part number"),
     (MODEL, {"TEGRA_AI_ENGINE_BUILDER": "local"}, "an x86 build host cannot build Jetson engines"),
     (MODEL, {"TEGRA_AI_ENGINE_BUILDER": SSH, "TEGRA_CUDA_ARCHITECTURE": "", "TEGRA_AI_COMPUTE_CAPABILITY": ""},
      "the target's compute capability is unknown"),
