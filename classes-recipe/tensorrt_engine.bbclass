@@ -89,7 +89,7 @@ TEGRA_AI_L4T_VERSION ??= "${@d.getVar('L4T_VERSION') or ''}"
 # when set: engines are keyed on the module, so a builder of another module gives
 # engines the device rebuilds.
 TEGRA_AI_ENGINE_BUILDER_MODULE ??= ""
-# The builder's persistent engine cache (one folder per MACHINE and bundle).
+# The builder's persistent engine cache (one folder per MACHINE, L4T release and bundle).
 TEGRA_AI_ENGINE_BUILDER_CACHE ??= "/var/lib/tegra-ai/builder-cache"
 
 # On-device locations: TEGRA_AI_MODELS_DIR, TEGRA_AI_ENGINE_CACHE, TEGRA_AI_ENGINE_SEED.
