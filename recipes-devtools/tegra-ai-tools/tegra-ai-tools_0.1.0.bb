@@ -29,7 +29,7 @@ FILES:${PN}-calibration = "${bindir}/calibration-dataset"
 
 RDEPENDS:${PN} += "\
     python3-core python3-crypt python3-ctypes python3-fcntl python3-io python3-json \
-    python3-logging python3-shell python3-numpy \
+    python3-logging python3-shell python3-statistics python3-numpy \
     python3-tensorrt tensorrt-plugins \
 "
 # Inference needs CUDA from Python too: python3-cuda is added from
