@@ -119,8 +119,15 @@ python __anonymous() {
     # task: BB_ORIGENV must not reach the task's signature.
     d.setVar("TEGRA_AI_SSH_AUTH_SOCK", engines.ssh_auth_sock(d) if builder else "")
     if builder:
-        # Engines are device specific: package them for this machine only.
+        # Engines are device specific: package them for this machine only, and the
+        # machine (its module) is in the engine task's signature. Without a builder the
+        # bundle is the same for every machine of one BSP (TEGRA_PKGARCH).
         d.setVar("PACKAGE_ARCH", d.getVar("MACHINE_ARCH"))
+        d.appendVarFlag("do_compile", "vardeps", " MACHINE")
+    else:
+        # Not called then: the builder's facts (compute capability, L4T) stay out of the
+        # bundle's signature (Xavier and Orin of one BSP share it).
+        d.appendVarFlag("tensorrt_engine_do_compile", "vardepsexclude", " tensorrt_engine_build_on_builder")
         # ssh to the builder: tasks run without network unless they ask for it.
         d.setVarFlag("do_compile", "network", "1")
         # One engine build at a time per builder (one GPU, limited memory).
@@ -144,7 +151,7 @@ tensorrt_engine_build_on_builder() {
 # The builder's address, its cache folder and the agent socket do not change the
 # engines: the facts checked on the builder (in the function) do.
 tensorrt_engine_build_on_builder[vardepsexclude] += "TEGRA_AI_ENGINE_BUILDER TEGRA_AI_ENGINE_BUILDER_COMMAND TEGRA_AI_ENGINE_BUILDER_CACHE TEGRA_AI_SSH_AUTH_SOCK TMPDIR"
-tensorrt_engine_build_on_builder[vardeps] += "TEGRA_AI_TRT_VERSION TEGRA_AI_COMPUTE_CAPABILITY TEGRA_AI_L4T_VERSION TEGRA_AI_ENGINE_BUILDER_MODULE MACHINE"
+tensorrt_engine_build_on_builder[vardeps] += "TEGRA_AI_TRT_VERSION TEGRA_AI_COMPUTE_CAPABILITY TEGRA_AI_L4T_VERSION TEGRA_AI_ENGINE_BUILDER_MODULE"
 
 tensorrt_engine_do_compile() {
     rm -rf ${TEGRA_AI_BUNDLE_DIR} ${TEGRA_AI_ENGINE_DIR}

@@ -277,6 +277,18 @@ def test_signature_ignores_what_does_not_change_engines(signature, change):
     assert signature(**change) == signature()
 
 
+def test_bundle_without_builder_is_shared_by_machines_of_one_bsp(signature):
+    """Engines built on first boot: the bundle (models, options, the BSP's TensorRT) is the
+    same for every machine of one BSP, so the task is too; with a builder the engines are
+    the machine's (PACKAGE_ARCH = MACHINE_ARCH, MACHINE in the signature)."""
+    first_boot = dict(TEGRA_AI_ENGINE_BUILDER="")
+    assert signature(MACHINE="jetson-agx-orin-devkit", **first_boot) == signature(**first_boot)
+    # scarthgap-l4t-r35.x: Xavier and Orin, one TensorRT
+    assert signature(TEGRA_CUDA_ARCHITECTURE="72", L4T_VERSION="35.6.0", **first_boot) == signature(**first_boot)
+    assert signature(**{"TEGRA_AI_MODEL_digits[precision]": "fp32"}, **first_boot) != signature(**first_boot)
+    assert signature(MACHINE="jetson-agx-orin-devkit") != signature()
+
+
 def test_user_recipe_example_parses(tmp_path):
     """docs/examples/my-detector_1.0.bb, as a user's layer would hold it."""
     try:
