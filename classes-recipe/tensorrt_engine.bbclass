@@ -124,14 +124,14 @@ python __anonymous() {
         # bundle is the same for every machine of one BSP (TEGRA_PKGARCH).
         d.setVar("PACKAGE_ARCH", d.getVar("MACHINE_ARCH"))
         d.appendVarFlag("do_compile", "vardeps", " MACHINE")
-    else:
-        # Not called then: the builder's facts (compute capability, L4T) stay out of the
-        # bundle's signature (Xavier and Orin of one BSP share it).
-        d.appendVarFlag("tensorrt_engine_do_compile", "vardepsexclude", " tensorrt_engine_build_on_builder")
         # ssh to the builder: tasks run without network unless they ask for it.
         d.setVarFlag("do_compile", "network", "1")
         # One engine build at a time per builder (one GPU, limited memory).
         d.appendVarFlag("do_compile", "lockfiles", " " + engines.builder_lockfile(d))
+    else:
+        # Not called then: the builder's facts (compute capability, L4T) stay out of the
+        # bundle's signature (Xavier and Orin of one BSP share it).
+        d.appendVarFlag("tensorrt_engine_do_compile", "vardepsexclude", " tensorrt_engine_build_on_builder")
 }
 
 tensorrt_engine_build_on_builder() {
