@@ -98,6 +98,9 @@ inherit tegra_ai_paths
 inherit ${@'l4t_version' if any(bb.utils.which(d.getVar('BBPATH'), c + '/l4t_version.bbclass') for c in ('classes', 'classes-recipe')) else ''}
 
 TEGRA_AI_SRCDIR ?= "${@tegra_ai_layer.compat.unpackdir(d)}"
+
+# Data only (models, manifests, engines): no compiler or C library is needed to build it.
+INHIBIT_DEFAULT_DEPS = "1"
 TEGRA_AI_BUNDLE_DIR = "${B}/tegra-ai-bundle"
 TEGRA_AI_ENGINE_DIR = "${B}/tegra-ai-engines"
 

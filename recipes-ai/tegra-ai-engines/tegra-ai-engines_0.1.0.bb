@@ -15,6 +15,8 @@ B = "${WORKDIR}/build"
 
 # TEGRA_AI_MODELS_DIR, TEGRA_AI_ENGINE_CACHE (persistent!), TEGRA_AI_ENGINE_SEED
 inherit tegra_ai_paths systemd allarch
+# Files only: no compiler or C library (allarch also sets this; said here for the reader).
+INHIBIT_DEFAULT_DEPS = "1"
 
 # A backstop for a whole run (systemd TimeoutStartSec; all models of a first
 # boot), the limit of one model's build in seconds, and how many failed starts

@@ -63,7 +63,7 @@ def test_preflight_runs_at_build_time(tmp_path):
     emulate.unpack(d)
     emulate.run(d, "do_compile", env=env)
     # an ONNX the target cannot run fails the build, not the first boot
-    bad = os.path.join(d.getVar("UNPACKDIR") or d.getVar("WORKDIR"), "digits.onnx")
+    bad = os.path.join(d.getVar("TEGRA_AI_SRCDIR"), "digits.onnx")
     with open(bad, "wb") as f:
         f.write(b"not an onnx model")
     res = emulate.run(d, "do_compile", env=env, check=False)
