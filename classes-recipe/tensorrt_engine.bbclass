@@ -78,6 +78,14 @@ TEGRA_AI_BUNDLE_TARGET ??= "${@tegra_ai_layer.engines.bundle_target(d.getVar('TE
 # Default 0: hash and copy only (TensorRT's parser validates on the device),
 # and other layers' recipes are left as they are.
 TEGRA_AI_ONNX_CHECK ??= "0"
+# Prebuilt engines from a signed engine mirror (a CI Jetson that publishes them), no
+# builder Jetson needed: a copy of the mirror's index.json on the build host, the
+# mirror's URL and the public key(s); TEGRA_AI_ENGINE_MODULE (e.g. p3767-0005) narrows
+# the choice to one module. docs/yocto.md, "Prebuilt engines without a builder Jetson".
+TEGRA_AI_PREBUILT_INDEX ??= ""
+TEGRA_AI_PREBUILT_MIRROR ??= ""
+TEGRA_AI_MIRROR_PUBKEYS ??= ""
+TEGRA_AI_ENGINE_MODULE ??= ""
 # Image-build-time engine builder (see above); empty: build on first boot.
 TEGRA_AI_ENGINE_BUILDER ??= ""
 # tensorrt-optimize as the builder runs it.
@@ -109,11 +117,24 @@ DEPENDS += "tegra-ai-tools-native python3-numpy-native \
 
 python __anonymous() {
     import tegra_ai_layer.engines as engines
+    import tegra_ai_layer.prebuilt as prebuilt
     try:
-        engines.parse_models(d)
+        models = engines.parse_models(d)
         builder = engines.check_builder(d)
-    except engines.ModelConfigError as e:
+        if prebuilt.configured(d):
+            # the recipe's SRC_URI depends on the index: parse again when it changes
+            bb.parse.mark_dependency(d, d.getVar("TEGRA_AI_PREBUILT_INDEX").strip())
+        prebuilt.apply(d, [m.name for m in models])
+    except (engines.ModelConfigError, prebuilt.PrebuiltError) as e:
         bb.fatal("%s: %s" % (d.getVar("PN"), e))
+    if prebuilt.configured(d):
+        # Engines are device specific: this machine's package. Each fetched engine is
+        # checked after the bundle is made (its signature, model, options, target).
+        d.setVar("PACKAGE_ARCH", d.getVar("MACHINE_ARCH"))
+        d.appendVarFlag("do_compile", "postfuncs", " tensorrt_engine_take_prebuilt")
+        d.appendVarFlag("do_compile", "vardeps", " MACHINE TEGRA_AI_MIRROR_PUBKEYS")
+        d.appendVarFlag("do_compile", "file-checksums",
+                        " " + " ".join("%s:True" % k for k in d.getVar("TEGRA_AI_MIRROR_PUBKEYS").split()))
     d.setVar("TEGRA_AI_ENGINES_PREBUILT", "1" if builder else "0")
     # The pipeline stage that reaches the builder (address, cache folder, the
     # facts it must report); the facts are in the signature through their variables.
@@ -180,6 +201,16 @@ TEGRA_AI_BUNDLE_TARGET[vardepvalue] = "${TEGRA_AI_BUNDLE_TARGET}"
 do_compile[vardeps] += "TEGRA_AI_MODELS_SIGNATURE TEGRA_AI_ENGINES_PREBUILT TEGRA_AI_MODELS ${@' '.join('TEGRA_AI_MODEL_' + m for m in (d.getVar('TEGRA_AI_MODELS') or '').split())}"
 # Models given by absolute path (not through SRC_URI) are tracked here.
 do_compile[file-checksums] += "${@tegra_ai_layer.engines.absolute_file_checksums(d)}"
+
+python tensorrt_engine_take_prebuilt() {
+    import tegra_ai_layer.prebuilt as prebuilt
+    taken, rejected = prebuilt.take(d, log=bb.warn)
+    for name, fn, _ in taken:
+        bb.note("%s: prebuilt engine %s from %s (signature, model, options and target checked)"
+                % (name, fn, d.getVar("TEGRA_AI_PREBUILT_MIRROR")))
+    if not taken:
+        bb.note("no prebuilt engine of the mirror matches this image: the device builds them on first boot")
+}
 
 tensorrt_engine_do_install() {
     install -d ${D}${TEGRA_AI_MODELS_DIR}/${TEGRA_AI_BUNDLE}
