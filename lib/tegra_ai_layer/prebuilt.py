@@ -128,6 +128,10 @@ def apply(d, models):
     for k in keys:
         if not os.path.isabs(k) or not os.path.isfile(k):
             raise PrebuiltError("TEGRA_AI_MIRROR_PUBKEYS: %r is not an existing file (give absolute paths)" % k)
+    module = (d.getVar("TEGRA_AI_ENGINE_MODULE") or "").strip()
+    if module and not re.match(r"^p\d{4}-\d{4}$", module):
+        raise PrebuiltError("TEGRA_AI_ENGINE_MODULE = %r: the module's part number, e.g. p3767-0005 (nvidia,p3767-0005 "
+                            "in the device's /proc/device-tree/compatible)" % module)
     if (d.getVar("TEGRA_AI_ENGINE_BUILDER") or "").strip():
         raise PrebuiltError("TEGRA_AI_PREBUILT_INDEX and TEGRA_AI_ENGINE_BUILDER are both set: take engines from "
                             "the mirror or build them on a builder Jetson, not both")

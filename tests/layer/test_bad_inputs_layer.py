@@ -15,6 +15,9 @@ pytestmark = pytest.mark.yocto
 ENGINES = "recipes-ai/tegra-ai-engines/tegra-ai-engines_0.1.0.bb"
 MODEL = "recipes-ai/tegra-ai-model-digits/tegra-ai-model-digits_0.1.0.bb"
 SSH = "ssh -o BatchMode=yes root@orin-ref"
+# prebuilt-engine settings whose files exist (this file stands in for the key and the index)
+PREBUILT = {"TEGRA_AI_PREBUILT_INDEX": __file__, "TEGRA_AI_PREBUILT_MIRROR": "https://engines.example.com/fleet",
+            "TEGRA_AI_MIRROR_PUBKEYS": __file__}
 
 CASES = [
     # on-device locations (tegra_ai_paths.bbclass), for the service and for model recipes
@@ -44,6 +47,15 @@ CASES = [
              "TEGRA_AI_ENGINE_BUILDER_MODULE": "NVIDIA Jetson Orin Nano Developer Kit"},
      "TEGRA_AI_ENGINE_BUILDER_MODULE = 'NVIDIA Jetson Orin Nano Developer Kit': the module's part number"),
     (MODEL, {"TEGRA_AI_ENGINE_BUILDER": "local"}, "an x86 build host cannot build Jetson engines"),
+    # prebuilt engines from a signed mirror
+    (MODEL, dict(PREBUILT, TEGRA_AI_PREBUILT_MIRROR=""), "TEGRA_AI_PREBUILT_MIRROR = '' is not the mirror's"),
+    (MODEL, dict(PREBUILT, TEGRA_AI_PREBUILT_MIRROR="ftp://m/x"), "TEGRA_AI_PREBUILT_MIRROR = 'ftp://m/x'"),
+    (MODEL, dict(PREBUILT, TEGRA_AI_MIRROR_PUBKEYS=""), "TEGRA_AI_MIRROR_PUBKEYS is empty"),
+    (MODEL, dict(PREBUILT, TEGRA_AI_MIRROR_PUBKEYS="fleet.pub"), "TEGRA_AI_MIRROR_PUBKEYS: 'fleet.pub' is not an existing"),
+    (MODEL, dict(PREBUILT, TEGRA_AI_PREBUILT_INDEX="/nonexistent/index.json"), "cannot read it"),
+    (MODEL, PREBUILT, "not JSON"),
+    (MODEL, dict(PREBUILT, TEGRA_AI_ENGINE_BUILDER=SSH), "not both"),
+    (MODEL, dict(PREBUILT, TEGRA_AI_ENGINE_MODULE="Orin Nano"), "TEGRA_AI_ENGINE_MODULE = 'Orin Nano': the module's part"),
     (MODEL, {"TEGRA_AI_ENGINE_BUILDER": SSH, "TEGRA_CUDA_ARCHITECTURE": "", "TEGRA_AI_COMPUTE_CAPABILITY": ""},
      "the target's compute capability is unknown"),
 ]
