@@ -26,6 +26,8 @@
 #   [strongly_typed] 1: strongly typed network (types from the ONNX)
 #   [timing_cache]   TensorRT timing cache to start from
 #   [preprocess]     preprocessing spec JSON (tegra_ai PreprocessSpec)
+#   [contexts]       execution contexts that may run a dynamic-shape engine at once
+#                    (pipeline streams, runtime workers): one profile set each (default 1)
 # A wrong option stops parsing with a message naming the variable and flag.
 #
 # Where engines are built:

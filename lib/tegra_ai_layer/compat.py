@@ -135,16 +135,25 @@ def check_paths(d):
 _TIMESPAN = re.compile(r"^(infinity|\d+(us|ms|s|sec|m|min|h|d|w)?( *\d+(us|ms|s|sec|m|min|h|d|w))*)$")
 
 
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
 def check_service_settings(d):
     """Parse-time check of tegra-ai-engines' settings; raises ValueError naming the variable."""
     for var in ("TEGRA_AI_ENGINES_TIMEOUT", "TEGRA_AI_ENGINES_RETRY_WINDOW"):
         v = (d.getVar(var) or "").strip()
         if not _TIMESPAN.match(v):
             raise ValueError("%s = %r: a systemd time span (e.g. 90min, 6h, infinity)" % (var, v))
-    for var, lo in (("TEGRA_AI_MODEL_TIMEOUT", 1), ("TEGRA_AI_ENGINES_RETRIES", 0)):
+    for var, lo in (("TEGRA_AI_MODEL_TIMEOUT", 1), ("TEGRA_AI_ENGINES_RETRIES", 0), ("TEGRA_AI_MIRROR_TIMEOUT", 1),
+                    ("TEGRA_AI_MIRROR_TOTAL_TIMEOUT", 1)):
         v = (d.getVar(var) or "").strip()
         if not v.isdigit() or int(v) < lo:
             raise ValueError("%s = %r: a whole number%s" % (var, v, " of seconds, at least 1" if lo else ""))
+    user = d.getVar("TEGRA_AI_ENGINES_USER") or ""
+    # useradd(8)'s portable names (no root: the service runs without privileges)
+    if not _USER.match(user) or user == "root":
+        raise ValueError("TEGRA_AI_ENGINES_USER = %r: a system user name other than root (lower case letters, "
+                         "digits, '-' and '_', at most 32, not starting with a digit or '-')" % user)
 
 
 def mirror_keys(d):

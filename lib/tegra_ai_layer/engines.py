@@ -48,6 +48,8 @@ OPTION_FLAGS = {
     "strongly_typed": "build a strongly typed network (0/1)",
     "timing_cache": "TensorRT timing cache file to start from (relative paths are in UNPACKDIR)",
     "preprocess": "preprocessing spec JSON (tegra_ai PreprocessSpec; relative paths are in UNPACKDIR)",
+    "contexts": "execution contexts that may run a dynamic-shape engine at once (pipeline streams, runtime "
+                "workers): one set of optimization profiles each (default 1)",
 }
 
 # Flags BitBake itself may put on any variable; never treated as model options.
@@ -71,8 +73,9 @@ class ModelSpec(object):
 
     def __init__(self, name, onnx, precision, shapes=(), workspace=None, dla_core=None,
                  gpu_fallback=False, opt_level=None, calibration=None, qdq=False,
-                 strongly_typed=None, timing_cache=None, preprocess=None):
+                 strongly_typed=None, timing_cache=None, preprocess=None, contexts=1):
         self.name = name
+        self.contexts = contexts
         self.onnx = onnx
         self.precision = precision
         self.shapes = list(shapes)
@@ -114,11 +117,25 @@ class ModelSpec(object):
             args += ["--timing-cache", path(self.timing_cache)]
         if self.preprocess:
             args += ["--preprocess", path(self.preprocess)]
+        if self.contexts != 1:
+            args += ["--contexts", str(self.contexts)]
         if target:
             args += ["--target", target]
         if not check:
             args.append("--no-check")
         return args
+
+    def build_request(self, srcdir):
+        """The :class:`tegra_ai.spec.BuildRequest` of this model (files read: the calibration
+        cache is hashed), the same one ``tensorrt-optimize bundle`` constructs from
+        :meth:`bundle_args` (tests/layer check they are equal)."""
+        def path(p):
+            return p if not p or os.path.isabs(p) else os.path.join(srcdir, p)
+        return _spec.BuildRequest.from_request(
+            path(self.onnx), timing_cache=path(self.timing_cache), calibration_cache=path(self.calibration),
+            precision=self.precision, shapes=list(self.shapes), workspace=self.workspace, dla_core=self.dla_core,
+            gpu_fallback=self.gpu_fallback, opt_level=self.opt_level, strongly_typed=self.strongly_typed or None,
+            contexts=self.contexts)
 
     def __repr__(self):
         return "ModelSpec(%r, %r, %r)" % (self.name, self.onnx, self.precision)
@@ -255,9 +272,12 @@ def parse_model(d, name):
         if not preprocess.endswith(".json"):
             raise ModelConfigError("%s: %r is not a .json preprocessing spec" % (where("preprocess"), preprocess))
 
+    contexts = _spec_call(where("contexts"), _spec.parse_contexts, flag("contexts"))
+
     return ModelSpec(name, onnx, precision, shapes=shapes, workspace=workspace, dla_core=dla_core,
                      gpu_fallback=gpu_fallback, opt_level=opt_level, calibration=calibration, qdq=qdq,
-                     strongly_typed=strongly_typed, timing_cache=timing_cache, preprocess=preprocess)
+                     strongly_typed=strongly_typed, timing_cache=timing_cache, preprocess=preprocess,
+                     contexts=contexts)
 
 
 def parse_models(d):

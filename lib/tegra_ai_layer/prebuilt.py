@@ -4,11 +4,12 @@ A CI Jetson of the product's module builds the engines (``tensorrt-optimize ensu
 publishes them (``tensorrt-optimize publish``) into a mirror: per engine the ``.engine``, its
 sidecar ``.engine.json`` and the sidecar's Ed25519 signature ``.engine.sig``, plus an
 ``index.json`` that lists every engine with the sha256 of all three files. The image
-build reads a copy of that index at parse time (``TEGRA_AI_PREBUILT_INDEX``), and for every
+build reads a copy of that index at parse time (``TEGRA_AI_PREBUILT_INDEX``), checks its
+Ed25519 signature (and expiry) with ``TEGRA_AI_MIRROR_PUBKEYS``, and for every
 model of the recipe adds the engines built for the image's TensorRT, compute capability,
 L4T release (and module, ``TEGRA_AI_ENGINE_MODULE``, when set) as ordinary SRC_URI entries
 with their sha256: they land in DL_DIR and source mirrors, and BitBake's fetcher checks
-them. The index itself is not signed: after the fetch, :func:`take` verifies each
+them. After the fetch, :func:`take` verifies again each
 sidecar's signature with ``TEGRA_AI_MIRROR_PUBKEYS``, the engine's sha256 against the
 signed sidecar, and the sidecar's key material against the bundle (model sha256, build
 options) and the image (TensorRT, compute capability, L4T); what passes is installed as
@@ -40,23 +41,51 @@ def configured(d):
     return bool((d.getVar("TEGRA_AI_PREBUILT_INDEX") or "").strip())
 
 
-def read_index(path):
-    """{relative engine path: entry} of a mirror's index.json (tegra_ai.cache.publish's format)."""
-    from tegra_ai.cache.publish import MIRROR_INDEX_FORMAT
+def read_index(path, keys=()):
+    """{relative engine path: entry} of a mirror's signed index.json (tegra_ai.cache.publish's
+    format, version 2), after its signature verifies with one of ``keys`` (PublicKey objects)
+    and it has not expired. Raises PrebuiltError naming TEGRA_AI_PREBUILT_INDEX."""
+    import base64
+    import binascii
+    import datetime
 
+    from tegra_ai.cache.mirror import MIRROR_INDEX_FORMAT, MIRROR_INDEX_VERSION
+    from tegra_ai.cache.signing import canonical_json
+
+    where = "TEGRA_AI_PREBUILT_INDEX = %r" % path
     try:
         with open(path) as f:
             data = json.load(f)
     except OSError as e:
-        raise PrebuiltError("TEGRA_AI_PREBUILT_INDEX = %r: cannot read it (%s); copy the mirror's index.json "
-                            "to the build host" % (path, e.strerror or e))
+        raise PrebuiltError("%s: cannot read it (%s); copy the mirror's index.json to the build host"
+                            % (where, e.strerror or e))
     except ValueError:
-        raise PrebuiltError("TEGRA_AI_PREBUILT_INDEX = %r: not JSON" % path)
+        raise PrebuiltError("%s: not JSON" % where)
     if not isinstance(data, dict) or data.get("format") != MIRROR_INDEX_FORMAT or \
-            not isinstance(data.get("engines"), dict):
-        raise PrebuiltError("TEGRA_AI_PREBUILT_INDEX = %r: not an engine mirror index (index.json written by "
-                            "'tensorrt-optimize publish')" % path)
-    return data["engines"]
+            data.get("version") != MIRROR_INDEX_VERSION or not isinstance(data.get("signed"), dict):
+        raise PrebuiltError("%s: not a version %d engine mirror index (index.json written by "
+                            "'tensorrt-optimize publish')" % (where, MIRROR_INDEX_VERSION))
+    signed = data["signed"]
+    try:
+        signature = base64.b64decode(data.get("signature") or "", validate=True)
+        body = canonical_json(signed)
+    except (binascii.Error, ValueError, TypeError):
+        raise PrebuiltError("%s: its signature is not base64" % where)
+    if not any(k.verify(body, signature) for k in keys):
+        raise PrebuiltError("%s: its signature does not verify with TEGRA_AI_MIRROR_PUBKEYS (%s)"
+                            % (where, ", ".join(k.key_id for k in keys)))
+    expires = signed.get("expires")
+    if expires is not None:
+        try:
+            when = datetime.datetime.fromisoformat(str(expires))
+            expired = when.tzinfo is None or datetime.datetime.now(datetime.timezone.utc) >= when
+        except ValueError:
+            expired = True
+        if expired:
+            raise PrebuiltError("%s: it expired at %s; copy the mirror's current index.json" % (where, expires))
+    if not isinstance(signed.get("engines"), dict):
+        raise PrebuiltError("%s: it has no engine list" % where)
+    return signed["engines"]
 
 
 def _short(v, parts=3):
@@ -135,7 +164,13 @@ def apply(d, models):
     if (d.getVar("TEGRA_AI_ENGINE_BUILDER") or "").strip():
         raise PrebuiltError("TEGRA_AI_PREBUILT_INDEX and TEGRA_AI_ENGINE_BUILDER are both set: take engines from "
                             "the mirror or build them on a builder Jetson, not both")
-    selected = select(d, models, read_index(index_path))
+    from tegra_ai.cache.signing import load_public_keys
+    from tegra_ai.errors import TegraAIError
+    try:
+        public = load_public_keys(keys)
+    except TegraAIError as e:
+        raise PrebuiltError("TEGRA_AI_MIRROR_PUBKEYS: %s" % e.message)
+    selected = select(d, models, read_index(index_path, public))
     for entry, name, sha in src_uri_entries(mirror, selected):
         d.appendVar("SRC_URI", " " + entry)
         d.setVarFlag("SRC_URI", name + ".sha256sum", sha)

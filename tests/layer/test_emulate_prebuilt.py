@@ -116,7 +116,7 @@ def test_engines_of_the_image_come_from_the_mirror(tmp_path, mirror):
     mirror_dir, pub = mirror
     d, prebuilt = image_build(tmp_path, mirror_dir, pub)
     # both SKUs of this release, not the old release's engine: 2 engines x (engine, sidecar, signature)
-    index = json.load(open(os.path.join(mirror_dir, "index.json")))["engines"]
+    index = json.load(open(os.path.join(mirror_dir, "index.json")))["signed"]["engines"]
     assert len(index) == 3
     fetched, taken, rejected, warnings, installed = run_build(tmp_path, d, prebuilt)
     assert fetched == 6 and len(taken) == 2 and not rejected and not warnings
@@ -134,22 +134,51 @@ def test_one_module_only(tmp_path, mirror):
     assert "tegra-ai-prebuilt" not in d.getVar("SRC_URI")     # none for AGX Orin: first boot builds
 
 
-def test_tampered_sidecar_is_not_installed(tmp_path, mirror):
-    """The index is not signed: a sidecar changed on the mirror (and its digest in the index,
-    so the fetcher accepts it) fails the signature check and stays out of the image."""
+def test_changed_sidecar_fails_the_fetch(tmp_path, mirror):
+    """A sidecar changed on the mirror after publishing: its sha256 is not the one the
+    signed index gave SRC_URI, and BitBake's fetcher stops there."""
     mirror_dir, pub = mirror
-    index_path = os.path.join(mirror_dir, "index.json")
-    index = json.load(open(index_path))
-    rel = sorted(index["engines"])[0]
+    rel = sorted(json.load(open(os.path.join(mirror_dir, "index.json")))["signed"]["engines"])[0]
     side = os.path.join(mirror_dir, rel + ".json")
     data = json.load(open(side))
     data["notes"] = list(data.get("notes") or []) + ["edited"]
-    raw = json.dumps(data).encode()
-    open(side, "wb").write(raw)
-    index["engines"][rel]["sidecar_sha256"] = hashlib.sha256(raw).hexdigest()
-    json.dump(index, open(index_path, "w"))
+    open(side, "w").write(json.dumps(data))
     d, prebuilt = image_build(tmp_path, mirror_dir, pub)
-    fetched, taken, rejected, warnings, installed = run_build(tmp_path, d, prebuilt)
+    with pytest.raises(AssertionError, match="checksum mismatch"):
+        run_build(tmp_path, d, prebuilt)
+
+
+def test_edited_index_is_refused_at_parse_time(tmp_path, mirror):
+    """The index is signed: edited digests (to let a changed file through) do not verify."""
+    import tegra_ai_layer.prebuilt as prebuilt
+    mirror_dir, pub = mirror
+    path = os.path.join(mirror_dir, "index.json")
+    index = json.load(open(path))
+    rel = sorted(index["signed"]["engines"])[0]
+    index["signed"]["engines"][rel]["sidecar_sha256"] = "0" * 64
+    json.dump(index, open(path, "w"))
+    from tegra_ai.cache.signing import load_public_keys
+    with pytest.raises(prebuilt.PrebuiltError, match="signature does not verify"):
+        prebuilt.read_index(path, load_public_keys([pub]))
+
+
+def test_bad_signature_in_the_download_is_not_installed(tmp_path, mirror):
+    """Checked again after the fetch: a signature file that does not verify (a damaged
+    download directory) keeps that engine out of the image; the device builds it."""
+    mirror_dir, pub = mirror
+    d, prebuilt = image_build(tmp_path, mirror_dir, pub)
+    real_take = prebuilt.take
+
+    def take(d, log=None):
+        src = os.path.join(d.getVar("UNPACKDIR") or d.getVar("WORKDIR"), "tegra-ai-prebuilt", "digits")
+        sig = sorted(f for f in os.listdir(src) if f.endswith(".sig"))[0]
+        open(os.path.join(src, sig), "wb").write(b"\0" * 64)
+        return real_take(d, log)
+    prebuilt.take = take
+    try:
+        fetched, taken, rejected, warnings, installed = run_build(tmp_path, d, prebuilt)
+    finally:
+        prebuilt.take = real_take
     assert len(taken) == 1 and len(rejected) == 1 and "signature" in rejected[0][2]
     assert len([f for f in installed if f.endswith(".engine")]) == 1 and warnings
 

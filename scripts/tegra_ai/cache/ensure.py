@@ -42,18 +42,18 @@ def load_entries(manifest_paths: list) -> list:
     return entries
 
 
-def default_loader():
-    """Deserialize an engine to prove it loads (full TensorRT only)."""
+def default_loader(bundle_dirs=()):
+    """Deserialize an engine through the one engine loader (plugins first) to prove it
+    loads (full TensorRT only)."""
     from tegra_ai.trt import compat
+    from tegra_ai.trt.loader import load_engine
 
-    trt, feats = compat.load()
+    _trt, feats = compat.load()
     if feats.is_rtx:
         return None
 
     def load(engine_path):
-        logger = trt.Logger(trt.Logger.ERROR)
-        with open(engine_path, "rb") as f:
-            compat.deserialize(trt, feats, logger, f.read())
+        load_engine(engine_path, bundle_dirs=bundle_dirs)
     return load
 
 
@@ -186,7 +186,9 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
             return summary
         runtime = (feats, lambda options: target_facts(feats, options.compute_capability))
         if load_plugin is None:
-            load_plugin = lambda lib: compat.load_plugin_library(_trt, feats, lib)  # noqa: E731
+            from tegra_ai.trt.loader import load_plugin_once
+
+            load_plugin = lambda lib: load_plugin_once(_trt, feats, lib)  # noqa: E731
     feats, facts_for = runtime
     from tegra_ai.trt.builder import engine_key, plugin_digests, tensorrt_identity
 
