@@ -234,5 +234,8 @@ EXPORT_FUNCTIONS do_compile do_install
 FILES:${PN} += "${TEGRA_AI_MODELS_DIR}/${TEGRA_AI_BUNDLE} ${TEGRA_AI_ENGINE_SEED}"
 # The first-boot service turns the bundle into engines (and accepts prebuilt ones).
 RDEPENDS:${PN} += "tegra-ai-engines"
-# The bundle's manifest targets this BSP's TensorRT version.
-PACKAGE_ARCH = "${@d.getVar('TEGRA_PKGARCH') or d.getVar('MACHINE_ARCH')}"
+# The bundle's manifest targets this BSP's TensorRT version: one package for every
+# machine of the BSP (meta-tegra's TEGRA_PKGARCH). Not "${@... or MACHINE_ARCH}": that
+# reference alone puts MACHINE into every task's signature (found by
+# tests/layer/test_real_layers.py on a real parse). Engines (builder, mirror): MACHINE_ARCH.
+PACKAGE_ARCH = "${TEGRA_PKGARCH}"
