@@ -171,7 +171,10 @@ def test_machines_share_what_does_not_depend_on_them(real):
     for pn in SIG_RECIPES:
         tasks = sorted(t for (p, t) in a if p == pn)
         assert tasks, "no signatures of %s" % pn
-        changed = [t for t in tasks if a.get((pn, t)) != b.get((pn, t))]
+        # do_build: a no-op task without output or sstate whose hash also covers every
+        # dependency's do_build (the machine's kernel's deploy among them): it never
+        # makes anything rebuild.
+        changed = [t for t in tasks if a.get((pn, t)) != b.get((pn, t)) and t != "do_build"]
         if pn in differ:
             if pn in compiled_differently:
                 assert "do_compile" in changed, pn
