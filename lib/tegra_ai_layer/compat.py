@@ -91,14 +91,17 @@ def state_directory_line(d, var="TEGRA_AI_ENGINE_CACHE"):
     return "# %s is outside %s: tmpfiles.d creates it (no StateDirectory)" % (var, base.rstrip("/"))
 
 
-def appends_if_recipe(d, pn, pattern):
+def appends_if_recipe(d, pn, pattern, enabled_by=None):
     """``pattern`` (bbappends for recipe ``pn``) when a layer in BBLAYERS has a ``pn`` recipe, else ''.
 
     For conf/layer.conf's BBFILES: a bbappend without its recipe is an error
     ("No recipes available for"), and BBFILES_DYNAMIC can only ask whether a layer
     is present, not whether this branch of it has the recipe (meta-tegra-community
-    has onnx on master only).
+    has onnx on master only). ``enabled_by``: a configuration variable that must be
+    "1" as well (an append that changes another layer's recipe only on request).
     """
+    if enabled_by and (d.getVar(enabled_by) or "").strip() != "1":
+        return ""
     for layer in (d.getVar("BBLAYERS") or "").split():
         if glob.glob(os.path.join(layer, "recipes-*", "*", pn + "_*.bb")):
             return pattern

@@ -409,9 +409,9 @@ def check_builder(d):
         raise ModelConfigError("TEGRA_AI_ENGINE_BUILDER_CACHE = %r: an absolute path on the builder, without "
                                "spaces, quotes, $ or backslashes (empty: a temporary cache per build)" % cache)
     module = d.getVar("TEGRA_AI_ENGINE_BUILDER_MODULE") or ""
-    if "\n" in module or "${" in module:
-        raise ModelConfigError("TEGRA_AI_ENGINE_BUILDER_MODULE = %r: one line, as /proc/device-tree/model "
-                               "of the builder reads" % module)
+    if module.strip() and not re.match(r"^p\d{4}-\d{4}$", module.strip()):
+        raise ModelConfigError("TEGRA_AI_ENGINE_BUILDER_MODULE = %r: the module's part number, e.g. p3767-0005 "
+                               "(nvidia,p3767-0005 in the builder's /proc/device-tree/compatible)" % module)
     return builder
 
 
@@ -453,11 +453,19 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 
 
 def builder_cache_dir(d):
-    """The builder's persistent cache for this recipe: <TEGRA_AI_ENGINE_BUILDER_CACHE>/<MACHINE>/<bundle>."""
+    """The builder's persistent cache for this recipe and BSP release:
+    <TEGRA_AI_ENGINE_BUILDER_CACHE>/<MACHINE>/l4t-<L4T release>/<bundle>.
+
+    One folder per L4T release: ``ensure --prune`` in one release's folder never keeps or
+    returns engines of another release (after a BSP upgrade the image gets only engines
+    of its own release), and an image of the previous release still finds its engines in
+    its own folder."""
     root = (d.getVar("TEGRA_AI_ENGINE_BUILDER_CACHE") or "").strip()
     if not root:
         return ""
-    parts = [_UNSAFE.sub("_", (d.getVar(v) or "x").strip() or "x") for v in ("MACHINE", "TEGRA_AI_BUNDLE")]
+    release = "l4t-" + ((d.getVar("TEGRA_AI_L4T_VERSION") or "").strip() or "unknown")
+    parts = [_UNSAFE.sub("_", (d.getVar(v) or "x").strip() or "x") for v in ("MACHINE",)]
+    parts += [_UNSAFE.sub("_", release), _UNSAFE.sub("_", (d.getVar("TEGRA_AI_BUNDLE") or "x").strip() or "x")]
     return "/".join([root.rstrip("/")] + parts)
 
 
@@ -515,16 +523,34 @@ _PROBE = (
 )
 
 
+# Run by the builder with python3 after ensure: the files of the engines ensure chose for
+# this bundle (from its JSON summary) with their sidecars and the marker of their model
+# folder (argv[3]; verify-cache reads only folders ensure made), relative to the cache,
+# one per line for tar -T.
+_ENGINE_LIST = (
+    'import json, os, sys\n'
+    'summary, cache = json.load(open(sys.argv[1])), os.path.realpath(sys.argv[2])\n'
+    'for m in summary.get("models", []):\n'
+    '    if m.get("engine"):\n'
+    '        rel = os.path.relpath(os.path.realpath(m["engine"]), cache)\n'
+    '        print(os.path.join(os.path.dirname(rel), sys.argv[3]))\n'
+    '        print(rel)\n'
+    '        print(rel + ".json")\n'
+)
+
+
 def remote_ensure_script(tool="tensorrt-optimize", cache="", expect=None):
     """POSIX shell run by the builder: bundle tar on stdin -> engine cache tar on stdout.
 
     ``expect`` (TensorRT X.Y.Z, compute capability, L4T release, module): checked on the
     builder before anything is built; a mismatch exits 3 with one line on stderr.
-    ``cache``: the builder's persistent cache for this bundle (an unchanged model is a
-    cache hit, never rebuilt); engines of models no longer in the bundle are pruned
-    there. Empty: a temporary cache. Builds are serialized on the builder with flock
-    where it exists (one GPU; several build hosts may share one builder).
-    Written without ``${`` so BitBake never expands anything in it; progress goes to stderr.
+    ``cache``: the builder's persistent cache for this bundle and release (an unchanged
+    model is a cache hit, never rebuilt); engines of models no longer in the bundle are
+    pruned there. Empty: a temporary cache. Only the engines (and sidecars) ensure chose
+    for this bundle come back, never the rest of the cache. Builds are serialized on the
+    builder with flock where it exists (one GPU; several build hosts may share one
+    builder). Written without ``${`` so BitBake never expands anything in it; progress
+    goes to stderr.
     """
     parts = ["set -e", "w=$(mktemp -d)", "trap 'rm -rf \"$w\"' EXIT", "mkdir \"$w/b\"",
              "tar -C \"$w/b\" -xf -"]
@@ -532,13 +558,19 @@ def remote_ensure_script(tool="tensorrt-optimize", cache="", expect=None):
         parts.append("python3 -c %s %s" % (shlex.quote(_PROBE), " ".join(shlex.quote(v or "") for v in expect)))
     if cache:
         parts += ["c=%s" % shlex.quote(cache), "mkdir -p \"$c\"",
-                  "if command -v flock >/dev/null 2>&1; then exec 9>\"$(dirname \"$(dirname \"$c\")\")/.lock\"; "
+                  "if command -v flock >/dev/null 2>&1; then exec 9>\"$(dirname \"$(dirname \"$(dirname \"$c\")\")\")/.lock\"; "
                   "flock 9; fi",
-                  "%s ensure --manifest \"$w/b\" --cache \"$c\" --prune unlisted --json >&2" % shlex.quote(tool)]
+                  "%s ensure --manifest \"$w/b\" --cache \"$c\" --prune unlisted --json > \"$w/s.json\""
+                  % shlex.quote(tool)]
     else:
         parts += ["c=\"$w/e\"", "mkdir \"$c\"",
-                  "%s ensure --manifest \"$w/b\" --cache \"$c\" --json >&2" % shlex.quote(tool)]
-    parts.append("tar -C \"$c\" -cf - .")
+                  "%s ensure --manifest \"$w/b\" --cache \"$c\" --json > \"$w/s.json\"" % shlex.quote(tool)]
+    from tegra_ai.cache.store import MODEL_MARKER
+
+    parts += ["cat \"$w/s.json\" >&2",
+              "python3 -c %s \"$w/s.json\" \"$c\" %s > \"$w/list\"" % (shlex.quote(_ENGINE_LIST),
+                                                                      shlex.quote(MODEL_MARKER)),
+              "tar -C \"$c\" -cf - -T \"$w/list\""]
     script = "; ".join(parts)
     assert "${" not in script
     return script

@@ -16,6 +16,8 @@ B = "${WORKDIR}/build"
 
 # TEGRA_AI_MODELS_DIR, TEGRA_AI_ENGINE_CACHE (persistent!), TEGRA_AI_ENGINE_SEED
 inherit tegra_ai_paths systemd allarch useradd
+# Files only: no compiler or C library (allarch also sets this; said here for the reader).
+INHIBIT_DEFAULT_DEPS = "1"
 
 # A backstop for a whole run (systemd TimeoutStartSec; all models of a first
 # boot), the limit of one model's build in seconds, and how many failed starts
@@ -116,7 +118,7 @@ SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 FILES:${PN} += "${TEGRA_AI_MODELS_DIR} ${nonarch_libdir}/tmpfiles.d/tegra-ai-engines.conf \
                 ${TEGRA_AI_MIRROR_KEYDIR} ${systemd_system_unitdir}/tegra-ai-engines.service.d"
 CONFFILES:${PN} = "${sysconfdir}/default/tegra-ai-engines"
-RDEPENDS:${PN} = "tensorrt-model-optimizer"
+RDEPENDS:${PN} = "tegra-ai-tools"
 
 # Needs the target tools (TensorRT from meta-tegra): Jetson machines only.
 COMPATIBLE_MACHINE = "(tegra)"

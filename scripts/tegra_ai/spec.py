@@ -38,7 +38,9 @@ __all__ = [
 ]
 
 PRECISIONS = ("auto", "fp32", "fp16", "int8", "best")
-KEY_FORMAT = 2          # 2: TensorRT library version and plugin digests joined the key
+KEY_FORMAT = 3          # 2: TensorRT library version and plugin digests joined the key
+                        # 3: SM count, CUDA driver version and the module's part number (device-tree
+                        #    compatible) instead of the GPU name and the carrier board's model string
 KEY_LENGTH = 24         # hex digits of the key in file names; the sidecar keeps the full digest
 SIDECAR_FORMAT = "tegra-ai-engine"
 SIDECAR_VERSION = 2
@@ -491,7 +493,10 @@ class BuildRequest:
 # --------------------------------------------------------------------------- the key
 
 TENSORRT_FIELDS = ("flavor", "version", "library_version")
-DEVICE_FIELDS = ("compute_capability", "device_name", "module", "l4t_release")
+DEVICE_FIELDS = ("compute_capability", "sm_count", "module", "cuda_version", "l4t_release")
+# Key format 2 keyed the GPU name and /proc/device-tree/model (the carrier board's name);
+# ensure re-keys such engines once (tegra_ai.cache.ensure.RekeySource), never rebuilds them.
+DEVICE_FIELDS_V2 = ("compute_capability", "device_name", "module", "l4t_release")
 
 # Human names of key inputs, for "which one differs" messages.
 _FIELD_NAMES = {
@@ -501,6 +506,8 @@ _FIELD_NAMES = {
     "tensorrt.library_version": "TensorRT library version (libnvinfer)",
     "device.compute_capability": "compute capability",
     "device.device_name": "GPU name",
+    "device.sm_count": "GPU SM count",
+    "device.cuda_version": "CUDA driver version",
     "device.module": "Jetson module",
     "device.l4t_release": "L4T release",
     "plugins": "plugin libraries",
@@ -512,7 +519,8 @@ def key_material(model_sha256: str, options: BuildOptions, tensorrt: dict, devic
                  plugins: dict | None = None) -> dict:
     """What the cache key hashes. ``tensorrt`` has flavor, version (the bindings') and
     library_version (libnvinfer's; on meta-tegra master they differ); ``device`` has
-    compute capability, GPU name, Jetson module and L4T release; ``plugins`` maps plugin
+    compute capability, SM count, Jetson module (part number), CUDA driver and L4T release
+    (never the carrier board's name); ``plugins`` maps plugin
     library basenames to their sha256 (a new plugin build means a new engine)."""
     if not isinstance(model_sha256, str) or not _HEX64.match(model_sha256):
         raise _usage(f"model sha256 {model_sha256!r}: expected a sha256 hex digest")

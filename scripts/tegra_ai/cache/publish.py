@@ -233,12 +233,17 @@ def publish(cache_dir: str, mirror_dir: str, private_key: str, *, names=(), key_
                 row.update(status="skipped", reason="the engine changed while it was read")
                 continue
             # Engine, signature, then the sidecar: a reader that finds a sidecar finds the rest.
+            signature = key.sign(raw_sidecar)
             atomic_write_bytes(dest, engine)
-            atomic_write_bytes(signature_path(dest), key.sign(raw_sidecar))
+            atomic_write_bytes(signature_path(dest), signature)
             atomic_write_bytes(sidecar_path(dest), raw_sidecar)
             row["status"] = "published"
+            # The digests of all three files: an image build fetches them as SRC_URI entries
+            # with checksums known at parse time (tensorrt_engine.bbclass, TEGRA_AI_PREBUILT_INDEX).
             index[rel] = {"name": name, "key": sidecar.cache_key, "size": sidecar.engine_size,
                           "sha256": sidecar.engine_sha256, "tensorrt": sidecar.tensorrt, "device": sidecar.device,
+                          "sidecar_sha256": hashlib.sha256(raw_sidecar).hexdigest(),
+                          "signature_sha256": hashlib.sha256(signature).hexdigest(),
                           "key_id": key.key_id, "published": now}
             LOG.info("%s: published %s", name, rel)
         sequence = max(index_sequence(mirror) + 1, int(time.time()))

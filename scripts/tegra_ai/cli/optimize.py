@@ -219,8 +219,9 @@ def cmd_ensure(args):
             if m.get("source"):
                 extra += f" (from {m['source']})"
             print(f"{m['name']}: {m.get('status', 'not built')}{extra}")
-        print(f"{summary['hits']} cached, {summary['seeded']} prebuilt in the image, {summary['fetched']} fetched, "
-              f"{summary['built']} built, {summary['failed']} failed")
+        rekeyed = f"{summary['rekeyed']} re-keyed (key format 2), " if summary.get("rekeyed") else ""
+        print(f"{summary['hits']} cached, {rekeyed}{summary['seeded']} prebuilt in the image, "
+              f"{summary['fetched']} fetched, {summary['built']} built, {summary['failed']} failed")
     return summary["exit_code"]
 
 
@@ -401,7 +402,8 @@ def build_parser():
     p.add_argument("--trt-version", metavar="X.Y[.Z]", help="TensorRT version of the image (bindings)")
     p.add_argument("--library-version", metavar="X.Y[.Z]", help="libnvinfer version of the image")
     p.add_argument("--compute-capability", metavar="M.m")
-    p.add_argument("--module", metavar="MODEL", help="Jetson module as /proc/device-tree/model names it")
+    p.add_argument("--module", metavar="PART", help="Jetson module part number from the device tree compatible "
+                   "(e.g. p3767-0005 from nvidia,p3767-0005 in /proc/device-tree/compatible)")
     p.add_argument("--l4t-release", metavar="R.x", help="L4T release, e.g. 36.4.3")
     p.add_argument("--manifest", action="append", default=[], metavar="PATH",
                    help="also check each engine's model and build options against these manifests")

@@ -23,7 +23,7 @@ class TegraAIEnginesTest(OERuntimeTestCase):
         return output
 
     @OETestDepends(["ssh.SSHTest.test_ssh"])
-    @OEHasPackage(["tensorrt-model-optimizer"])
+    @OEHasPackage(["tegra-ai-tools"])
     def test_tool_runs(self):
         self.assertIn("tensorrt-optimize", self.run_ok("tensorrt-optimize --version"))
 
