@@ -58,6 +58,14 @@ CASES = [
     (["workload:100us", "--backend", "onnxruntime"] + FAST, 2, "runs only with --backend cuda-workload"),
     (["digits.onnx", "--backend", "cuda-workload"] + FAST, 2, "takes MODEL as workload:MICROSECONDS"),
     (["digits.onnx", "--backend", "nosuch"] + FAST, 2, "invalid choice"),
+    # diff
+    (["diff", "nope.json", "bad.json"], 2, "report nope.json does not exist"),
+    (["diff", "bad.json", "other.json"], 2, "is not JSON"),
+    (["diff", "other.json", "bad.json", "--json"], 2, "not a model-benchmark report"),
+    (["diff", "old.json", "old.json"], 2, "version 99 report"),
+    (["diff", "old.json"], 2, "the following arguments are required"),
+    (["diff", "a.json", "b.json", "--json", "--markdown"], 2, "--json and --markdown are exclusive"),
+    (["diff", "a.json", "b.json", "--threshold", "0"], 2, "--threshold must be a percentage"),
     # suite
     (["suite", "--models", "digits.onnx", "--backend", "onnxruntime", "--precision", "fp16", "--out", "o"] + FAST,
      2, "runs the model's fp32 graph only"),

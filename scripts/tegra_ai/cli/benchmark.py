@@ -4,13 +4,14 @@ power mode, clocks and power in every report.
     model-benchmark MODEL_OR_ENGINE [--duration S] [--iterations N] [--warmup MS] [--shapes SPEC]
                     [--streams N] [--cuda-graph] [--no-data-transfers] [--spin-wait]
                     [--json | --csv] [--export-times FILE] [--compare PREVIOUS.json [--threshold PCT]]
+    model-benchmark diff OLD.json NEW.json [--threshold PCT] [--json | --markdown]
     model-benchmark suite --models A.onnx B.onnx --precision fp32 fp16 --batch 1 4 8
                     --backend tensorrt|onnxruntime --out DIR
 
 MODEL is a TensorRT engine (.engine/.plan: --backend tensorrt), an ONNX model (ONNX
 Runtime on the CPU) or workload:MICROSECONDS (a CUDA kernel of known duration: measures
 the harness itself on any NVIDIA GPU). Exit: 0 done, 1 a regression against --compare
-(or a failed suite cell), 2 bad input, 69 a missing library or GPU, 130 SIGINT, 143 SIGTERM.
+or in diff (beyond the run-to-run noise), or a failed suite cell, 2 bad input, 69 a missing library or GPU, 130 SIGINT, 143 SIGTERM.
 """
 
 from __future__ import annotations
@@ -165,6 +166,39 @@ def cmd_suite(args):
     return EXIT_FAILURE if summary["failed"] else 0
 
 
+def cmd_diff(args):
+    from tegra_ai.bench import report as report_mod
+
+    if args.json and args.markdown:
+        raise TegraAIError("--json and --markdown are exclusive", exit_code=EXIT_USAGE)
+    threshold = 5.0 if args.threshold is None else args.threshold
+    if not 0 < threshold < 1000:
+        raise TegraAIError(f"--threshold must be a percentage > 0, got {threshold}", exit_code=EXIT_USAGE)
+    old = report_mod.load_report(args.old, what="report")
+    new = report_mod.load_report(args.new, what="report")
+    cmp = report_mod.compare(new, old, threshold / 100.0)
+    if args.json:
+        print_json(dict(cmp, old=args.old, new=args.new))
+    elif args.markdown:
+        sys.stdout.write(report_mod.format_comparison_markdown(cmp, args.old, args.new))
+    else:
+        print(report_mod.format_comparison(cmp, args.old))
+    return EXIT_FAILURE if cmp["regressions"] else 0
+
+
+def build_diff_parser():
+    p = argparse.ArgumentParser(prog=f"{PROG} diff", description="compare two saved reports (model-benchmark "
+                                "--json): exit 1 when NEW regressed beyond the noise of the two runs")
+    p.add_argument("old", metavar="OLD.json")
+    p.add_argument("new", metavar="NEW.json")
+    p.add_argument("--threshold", type=float, metavar="PCT", help="regression threshold (default 5 %%)")
+    p.add_argument("--json", action="store_true", help="the comparison as JSON on stdout")
+    p.add_argument("--markdown", action="store_true", help="the comparison as a Markdown table")
+    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
+    p.set_defaults(func=cmd_diff)
+    return p
+
+
 def build_run_parser():
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -211,6 +245,8 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "suite":
         return run_main(f"{PROG} suite", build_suite_parser(), argv[1:])
+    if argv and argv[0] == "diff":
+        return run_main(f"{PROG} diff", build_diff_parser(), argv[1:])
     return run_main(PROG, build_run_parser(), argv)
 
 
