@@ -188,3 +188,31 @@ def test_signals_exit_codes(tmp_path, sig, code):
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == code, err
     assert "Traceback" not in err and not (tmp_path / "t.json").exists()
+
+
+def test_suite_shapes_per_model_and_fp16_onnx_label(capsys, tmp_path):
+    """A detector with dynamic height and width runs in a suite with --shapes MODEL=...;
+    an FP16 ONNX (convert-fp16) is an fp16 cell on ONNX Runtime, not fp32."""
+    from onnx_models import make_model
+    from tegra_ai.onnx_fp16 import convert_fp16
+
+    det = make_model(str(tmp_path / "det.onnx"), input_dims=("N", 3, "H", "W"))
+    half = str(tmp_path / "half.onnx")
+    convert_fp16(make_model(str(tmp_path / "full.onnx"), input_dims=("N", 3, 16, 16)), half)
+    out_dir = tmp_path / "suite"
+    argv = ["suite", "--models", det, half, "--batch", "1", "2", "--backend", "onnxruntime", "--out", str(out_dir),
+            "--shapes", "det.onnx=input:1x3x24x40", "--no-plots", "--json"] + FAST
+    code, out, _ = run(capsys, argv)
+    summary = json.loads(out)
+    assert code == 0, [c.get("error") for c in summary["cells"]]
+    cells = {c["name"]: c for c in summary["cells"]}
+    assert sorted(cells) == ["det-fp32-b1", "det-fp32-b2", "half-fp16-b1", "half-fp16-b2"]
+    rep = json.loads((out_dir / "cells" / "det-fp32-b2.json").read_text())
+    assert rep["shapes"] == {"input": [2, 3, 24, 40]} and rep["precision"] == "fp32"
+    assert json.loads((out_dir / "cells" / "half-fp16-b1.json").read_text())["precision"] == "fp16"
+    # without --shapes the detector cannot be in a suite (its H and W cannot be guessed)
+    code, out, _ = run(capsys, argv[:-len(FAST) - 4] + ["--out", str(tmp_path / "s2"), "--no-plots", "--json"] + FAST)
+    assert code == 1
+    # other --shapes: the cells are run again, not reused
+    code, out, _ = run(capsys, argv[:-len(FAST) - 3] + ["det.onnx=input:1x3x32x32", "--no-plots", "--json"] + FAST)
+    assert code == 0 and {c["name"]: c["status"] for c in json.loads(out)["cells"]}["det-fp32-b1"] == "ran"

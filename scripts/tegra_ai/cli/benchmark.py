@@ -148,14 +148,15 @@ def cmd_run(args):
 
 
 def cmd_suite(args):
-    from tegra_ai.bench.suite import run_suite
+    from tegra_ai.bench.suite import parse_model_shapes, run_suite
     from tegra_ai.util.progress import Progress
 
+    shapes = parse_model_shapes(args.shapes, args.models)
     config = _config(args)
     with Progress(f"{PROG} suite", enabled=not args.no_progress) as progress:
         summary = run_suite(args.models, args.precision, args.batch, args.backend, args.out, config=config,
                             cache_dir=args.cache, calibration_cache=args.calibration_cache, power=args.power,
-                            plots=not args.no_plots, progress=progress, force=args.force)
+                            plots=not args.no_plots, progress=progress, force=args.force, shapes=shapes)
     if args.json:
         print_json(summary)
     else:
@@ -228,6 +229,9 @@ def build_suite_parser():
     p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "fp16", "int8"])
     p.add_argument("--batch", nargs="+", type=int, default=[1], metavar="N")
     p.add_argument("--backend", default="tensorrt", choices=["tensorrt", "onnxruntime"])
+    p.add_argument("--shapes", action="append", default=[], metavar="MODEL=NAME:DIMS[,NAME:DIMS]",
+                   help="shapes of a model's inputs with dynamic dimensions besides the batch, e.g. "
+                        "yolo.onnx=images:1x3x480x640 (the first dimension is replaced by each --batch); repeatable")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--cache", metavar="DIR", help="engine cache (default DIR/engines)")
     p.add_argument("--calibration-cache", metavar="FILE", help="INT8 calibration cache (needed for int8)")
