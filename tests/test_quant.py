@@ -316,3 +316,67 @@ def test_qat_without_torch_names_the_extra(monkeypatch):
         qat.digits_module()
     with pytest.raises(MissingDependencyError):
         qat.insert_quantizers(None, [], backend="torch")
+
+
+# ---------------------------------------------------------------- issue #18: calibration and batches
+
+def test_entropy_threshold_is_tensorrts_kl_search():
+    """2048-bin |x| histogram, 128 quantized bins, minimal KL (GTC 2017): a Gaussian with a
+    few far outliers gets a threshold well below its max; a uniform distribution keeps its max."""
+    from tegra_ai.quant.calibrate import entropy_threshold
+
+    rng = np.random.default_rng(0)
+    x = np.abs(np.concatenate([rng.normal(0, 1, 200_000), [40.0, -45.0, 50.0]]))
+    t = entropy_threshold(*np.histogram(x, bins=2048))
+    assert 2.5 < t < 8.0 and t < 0.2 * x.max()
+    u = np.abs(rng.uniform(-1, 1, 100_000))
+    assert entropy_threshold(*np.histogram(u, bins=2048)) == pytest.approx(u.max(), rel=1e-3)
+
+
+def _activation_scales(path):
+    m = onnx.load(path)
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    return {n.input[0]: float(inits[n.input[1]]) for n in m.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[0] not in inits and inits[n.input[1]].size == 1}
+
+
+def test_entropy_scales_differ_from_minmax(digits_data, digits_int8, tmp_path):
+    """ONNX Runtime's default Entropy (128 bins = 128 quantized bins) was bit-identical to
+    min-max; TensorRT's 2048-bin search picks tighter thresholds on the real model's activations."""
+    out = str(tmp_path / "minmax.onnx")
+    quantize(MODEL, str(digits_data / "calib.npz"), out, method="minmax")
+    ent, mm = _activation_scales(digits_int8[0]), _activation_scales(out)
+    assert ent.keys() == mm.keys() and len(ent) >= 2
+    inner = [k for k in ent if k != "input"]  # the [0, 1] image input is near-uniform: KL keeps its max
+    differ = [k for k in inner if abs(ent[k] - mm[k]) > 0.05 * mm[k]]
+    assert inner and differ == inner, (ent, mm)
+    assert all(ent[k] <= mm[k] * (1 + 1e-6) for k in ent)  # a KL threshold never exceeds the max
+
+
+def _dense_model(path, batch):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4])
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g", [x], [y], [w])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("method", ["entropy", "minmax"])
+def test_dynamic_batch_calibrates_on_every_sample(tmp_path, method):
+    """A dynamic batch takes all samples (10 < the default batch of 16 used to be refused);
+    a static batch says how many samples it left out instead of dropping them silently."""
+    from tegra_ai.quant.qdq import batches, used_samples
+
+    calib = tmp_path / "c.npz"
+    np.savez(calib, x=np.random.default_rng(1).random((10, 8)).astype(np.float32))
+    res = quantize(_dense_model(str(tmp_path / "dyn.onnx"), "N"), str(calib), str(tmp_path / "dyn.int8.onnx"),
+                   method=method)
+    assert res.samples == 10 and res.quantized_nodes == ["mm"]
+    feed = {"x": np.zeros((37, 8), np.float32)}
+    assert [len(b["x"]) for b in batches(feed, onnx.load(str(tmp_path / "dyn.onnx")))] == [16, 16, 5]
+    res = quantize(_dense_model(str(tmp_path / "st.onnx"), 4), str(calib), str(tmp_path / "st.int8.onnx"),
+                   method=method)
+    assert res.samples == 8 and any("2 of 10 samples left out" in n for n in res.notes)
+    notes = []
+    assert used_samples(batches(feed, onnx.load(str(tmp_path / "st.onnx")), notes=notes)) == 36 and notes

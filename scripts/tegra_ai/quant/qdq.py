@@ -103,18 +103,33 @@ def load_calibration(path: str, model) -> dict:
     return feed
 
 
-def batches(feed: dict, model, default_batch: int = 16):
-    """Split the samples into the batches the model takes (its static batch, else ``default_batch``)."""
+def batches(feed: dict, model, default_batch: int = 16, notes: list | None = None):
+    """Split the samples into the batches the model takes.
+
+    A static batch dimension fixes the batch (a remainder that cannot fill one is left
+    out, and ``notes`` says so); a dynamic one takes every sample, in batches of up to
+    ``default_batch`` (the last one smaller)."""
     static = set()
     for inp in graph_inputs(model):
         d0 = inp.type.tensor_type.shape.dim[0] if inp.type.tensor_type.shape.dim else None
         if d0 is not None and d0.HasField("dim_value") and d0.dim_value > 0:
             static.add(d0.dim_value)
     n = next(iter(feed.values())).shape[0]
-    b = static.pop() if len(static) == 1 else default_batch
+    if len(static) > 1:
+        raise _usage(f"the model's inputs have different static batch sizes {sorted(static)}")
+    if not static:
+        return [{k: np.ascontiguousarray(v[i:i + default_batch]) for k, v in feed.items()}
+                for i in range(0, n, default_batch)]
+    b = static.pop()
     if n < b:
         raise _usage(f"calibration data has {n} sample(s), fewer than the model's static batch of {b}")
+    if n % b and notes is not None:
+        notes.append(f"{n % b} of {n} samples left out: the model's static batch is {b}")
     return [{k: np.ascontiguousarray(v[i:i + b]) for k, v in feed.items()} for i in range(0, n - b + 1, b)]
+
+
+def used_samples(batch_list) -> int:
+    return sum(next(iter(b.values())).shape[0] for b in batch_list)
 
 
 def _reader(batch_list):
@@ -133,7 +148,7 @@ def _reader(batch_list):
     return Reader()
 
 
-def _quantize_ort(model, src_path, output, feed, method, excluded, op_types, target, notes, range_cache=None):
+def _quantize_ort(model, src_path, output, batch_list, method, excluded, op_types, target, notes, range_cache=None):
     require("onnxruntime", extra="onnxruntime", purpose="quantization")
     import contextlib
     import inspect
@@ -148,8 +163,30 @@ def _quantize_ort(model, src_path, output, feed, method, excluded, op_types, tar
              "AddQDQPairToWeight": target == "jetpack5", "DedicatedQDQPair": True,
              "CalibPercentile": 99.99, "CalibMovingAverage": False}
     kwargs = {}
-    if range_cache and "calibration_cache_path" in inspect.signature(quantize_static).parameters:
-        kwargs["calibration_cache_path"] = range_cache  # ONNX Runtime >= 1.23: ranges computed once, reused
+    has_cache = "calibration_cache_path" in inspect.signature(quantize_static).parameters  # ONNX Runtime >= 1.23
+    if range_cache and has_cache:
+        kwargs["calibration_cache_path"] = range_cache  # ranges computed once, reused
+    if method == "entropy":
+        # quantize_static's own Entropy is min-max (128 bins = 128 quantized bins): TensorRT's
+        # 2048-bin KL thresholds instead, handed over through the calibration cache.
+        if not has_cache:
+            raise TegraAIError("--method entropy needs onnxruntime >= 1.23 (quantize_static's calibration_cache_path)",
+                               hint="pip install -U onnxruntime, or use --method minmax / percentile",
+                               exit_code=EXIT_UNAVAILABLE)
+        from onnxruntime.quantization.calibrate import save_tensors_data
+
+        from tegra_ai.quant.calibrate import entropy_ranges
+
+        cache = range_cache or os.path.join(os.path.dirname(output), "entropy-ranges.json")
+        if not os.path.isfile(cache):
+            root_level = logging.getLogger().level
+            logging.getLogger().setLevel(logging.ERROR)
+            try:
+                ranges = entropy_ranges(src_path, batch_list, op_types, os.path.dirname(output))
+            finally:
+                logging.getLogger().setLevel(root_level)
+            save_tensors_data(ranges, cache)
+        kwargs["calibration_cache_path"] = cache
     # The tool prints its progress on stdout and warns through the root logger: keep the
     # library's stdout clean (--json) and its log to our logger.
     root = logging.getLogger()
@@ -158,7 +195,7 @@ def _quantize_ort(model, src_path, output, feed, method, excluded, op_types, tar
     root.setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(captured):
-            quantize_static(src_path, output, _reader(batches(feed, model)), quant_format=QuantFormat.QDQ,
+            quantize_static(src_path, output, _reader(batch_list), quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=list(op_types), per_channel=True, reduce_range=False,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             nodes_to_exclude=list(excluded), calibrate_method=cm, extra_options=extra, **kwargs)
@@ -176,8 +213,9 @@ def _quantize_modelopt(src_path, output, feed, method, excluded, op_types, notes
                            exit_code=EXIT_UNAVAILABLE) from None
     if method == "percentile":
         raise _usage("--backend modelopt supports --method entropy or minmax")
+    # No op_types_to_quantize: Model Optimizer's own TensorRT-aware placement applies.
     mo_quantize(onnx_path=src_path, quantize_mode="int8", calibration_data=feed, calibration_method=method,
-                op_types_to_quantize=list(op_types), nodes_to_exclude=list(excluded), output_path=output)
+                nodes_to_exclude=list(excluded), output_path=output)
     notes.append("quantized with NVIDIA Model Optimizer (modelopt.onnx.quantization)")
 
 
@@ -202,10 +240,11 @@ def quantize(model_path: str, calibration: str, output: str, *, target: str = "j
     feed = load_calibration(calibration, model)
     if max_samples:
         feed = {k: v[:max_samples] for k, v in feed.items()}
-    samples = next(iter(feed.values())).shape[0]
     name_nodes(model)
     excluded = sorted(set(resolve_exclusions(model, exclude)) | set(keep_float))
     notes = []
+    batch_list = batches(feed, model, notes=notes)
+    samples = used_samples(batch_list)
     opset = model_opset(model)
     if opset < 13:
         from onnx import version_converter
@@ -229,7 +268,7 @@ def quantize(model_path: str, calibration: str, output: str, *, target: str = "j
         if backend == "modelopt":
             _quantize_modelopt(src, dst, feed, method, excluded, op_types, notes)
         else:
-            _quantize_ort(model, src, dst, feed, method, excluded, op_types, "jetpack5" if tgt.tensorrt < (9,)
+            _quantize_ort(model, src, dst, batch_list, method, excluded, op_types, "jetpack5" if tgt.tensorrt < (9,)
                           else target, notes, range_cache)
         q = onnx.load(dst)
         if tgt.tensorrt < (9,) and model_opset(q) > JETPACK5_MAX_OPSET:
