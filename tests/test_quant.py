@@ -373,6 +373,9 @@ def test_dynamic_batch_calibrates_on_every_sample(tmp_path, method):
     res = quantize(_dense_model(str(tmp_path / "dyn.onnx"), "N"), str(calib), str(tmp_path / "dyn.int8.onnx"),
                    method=method)
     assert res.samples == 10 and res.quantized_nodes == ["mm"]
+    np.savez(tmp_path / "c37.npz", x=np.random.default_rng(1).random((37, 8)).astype(np.float32))
+    res = quantize(str(tmp_path / "dyn.onnx"), str(tmp_path / "c37.npz"), str(tmp_path / "dyn37.onnx"), method=method)
+    assert res.samples == 37  # 16 + 16 + 5: the smaller last batch is calibrated too
     feed = {"x": np.zeros((37, 8), np.float32)}
     assert [len(b["x"]) for b in batches(feed, onnx.load(str(tmp_path / "dyn.onnx")))] == [16, 16, 5]
     res = quantize(_dense_model(str(tmp_path / "st.onnx"), 4), str(calib), str(tmp_path / "st.int8.onnx"),

@@ -76,7 +76,8 @@ def entropy_ranges(model_path: str, batch_list, op_types, workdir: str):
                             calibrate_method=CalibrationMethod.Percentile,
                             extra_options={"symmetric": True, "num_bins": NUM_BINS, "percentile": 100.0})
     with contextlib.redirect_stdout(io.StringIO()):  # the collector prints progress
-        cal.collect_data(_reader(batch_list))
+        for batch in batch_list:  # one batch at a time: the collector stacks a call's outputs (a smaller last batch)
+            cal.collect_data(_reader([batch]))
     data = {}
     for name, (hist, edges, _lo, _hi) in cal.collector.histogram_dict.items():
         t = np.float32(entropy_threshold(hist, edges))
