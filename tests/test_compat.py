@@ -51,9 +51,10 @@ def test_older_than_85_refused():
 
 @pytest.mark.parametrize("version,precision,qdq,calib,strong,flags", [
     ("8.5.2", "fp16", False, False, False, ["FP16"]),
-    ("8.5.2", "int8", True, False, False, ["INT8"]),          # Q/DQ on 8.5: weak typing with INT8
+    ("8.5.2", "int8", True, False, False, ["FP16", "INT8"]),  # Q/DQ on 8.5: weak typing, INT8 + FP16 float parts
     ("8.5.2", "best", True, False, False, ["FP16", "INT8"]),
-    ("8.5.2", "int8", False, True, False, ["INT8"]),          # implicit INT8 with a calibrator
+    ("8.5.2", "int8", False, True, False, ["FP16", "INT8"]),  # implicit INT8 + FP16 (trtexec --int8 --fp16)
+    ("10.3", "int8", False, True, False, ["FP16", "INT8"]),   # implicit INT8 on 10.x: no FP32 fallback either
     ("10.3", "fp16", False, False, False, ["FP16"]),
     ("10.3", "int8", True, False, True, []),                  # Q/DQ on 10.x: strongly typed, automatically
     ("10.3", "best", False, False, False, ["FP16"]),          # best without calibration leaves INT8 off

@@ -327,7 +327,9 @@ def resolve_typing(feats: Features, precision: str, has_qdq: bool, strongly_type
         if precision != "fp32" and has_qdq:
             notes.append(f"--precision {precision}: the strongly typed network takes its precisions from the Q/DQ model")
         return {"strongly_typed": True, "flags": flags, "notes": notes}
-    if precision in ("fp16", "best"):
+    # INT8 on a weakly typed network also sets FP16 (trtexec's --int8 --fp16): a layer with
+    # no INT8 kernel, or left unquantized, then runs FP16 instead of falling back to FP32.
+    if precision in ("fp16", "best", "int8"):
         flags.append("FP16")
     if precision == "int8" or (precision == "best" and (has_qdq or has_calibration)):
         if not has_qdq and not has_calibration:
