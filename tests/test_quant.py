@@ -383,3 +383,44 @@ def test_dynamic_batch_calibrates_on_every_sample(tmp_path, method):
     assert res.samples == 8 and any("2 of 10 samples left out" in n for n in res.notes)
     notes = []
     assert used_samples(batches(feed, onnx.load(str(tmp_path / "st.onnx")), notes=notes)) == 36 and notes
+
+
+def _constant_weight_model(path):
+    """A PaddlePaddle-style graph: Conv weights in Constant nodes, an FP32 Cast of its own,
+    a Softmax that stays FP32."""
+    rng = np.random.default_rng(0)
+    nodes, c = [], 3
+    for k in range(3):
+        w = (rng.standard_normal((32, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+        nodes.append(helper.make_node("Constant", [], [f"w{k}"], name=f"w{k}_const", value=numpy_helper.from_array(w)))
+        nodes.append(helper.make_node("Conv", ["x" if k == 0 else f"r{k - 1}", f"w{k}"], [f"c{k}"], name=f"conv{k}",
+                                      pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("Relu", [f"c{k}"], [f"a{k}"], name=f"relu{k}"))
+        nodes.append(helper.make_node("Cast", [f"a{k}"], [f"r{k}"], name=f"cast{k}", to=TensorProto.FLOAT))
+        c = 32
+    nodes.append(helper.make_node("Softmax", ["r2"], ["y"], name="softmax", axis=1))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 16, 16])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_fp16_converts_constant_weights_and_folds_casts(tmp_path):
+    """Weights held in Constant nodes become FP16 (the file roughly halves instead of growing)
+    and the Casts left are the ones a boundary needs (into FP16 after the input, back to FP32
+    before the Softmax), not one per weight nor a pair around each of the model's own Casts."""
+    import onnxruntime as ort
+
+    src = _constant_weight_model(str(tmp_path / "m.onnx"))
+    out = str(tmp_path / "m.fp16.onnx")
+    convert_fp16(src, out)
+    assert os.path.getsize(out) <= 0.55 * os.path.getsize(src)
+    m = onnx.load(out)
+    consts = [n for n in m.graph.node if n.op_type == "Constant"]
+    assert all(a.t.data_type == TensorProto.FLOAT16 for n in consts for a in n.attribute)
+    casts = [n for n in m.graph.node if n.op_type == "Cast"]
+    assert len(casts) == 2, [(n.input[0], n.output[0]) for n in casts]
+    x = np.random.default_rng(2).random((1, 3, 16, 16)).astype(np.float32)
+    ref = ort.InferenceSession(src, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = ort.InferenceSession(out, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert got.dtype == np.float32 and np.abs(ref - got).max() < 2e-2
