@@ -109,7 +109,7 @@ def test_jetpack5_refuses_opset_18(tmp_path, digits_data):
 
 
 def residual_model(path):
-    """Conv -> Relu -> Conv -> Add(residual with the first Relu) -> Relu: the Add keeps float inputs."""
+    """Conv -> Relu -> Conv -> Add(residual with the first Relu) -> Relu."""
     rng = np.random.default_rng(0)
     w1 = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3, "w1")
     w2 = numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.3, "w2")
@@ -135,7 +135,10 @@ def test_residual_add_keeps_float_inputs_and_exclude(tmp_path):
     m, qdq = qdq_nodes(out)
     dq_out = {n.output[0] for n in qdq if n.op_type == "DequantizeLinear"}
     add = next(n for n in m.graph.node if n.op_type == "Add")
-    assert not set(add.input) & dq_out, "Q/DQ on the residual Add would break TensorRT's Conv+Add fusion"
+    # TensorRT's placement: the skip input (r1) quantized, the convolution's input (c2) float,
+    # so Conv+Add fuse and run INT8 (developer guide: "quantize the residual input in skip connections")
+    assert add.input[0] == "c2" and add.input[1] in dq_out, list(add.input)
+    assert any("residual Add" in n for n in res.notes)
     assert res.quantized_nodes == ["conv1", "conv2"]
     res = quantize(src, str(calib), str(tmp_path / "ex.onnx"), exclude=["conv2"])
     assert res.quantized_nodes == ["conv1"] and res.excluded_nodes == ["conv2"]
@@ -424,3 +427,30 @@ def test_fp16_converts_constant_weights_and_folds_casts(tmp_path):
     ref = ort.InferenceSession(src, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     got = ort.InferenceSession(out, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert got.dtype == np.float32 and np.abs(ref - got).max() < 2e-2
+
+
+def test_yolo_bottleneck_add_quantizes_the_skip(tmp_path):
+    """A YOLOv8 C2f bottleneck: Split -> (Conv -> SiLU) x2 -> Add(split part, SiLU). The Add's
+    skip input (the Split output, also the first Conv's input) gets Q/DQ; the SiLU side stays float."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal((4, 4, 3, 3)) * 0.2).astype(np.float32), f"w{k}")
+             for k in (1, 2)] + [numpy_helper.from_array(np.array([4, 4], np.int64), "split")]
+    nodes = [helper.make_node("Split", ["x", "split"], ["s0", "s1"], name="split", axis=1)]
+    src = "s1"
+    for k in (1, 2):
+        nodes += [helper.make_node("Conv", [src, f"w{k}"], [f"c{k}"], name=f"conv{k}", pads=[1, 1, 1, 1]),
+                  helper.make_node("Sigmoid", [f"c{k}"], [f"g{k}"], name=f"sig{k}"),
+                  helper.make_node("Mul", [f"c{k}", f"g{k}"], [f"m{k}"], name=f"silu{k}")]
+        src = f"m{k}"
+    nodes += [helper.make_node("Add", ["s1", "m2"], ["a"], name="bottleneck_add"),
+              helper.make_node("Concat", ["s0", "a"], ["y"], name="cat", axis=1)]
+    g = helper.make_graph(nodes, "c2f", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 8, 8])], inits)
+    path = str(tmp_path / "c2f.onnx")
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    np.savez(tmp_path / "c.npz", x=rng.random((8, 8, 8, 8)).astype(np.float32))
+    quantize(path, str(tmp_path / "c.npz"), str(tmp_path / "q.onnx"))
+    m, qdq = qdq_nodes(str(tmp_path / "q.onnx"))
+    dq_out = {n.output[0] for n in qdq if n.op_type == "DequantizeLinear"}
+    add = next(n for n in m.graph.node if n.op_type == "Add")
+    assert add.input[0] in dq_out and add.input[1] == "m2", list(add.input)

@@ -9,9 +9,12 @@ with ONNX Runtime's quantization tool (``onnxruntime.quantization.quantize_stati
 - per-channel weights, per-tensor activations: ``per_channel=True``;
 - Q/DQ on the *inputs* of the layers TensorRT runs in INT8 (Conv, ConvTranspose, Gemm,
   MatMul) and not on their outputs (``OpTypesToExcludeOutputQuantization``): TensorRT
-  fuses the following Q into the layer, and a residual Add keeps its FP inputs so the
-  Conv+Add fusion is not broken (ONNX Runtime shares one Q/DQ pair among all consumers
-  of a tensor; :func:`unquantize_other_consumers` gives the Add its float input back);
+  fuses the following Q into the layer;
+- a residual Add gets a Q/DQ on its skip input and keeps the input from the convolution
+  (through its fused activation, SiLU included) float, so TensorRT fuses Conv+Add and runs
+  it INT8 (developer guide, Q/DQ layer-placement recommendations: "quantize the residual
+  input in skip connections"; :func:`quantize_residual_inputs`); other non-quantized
+  consumers get their float input back (:func:`unquantize_other_consumers`);
 - biases stay float (``QuantizeBias=False``): TensorRT quantizes them itself;
 - ``--target jetpack5`` (TensorRT 8.5): opset <= 17 and float weights behind a Q->DQ
   pair (``AddQDQPairToWeight``), the form 8.5's parser folds; newer targets get INT8
@@ -275,6 +278,13 @@ def quantize(model_path: str, calibration: str, output: str, *, target: str = "j
             raise TegraAIError(f"the quantizer raised the opset to {model_opset(q)}, above TensorRT "
                                f"{tgt.tensorrt_string}'s {JETPACK5_MAX_OPSET}")
         unquantize_other_consumers(q, op_types)
+        residual = quantize_residual_inputs(q)
+        if residual["quantized"]:
+            notes.append(f"{len(residual['quantized'])} residual Add(s): skip input quantized, convolution input "
+                         "float (TensorRT fuses Conv+Add)")
+        if residual["no_scale"]:
+            notes.append(f"{len(residual['no_scale'])} residual Add(s) left float: the skip tensor has no "
+                         "calibrated scale")
         q.producer_name = "meta-tegra-ai quantize"
         onnx.save(q, dst)
         problems = check_for_target(dst, target)
@@ -327,6 +337,90 @@ def unquantize_other_consumers(model, op_types=QUANTIZED_OP_TYPES) -> int:
         for n in dead:
             graph.node.remove(n)
     return rewired
+
+
+_POINTWISE = ("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Clip", "Tanh", "Elu", "Selu", "Mish",
+              "Softplus", "PRelu")
+
+
+def _conv_branch(name, producer, depth=4) -> bool:
+    """Whether tensor ``name`` is a Conv's output, through the pointwise activation TensorRT
+    fuses into it (Relu, Sigmoid, ..., SiLU as Mul(x, Sigmoid(x)))."""
+    for _ in range(depth):
+        p = producer.get(name)
+        if p is None:
+            return False
+        if p.op_type in ("Conv", "ConvTranspose"):
+            return True
+        if p.op_type in _POINTWISE:
+            name = p.input[0]
+        elif p.op_type == "Mul" and len(p.input) == 2:  # SiLU: x * Sigmoid(x)
+            a, b = p.input
+            pa, pb = producer.get(a), producer.get(b)
+            if pb is not None and pb.op_type == "Sigmoid" and pb.input[0] == a:
+                name = a
+            elif pa is not None and pa.op_type == "Sigmoid" and pa.input[0] == b:
+                name = b
+            else:
+                return False
+        else:
+            return False
+    return False
+
+
+def quantize_residual_inputs(model) -> dict:
+    """TensorRT's placement for a residual Add (developer guide, "Q/DQ Layer-Placement
+    Recommendations": quantize the residual input in skip connections): the skip input gets
+    a Q/DQ pair, the input from the convolution stays float, so TensorRT fuses Conv(+act)+Add
+    and runs it INT8. The skip tensor's scale is the one already computed for it (the Q
+    before another quantized consumer of the same tensor). Returns {"quantized": [Add names],
+    "no_scale": [Add names whose skip tensor has no calibrated scale]}."""
+    from onnx import helper
+
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    q_of = {}
+    for n in g.node:
+        if n.op_type == "QuantizeLinear":
+            q_of.setdefault(n.input[0], n)
+    dq_of_q = {n.input[0]: n for n in g.node if n.op_type == "DequantizeLinear"}
+    fanout = {}
+    for n in g.node:
+        for i in n.input:
+            fanout[i] = fanout.get(i, 0) + 1
+    done, no_scale, out = [], [], []
+    for n in g.node:
+        if n.op_type == "Add" and len(n.input) == 2 and n.input[0] != n.input[1]:
+            sides = [_conv_branch(i, producer) for i in n.input]
+            if sides.count(True) == 2:
+                # Both come from convolutions: the skip is the one that also feeds the block
+                # (fans out); the other is the branch TensorRT fuses with the Add.
+                sides = [fanout.get(i, 0) == 1 for i in n.input]
+            if sides.count(True) == 1:
+                k = sides.index(False)
+                skip = n.input[k]
+                src = producer.get(skip)
+                if src is not None and src.op_type == "DequantizeLinear":
+                    pass  # already quantized
+                elif skip in q_of:
+                    q = q_of[skip]
+                    dq = dq_of_q.get(q.output[0])
+                    tag = f"{n.name or skip}_skip"
+                    out.append(helper.make_node("QuantizeLinear", [skip] + list(q.input[1:]), [f"{tag}_q"],
+                                                name=f"{tag}_QuantizeLinear"))
+                    out[-1].attribute.extend(q.attribute)
+                    out.append(helper.make_node("DequantizeLinear", [f"{tag}_q"] + list(q.input[1:]),
+                                                [f"{tag}_dq"], name=f"{tag}_DequantizeLinear"))
+                    if dq is not None:
+                        out[-1].attribute.extend(dq.attribute)
+                    n.input[k] = f"{tag}_dq"
+                    done.append(n.name)
+                else:
+                    no_scale.append(n.name)
+        out.append(n)
+    del g.node[:]
+    g.node.extend(out)
+    return {"quantized": done, "no_scale": no_scale}
 
 
 def check_for_target(path: str, target: str) -> list:
