@@ -354,12 +354,12 @@ def _conv_branch(name, producer, depth=4) -> bool:
             return True
         if p.op_type in _POINTWISE:
             name = p.input[0]
-        elif p.op_type == "Mul" and len(p.input) == 2:  # SiLU: x * Sigmoid(x)
+        elif p.op_type == "Mul" and len(p.input) == 2:  # SiLU x * Sigmoid(x), hard swish x * HardSigmoid(x)
             a, b = p.input
             pa, pb = producer.get(a), producer.get(b)
-            if pb is not None and pb.op_type == "Sigmoid" and pb.input[0] == a:
+            if pb is not None and pb.op_type in ("Sigmoid", "HardSigmoid") and pb.input[0] == a:
                 name = a
-            elif pa is not None and pa.op_type == "Sigmoid" and pa.input[0] == b:
+            elif pa is not None and pa.op_type in ("Sigmoid", "HardSigmoid") and pa.input[0] == b:
                 name = b
             else:
                 return False
@@ -388,9 +388,12 @@ def quantize_residual_inputs(model) -> dict:
     for n in g.node:
         for i in n.input:
             fanout[i] = fanout.get(i, 0) + 1
+    constant = {i.name for i in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
     done, no_scale, out = [], [], []
     for n in g.node:
-        if n.op_type == "Add" and len(n.input) == 2 and n.input[0] != n.input[1]:
+        # a residual Add: two activations (an Add of a constant is a bias, not a skip connection)
+        if (n.op_type == "Add" and len(n.input) == 2 and n.input[0] != n.input[1]
+                and not constant & set(n.input)):
             sides = [_conv_branch(i, producer) for i in n.input]
             if sides.count(True) == 2:
                 # Both come from convolutions: the skip is the one that also feeds the block
