@@ -62,11 +62,14 @@ def test_orientation_classifier_entropy_and_dynamic_batch(ocr_models, tmp_path):
         out = str(tmp_path / f"{method}.onnx")
         res = quantize(ocr_models["cls"], str(calib), out, method=method)
         assert res.samples == 10
+        if method == "entropy":  # skip tensors no Conv reads get their calibrated (entropy) scale
+            assert any(n.startswith("18 residual Add(s): skip input quantized") for n in res.notes), res.notes
         scales[method] = _activation_scales(out)
     ent, mm = scales["entropy"], scales["minmax"]
-    assert ent.keys() == mm.keys() and len(ent) > 50
-    differ = sum(abs(ent[k] - mm[k]) > 1e-3 * mm[k] for k in ent)
-    assert differ > 0.6 * len(ent), f"{differ} of {len(ent)} scales differ"
+    common = ent.keys() & mm.keys()  # entropy also quantizes skip inputs whose scale only it calibrates
+    assert len(common) > 50
+    differ = sum(abs(ent[k] - mm[k]) > 1e-3 * mm[k] for k in common)
+    assert differ > 0.6 * len(common), f"{differ} of {len(common)} scales differ"
 
 
 def test_detector_fp16_halves_the_file(ocr_models, tmp_path):

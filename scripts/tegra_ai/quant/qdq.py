@@ -185,7 +185,8 @@ def _quantize_ort(model, src_path, output, batch_list, method, excluded, op_type
             root_level = logging.getLogger().level
             logging.getLogger().setLevel(logging.ERROR)
             try:
-                ranges = entropy_ranges(src_path, batch_list, op_types, os.path.dirname(output))
+                # Add too: a residual Add's skip tensor needs a scale even when no Conv reads it
+                ranges = entropy_ranges(src_path, batch_list, tuple(op_types) + ("Add",), os.path.dirname(output))
             finally:
                 logging.getLogger().setLevel(root_level)
             save_tensors_data(ranges, cache)
@@ -206,6 +207,25 @@ def _quantize_ort(model, src_path, output, batch_list, method, excluded, op_type
         root.setLevel(level)
     for line in captured.getvalue().splitlines():
         log.debug("onnxruntime: %s", line)
+    return kwargs.get("calibration_cache_path")
+
+
+def _absmax_ranges(cache_path) -> dict:
+    """tensor -> max |range| from an ONNX Runtime calibration cache (empty without one)."""
+    if not cache_path or not os.path.isfile(cache_path):
+        return {}
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    out = {}
+    for name, td in load_tensors_data(cache_path).data.items():
+        try:
+            lo, hi = td.range_value
+        except AttributeError:
+            continue
+        lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+        if lo.size == 1 and hi.size == 1:  # per-tensor ranges only
+            out[name] = float(max(abs(lo.item()), abs(hi.item())))
+    return out
 
 
 def _quantize_modelopt(src_path, output, feed, method, excluded, op_types, notes):
@@ -268,17 +288,18 @@ def quantize(model_path: str, calibration: str, output: str, *, target: str = "j
         src = os.path.join(tmp, "named.onnx")
         onnx.save(model, src)
         dst = os.path.join(tmp, "quantized.onnx")
+        ranges = None
         if backend == "modelopt":
             _quantize_modelopt(src, dst, feed, method, excluded, op_types, notes)
         else:
-            _quantize_ort(model, src, dst, batch_list, method, excluded, op_types, "jetpack5" if tgt.tensorrt < (9,)
+            ranges = _quantize_ort(model, src, dst, batch_list, method, excluded, op_types, "jetpack5" if tgt.tensorrt < (9,)
                           else target, notes, range_cache)
         q = onnx.load(dst)
         if tgt.tensorrt < (9,) and model_opset(q) > JETPACK5_MAX_OPSET:
             raise TegraAIError(f"the quantizer raised the opset to {model_opset(q)}, above TensorRT "
                                f"{tgt.tensorrt_string}'s {JETPACK5_MAX_OPSET}")
         unquantize_other_consumers(q, op_types)
-        residual = quantize_residual_inputs(q)
+        residual = quantize_residual_inputs(q, _absmax_ranges(ranges) if backend != "modelopt" else {})
         if residual["quantized"]:
             notes.append(f"{len(residual['quantized'])} residual Add(s): skip input quantized, convolution input "
                          "float (TensorRT fuses Conv+Add)")
@@ -368,14 +389,15 @@ def _conv_branch(name, producer, depth=4) -> bool:
     return False
 
 
-def quantize_residual_inputs(model) -> dict:
+def quantize_residual_inputs(model, absmax: dict | None = None) -> dict:
     """TensorRT's placement for a residual Add (developer guide, "Q/DQ Layer-Placement
     Recommendations": quantize the residual input in skip connections): the skip input gets
     a Q/DQ pair, the input from the convolution stays float, so TensorRT fuses Conv(+act)+Add
     and runs it INT8. The skip tensor's scale is the one already computed for it (the Q
-    before another quantized consumer of the same tensor). Returns {"quantized": [Add names],
+    before another quantized consumer of the same tensor, else ``absmax[tensor] / 127`` from
+    the calibration ranges). Returns {"quantized": [Add names],
     "no_scale": [Add names whose skip tensor has no calibrated scale]}."""
-    from onnx import helper
+    from onnx import helper, numpy_helper
 
     g = model.graph
     producer = {o: n for n in g.node for o in n.output}
@@ -416,6 +438,18 @@ def quantize_residual_inputs(model) -> dict:
                                                 [f"{tag}_dq"], name=f"{tag}_DequantizeLinear"))
                     if dq is not None:
                         out[-1].attribute.extend(dq.attribute)
+                    n.input[k] = f"{tag}_dq"
+                    done.append(n.name)
+                elif (absmax or {}).get(skip, 0) > 0:
+                    tag = f"{n.name or skip}_skip"
+                    g.initializer.extend([
+                        numpy_helper.from_array(np.array(absmax[skip] / 127.0, np.float32), f"{tag}_scale"),
+                        numpy_helper.from_array(np.array(0, np.int8), f"{tag}_zero_point")])
+                    qin = [f"{tag}_scale", f"{tag}_zero_point"]
+                    out.append(helper.make_node("QuantizeLinear", [skip] + qin, [f"{tag}_q"],
+                                                name=f"{tag}_QuantizeLinear"))
+                    out.append(helper.make_node("DequantizeLinear", [f"{tag}_q"] + qin, [f"{tag}_dq"],
+                                                name=f"{tag}_DequantizeLinear"))
                     n.input[k] = f"{tag}_dq"
                     done.append(n.name)
                 else:
