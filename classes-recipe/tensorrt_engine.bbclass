@@ -26,6 +26,8 @@
 #   [strongly_typed] 1: strongly typed network (types from the ONNX)
 #   [timing_cache]   TensorRT timing cache to start from
 #   [preprocess]     preprocessing spec JSON (tegra_ai PreprocessSpec)
+#   [contexts]       execution contexts that may run a dynamic-shape engine at once
+#                    (pipeline streams, runtime workers): one profile set each (default 1)
 # A wrong option stops parsing with a message naming the variable and flag.
 #
 # Where engines are built:
@@ -71,23 +73,33 @@ TEGRA_AI_BUNDLE_TARGET ??= "${@tegra_ai_layer.engines.bundle_target(d.getVar('TE
 # 1: check every model against the image's TensorRT at build time
 # (tensorrt-optimize bundle --target: operators, types, shapes), so that an
 # unsupported model fails the image build, not the first boot. Needs
-# python3-onnx-native: meta-tegra-community's onnx recipe (master), extended to
-# native by this layer's dynamic-layers/onnx-native, provides it; on by
-# default where it exists. No layer of the scarthgap lines provides it: there
-# the default is 0 (hash and copy only; TensorRT's parser validates on the
-# device), or set 1 with a layer of your own that provides python3-onnx-native.
-TEGRA_AI_ONNX_CHECK ??= "${@'1' if tegra_ai_layer.compat.recipe_available(d, 'onnx') else '0'}"
+# python3-onnx-native. Set it in local.conf or the distro (not only in a
+# recipe): then, where meta-tegra-community has an onnx recipe (master), this
+# layer extends that recipe to native (dynamic-layers/onnx-native); on the
+# scarthgap lines add a layer of your own that provides python3-onnx-native.
+# Default 0: hash and copy only (TensorRT's parser validates on the device),
+# and other layers' recipes are left as they are.
+TEGRA_AI_ONNX_CHECK ??= "0"
+# Prebuilt engines from a signed engine mirror (a CI Jetson that publishes them), no
+# builder Jetson needed: a copy of the mirror's index.json on the build host, the
+# mirror's URL and the public key(s); TEGRA_AI_ENGINE_MODULE (e.g. p3767-0005) narrows
+# the choice to one module. docs/yocto.md, "Prebuilt engines without a builder Jetson".
+TEGRA_AI_PREBUILT_INDEX ??= ""
+TEGRA_AI_PREBUILT_MIRROR ??= ""
+TEGRA_AI_MIRROR_PUBKEYS ??= ""
+TEGRA_AI_ENGINE_MODULE ??= ""
 # Image-build-time engine builder (see above); empty: build on first boot.
 TEGRA_AI_ENGINE_BUILDER ??= ""
 # tensorrt-optimize as the builder runs it.
 TEGRA_AI_ENGINE_BUILDER_TOOL ??= "tensorrt-optimize"
 # The image's L4T release (meta-tegra's L4T_VERSION), checked on the builder.
 TEGRA_AI_L4T_VERSION ??= "${@d.getVar('L4T_VERSION') or ''}"
-# The builder's device-tree model (/proc/device-tree/model), checked when set:
-# engines are keyed on the module, so a builder of another module gives engines
-# the device rebuilds.
+# The builder's Jetson module part number (e.g. p3767-0005: nvidia,p3767-0005 in
+# /proc/device-tree/compatible; never the carrier board's model string), checked
+# when set: engines are keyed on the module, so a builder of another module gives
+# engines the device rebuilds.
 TEGRA_AI_ENGINE_BUILDER_MODULE ??= ""
-# The builder's persistent engine cache (one folder per MACHINE and bundle).
+# The builder's persistent engine cache (one folder per MACHINE, L4T release and bundle).
 TEGRA_AI_ENGINE_BUILDER_CACHE ??= "/var/lib/tegra-ai/builder-cache"
 
 # On-device locations: TEGRA_AI_MODELS_DIR, TEGRA_AI_ENGINE_CACHE, TEGRA_AI_ENGINE_SEED.
@@ -96,19 +108,35 @@ inherit tegra_ai_paths
 inherit ${@'l4t_version' if any(bb.utils.which(d.getVar('BBPATH'), c + '/l4t_version.bbclass') for c in ('classes', 'classes-recipe')) else ''}
 
 TEGRA_AI_SRCDIR ?= "${@tegra_ai_layer.compat.unpackdir(d)}"
+
+# Data only (models, manifests, engines): no compiler or C library is needed to build it.
+INHIBIT_DEFAULT_DEPS = "1"
 TEGRA_AI_BUNDLE_DIR = "${B}/tegra-ai-bundle"
 TEGRA_AI_ENGINE_DIR = "${B}/tegra-ai-engines"
 
-DEPENDS += "tensorrt-model-optimizer-native python3-numpy-native \
+DEPENDS += "tegra-ai-tools-native python3-numpy-native \
     ${@'python3-onnx-native' if d.getVar('TEGRA_AI_ONNX_CHECK') == '1' else ''}"
 
 python __anonymous() {
     import tegra_ai_layer.engines as engines
+    import tegra_ai_layer.prebuilt as prebuilt
     try:
-        engines.parse_models(d)
+        models = engines.parse_models(d)
         builder = engines.check_builder(d)
-    except engines.ModelConfigError as e:
+        if prebuilt.configured(d):
+            # the recipe's SRC_URI depends on the index: parse again when it changes
+            bb.parse.mark_dependency(d, d.getVar("TEGRA_AI_PREBUILT_INDEX").strip())
+        prebuilt.apply(d, [m.name for m in models])
+    except (engines.ModelConfigError, prebuilt.PrebuiltError) as e:
         bb.fatal("%s: %s" % (d.getVar("PN"), e))
+    if prebuilt.configured(d):
+        # Engines are device specific: this machine's package. Each fetched engine is
+        # checked after the bundle is made (its signature, model, options, target).
+        d.setVar("PACKAGE_ARCH", d.getVar("MACHINE_ARCH"))
+        d.appendVarFlag("do_compile", "postfuncs", " tensorrt_engine_take_prebuilt")
+        d.appendVarFlag("do_compile", "vardeps", " MACHINE TEGRA_AI_MIRROR_PUBKEYS")
+        d.appendVarFlag("do_compile", "file-checksums",
+                        " " + " ".join("%s:True" % k for k in d.getVar("TEGRA_AI_MIRROR_PUBKEYS").split()))
     d.setVar("TEGRA_AI_ENGINES_PREBUILT", "1" if builder else "0")
     # The pipeline stage that reaches the builder (address, cache folder, the
     # facts it must report); the facts are in the signature through their variables.
@@ -117,12 +145,19 @@ python __anonymous() {
     # task: BB_ORIGENV must not reach the task's signature.
     d.setVar("TEGRA_AI_SSH_AUTH_SOCK", engines.ssh_auth_sock(d) if builder else "")
     if builder:
-        # Engines are device specific: package them for this machine only.
+        # Engines are device specific: package them for this machine only, and the
+        # machine (its module) is in the engine task's signature. Without a builder the
+        # bundle is the same for every machine of one BSP (TEGRA_PKGARCH).
         d.setVar("PACKAGE_ARCH", d.getVar("MACHINE_ARCH"))
+        d.appendVarFlag("do_compile", "vardeps", " MACHINE")
         # ssh to the builder: tasks run without network unless they ask for it.
         d.setVarFlag("do_compile", "network", "1")
         # One engine build at a time per builder (one GPU, limited memory).
         d.appendVarFlag("do_compile", "lockfiles", " " + engines.builder_lockfile(d))
+    else:
+        # Not called then: the builder's facts (compute capability, L4T) stay out of the
+        # bundle's signature (Xavier and Orin of one BSP share it).
+        d.appendVarFlag("tensorrt_engine_do_compile", "vardepsexclude", " tensorrt_engine_build_on_builder")
 }
 
 tensorrt_engine_build_on_builder() {
@@ -142,7 +177,7 @@ tensorrt_engine_build_on_builder() {
 # The builder's address, its cache folder and the agent socket do not change the
 # engines: the facts checked on the builder (in the function) do.
 tensorrt_engine_build_on_builder[vardepsexclude] += "TEGRA_AI_ENGINE_BUILDER TEGRA_AI_ENGINE_BUILDER_COMMAND TEGRA_AI_ENGINE_BUILDER_CACHE TEGRA_AI_SSH_AUTH_SOCK TMPDIR"
-tensorrt_engine_build_on_builder[vardeps] += "TEGRA_AI_TRT_VERSION TEGRA_AI_COMPUTE_CAPABILITY TEGRA_AI_L4T_VERSION TEGRA_AI_ENGINE_BUILDER_MODULE MACHINE"
+tensorrt_engine_build_on_builder[vardeps] += "TEGRA_AI_TRT_VERSION TEGRA_AI_COMPUTE_CAPABILITY TEGRA_AI_L4T_VERSION TEGRA_AI_ENGINE_BUILDER_MODULE"
 
 tensorrt_engine_do_compile() {
     rm -rf ${TEGRA_AI_BUNDLE_DIR} ${TEGRA_AI_ENGINE_DIR}
@@ -169,6 +204,16 @@ do_compile[vardeps] += "TEGRA_AI_MODELS_SIGNATURE TEGRA_AI_ENGINES_PREBUILT TEGR
 # Models given by absolute path (not through SRC_URI) are tracked here.
 do_compile[file-checksums] += "${@tegra_ai_layer.engines.absolute_file_checksums(d)}"
 
+python tensorrt_engine_take_prebuilt() {
+    import tegra_ai_layer.prebuilt as prebuilt
+    taken, rejected = prebuilt.take(d, log=bb.warn)
+    for name, fn, _ in taken:
+        bb.note("%s: prebuilt engine %s from %s (signature, model, options and target checked)"
+                % (name, fn, d.getVar("TEGRA_AI_PREBUILT_MIRROR")))
+    if not taken:
+        bb.note("no prebuilt engine of the mirror matches this image: the device builds them on first boot")
+}
+
 tensorrt_engine_do_install() {
     install -d ${D}${TEGRA_AI_MODELS_DIR}/${TEGRA_AI_BUNDLE}
     cp -R --no-preserve=ownership ${TEGRA_AI_BUNDLE_DIR}/. ${D}${TEGRA_AI_MODELS_DIR}/${TEGRA_AI_BUNDLE}/
@@ -189,5 +234,8 @@ EXPORT_FUNCTIONS do_compile do_install
 FILES:${PN} += "${TEGRA_AI_MODELS_DIR}/${TEGRA_AI_BUNDLE} ${TEGRA_AI_ENGINE_SEED}"
 # The first-boot service turns the bundle into engines (and accepts prebuilt ones).
 RDEPENDS:${PN} += "tegra-ai-engines"
-# The bundle's manifest targets this BSP's TensorRT version.
-PACKAGE_ARCH = "${@d.getVar('TEGRA_PKGARCH') or d.getVar('MACHINE_ARCH')}"
+# The bundle's manifest targets this BSP's TensorRT version: one package for every
+# machine of the BSP (meta-tegra's TEGRA_PKGARCH). Not "${@... or MACHINE_ARCH}": that
+# reference alone puts MACHINE into every task's signature (found by
+# tests/layer/test_real_layers.py on a real parse). Engines (builder, mirror): MACHINE_ARCH.
+PACKAGE_ARCH = "${TEGRA_PKGARCH}"

@@ -24,6 +24,24 @@ for the same release only) to an object with IO tensors, profiles, execution con
 and an engine inspector, and the plugin registry has ``load_library`` where the release
 has it. Recordings for tests live under ``trt._fake`` (no TensorRT attribute starts with
 an underscore).
+
+TensorRT's runtime rules it enforces (each cites its source at the code):
+
+* R1 plugin registry before deserialization: a plugin layer deserializes only when its
+  creator is registered (built-ins by ``init_libnvinfer_plugins``, libraries by
+  ``IPluginRegistry.load_library``); otherwise the release's log line and None;
+* R2 one optimization profile per concurrent execution context of a dynamic-shape
+  engine: a profile held by another live context is refused (False), and enqueueing a
+  context that shares its profile with another live context fails;
+* R3 ``set_optimization_profile_async`` semantics: False when out of range; 8.5 gives
+  only the first context profile 0 implicitly, 10.x every new context; the enqueue stream
+  must be the selection stream or the selection stream must have been synchronized;
+* R4 data-dependent output shapes: ``get_tensor_shape`` keeps -1; enqueue fails unless an
+  ``IOutputAllocator`` is set, which is driven as the release's binding drives it
+  (``reallocate_output`` on 8.x; ``reallocate_output_async`` when overridden on 10.x);
+* R5 shape-tensor inputs live in host memory (int32 on 8.x): a device address is refused.
+
+Leak accounting for tests: ``trt._fake.live_contexts`` (a WeakSet of execution contexts).
 """
 
 from __future__ import annotations
@@ -32,9 +50,38 @@ import functools
 import json
 import os
 import types
+import weakref
 
 SURFACE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "trt_api")
 ENGINE_MAGIC = b"FAKE-TRT-ENGINE\n"
+# Device memory of the tests' CUDA stand-ins: [start, end) ranges they register, so the
+# stand-in can tell a device pointer from host memory (R5).
+DEVICE_RANGES = []
+# TensorRT's built-in plugins (libnvinfer_plugin; a few of them) that init_libnvinfer_plugins registers.
+BUILTIN_PLUGINS = ("EfficientNMS_TRT", "BatchedNMSDynamic_TRT", "BatchedNMS_TRT", "NMSDynamic_TRT", "ROIAlign_TRT")
+
+
+def is_device_pointer(ptr: int) -> bool:
+    return any(a <= int(ptr) < b for a, b in DEVICE_RANGES)
+
+
+def synchronize_current(stream=0) -> None:
+    """``tegra_ai.cuda.driver.stream_synchronize`` for the tests' CUDA stand-ins: tells the
+    stand-in module ``compat.load()`` returns that ``stream`` was synchronized (R3)."""
+    from tegra_ai.trt import compat
+
+    trt = compat.load()[0]
+    trt._fake.synchronize(int(stream if not hasattr(stream, "__int__") else int(stream)))
+
+
+def engine_bytes(release: str, io, profiles=(), plugins=(), flags=()) -> bytes:
+    """Serialized stand-in engine: ``io`` = [[name, "INPUT"|"OUTPUT", shape, kind, dtype]] with
+    kind None, "shape" (shape-tensor input), "dds" (data-dependent output) or "from:NAME"
+    (output whose shape is the values of shape tensor NAME)."""
+    desc = {"release": release, "flags": sorted(flags), "io": [list(t) for t in io],
+            "profiles": [{n: [list(x) for x in v] for n, v in p.items()} for p in profiles],
+            "device": "", "plugins": list(plugins)}
+    return ENGINE_MAGIC + json.dumps(desc, sort_keys=True).encode()
 ENCODE = object()  # build_result default: the builder serializes a real (fake) engine
 
 
@@ -279,7 +326,8 @@ def _dims(shape):
     return tuple(int(d) for d in shape)
 
 
-def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, dla_cores, parse_errors):
+def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, dla_cores, parse_errors,
+           plugin_layers=()):
     release = surface["release"]
     S = trt.ILogger.Severity
 
@@ -338,6 +386,13 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
 
         def parse_from_file(self, model):
             fake.calls.append(("parse", model))
+            for plugin in plugin_layers:
+                # onnx-tensorrt's fallback plugin importer: "Plugin not found, are the plugin name,
+                # version, and namespace correct?" when the creator is not registered (R1).
+                if plugin not in fake.creators:
+                    log(self._logger, S.ERROR, f"getPluginCreator could not find plugin: {plugin} version: 1")
+                    fake.parse_plugin_missing = plugin
+                    return False
             for text, *_node in parse_errors:
                 log(self._logger, S.ERROR, text)
             return not parse_errors
@@ -500,7 +555,7 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
                     "io": [[t.name, "INPUT", list(t.shape)] for t in network._inputs]
                     + [[t.name, "OUTPUT", list(t.shape)] for t in network._outputs],
                     "profiles": [{n: [list(s) for s in v] for n, v in p.items()} for p in profiles],
-                    "device": str(config._values.get("default_device_type", ""))}
+                    "device": str(config._values.get("default_device_type", "")), "plugins": list(plugin_layers)}
             return ENGINE_MAGIC + json.dumps(desc, sort_keys=True).encode()
 
         def _calibrate(self, network, calibrator):
@@ -528,7 +583,12 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
             fake.calls.append(("load_library", plugin_path))
             if not os.path.exists(plugin_path) or fake.plugin_load_fails:
                 return None
+            if plugin_path in self._libraries:
+                # a second load registers the creators again: TensorRT logs "Plugin creator already
+                # registered" for each; we load every library once per process
+                fake.double_loads.append(plugin_path)
             self._libraries.append(plugin_path)
+            fake.creators.update(fake.library_creators.get(os.path.basename(plugin_path), ()))
             return object()
 
     class Runtime:
@@ -544,14 +604,38 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
             if desc["release"] != release:
                 log(self._logger, S.ERROR, "The engine plan file is not compatible with this version of TensorRT")
                 return None
+            for plugin in desc.get("plugins", []):
+                # R1: IPluginRegistry "is used to find plugin implementations during engine
+                # deserialization" (NvInferRuntimeCommon.h 8.5 l.1219, 10.3 l.42); initLibNvInferPlugins
+                # "should be called once before accessing the Plugin Registry" (NvInferPlugin.h 8.5
+                # l.27-33, 10.3 l.32-38). A plugin layer is deserialized through its registered creator. 8.x logs
+                # "getPluginCreator could not find plugin: NAME version: 1", 10.x "IPluginRegistry::
+                # getPluginCreator: Error Code 4: API Usage Error (Cannot find plugin: NAME, version: 1,
+                # namespace:.)", then "Cannot deserialize plugin since corresponding IPluginCreator not
+                # found in Plugin Registry" and deserializeCudaEngine returns nullptr (users' logs of
+                # both releases, e.g. github.com/NVIDIA/TensorRT/issues/263).
+                if plugin not in fake.creators:
+                    if int(release.split(".")[0]) >= 10:
+                        log(self._logger, S.ERROR, "IPluginRegistry::getPluginCreator: Error Code 4: API Usage Error "
+                                                   f"(Cannot find plugin: {plugin}, version: 1, namespace:.)")
+                    else:
+                        log(self._logger, S.ERROR, f"getPluginCreator could not find plugin: {plugin} version: 1")
+                    log(self._logger, S.ERROR, "Serialization (Serialization assertion creator failed.Cannot "
+                                               "deserialize plugin since corresponding IPluginCreator not found in "
+                                               "Plugin Registry)")
+                    return None
             return trt.ICudaEngine._new(desc)
 
     class ICudaEngine:
         def _setup(self, desc):
             self._desc = desc
-            self._io = [(n, m, tuple(s)) for n, m, s in desc["io"]]
+            self._io = [(t[0], t[1], tuple(t[2])) for t in desc["io"]]
+            self._kind = {t[0]: (t[3] if len(t) > 3 else None) for t in desc["io"]}
+            self._dtype = {t[0]: (t[4] if len(t) > 4 else "FLOAT") for t in desc["io"]}
             self._values.update(num_io_tensors=len(self._io), num_optimization_profiles=max(1, len(desc["profiles"])),
                                 num_layers=1, name="fake")
+            self._contexts = weakref.WeakSet()
+            self._dynamic = any(m == "INPUT" and any(d < 0 for d in s) for _n, m, s in self._io)
 
         def _find(self, name):
             for t in self._io:
@@ -571,7 +655,14 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
             return trt.Dims._new(t[2] if t else ())
 
         def get_tensor_dtype(self, name):
-            return trt.DataType.FLOAT
+            return getattr(trt.DataType, self._dtype.get(name, "FLOAT"))
+
+        def get_tensor_location(self, name):
+            # NvInferRuntime.h 8.5 l.1640: "shape tensors inputs are typically required to be on the CPU"
+            return trt.TensorLocation.HOST if self._kind.get(name) == "shape" else trt.TensorLocation.DEVICE
+
+        def is_shape_inference_io(self, name):
+            return self._kind.get(name) == "shape"
 
         def get_tensor_format_desc(self, name, profile_index=0):
             return "Row major linear FP32 format (kLINEAR)"
@@ -583,7 +674,17 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
             return [trt.Dims._new(s) for s in profiles[profile_index][name]]
 
         def create_execution_context(self, *args, **kwargs):
-            return trt.IExecutionContext._new(self)
+            # R3: 8.5 (NvInferRuntime.h l.2845-2849): "For the first execution context that is created for
+            # an engine, setOptimizationProfile(0) is called implicitly"; 10.x (10.3 l.3891-3892): "The
+            # newly created execution context will be assigned optimization profile 0."
+            first = not self._created
+            self._created = True
+            ctx = trt.IExecutionContext._new(self, 0 if first or int(release.split(".")[0]) >= 10 else None)
+            self._contexts.add(ctx)
+            fake.live_contexts.add(ctx)
+            return ctx
+
+        _created = False
 
         def create_engine_inspector(self):
             return trt.EngineInspector._new(self)
@@ -604,28 +705,74 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
                                "Bindings": [t[0] for t in self._engine._io]})
 
     class IExecutionContext:
-        def _setup(self, engine):
+        def _setup(self, engine, profile=0):
             self._engine = engine
-            self._shapes, self._addresses, self._profile = {}, {}, 0
+            self._shapes, self._addresses, self._profile = {}, {}, profile
+            self._allocators, self._pending_stream = {}, None
 
         def set_optimization_profile_async(self, profile_index, stream_handle):
+            # R3: NvInferRuntime.h IExecutionContext::setOptimizationProfileAsync (8.5 l.2857, 10.3 l.3907,
+            # 10.13 l.4577, 11.1 l.4279): "\\return true if the call succeeded, else false (e.g. input out
+            # of range)".
             if not 0 <= profile_index < self._engine._values["num_optimization_profiles"]:
+                log(None, S.ERROR, f"profileIndex {profile_index} is out of range")
+                return False
+            # R2: IExecutionContext class comment (8.5 l.2241, 10.3 l.3562, 10.13 l.4232, 11.1 l.3953):
+            # "If the engine supports dynamic shapes, each execution context in concurrent use must use a
+            # separate optimization profile." TensorRT refuses a profile another live context holds:
+            # "Profile N has been chosen by another IExecutionContext. Use another profileIndex or destroy
+            # the IExecutionContext that use this profile."
+            if self._engine._dynamic and any(c is not self and c._profile == profile_index
+                                             for c in list(self._engine._contexts)):
+                log(None, S.ERROR, f"Profile {profile_index} has been chosen by another IExecutionContext. Use "
+                                   "another profileIndex or destroy the IExecutionContext that use this profile.")
                 return False
             self._profile = profile_index
+            self._pending_stream = int(stream_handle)   # R3: copies may be pending on this stream
+            fake.calls.append(("select_profile", profile_index, int(stream_handle)))
             return True
+
+        def _profile_shapes(self, name):
+            prof = self._engine._desc["profiles"]
+            if not prof or self._profile is None:
+                return None
+            return prof[self._profile].get(name)
 
         def set_input_shape(self, name, shape):
             t = self._engine._find(name)
             shape = _dims(shape)
             if t is None or t[1] != "INPUT" or len(shape) != len(t[2]):
                 return False
-            prof = self._engine._desc["profiles"]
-            if prof:
-                mn, _op, mx = prof[self._profile][name]
+            if self._engine._dynamic and self._profile is None:
+                # R3: on 8.5 only the first context has a profile; another must select one first
+                # ("setOptimizationProfileAsync() must be called before calling setBindingDimensions()")
+                log(None, S.ERROR, "setInputShape: no optimization profile selected for this context")
+                return False
+            ranges = self._profile_shapes(name)
+            if ranges is not None:
+                mn, _op, mx = ranges
                 if any(s < a or s > b for s, a, b in zip(shape, mn, mx)):
                     return False
+            elif self._engine._kind.get(name) != "shape" and any(
+                    d >= 0 and d != s for d, s in zip(t[2], shape)):
+                return False
             self._shapes[name] = shape
             return True
+
+        def _shape_values(self, name):
+            """R5: the values of a shape-tensor input, read from its host address."""
+            import ctypes
+
+            import numpy as np
+
+            addr = self._addresses.get(name)
+            if not addr or is_device_pointer(addr):
+                return None
+            dims = self._shapes.get(name, self._engine._find(name)[2])
+            n = int(np.prod(dims)) if dims else 1
+            dtype = np.int32 if self._engine._dtype.get(name, "INT32") == "INT32" else np.int64
+            raw = (ctypes.c_uint8 * (n * np.dtype(dtype).itemsize)).from_address(int(addr))
+            return tuple(int(v) for v in np.frombuffer(raw, dtype=dtype, count=n))
 
         def get_tensor_shape(self, name):
             t = self._engine._find(name)
@@ -633,7 +780,15 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
                 return trt.Dims._new(())
             if t[1] == "INPUT":
                 return trt.Dims._new(self._shapes.get(name, t[2]))
-            batch = next(iter(self._shapes.values()), (1,))[0]
+            kind = self._engine._kind.get(name)
+            if kind == "dds":
+                # R4: NvInferRuntime.h (8.5 l.2944): a data-dependent output "reports a -1 for any
+                # dimension ... after all input shapes have been set"
+                return trt.Dims._new(t[2])
+            if kind and kind.startswith("from:"):
+                values = self._shape_values(kind[5:])
+                return trt.Dims._new(values if values is not None else tuple(-1 for _ in t[2]))
+            batch = next((v for n, v in self._shapes.items() if self._engine._kind.get(n) != "shape"), (1,))[0]
             return trt.Dims._new(tuple(batch if d < 0 else d for d in t[2]))
 
         def set_tensor_address(self, name, memory):
@@ -642,9 +797,87 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
             self._addresses[name] = int(memory)
             return True
 
+        def set_output_allocator(self, name, output_allocator):
+            t = self._engine._find(name)
+            if t is None or t[1] != "OUTPUT":
+                return False
+            if output_allocator is not None and not isinstance(output_allocator, trt.IOutputAllocator):
+                raise TypeError("set_output_allocator(): expects a tensorrt.IOutputAllocator")
+            self._allocators[name] = output_allocator
+            return True
+
+        def get_output_allocator(self, name):
+            return self._allocators.get(name)
+
+        def _fail(self, message):
+            log(None, S.ERROR, f"IExecutionContext::enqueueV3: Error Code 3: API Usage Error ({message})")
+            return False
+
         def execute_async_v3(self, stream_handle):
-            fake.calls.append(("execute", int(stream_handle)))
-            return all(t[0] in self._addresses for t in self._engine._io)
+            stream = int(stream_handle)
+            fake.calls.append(("execute", stream))
+            engine = self._engine
+            if engine._dynamic:
+                if self._profile is None:
+                    return self._fail("no optimization profile selected for this execution context")
+                # R2: each context in concurrent use needs its own profile.
+                if any(c is not self and c._profile == self._profile for c in list(engine._contexts)):
+                    return self._fail(f"optimization profile {self._profile} is used by another execution context "
+                                      "of this engine (each context in concurrent use must use a separate "
+                                      "optimization profile)")
+            # R3: "Not synchronizing the stream used at enqueue with the stream used to set optimization
+            # profile asynchronously using this API will result in undefined behavior" (8.5 l.2853,
+            # 10.3 l.3903, 10.13 l.4573, 11.1 l.4275).
+            if self._pending_stream is not None and self._pending_stream != stream:
+                return self._fail(f"profile selected on stream {self._pending_stream}, which was not synchronized "
+                                  f"before enqueueing on stream {stream}")
+            for name, mode, dims in engine._io:
+                kind = engine._kind.get(name)
+                addr = self._addresses.get(name)
+                if mode == "INPUT":
+                    if not addr:
+                        return self._fail(f"input {name} has no address")
+                    if kind == "shape":
+                        # R5: NvInferRuntime.h 8.5 l.2939-2940: "If the TensorLocation of the tensor is kHOST,
+                        # the pointer must point to a host buffer of sufficient size. For shape tensors, the
+                        # only supported data type is int32_t." (10.x: the engine's type, int32 or int64)
+                        if is_device_pointer(addr):
+                            return self._fail(f"shape tensor {name} must be in host memory, got a device address")
+                    continue
+                if kind == "dds":
+                    # R4: "each output must have a non-null address or an IOutputAllocator to set it later"
+                    # (8.5 l.2937, 10.3 l.3989, 10.13 l.4659, 11.1 l.4361)
+                    allocator = self._allocators.get(name)
+                    if allocator is None:
+                        if not addr:
+                            return self._fail(f"Neither address or allocator is set for output tensor {name}")
+                        continue
+                    rows = fake.dds_rows
+                    shape = tuple(rows if d < 0 else d for d in dims)
+                    size = max(1, int(__import__("math").prod(shape)) * 4)
+                    ptr = self._reallocate(allocator, name, addr, size, stream)
+                    if not ptr:
+                        return self._fail(f"output allocator returned nullptr for {name}")
+                    self._addresses[name] = int(ptr)
+                    # "Called by TensorRT sometime between when it calls reallocateOutput and enqueueV3 returns"
+                    allocator.notify_shape(name, trt.Dims._new(shape))
+                    continue
+                if not addr and self._allocators.get(name) is None:
+                    return self._fail(f"Neither address or allocator is set for output tensor {name}")
+            return True
+
+        def _reallocate(self, allocator, name, addr, size, stream):
+            # R4 as the bindings drive it: PyOutputAllocator (pyCore.cpp release/10.3 l.497-584) calls
+            # the Python reallocate_output_async when overridden, else falls back to reallocate_output
+            # (deprecated in 10.0, NvInferRuntime.h 10.3 l.3457); 8.5's calls reallocate_output only.
+            asynchronous = int(release.split(".")[0]) >= 10 and "reallocate_output_async" in {
+                k for klass in type(allocator).__mro__ if not klass.__dict__.get("_generated", False)
+                for k in vars(klass)}
+            if asynchronous:
+                fake.calls.append(("reallocate_output_async", name))
+                return allocator.reallocate_output_async(name, addr, size, 256, stream)
+            fake.calls.append(("reallocate_output", name))
+            return allocator.reallocate_output(name, addr, size, 256)
 
     class Dims:
         def _setup(self, shape=()):
@@ -684,7 +917,7 @@ def _install(trt, classes, nested):
 
 def make_fake_trt(feats, inputs=(("input", (-1, 1, 8, 8)),), outputs=(("logits", (-1, 10)),), build_result=ENCODE,
                   errors_on_build=(), dla_cores=0, parse_errors=(), surface: str | None = None,
-                  version: str | None = None):
+                  version: str | None = None, plugin_layers=(), library_creators=None):
     """A ``tensorrt`` module for the release of ``feats`` (or the given ``surface``, e.g. the
     10.13 bindings under a 10.16 ``__version__``). ``parse_errors``: [(text, node name[, node
     index])]; ``build_result``: bytes to return, None for a failed build, default a
@@ -694,7 +927,17 @@ def make_fake_trt(feats, inputs=(("input", (-1, 1, 8, 8)),), outputs=(("logits",
     trt.__version__ = version or feats.version_string
     fake = types.SimpleNamespace(calls=[], log=[], calibration=[], builder=None, network=None, config=None,
                                  registry=None, surface=surf,
-                                 valid_timing_caches={b"TIMING"}, plugin_load_fails=False)
+                                 valid_timing_caches={b"TIMING"}, plugin_load_fails=False,
+                                 creators=set(), library_creators=dict(library_creators or {}), double_loads=[],
+                                 live_contexts=weakref.WeakSet(), dds_rows=3, parse_plugin_missing=None)
+
+    def synchronize(stream):
+        """The tests' CUDA stand-in calls this for cuStreamSynchronize (R3)."""
+        fake.calls.append(("synchronize", int(stream)))
+        for ctx in list(fake.live_contexts):
+            if ctx._pending_stream == int(stream):
+                ctx._pending_stream = None
+    fake.synchronize = synchronize
     trt._fake = fake
     # enums first: class bodies refer to them
     nested = {}
@@ -707,7 +950,7 @@ def make_fake_trt(feats, inputs=(("input", (-1, 1, 8, 8)),), outputs=(("logits",
     classes = build_classes(surf, {}, fake)  # placeholders so behaviour can refer to trt.X
     _install(trt, classes, nested)
     impls = _impls(trt, fake, surf, inputs, outputs, build_result, tuple(errors_on_build), dla_cores,
-                   tuple(parse_errors))
+                   tuple(parse_errors), tuple(plugin_layers))
     classes = build_classes(surf, impls, fake)
     _install(trt, classes, nested)
     if "IPluginRegistry" in classes:
@@ -723,8 +966,14 @@ def make_fake_trt(feats, inputs=(("input", (-1, 1, 8, 8)),), outputs=(("logits",
             return fn(*args, **kwargs)
         return wrapper
 
+    def init_libnvinfer_plugins(logger, namespace):
+        # R1: initLibNvInferPlugins "Initialize and register all the existing TensorRT plugins to the
+        # Plugin Registry" (NvInferPlugin.h 8.5 l.27, 10.3 l.32): EfficientNMS_TRT, ...
+        fake.creators.update(BUILTIN_PLUGINS)
+        return True
+
     behaviour = {"get_plugin_registry": lambda: fake.registry,
-                 "init_libnvinfer_plugins": lambda logger, namespace: True,
+                 "init_libnvinfer_plugins": init_libnvinfer_plugins,
                  "get_nv_onnx_parser_version": lambda: 0}
     for name in surf["functions"]:
         if name in behaviour:

@@ -1,5 +1,5 @@
 """A static engine-mirror web server for tests: 127.0.0.1 only, port 0, with misbehaviours
-(stall, truncate, oversize, redirect, errors) chosen per test. It stops by itself after
+(stall, truncate, oversize, redirect, errors, a trickle of one byte at a time) chosen per test. It stops by itself after
 ``lifetime`` seconds even if a test forgets to close it, and a stalled response waits at
 most ``stall_s`` seconds."""
 
@@ -18,6 +18,8 @@ class MirrorServer:
         self.requests = []            # paths asked for, in order
         self.behaviour = None         # None or (kind, arg); applies to *.engine requests
         self.fail_first = 0           # answer the first N requests of any file with 503
+        self.trickle = None           # seconds between bytes: every response (headers first) one byte at a time
+        self.delay = 0.0              # seconds before answering any request
         self.stall_s = stall_s
         self.strip_prefix = ""        # e.g. "fleet/": the mirror's URL path when playing a proxy
         self._stop = threading.Event()
@@ -29,6 +31,11 @@ class MirrorServer:
 
             def do_GET(self):
                 server.requests.append(self.path)
+                if server.delay and server._stop.wait(server.delay):
+                    return
+                if server.trickle:
+                    self._trickle()
+                    return
                 if server.fail_first > 0:
                     server.fail_first -= 1
                     self.send_error(503, "busy")
@@ -70,6 +77,21 @@ class MirrorServer:
                     self.close_connection = True
                     return
                 self.wfile.write(data)
+
+            def _trickle(self):
+                """A 200 whose status line and headers (2 KiB of them) come one byte at a time:
+                each byte well inside any read timeout, the whole far beyond it."""
+                head = ("HTTP/1.1 200 OK\r\n" + "".join(f"X-Pad-{i}: {'x' * 40}\r\n" for i in range(48))
+                        + "Content-Length: 1\r\n\r\n0").encode()
+                for i in range(len(head)):
+                    if server._stop.wait(server.trickle):
+                        break
+                    try:
+                        self.wfile.write(head[i:i + 1])
+                        self.wfile.flush()
+                    except OSError:   # the client gave up
+                        break
+                self.close_connection = True
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -64,6 +64,10 @@ ENSURE_CASES = [
     ("zero-timeout", ["--mirror", "https://h/x", *KEY, "--mirror-timeout", "0"], 2, "expected seconds > 0"),
     ("negative-timeout", ["--mirror", "https://h/x", *KEY, "--mirror-timeout", "-5"], 2, "expected seconds > 0"),
     ("text-timeout", ["--mirror", "https://h/x", *KEY, "--mirror-timeout", "soon"], 2, "invalid float value"),
+    ("zero-total-timeout", ["--mirror", "https://h/x", *KEY, "--mirror-total-timeout", "0"], 2,
+     "mirror total timeout 0.0: expected seconds > 0"),
+    ("huge-total-timeout", ["--mirror", "https://h/x", *KEY, "--mirror-total-timeout", "1e9"], 2, "at most a day"),
+    ("total-timeout-alone", ["--mirror-total-timeout", "60"], 2, "--mirror-total-timeout needs --mirror URL"),
     ("missing-ca", ["--mirror", "https://h/x", *KEY, "--mirror-ca", "nope.pem"], 2, "CA file nope.pem does not exist"),
     ("garbage-ca", ["--mirror", "https://h/x", *KEY, "--mirror-ca", "garbage.pem"], 2, "no usable PEM certificates"),
     ("unsigned-alone", ["--mirror-unsigned"], 2, "--mirror-unsigned needs --mirror URL"),
@@ -82,7 +86,9 @@ def test_ensure_mirror_options(ws, argv, code, line):
     ({"TEGRA_AI_ENGINE_MIRRORS": "https://ok/x"}, "needs a trusted public key"),
     ({"TEGRA_AI_ENGINE_MIRRORS": "https://ok/x", "TEGRA_AI_MIRROR_KEYS": "keys/mirror.pub",
       "TEGRA_AI_MIRROR_TIMEOUT": "1min"}, "TEGRA_AI_MIRROR_TIMEOUT='1min': expected seconds"),
-], ids=["env-bad-url", "env-no-key", "env-bad-timeout"])
+    ({"TEGRA_AI_ENGINE_MIRRORS": "https://ok/x", "TEGRA_AI_MIRROR_KEYS": "keys/mirror.pub",
+      "TEGRA_AI_MIRROR_TOTAL_TIMEOUT": "5min"}, "TEGRA_AI_MIRROR_TOTAL_TIMEOUT='5min': expected seconds"),
+], ids=["env-bad-url", "env-no-key", "env-bad-timeout", "env-bad-total-timeout"])
 def test_ensure_mirror_environment(ws, monkeypatch, env, line):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -113,6 +119,12 @@ PUBLISH_CASES = [
     ("bad-model-name", ["--cache", "cache", "--to", "m", "--key", "keys/mirror.key", "--name", "../x"], 2,
      "model name '../x'"),
     ("no-to", ["--cache", "cache", "--key", "keys/mirror.key"], 2, "the following arguments are required: --to"),
+    ("zero-index-expiry", ["--cache", "cache", "--to", "m", "--key", "keys/mirror.key", "--index-expiry", "0"], 2,
+     "index expiry 0.0: expected days > 0"),
+    ("nan-index-expiry", ["--cache", "cache", "--to", "m", "--key", "keys/mirror.key", "--index-expiry", "nan"], 2,
+     "index expiry nan: expected days > 0"),
+    ("text-index-expiry", ["--cache", "cache", "--to", "m", "--key", "keys/mirror.key", "--index-expiry", "1w"], 2,
+     "invalid float value"),
 ]
 
 

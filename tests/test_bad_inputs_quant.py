@@ -37,6 +37,7 @@ def work(tmp_path_factory):
     (d / "garbage.onnx").write_bytes(b"this is not protobuf")
     (d / "garbage.npz").write_bytes(b"PK not a zip")
     (d / "bad_spec.json").write_text('{"height": 8, "width": 8, "resize": "crop"}')
+    (d / "bad_antialias.json").write_text('{"height": 8, "width": 8, "antialias": "yes"}')
     (d / "not_json.json").write_text("{height")
     (d / "binary_spec.json").write_bytes(b"\xff\xfe\x00binary")
     (d / "notes.txt").write_text("x")
@@ -56,6 +57,15 @@ DATASET_CASES = [
     (["data.npz", "-o", "o.npz", "--height", "8"], 2, "needs --height and --width"),
     (["data.npz", "-o", "o.npz", "--spec", "bad_spec.json"], 2, "resize='crop' is not one of"),
     (["data.npz", "-o", "o.npz", "--spec", "not_json.json"], 2, "not valid JSON"),
+    (["data.npz", "-o", "o.npz", "--spec", "bad_antialias.json"], 2, "antialias='yes' must be true or false"),
+    (["data.npz", "-o", "o.npz", "--height", "8", "--width", "8", "--resize", "center_crop"], 2,
+     "needs resize_short >= 8"),
+    (["data.npz", "-o", "o.npz", "--height", "8", "--width", "6", "--resize", "center_crop", "--resize-short", "7"],
+     2, "needs resize_short >= 8 (the crop is 8x6), got 7"),
+    (["data.npz", "-o", "o.npz", "--height", "8", "--width", "8", "--resize-short", "9"], 2,
+     "resize_short is for resize center_crop, not stretch"),
+    (["data.npz", "-o", "o.npz", "--height", "8", "--width", "8", "--resize-short", "x"], 2,
+     "--resize-short: invalid int value"),
     (["data.npz", "-o", "o.npz", "--spec", "nospec.json"], 2, "cannot read nospec.json"),
     (["data.npz", "-o", "o.npz", "--spec", "binary_spec.json"], 2, "binary_spec.json: not a text (JSON) file"),
     (["data.npz", "-o", "o.npz", "--spec", "spec.json", "--count", "0"], 2, "--count must be positive"),

@@ -84,9 +84,9 @@ def test_int8_uses_the_calibration_cache(fake_orin, timed, default_model, tmp_pa
     asked = []
     real_build = builder.build_engine
 
-    def recording_build(model, options, **kw):
-        asked.append((options, kw.get("calibration_cache")))
-        return real_build(model, options, **kw)
+    def recording_build(request, **kw):
+        asked.append((request.options, request.calibration_cache))
+        return real_build(request, **kw)
 
     monkeypatch.setattr(builder, "build_engine", recording_build)
     cache = tmp_path / "calib.cache"

@@ -9,17 +9,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_trt_api_surface import PROFILE, TARGETS, HostBuffer, target
+from fake_trt import synchronize_current
+from test_trt_api_surface import PROFILE, TARGETS, HostBuffer, HostStream, target
 from tegra_ai.errors import TegraAIError
 from tegra_ai.spec import BuildOptions
 
 
 class HostPinned:
+    """tegra_ai.cuda.driver.HostBuffer on plain host memory; ``live`` counts buffers not freed."""
+    live = 0
+
     def __init__(self, shape, dtype, ordinal=0):
         self.shape, self.array = tuple(shape), np.zeros(shape, dtype)
         self.nbytes, self.ptr = self.array.nbytes, self.array.ctypes.data
+        HostPinned.live += 1
 
     def free(self):
+        if self.array is not None:
+            HostPinned.live -= 1
         self.array = None
 
 
@@ -42,17 +49,19 @@ def host_device(monkeypatch):
 
     fake = FakeDriver()
     monkeypatch.setattr(driver, "DeviceBuffer", HostBuffer)
-    monkeypatch.setattr(driver, "Stream", lambda: 7)
+    monkeypatch.setattr(driver, "Stream", HostStream)
+    monkeypatch.setattr(driver, "stream_synchronize", synchronize_current)
     monkeypatch.setattr(driver, "stream_handle", lambda s: int(s))
     monkeypatch.setattr(cuda_compat, "driver", lambda: fake)
     monkeypatch.setattr(driver, "HostBuffer", HostPinned)
     return fake
 
 
-def _engine(tmp_path, default_model):
+def _engine(tmp_path, default_model, contexts=1):
     from tegra_ai.trt.builder import build_engine, write_engine
 
-    r = build_engine(default_model, BuildOptions(precision="fp32", profiles=PROFILE), show_progress=False)
+    r = build_engine(default_model, BuildOptions(precision="fp32", profiles=PROFILE, contexts=contexts),
+                     show_progress=False)
     path = str(tmp_path / "m.engine")
     write_engine(r, path)
     return path
@@ -63,7 +72,7 @@ def test_device_api_under_every_target(monkeypatch, tmp_path, default_model, hos
     from tegra_ai.backend.tensorrt import TensorRTRunner
 
     trt, _feats = target(monkeypatch, name)
-    engine = _engine(tmp_path, default_model)
+    engine = _engine(tmp_path, default_model, contexts=2)     # fork(): a second context, its own profile
     with TensorRTRunner(engine, shapes={"input": (8, 1, 8, 8)}) as runner:
         bufs = runner.host_buffers
         assert bufs["input"].shape == (8, 1, 8, 8) and bufs["logits"].shape == (8, 10)

@@ -21,7 +21,7 @@ from tegra_ai.trt import compat
 from tegra_ai.spec import BuildOptions, Sidecar, cache_key, key_material
 from tegra_ai.trt.builder import BuildResult, engine_key
 
-ORIN = platform.DeviceFacts("8.7", "Orin", "NVIDIA Jetson AGX Orin Developer Kit", "36.4.3")
+ORIN = platform.DeviceFacts("8.7", "Orin", "p3701-0005", "36.4.3", 16, "12.6")
 
 
 def runtime(version="10.3.0.30", facts=ORIN):
@@ -75,7 +75,9 @@ def test_key_changes_with_every_component():
                 dict(tensorrt=dict(trt, library_version="10.16.2")),
                 dict(device=dict(ORIN.to_dict(), compute_capability="7.2")),
                 dict(device=dict(ORIN.to_dict(), l4t_release="36.4.4")),
-                dict(device=dict(ORIN.to_dict(), module="NVIDIA Jetson Orin Nano")),
+                dict(device=dict(ORIN.to_dict(), module="p3767-0005")),
+                dict(device=dict(ORIN.to_dict(), sm_count=8)),
+                dict(device=dict(ORIN.to_dict(), cuda_version="12.8")),
                 dict(plugins={"libtegra_ai_plugin.so": "c" * 64})]
     keys = {cache_key(key_material(**dict(base, **v))) for v in variants}
     assert k0 not in keys and len(keys) == len(variants)
@@ -122,7 +124,7 @@ def test_ota_changes_rebuild_and_prune(bundle, tmp_path, change):
     if change == "tensorrt":
         rt = runtime("10.3.0.31")
     elif change == "device":
-        rt = runtime(facts=platform.DeviceFacts("8.7", "Orin", "NVIDIA Jetson AGX Orin", "36.4.3"))
+        rt = runtime(facts=platform.DeviceFacts("8.7", "Orin", "p3701-0004", "36.4.3", 14, "12.6"))
     else:
         m = json.load(open(os.path.join(bundle, "manifest.json")))
         m["models"][0]["options"]["precision"] = "fp32"
@@ -421,3 +423,54 @@ def test_at_most_one_engine_per_other_release(bundle, tmp_path):
     newer = run(bundle, cache, FakeBuilder(), rt=slot_b("10.3.0.31"), prune="none")["models"][0]["engine"]
     s = run(bundle, cache, FakeBuilder(), rt=runtime(facts=ORIN))["models"][0]
     assert older in s["pruned"] and os.path.exists(newer) and os.path.exists(s["engine"])
+
+
+def _as_key_format_2(cache, s, library_version=None):
+    """Turn the engine ensure just made into what a key-format-2 ensure wrote: the GPU name
+    and /proc/device-tree/model keyed, no SM count, CUDA driver or module part number."""
+    from tegra_ai.cache.store import EngineCache
+    from tegra_ai.spec import sidecar_path
+    engine = s["models"][0]["engine"]
+    side = json.load(open(sidecar_path(engine)))
+    material = dict(side["key_material"], format=2,
+                    device={"compute_capability": "8.7", "device_name": "Orin",
+                            "module": "NVIDIA Jetson AGX Orin Developer Kit", "l4t_release": "36.4.3"})
+    if library_version:
+        material["tensorrt"] = dict(material["tensorrt"], library_version=library_version)
+    old_key = cache_key(material)
+    old_engine, old_side = EngineCache(cache).paths("net", old_key)
+    os.rename(engine, old_engine)
+    os.unlink(sidecar_path(engine))
+    side.update(cache_key=old_key, key_material=material, engine_file=os.path.basename(old_engine))
+    json.dump(side, open(old_side, "w"))
+    return old_engine, old_side
+
+
+def test_key_format_2_engines_are_rekeyed_once_not_rebuilt(bundle, tmp_path):
+    """The documented migration: an engine of the old key format in the device's cache that
+    matches on model, options, TensorRT, compute capability and L4T release is moved under its
+    new key (same bytes), its old files removed; the next run is a plain cache hit."""
+    cache = str(tmp_path / "cache")
+    first = run(bundle, cache, FakeBuilder())
+    data = open(first["models"][0]["engine"], "rb").read()
+    old_engine, old_side = _as_key_format_2(cache, first)
+    b = FakeBuilder()
+    s = run(bundle, cache, b)
+    assert b.calls == [] and (s["rekeyed"], s["built"], s["exit_code"]) == (1, 0, 0)
+    m = s["models"][0]
+    assert m["status"] == "rekeyed" and m["key"] == first["models"][0]["key"]
+    assert open(m["engine"], "rb").read() == data
+    assert not os.path.exists(old_engine) and not os.path.exists(old_side)
+    sc = Sidecar.load(m["engine"] + ".json")
+    assert sc.cache_key == m["key"] and sc.key_material["format"] == 3
+    assert any("re-keyed from key format 2" in n for n in sc.notes)
+    again = run(bundle, cache, FakeBuilder())
+    assert (again["hits"], again["rekeyed"], again["built"]) == (1, 0, 0)
+
+
+def test_key_format_2_engine_of_another_tensorrt_is_rebuilt(bundle, tmp_path):
+    cache = str(tmp_path / "cache")
+    _as_key_format_2(cache, run(bundle, cache, FakeBuilder()), library_version="10.3.0.26")
+    b = FakeBuilder()
+    s = run(bundle, cache, b)
+    assert b.calls == ["net"] and (s["rekeyed"], s["built"]) == (0, 1)

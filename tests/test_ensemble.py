@@ -45,6 +45,8 @@ def test_yaml_equals_json(tmp_path):
     (lambda d: d["models"]["digits"].update(workers=0), "workers must be a positive integer"),
     (lambda d: d["models"]["digits"].update(preprocess={"height": 8}), "preprocessing spec"),
     (lambda d: d["models"]["digits"].update(preprocess="nope.json"), "preprocess file"),
+    (lambda d: d["models"]["digits"].update(preprocess={"height": 8, "width": 8, "resize": "center_crop"}),
+     "needs resize_short >= 8"),
     (lambda d: d["ensembles"]["pair"].update(combine="max"), "combine 'max'"),
     (lambda d: d["ensembles"]["pair"].update(parallel=["digits"]), "at least two"),
     (lambda d: d["ensembles"]["pair"].update(parallel=["digits", "ghost"]), "unknown model 'ghost'"),

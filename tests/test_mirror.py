@@ -128,7 +128,9 @@ def test_http_mirror_hit(tmp_path, bundle, mirror, keys):
         s, b = run(bundle, str(tmp_path / "device"), sources(srv.url, keys, allow_http=True))
     assert b.calls == [] and s["fetched"] == 2
     assert models(s)["det"]["source"] == f"mirror {srv.url}"
-    assert all(p.startswith(("/net/", "/det/")) for p in srv.requests)   # keyed paths only; no listing needed
+    # the signed index once (rollback protection), then keyed paths only
+    assert srv.requests[0] == "/index.json" and srv.requests.count("/index.json") == 1
+    assert all(p.startswith(("/net/", "/det/")) for p in srv.requests[1:])
 
 
 def test_https_mirror_with_private_ca(tmp_path, bundle, mirror, keys):
@@ -187,7 +189,7 @@ def test_edited_sidecar_breaks_signature(tmp_path, bundle, mirror, keys):
 def test_wrong_key_rejected(tmp_path, bundle, mirror):
     other = signing.generate_keypair(str(tmp_path / "other-keys"))
     s, b = run(bundle, str(tmp_path / "device"), sources("file://" + mirror, other))
-    a = models(s)["net"]["attempts"][0]
+    a = s["models"][0]["attempts"][0]      # the signed index is refused: the mirror is not asked again
     assert a["result"] == "rejected" and other["key_id"] in a["reason"] and sorted(b.calls) == ["det", "net"]
 
 
@@ -372,8 +374,8 @@ def test_http_403_is_an_error_not_a_miss(tmp_path, bundle, mirror, keys):
 
 def test_publish_layout_index_and_idempotence(tmp_path, bundle, mirror, keys):
     index = json.load(open(os.path.join(mirror, MIRROR_INDEX)))
-    assert index["format"] == "tegra-ai-mirror-index" and len(index["engines"]) == 2
-    for rel, e in index["engines"].items():
+    assert index["format"] == "tegra-ai-mirror-index" and len(index["signed"]["engines"]) == 2
+    for rel, e in index["signed"]["engines"].items():
         assert os.path.isfile(os.path.join(mirror, rel)) and e["key_id"] == keys["key_id"]
         side = os.path.join(mirror, rel + ".json")
         pub = signing.load_public_keys([keys["public_key"]])[0]
@@ -437,7 +439,7 @@ def test_concurrent_publishers_leave_consistent_sets(tmp_path, bundle, keys):
     assert sum(r["published"] for r in results) == 2 and sum(r["conflicts"] for r in results) == 2
     s, b = run(bundle, str(tmp_path / "device"), sources("file://" + out, keys))
     assert s["fetched"] == 2 and b.calls == []
-    assert len(json.load(open(os.path.join(out, MIRROR_INDEX)))["engines"]) == 2
+    assert len(json.load(open(os.path.join(out, MIRROR_INDEX)))["signed"]["engines"]) == 2
 
 
 def test_publish_signs_a_previously_unsigned_engine(tmp_path, bundle, mirror, keys):

@@ -32,7 +32,7 @@ def opts(*shapes, **kw):
 def test_build_with_two_profiles_and_sidecar(dynamic_model, tmp_path):
     tc = str(tmp_path / "timing.cache")
     r = build_engine(dynamic_model, opts("input:1x3x32x32:2x3x64x64:4x3x128x128", "input:8x3x16x16:8x3x32x32:8x3x32x32"),
-                     timing_cache_path=tc, show_progress=False)
+                     timing_cache=tc, show_progress=False)
     assert len(r.engine) > 1000
     sc = r.sidecar.to_dict()
     assert sc["tensorrt"]["flavor"] == "tensorrt-rtx" and sc["device"]["compute_capability"] == "8.6"
@@ -41,7 +41,7 @@ def test_build_with_two_profiles_and_sidecar(dynamic_model, tmp_path):
     # TensorRT-RTX made timing caches no-ops: the build says so and writes none.
     assert any("timing cache unsupported" in n for n in r.notes) and not os.path.exists(tc)
     r2 = build_engine(dynamic_model, opts("input:1x3x32x32:2x3x64x64:4x3x128x128", "input:8x3x16x16:8x3x32x32:8x3x32x32"),
-                      timing_cache_path=tc, show_progress=False)
+                      timing_cache=tc, show_progress=False)
     assert r2.sidecar.cache_key == sc["cache_key"]
 
 

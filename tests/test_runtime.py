@@ -175,3 +175,212 @@ def test_onnxruntime_digits_end_to_end():
         futs = [rt.submit(name, {"input": x[i:i + 1]}) for i in range(64)]
         pred = [int(np.argmax(next(iter(f.result().values())))) for f in futs]
     assert np.mean(np.array(pred) == labels[:64]) > 0.9
+
+
+# --- The pipeline's scheduling (tegra_ai.runtime.pipeline.stream_results) with stand-in
+# lanes: the same code Pipeline.run runs, with "GPU work" that completes asynchronously
+# a stated time after it was enqueued (serialized like one engine filling the GPU).
+
+class _ClockGPU:
+    def __init__(self, work_s):
+        self.work_s, self.busy_until, self.lock = work_s, 0.0, threading.Lock()
+
+    def enqueue(self):
+        with self.lock:
+            self.busy_until = max(time.perf_counter(), self.busy_until) + self.work_s
+            return self.busy_until
+
+
+class _StandInLane:
+    def __init__(self, gpu):
+        self.gpu, self.pending, self.deadline = gpu, None, None
+
+    def start(self, index, image, serial):
+        from tegra_ai.runtime.pipeline import FrameResult
+
+        assert self.pending is None, "a lane was reused before its result was handed out"
+        self.pending = FrameResult(index, outputs={"sum": int(np.asarray(image).sum())})
+        self.deadline = self.gpu.enqueue()
+        return self
+
+    def wait(self):
+        time.sleep(max(0.0, self.deadline - time.perf_counter()))
+
+    sync = wait
+
+    def finish(self):
+        assert time.perf_counter() >= self.deadline, "result read before its work completed"
+        r, self.pending = self.pending, None
+        return r
+
+
+def _stream(frames, streams=2, capacity=4, policy="block", work_s=0.002):
+    from tegra_ai.runtime.pipeline import PipelineStats, stream_results
+
+    gpu = _ClockGPU(work_s)
+    stats = PipelineStats()
+    gen = stream_results([_StandInLane(gpu) for _ in range(streams)], frames, stats=stats,
+                         capacity=capacity, policy=policy)
+    return gen, stats
+
+
+@pytest.mark.parametrize("streams", [1, 2, 4])
+def test_pipeline_result_does_not_wait_for_a_later_frame(streams):
+    """A camera-like source hands over frame k+1 only once the consumer has frame k's
+    result: the pipeline must deliver k when its work is done, not when frame k+N
+    arrives to reuse its lane (the old behaviour: this source then stalls)."""
+    delivered = [threading.Event() for _ in range(12)]
+    waited_out = []
+
+    def source():
+        for k in range(12):
+            if k and not delivered[k - 1].wait(timeout=2.0):
+                waited_out.append(k - 1)
+            yield np.full((4, 4), k, np.uint8)
+
+    gen, stats = _stream(source(), streams=streams)
+    got = []
+    for r in gen:
+        got.append(r.index)
+        delivered[r.index].set()
+    assert got == list(range(12))
+    assert waited_out == [], f"results {waited_out} were held until a later frame arrived"
+    assert stats.frames == 12 and len(stats.latency_ms) == 12
+
+
+def test_pipeline_frame_order_with_uneven_completion():
+    """Lanes finishing out of order (a later frame's work done first) still come out in
+    frame order, each result with its own frame's data."""
+    from tegra_ai.runtime.pipeline import PipelineStats, stream_results
+
+    class Uneven(_StandInLane):
+        def start(self, index, image, serial):
+            super().start(index, image, serial)
+            self.deadline = time.perf_counter() + (0.02 if index % 3 == 0 else 0.001)
+            return self
+
+    frames = [np.full((2, 2), k, np.uint8) for k in range(30)]
+    stats = PipelineStats()
+    out = list(stream_results([Uneven(_ClockGPU(0)) for _ in range(3)], frames, stats=stats, capacity=2, policy="block"))
+    assert [r.index for r in out] == list(range(30))
+    assert [r.outputs["sum"] for r in out] == [4 * k for k in range(30)]
+
+
+def test_pipeline_block_policy_stalls_the_source_and_loses_nothing():
+    pulled = []
+
+    def source():
+        for k in range(40):
+            pulled.append(k)
+            yield np.zeros((2, 2), np.uint8)
+
+    gen, stats = _stream(source(), streams=2, capacity=3, policy="block")
+    first = next(gen)
+    # The consumer holds result 0: the reader fills the queue and then waits.
+    deadline = time.perf_counter() + 0.5
+    while time.perf_counter() < deadline and len(pulled) < 40:
+        time.sleep(0.01)
+    assert len(pulled) <= 1 + 2 + 3 + 1, pulled   # in hand + lanes + queue + the one blocked on put
+    rest = [r.index for r in gen]
+    assert [first.index] + rest == list(range(40))
+    assert stats.dropped_queue == 0 and stats.dropped_source == 0
+
+
+def test_pipeline_drop_oldest_keeps_the_newest_and_counts_drops():
+    source_done = threading.Event()
+
+    def source():
+        for k in range(50):
+            yield np.full((2, 2), k, np.uint8)
+        source_done.set()
+
+    gen, stats = _stream(source(), streams=2, capacity=4, policy="drop-oldest")
+    got = [next(gen).index]
+    assert source_done.wait(timeout=10)   # a slow consumer: the whole source was read meanwhile
+    got += [r.index for r in gen]
+    assert got == sorted(got) and got[-1] == 49          # frame order; the newest frames kept
+    assert stats.dropped_queue > 0 and len(got) + stats.dropped_queue == 50
+    assert stats.summary()["dropped"] == {"queue": stats.dropped_queue, "source": 0}
+
+
+def test_pipeline_counts_frames_the_source_lost():
+    from tegra_ai.runtime.sources import Frame
+
+    t = time.perf_counter()
+    frames = [Frame(np.full((2, 2), s, np.uint8), t, s) for s in (0, 1, 4, 5, 9)]
+    gen, stats = _stream(frames)
+    out = list(gen)
+    assert [r.index for r in out] == [0, 1, 4, 5, 9] and [r.outputs["sum"] for r in out] == [0, 4, 16, 20, 36]
+    assert stats.dropped_source == 5 and stats.dropped_queue == 0
+    assert all(r.latency_ms >= 0 for r in out)
+
+
+def test_pipeline_source_error_after_earlier_frames():
+    def source():
+        for k in range(5):
+            yield np.zeros((2, 2), np.uint8)
+        raise TegraAIError("cannot read frame 5")
+
+    gen, _ = _stream(source())
+    got = []
+    with pytest.raises(TegraAIError, match="frame 5"):
+        for r in gen:
+            got.append(r.index)
+    assert got == list(range(5))
+
+
+def test_pipeline_consumer_stopping_early_waits_for_the_gpu():
+    lanes_seen = []
+
+    class Watched(_StandInLane):
+        def start(self, index, image, serial):
+            lanes_seen.append(self)
+            return super().start(index, image, serial)
+
+    from tegra_ai.runtime.pipeline import PipelineStats, stream_results
+
+    gpu = _ClockGPU(0.01)
+    gen = stream_results([Watched(gpu) for _ in range(3)], (np.zeros((2, 2), np.uint8) for _ in range(100)),
+                         stats=PipelineStats(), capacity=4, policy="block")
+    next(gen)
+    gen.close()
+    assert time.perf_counter() >= max(lane.deadline for lane in lanes_seen)   # in-flight work finished
+    assert all(lane.pending is None for lane in lanes_seen)
+
+
+def test_pipeline_default_queue_policy_follows_the_source():
+    from types import SimpleNamespace
+
+    from tegra_ai.runtime import sources
+    from tegra_ai.runtime.pipeline import Pipeline
+
+    live = sources.PacedSource([], fps=30)
+    assert Pipeline._policy(SimpleNamespace(queue_policy=None), live) == "drop-oldest"
+    assert Pipeline._policy(SimpleNamespace(queue_policy=None), [np.zeros(1)]) == "block"
+    assert Pipeline._policy(SimpleNamespace(queue_policy="block"), live) == "block"
+
+
+def test_pipeline_live_source_slow_consumer_drops_and_keeps_order():
+    """PacedSource through the scheduling with the live policy: a consumer 6 frame
+    periods slow loses the oldest queued frames, counted; latency runs from capture."""
+    from tegra_ai.runtime import sources
+
+    stamps = {}
+
+    class Camera(sources.PacedSource):
+        def __iter__(self):
+            for f in super().__iter__():
+                stamps[f.sequence] = f.timestamp
+                yield f
+
+    cam = Camera(sources.synthetic(40, 4, 4), fps=200)
+    gen, stats = _stream(cam, streams=2, capacity=2, policy="drop-oldest", work_s=0.0005)
+    got = []
+    for r in gen:
+        assert (time.perf_counter() - stamps[r.index]) * 1e3 >= r.latency_ms >= 0
+        got.append(r.index)
+        if len(got) <= 3:
+            time.sleep(0.03)
+    assert got == sorted(got) and got[-1] == 39
+    assert stats.dropped_queue > 0 and stats.dropped_source == cam.dropped
+    assert len(got) + stats.dropped_queue + stats.dropped_source == 40

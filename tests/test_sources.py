@@ -73,3 +73,51 @@ def test_video_file_frames_and_limit(tmp_path):
     assert list(sources.video(path, "nv12", limit=1))[0].shape == (36, 32)
     with pytest.raises(TegraAIError, match="does not exist"):
         list(sources.video(str(tmp_path / "nope.mp4")))
+
+
+class _FakeClock:
+    def __init__(self):
+        self.t, self.slept = 100.0, []
+
+    def __call__(self):
+        return self.t
+
+    def sleep(self, s):
+        self.slept.append(s)
+        self.t += s
+
+
+def test_paced_source_frames_arrive_at_their_rate():
+    clock = _FakeClock()
+    src = sources.PacedSource(sources.synthetic(5, 4, 6), fps=25, clock=clock, sleep=clock.sleep)
+    assert src.live
+    got = list(src)
+    assert [f.sequence for f in got] == [0, 1, 2, 3, 4]
+    assert np.allclose([f.timestamp for f in got], [100 + s / 25 for s in range(5)])
+    assert np.allclose(clock.slept, [0.04] * 4)       # a reader ahead of the camera waits for it
+    assert got[0].image.shape == (4, 6, 3) and src.dropped == 0
+
+
+def test_paced_source_slow_reader_gets_the_ring_then_a_gap():
+    """A reader that falls 10 frames behind finds the 4 oldest frames in the ring (the
+    driver had no free buffer for the rest) and then the next frame after the gap."""
+    clock = _FakeClock()
+    images = [np.full((2, 2), k, np.uint8) for k in range(30)]
+    src = sources.PacedSource(images, fps=10, buffers=4, clock=clock, sleep=clock.sleep)
+    it = iter(src)
+    first = next(it)
+    clock.t += 1.0 + 1e-9                 # 10 frame periods later: frames 1..10 captured
+    got = [next(it) for _ in range(5)]
+    assert first.sequence == 0 and [f.sequence for f in got] == [1, 2, 3, 4, 11]
+    assert [int(f.image[0, 0]) for f in got] == [1, 2, 3, 4, 11]   # content follows the sequence
+    assert src.dropped == 6                                          # frames 5..10
+    assert all(f.timestamp == 100 + f.sequence / 10 for f in got)
+    rest = list(it)
+    assert rest[-1].sequence == 29 and src.captured == 30
+
+
+def test_paced_source_errors():
+    with pytest.raises(TegraAIError, match="fps must be positive"):
+        sources.PacedSource([], fps=0)
+    with pytest.raises(TegraAIError, match="buffers must be at least 1"):
+        sources.PacedSource([], fps=30, buffers=0)

@@ -17,7 +17,7 @@ from tegra_ai.spec import BuildOptions, Sidecar, cache_key, key_material
 
 PKG = os.path.join(os.path.dirname(__file__), "..", "scripts", "tegra_ai")
 TRT = {"flavor": "tensorrt", "version": "10.13.3.9", "library_version": "10.16.2.10"}
-THOR = {"compute_capability": "11.0", "device_name": "NVIDIA Thor", "module": "NVIDIA Jetson AGX Thor Developer Kit",
+THOR = {"compute_capability": "11.0", "sm_count": 20, "module": "p3834-0008", "cuda_version": "13.2",
         "l4t_release": "39.0.0"}
 
 
@@ -31,8 +31,8 @@ def test_golden_key():
     """Fixed inputs -> fixed digest. If this fails, every prebuilt engine and every cache on
     every device would be orphaned: bump KEY_FORMAT on purpose and update the digest here."""
     material = golden_material()
-    assert material["format"] == spec.KEY_FORMAT == 2
-    assert cache_key(material) == "48dd3832d1a5cdac8718e67a59149b853d0e96eb60227568f63a2d0e091c33a2"
+    assert material["format"] == spec.KEY_FORMAT == 3
+    assert cache_key(material) == "c80e3046d4c479f7e47bde8f55aeff966d9a98d2599b9f551aa0f8bca6ccecce"
 
 
 def test_key_canonical_regardless_of_plugin_and_option_order():

@@ -21,7 +21,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from fake_trt import ENGINE_MAGIC, load_surface, make_fake_trt, surface_for, surface_releases
+from fake_trt import (DEVICE_RANGES, ENGINE_MAGIC, load_surface, make_fake_trt, surface_for, surface_releases,
+                      synchronize_current)
 from tegra_ai import platform
 from tegra_ai.spec import BuildOptions
 from tegra_ai.errors import TegraAIError
@@ -45,16 +46,27 @@ def target(monkeypatch, name, **kw):
 
 
 class HostBuffer:
-    """tegra_ai.cuda.driver.DeviceBuffer on the host (the stand-in never dereferences it)."""
+    """tegra_ai.cuda.driver.DeviceBuffer on the host (the stand-in never dereferences it;
+    its addresses are registered as device memory, fake_trt.DEVICE_RANGES). ``live``
+    counts buffers not freed."""
     _next = [0x10000]
+    live = 0
 
     def __init__(self, nbytes):
         self.nbytes, self.ptr = int(nbytes), HostBuffer._next[0]
         HostBuffer._next[0] += max(256, self.nbytes)
+        DEVICE_RANGES[:] = [(0x10000, HostBuffer._next[0])]
         self.data = None
+        self.freed = False
+        HostBuffer.live += 1
 
     def __int__(self):
         return self.ptr
+
+    def free(self):
+        if not self.freed:
+            self.freed = True
+            HostBuffer.live -= 1
 
     def upload(self, array, stream=0, offset=0):
         self.data = np.array(array)
@@ -66,8 +78,20 @@ class HostBuffer:
 
 
 class HostStream:
+    """tegra_ai.cuda.driver.Stream stand-in; ``live`` counts streams not destroyed."""
+    live = 0
+
+    def __init__(self):
+        HostStream.live += 1
+        self.destroyed = False
+
     def __int__(self):
         return 7
+
+    def destroy(self):
+        if not self.destroyed:
+            self.destroyed = True
+            HostStream.live -= 1
 
 
 @pytest.fixture
@@ -76,6 +100,7 @@ def host_cuda(monkeypatch):
 
     monkeypatch.setattr(driver, "DeviceBuffer", HostBuffer)
     monkeypatch.setattr(driver, "Stream", HostStream)
+    monkeypatch.setattr(driver, "stream_synchronize", synchronize_current)
 
 
 @pytest.fixture
@@ -240,9 +265,10 @@ def test_build_inspect_run_under_every_target(monkeypatch, tmp_path, default_mod
     trt, feats = target(monkeypatch, name, dla_cores=2)
     precision = "fp16" if feats.weak_typing else "fp32"
     tc = tmp_path / "timing.cache"
+    lib = a_shared_library()
     r = build_engine(default_model, BuildOptions(precision=precision, profiles=PROFILE, workspace=1 << 28, opt_level=3,
-                                                 dla_core=1, gpu_fallback=True),
-                     timing_cache_path=str(tc), plugin_libraries=(a_shared_library(),), show_progress=True)
+                                                 dla_core=1, gpu_fallback=True, plugins=(lib,)),
+                     timing_cache=str(tc), plugins=(lib,), show_progress=True)
     f = trt._fake
     assert [x.name for x in f.config._flags] == (["FP16"] if feats.weak_typing else []) + ["GPU_FALLBACK"]
     assert f.config.default_device_type == trt.DeviceType.DLA and f.config.DLA_core == 1
@@ -294,6 +320,9 @@ def test_check_parser_and_ensure_loader_under_every_target(monkeypatch, tmp_path
     write_engine(build_engine(default_model, BuildOptions(profiles=PROFILE), show_progress=False), str(engine))
     default_loader()(str(engine))  # deserializes
     engine.write_bytes(b"garbage")
+    with pytest.raises(TegraAIError, match="does not belong to"):   # the one loader checks the sidecar first
+        default_loader()(str(engine))
+    os.unlink(str(engine) + ".json")
     with pytest.raises(TegraAIError, match="could not load this engine"):
         default_loader()(str(engine))
 

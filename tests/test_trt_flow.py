@@ -92,12 +92,12 @@ def test_timing_cache_round_trip(monkeypatch, default_model, tmp_path):
     trt = use(monkeypatch, "10.3.0")
     tc = tmp_path / "t.cache"
     tc.write_bytes(b"OLD")
-    r = build_engine(default_model, BuildOptions(profiles=PROFILE), timing_cache_path=str(tc), show_progress=False)
+    r = build_engine(default_model, BuildOptions(profiles=PROFILE), timing_cache=str(tc), show_progress=False)
     # TensorRT returns None for a cache it cannot read: we start a fresh one and say so
     assert ("create_timing_cache", b"OLD") in trt._fake.calls and tc.read_bytes() == b"TIMING"
     assert any("another TensorRT version or GPU" in n for n in r.notes)
     trt = use(monkeypatch, "10.3.0")
-    r = build_engine(default_model, BuildOptions(profiles=PROFILE), timing_cache_path=str(tc), show_progress=False)
+    r = build_engine(default_model, BuildOptions(profiles=PROFILE), timing_cache=str(tc), show_progress=False)
     assert ("create_timing_cache", b"TIMING") in trt._fake.calls and not any("timing cache" in n for n in r.notes)
 
 

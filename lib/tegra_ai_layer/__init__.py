@@ -5,4 +5,4 @@ Plain Python: nothing here imports ``bb``; functions take BitBake's data store `
 without BitBake as well as through the real data store.
 """
 
-BBIMPORTS = ["compat", "engines"]
+BBIMPORTS = ["compat", "engines", "prebuilt"]

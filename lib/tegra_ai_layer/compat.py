@@ -91,14 +91,17 @@ def state_directory_line(d, var="TEGRA_AI_ENGINE_CACHE"):
     return "# %s is outside %s: tmpfiles.d creates it (no StateDirectory)" % (var, base.rstrip("/"))
 
 
-def appends_if_recipe(d, pn, pattern):
+def appends_if_recipe(d, pn, pattern, enabled_by=None):
     """``pattern`` (bbappends for recipe ``pn``) when a layer in BBLAYERS has a ``pn`` recipe, else ''.
 
     For conf/layer.conf's BBFILES: a bbappend without its recipe is an error
     ("No recipes available for"), and BBFILES_DYNAMIC can only ask whether a layer
     is present, not whether this branch of it has the recipe (meta-tegra-community
-    has onnx on master only).
+    has onnx on master only). ``enabled_by``: a configuration variable that must be
+    "1" as well (an append that changes another layer's recipe only on request).
     """
+    if enabled_by and (d.getVar(enabled_by) or "").strip() != "1":
+        return ""
     for layer in (d.getVar("BBLAYERS") or "").split():
         if glob.glob(os.path.join(layer, "recipes-*", "*", pn + "_*.bb")):
             return pattern
@@ -132,16 +135,25 @@ def check_paths(d):
 _TIMESPAN = re.compile(r"^(infinity|\d+(us|ms|s|sec|m|min|h|d|w)?( *\d+(us|ms|s|sec|m|min|h|d|w))*)$")
 
 
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
 def check_service_settings(d):
     """Parse-time check of tegra-ai-engines' settings; raises ValueError naming the variable."""
     for var in ("TEGRA_AI_ENGINES_TIMEOUT", "TEGRA_AI_ENGINES_RETRY_WINDOW"):
         v = (d.getVar(var) or "").strip()
         if not _TIMESPAN.match(v):
             raise ValueError("%s = %r: a systemd time span (e.g. 90min, 6h, infinity)" % (var, v))
-    for var, lo in (("TEGRA_AI_MODEL_TIMEOUT", 1), ("TEGRA_AI_ENGINES_RETRIES", 0)):
+    for var, lo in (("TEGRA_AI_MODEL_TIMEOUT", 1), ("TEGRA_AI_ENGINES_RETRIES", 0), ("TEGRA_AI_MIRROR_TIMEOUT", 1),
+                    ("TEGRA_AI_MIRROR_TOTAL_TIMEOUT", 1)):
         v = (d.getVar(var) or "").strip()
         if not v.isdigit() or int(v) < lo:
             raise ValueError("%s = %r: a whole number%s" % (var, v, " of seconds, at least 1" if lo else ""))
+    user = d.getVar("TEGRA_AI_ENGINES_USER") or ""
+    # useradd(8)'s portable names (no root: the service runs without privileges)
+    if not _USER.match(user) or user == "root":
+        raise ValueError("TEGRA_AI_ENGINES_USER = %r: a system user name other than root (lower case letters, "
+                         "digits, '-' and '_', at most 32, not starting with a digit or '-')" % user)
 
 
 def mirror_keys(d):

@@ -48,6 +48,8 @@ OPTION_FLAGS = {
     "strongly_typed": "build a strongly typed network (0/1)",
     "timing_cache": "TensorRT timing cache file to start from (relative paths are in UNPACKDIR)",
     "preprocess": "preprocessing spec JSON (tegra_ai PreprocessSpec; relative paths are in UNPACKDIR)",
+    "contexts": "execution contexts that may run a dynamic-shape engine at once (pipeline streams, runtime "
+                "workers): one set of optimization profiles each (default 1)",
 }
 
 # Flags BitBake itself may put on any variable; never treated as model options.
@@ -71,8 +73,9 @@ class ModelSpec(object):
 
     def __init__(self, name, onnx, precision, shapes=(), workspace=None, dla_core=None,
                  gpu_fallback=False, opt_level=None, calibration=None, qdq=False,
-                 strongly_typed=None, timing_cache=None, preprocess=None):
+                 strongly_typed=None, timing_cache=None, preprocess=None, contexts=1):
         self.name = name
+        self.contexts = contexts
         self.onnx = onnx
         self.precision = precision
         self.shapes = list(shapes)
@@ -114,11 +117,25 @@ class ModelSpec(object):
             args += ["--timing-cache", path(self.timing_cache)]
         if self.preprocess:
             args += ["--preprocess", path(self.preprocess)]
+        if self.contexts != 1:
+            args += ["--contexts", str(self.contexts)]
         if target:
             args += ["--target", target]
         if not check:
             args.append("--no-check")
         return args
+
+    def build_request(self, srcdir):
+        """The :class:`tegra_ai.spec.BuildRequest` of this model (files read: the calibration
+        cache is hashed), the same one ``tensorrt-optimize bundle`` constructs from
+        :meth:`bundle_args` (tests/layer check they are equal)."""
+        def path(p):
+            return p if not p or os.path.isabs(p) else os.path.join(srcdir, p)
+        return _spec.BuildRequest.from_request(
+            path(self.onnx), timing_cache=path(self.timing_cache), calibration_cache=path(self.calibration),
+            precision=self.precision, shapes=list(self.shapes), workspace=self.workspace, dla_core=self.dla_core,
+            gpu_fallback=self.gpu_fallback, opt_level=self.opt_level, strongly_typed=self.strongly_typed or None,
+            contexts=self.contexts)
 
     def __repr__(self):
         return "ModelSpec(%r, %r, %r)" % (self.name, self.onnx, self.precision)
@@ -255,9 +272,12 @@ def parse_model(d, name):
         if not preprocess.endswith(".json"):
             raise ModelConfigError("%s: %r is not a .json preprocessing spec" % (where("preprocess"), preprocess))
 
+    contexts = _spec_call(where("contexts"), _spec.parse_contexts, flag("contexts"))
+
     return ModelSpec(name, onnx, precision, shapes=shapes, workspace=workspace, dla_core=dla_core,
                      gpu_fallback=gpu_fallback, opt_level=opt_level, calibration=calibration, qdq=qdq,
-                     strongly_typed=strongly_typed, timing_cache=timing_cache, preprocess=preprocess)
+                     strongly_typed=strongly_typed, timing_cache=timing_cache, preprocess=preprocess,
+                     contexts=contexts)
 
 
 def parse_models(d):
@@ -389,9 +409,9 @@ def check_builder(d):
         raise ModelConfigError("TEGRA_AI_ENGINE_BUILDER_CACHE = %r: an absolute path on the builder, without "
                                "spaces, quotes, $ or backslashes (empty: a temporary cache per build)" % cache)
     module = d.getVar("TEGRA_AI_ENGINE_BUILDER_MODULE") or ""
-    if "\n" in module or "${" in module:
-        raise ModelConfigError("TEGRA_AI_ENGINE_BUILDER_MODULE = %r: one line, as /proc/device-tree/model "
-                               "of the builder reads" % module)
+    if module.strip() and not re.match(r"^p\d{4}-\d{4}$", module.strip()):
+        raise ModelConfigError("TEGRA_AI_ENGINE_BUILDER_MODULE = %r: the module's part number, e.g. p3767-0005 "
+                               "(nvidia,p3767-0005 in the builder's /proc/device-tree/compatible)" % module)
     return builder
 
 
@@ -433,11 +453,19 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 
 
 def builder_cache_dir(d):
-    """The builder's persistent cache for this recipe: <TEGRA_AI_ENGINE_BUILDER_CACHE>/<MACHINE>/<bundle>."""
+    """The builder's persistent cache for this recipe and BSP release:
+    <TEGRA_AI_ENGINE_BUILDER_CACHE>/<MACHINE>/l4t-<L4T release>/<bundle>.
+
+    One folder per L4T release: ``ensure --prune`` in one release's folder never keeps or
+    returns engines of another release (after a BSP upgrade the image gets only engines
+    of its own release), and an image of the previous release still finds its engines in
+    its own folder."""
     root = (d.getVar("TEGRA_AI_ENGINE_BUILDER_CACHE") or "").strip()
     if not root:
         return ""
-    parts = [_UNSAFE.sub("_", (d.getVar(v) or "x").strip() or "x") for v in ("MACHINE", "TEGRA_AI_BUNDLE")]
+    release = "l4t-" + ((d.getVar("TEGRA_AI_L4T_VERSION") or "").strip() or "unknown")
+    parts = [_UNSAFE.sub("_", (d.getVar(v) or "x").strip() or "x") for v in ("MACHINE",)]
+    parts += [_UNSAFE.sub("_", release), _UNSAFE.sub("_", (d.getVar("TEGRA_AI_BUNDLE") or "x").strip() or "x")]
     return "/".join([root.rstrip("/")] + parts)
 
 
@@ -495,16 +523,34 @@ _PROBE = (
 )
 
 
+# Run by the builder with python3 after ensure: the files of the engines ensure chose for
+# this bundle (from its JSON summary) with their sidecars and the marker of their model
+# folder (argv[3]; verify-cache reads only folders ensure made), relative to the cache,
+# one per line for tar -T.
+_ENGINE_LIST = (
+    'import json, os, sys\n'
+    'summary, cache = json.load(open(sys.argv[1])), os.path.realpath(sys.argv[2])\n'
+    'for m in summary.get("models", []):\n'
+    '    if m.get("engine"):\n'
+    '        rel = os.path.relpath(os.path.realpath(m["engine"]), cache)\n'
+    '        print(os.path.join(os.path.dirname(rel), sys.argv[3]))\n'
+    '        print(rel)\n'
+    '        print(rel + ".json")\n'
+)
+
+
 def remote_ensure_script(tool="tensorrt-optimize", cache="", expect=None):
     """POSIX shell run by the builder: bundle tar on stdin -> engine cache tar on stdout.
 
     ``expect`` (TensorRT X.Y.Z, compute capability, L4T release, module): checked on the
     builder before anything is built; a mismatch exits 3 with one line on stderr.
-    ``cache``: the builder's persistent cache for this bundle (an unchanged model is a
-    cache hit, never rebuilt); engines of models no longer in the bundle are pruned
-    there. Empty: a temporary cache. Builds are serialized on the builder with flock
-    where it exists (one GPU; several build hosts may share one builder).
-    Written without ``${`` so BitBake never expands anything in it; progress goes to stderr.
+    ``cache``: the builder's persistent cache for this bundle and release (an unchanged
+    model is a cache hit, never rebuilt); engines of models no longer in the bundle are
+    pruned there. Empty: a temporary cache. Only the engines (and sidecars) ensure chose
+    for this bundle come back, never the rest of the cache. Builds are serialized on the
+    builder with flock where it exists (one GPU; several build hosts may share one
+    builder). Written without ``${`` so BitBake never expands anything in it; progress
+    goes to stderr.
     """
     parts = ["set -e", "w=$(mktemp -d)", "trap 'rm -rf \"$w\"' EXIT", "mkdir \"$w/b\"",
              "tar -C \"$w/b\" -xf -"]
@@ -512,13 +558,19 @@ def remote_ensure_script(tool="tensorrt-optimize", cache="", expect=None):
         parts.append("python3 -c %s %s" % (shlex.quote(_PROBE), " ".join(shlex.quote(v or "") for v in expect)))
     if cache:
         parts += ["c=%s" % shlex.quote(cache), "mkdir -p \"$c\"",
-                  "if command -v flock >/dev/null 2>&1; then exec 9>\"$(dirname \"$(dirname \"$c\")\")/.lock\"; "
+                  "if command -v flock >/dev/null 2>&1; then exec 9>\"$(dirname \"$(dirname \"$(dirname \"$c\")\")\")/.lock\"; "
                   "flock 9; fi",
-                  "%s ensure --manifest \"$w/b\" --cache \"$c\" --prune unlisted --json >&2" % shlex.quote(tool)]
+                  "%s ensure --manifest \"$w/b\" --cache \"$c\" --prune unlisted --json > \"$w/s.json\""
+                  % shlex.quote(tool)]
     else:
         parts += ["c=\"$w/e\"", "mkdir \"$c\"",
-                  "%s ensure --manifest \"$w/b\" --cache \"$c\" --json >&2" % shlex.quote(tool)]
-    parts.append("tar -C \"$c\" -cf - .")
+                  "%s ensure --manifest \"$w/b\" --cache \"$c\" --json > \"$w/s.json\"" % shlex.quote(tool)]
+    from tegra_ai.cache.store import MODEL_MARKER
+
+    parts += ["cat \"$w/s.json\" >&2",
+              "python3 -c %s \"$w/s.json\" \"$c\" %s > \"$w/list\"" % (shlex.quote(_ENGINE_LIST),
+                                                                      shlex.quote(MODEL_MARKER)),
+              "tar -C \"$c\" -cf - -T \"$w/list\""]
     script = "; ".join(parts)
     assert "${" not in script
     return script

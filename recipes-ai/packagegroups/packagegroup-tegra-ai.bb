@@ -14,13 +14,13 @@ RDEPENDS:${PN} = "\
     tegra-ai-engines \
     tegra-ai-kernels \
     tegra-ai-plugin \
-    tensorrt-model-optimizer \
+    tegra-ai-tools \
 "
 # On-device development: benchmarks, calibration data sets, trtexec on PATH.
 RDEPENDS:${PN}-dev-tools = "\
     ${PN} \
-    tensorrt-model-optimizer-benchmark \
-    tensorrt-model-optimizer-calibration \
+    tegra-ai-tools-benchmark \
+    tegra-ai-tools-calibration \
     tensorrt-trtexec-path \
     tegra-ai-model-ensemble \
 "

@@ -5,12 +5,14 @@ input 'input' Nx1x8x8 float32 with a dynamic batch) with tensorrt_engine.bbclass
 engine is built on the device at first boot by tegra-ai-engines.service, or at \
 image-build time when TEGRA_AI_ENGINE_BUILDER points at a reference Jetson."
 
-# The model is taken from this repository's tree, not copied into the layer.
+# The model is taken from this repository's tree, not copied into the layer: SRC_URI
+# names the files where they are (relative to the repository root).
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "${TEGRA_AI_LICENSE_CHKSUM}"
-FILESEXTRAPATHS:prepend := "${TEGRA_AI_LAYERDIR}/scripts/tegra_ai/models:"
-SRC_URI = "file://digits.onnx file://digits.preprocess.json"
+FILESEXTRAPATHS:prepend := "${TEGRA_AI_LAYERDIR}:"
+SRC_URI = "file://scripts/tegra_ai/models/digits.onnx file://scripts/tegra_ai/models/digits.preprocess.json"
 S = "${@tegra_ai_layer.compat.unpackdir(d)}"
+TEGRA_AI_SRCDIR = "${S}/scripts/tegra_ai/models"
 
 inherit tensorrt_engine
 

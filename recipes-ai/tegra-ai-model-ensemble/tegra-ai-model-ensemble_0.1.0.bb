@@ -10,15 +10,18 @@ in the engine cache index."
 
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "${TEGRA_AI_LICENSE_CHKSUM}"
-FILESEXTRAPATHS:prepend := "${TEGRA_AI_LAYERDIR}/scripts/tegra_ai/models:"
+# The models come from this repository's tree (SRC_URI names them where they are,
+# relative to the repository root); the Jetson ensemble description from files/.
+FILESEXTRAPATHS:prepend := "${TEGRA_AI_LAYERDIR}:"
 SRC_URI = "\
-    file://digits_locator.onnx \
-    file://digits_locator.preprocess.json \
-    file://digits.preprocess.json \
-    file://digits_grid_samples.npz \
+    file://scripts/tegra_ai/models/digits_locator.onnx \
+    file://scripts/tegra_ai/models/digits_locator.preprocess.json \
+    file://scripts/tegra_ai/models/digits.preprocess.json \
+    file://scripts/tegra_ai/models/digits_grid_samples.npz \
     file://digits-ensemble-jetson.json \
 "
 S = "${@tegra_ai_layer.compat.unpackdir(d)}"
+TEGRA_AI_SRCDIR = "${S}/scripts/tegra_ai/models"
 
 inherit tensorrt_engine
 
@@ -37,13 +40,13 @@ do_install:append() {
     # beside the models in the Python package runs them on ONNX Runtime instead.
     install -m 0644 ${S}/digits-ensemble-jetson.json ${D}${TEGRA_AI_ENSEMBLE_DIR}/digits-ensemble.json
     for f in digits.preprocess.json digits_locator.preprocess.json digits_grid_samples.npz; do
-        install -m 0644 ${S}/$f ${D}${TEGRA_AI_ENSEMBLE_DIR}/$f
+        install -m 0644 ${TEGRA_AI_SRCDIR}/$f ${D}${TEGRA_AI_ENSEMBLE_DIR}/$f
     done
 }
 
 FILES:${PN} += "${TEGRA_AI_ENSEMBLE_DIR}"
 # model-ensemble and the runtime are part of the tegra_ai package; the digits engine
 # is another bundle's.
-RDEPENDS:${PN} += "tensorrt-model-optimizer tegra-ai-model-digits tegra-ai-kernels python3-numpy"
+RDEPENDS:${PN} += "tegra-ai-tools tegra-ai-model-digits tegra-ai-kernels python3-numpy"
 
 COMPATIBLE_MACHINE = "(tegra)"

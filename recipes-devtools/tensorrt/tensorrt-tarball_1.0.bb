@@ -7,8 +7,17 @@ accept the license, and point TENSORRT_TARBALL at it. Select it in local.conf wi
 PREFERRED_PROVIDER_tensorrt-core = \"tensorrt-tarball\" (and the same for \
 tensorrt-plugins and tensorrt-trtexec)."
 HOMEPAGE = "https://developer.nvidia.com/tensorrt"
-# "Proprietary" on scarthgap, "LicenseRef-Proprietary" from the SPDX-syntax releases on.
-LICENSE = "${@tegra_ai_layer.compat.proprietary_license(d)}"
+# The archive holds NVIDIA's libraries and trtexec under the TensorRT SLA ("Proprietary"
+# on scarthgap, "LicenseRef-Proprietary" from the SPDX-syntax releases on; accepted
+# through LICENSE_FLAGS below) and headers under the Apache-2.0 SPDX header that
+# LIC_FILES_CHKSUM checks (meta-tegra's tensorrt-core labels only that: Apache-2.0).
+LICENSE = "Apache-2.0 & ${@tegra_ai_layer.compat.proprietary_license(d)}"
+LICENSE:${PN} = "${@tegra_ai_layer.compat.proprietary_license(d)}"
+LICENSE:${PN}-plugins = "${@tegra_ai_layer.compat.proprietary_license(d)}"
+LICENSE:${PN}-trtexec = "${@tegra_ai_layer.compat.proprietary_license(d)}"
+LICENSE:${PN}-staticdev = "${@tegra_ai_layer.compat.proprietary_license(d)}"
+LICENSE:${PN}-dev = "Apache-2.0 & ${@tegra_ai_layer.compat.proprietary_license(d)}"
+LICENSE:${PN}-plugins-dev = "Apache-2.0 & ${@tegra_ai_layer.compat.proprietary_license(d)}"
 # The SPDX header of NvInfer.h (TensorRT 10.3); for another release bitbake
 # prints the new checksum: set TENSORRT_TARBALL_LIC_FILES_CHKSUM to it after
 # reading NVIDIA's license.
@@ -35,7 +44,12 @@ inherit features_check
 REQUIRED_DISTRO_FEATURES = "opengl"
 
 PROVIDES = "tensorrt-core tensorrt-plugins tensorrt-trtexec"
-DEPENDS += "cuda-cudart libcublas"
+# What meta-tegra's tensorrt-core, tensorrt-plugins-prebuilt and tensorrt-trtexec-prebuilt
+# depend on together, on each line (libcudla and the DLA compiler libraries are
+# separate recipes up to JetPack 6; on master tegra-libraries-multimedia has them).
+DEPENDS += "cuda-cudart cudnn libcublas tegra-libraries-multimedia \
+    ${@tegra_ai_layer.compat.recipe_available(d, 'libcudla')} \
+    ${@tegra_ai_layer.compat.recipe_available(d, 'tegra-libraries-dla-compiler')}"
 
 python __anonymous() {
     tarball = (d.getVar("TENSORRT_TARBALL") or "").strip()
@@ -92,6 +106,9 @@ RCONFLICTS:${PN}-plugins-dev = "tensorrt-plugins-dev"
 RPROVIDES:${PN}-trtexec = "tensorrt-trtexec"
 RCONFLICTS:${PN}-trtexec = "tensorrt-trtexec"
 RDEPENDS:${PN}-plugins-dev = "${PN}-dev"
+# Loaded with dlopen() by the plugins (not in their ELF NEEDED, so shlibs cannot see
+# them), as meta-tegra's tensorrt-plugins-prebuilt declares.
+RDEPENDS:${PN}-plugins += "cudnn libcublas"
 
 # NVIDIA's binaries come stripped and cannot be rebuilt: packaged as they are,
 # like meta-tegra's prebuilt TensorRT recipes.
@@ -100,4 +117,6 @@ INHIBIT_PACKAGE_DEBUG_SPLIT = "1"
 INHIBIT_SYSROOT_STRIP = "1"
 
 COMPATIBLE_MACHINE = "(tegra)"
-PACKAGE_ARCH = "${SOC_FAMILY_PKGARCH}"
+# One aarch64 archive for every Jetson of a JetPack release (meta-tegra's scarthgap
+# tensorrt-core is TEGRA_PKGARCH too).
+PACKAGE_ARCH = "${TEGRA_PKGARCH}"

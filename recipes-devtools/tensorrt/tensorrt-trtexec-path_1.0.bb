@@ -7,6 +7,8 @@ LICENSE = "MIT"
 LIC_FILES_CHKSUM = "${TEGRA_AI_LICENSE_CHKSUM}"
 
 inherit allarch
+# One symlink: no compiler or C library.
+INHIBIT_DEFAULT_DEPS = "1"
 
 do_configure[noexec] = "1"
 do_compile[noexec] = "1"

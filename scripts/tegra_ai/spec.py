@@ -6,6 +6,9 @@ the builder, and the Yocto class through ``addpylib``):
 * the grammar of model names, sizes (``512M``, ``1.5G``), versions and ``--shapes``;
 * :class:`BuildOptions`, validated once, with calibration files hashed from their
   paths (:meth:`BuildOptions.from_request`), so no caller can forget it;
+* :class:`BuildRequest`: the options plus the files one build reads (model, timing
+  cache, calibration data, plugin libraries), constructed once by the CLI, ``ensure``
+  and the Yocto class and passed whole to the child builder and the builder;
 * the cache key: :func:`key_material` and :func:`cache_key` (a golden test pins the digest);
 * :class:`Sidecar`, the JSON file beside every engine, with its schema version and its
   path rule (:func:`sidecar_path`: ``ENGINE`` + ``.json``, which cannot collide with
@@ -30,18 +33,21 @@ __all__ = [
     "PRECISIONS", "KEY_FORMAT", "KEY_LENGTH", "SIDECAR_FORMAT", "SIDECAR_VERSION", "SIDECAR_SUFFIX",
     "check_model_name", "parse_size", "format_size", "parse_version", "parse_precision", "parse_dla_core",
     "parse_opt_level", "InputShapes", "parse_input_shapes", "parse_profile", "profiles_to_json",
-    "profiles_from_json", "BuildOptions", "hash_calibration", "key_material", "cache_key", "short_key",
+    "profiles_from_json", "BuildOptions", "BuildRequest", "hash_calibration", "key_material", "cache_key", "short_key",
     "key_differences", "sidecar_path", "Sidecar", "is_ours", "check_output_paths", "write_engine_files",
 ]
 
 PRECISIONS = ("auto", "fp32", "fp16", "int8", "best")
-KEY_FORMAT = 2          # 2: TensorRT library version and plugin digests joined the key
+KEY_FORMAT = 3          # 2: TensorRT library version and plugin digests joined the key
+                        # 3: SM count, CUDA driver version and the module's part number (device-tree
+                        #    compatible) instead of the GPU name and the carrier board's model string
 KEY_LENGTH = 24         # hex digits of the key in file names; the sidecar keeps the full digest
 SIDECAR_FORMAT = "tegra-ai-engine"
 SIDECAR_VERSION = 2
 SIDECAR_SUFFIX = ".json"
 MAX_OPT_LEVEL = 5
 MAX_DLA_CORE = 15       # TensorRT's own bound is the device's DLA count, checked where the engine is built
+MAX_CONTEXTS = 64       # execution contexts one dynamic-shape engine serves (one profile set each)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?$", re.IGNORECASE)
@@ -123,6 +129,13 @@ def parse_dla_core(value) -> int | None:
 
 def parse_opt_level(value) -> int | None:
     return _int_in(value, "optimization level", 0, MAX_OPT_LEVEL)
+
+
+def parse_contexts(value) -> int:
+    """``--contexts N``: how many execution contexts of a dynamic-shape engine may run at
+    once (pipeline streams, runtime workers); 1 when not given."""
+    n = _int_in(value, "--contexts", 1, MAX_CONTEXTS)
+    return 1 if n is None else n
 
 
 # --------------------------------------------------------------------------- shapes
@@ -285,6 +298,12 @@ class BuildOptions:
     calibration_sha256: str | None = None
     plugins: tuple = ()                     # basenames of plugin libraries, sorted
     compute_capability: str | None = None   # TensorRT-RTX ahead-of-time target only
+    # Execution contexts a dynamic-shape engine must serve at once. NvInferRuntime.h
+    # (IExecutionContext, 8.5 line 2241, 10.3 line 3562): "If the engine supports dynamic
+    # shapes, each execution context in concurrent use must use a separate optimization
+    # profile", so the builder adds every profile this many times (same shape ranges).
+    # Static-shape engines need no profile per context and ignore it.
+    contexts: int = 1
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen)
@@ -299,6 +318,7 @@ class BuildOptions:
         set_("workspace", parse_size(self.workspace))
         set_("dla_core", parse_dla_core(self.dla_core))
         set_("opt_level", parse_opt_level(self.opt_level))
+        set_("contexts", parse_contexts(self.contexts))
         for k in ("gpu_fallback",):
             if not isinstance(getattr(self, k), bool):
                 raise _usage(f"{k} {getattr(self, k)!r}: expected true or false")
@@ -324,7 +344,7 @@ class BuildOptions:
     @classmethod
     def from_request(cls, *, precision=None, shapes=(), workspace=None, dla_core=None, gpu_fallback=False,
                      opt_level=None, strongly_typed=None, calibration=None, calibration_cache=None, plugins=(),
-                     compute_capability=None) -> "BuildOptions":
+                     compute_capability=None, contexts=None) -> "BuildOptions":
         """From user input (CLI flags, Yocto varflags): ``shapes`` are ``--shapes`` strings,
         ``workspace`` a size string, ``calibration``/``calibration_cache`` and ``plugins`` paths."""
         if isinstance(shapes, str):
@@ -333,7 +353,7 @@ class BuildOptions:
                    workspace=workspace, dla_core=dla_core, gpu_fallback=bool(gpu_fallback), opt_level=opt_level,
                    strongly_typed=strongly_typed,
                    calibration_sha256=hash_calibration(calibration, calibration_cache),
-                   plugins=tuple(plugins), compute_capability=compute_capability)
+                   plugins=tuple(plugins), compute_capability=compute_capability, contexts=contexts)
 
     @classmethod
     def from_dict(cls, d) -> "BuildOptions":
@@ -358,6 +378,8 @@ class BuildOptions:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["profiles"] = profiles_to_json(self.profiles)
         d["plugins"] = list(self.plugins)
+        if d["contexts"] == 1:   # the default stays out: keys of engines built before --contexts keep
+            del d["contexts"]
         return d
 
     normalized = to_dict
@@ -370,10 +392,111 @@ class BuildOptions:
         return [",".join(s.format() for s in p) for p in self.profiles]
 
 
+# --------------------------------------------------------------------------- build request
+
+def _opt_path(value, what: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or "\0" in value:
+        raise _usage(f"build request: {what} {value!r} is not a path")
+    return value
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """One engine build, whole: the model, its :class:`BuildOptions` and the files the
+    build reads besides the model (timing cache, INT8 calibration data or cache, plugin
+    libraries as the device finds them: absolute paths or sonames).
+
+    The CLI (``build``), ``ensure`` (from a manifest entry) and the Yocto class construct
+    it once; the child builder receives it as JSON (:meth:`to_dict`) and the builder
+    takes it whole; the sidecar records :meth:`record`. Its ``options.plugins`` are the
+    basenames of ``plugins``, so the key and the files loaded cannot disagree."""
+    model: str
+    options: BuildOptions = field(default_factory=BuildOptions)
+    timing_cache: str | None = None
+    calibration_data: str | None = None
+    calibration_cache: str | None = None
+    calibration_batch: int | None = None
+    plugins: tuple = ()
+
+    def __post_init__(self):
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen)
+        if not isinstance(self.model, str) or not self.model:
+            raise _usage(f"build request: model {self.model!r} is not a path")
+        if isinstance(self.options, dict):
+            set_("options", BuildOptions.from_dict(self.options))
+        if not isinstance(self.options, BuildOptions):
+            raise _usage("build request: options must be build options")
+        for k in ("timing_cache", "calibration_data", "calibration_cache"):
+            set_(k, _opt_path(getattr(self, k), k.replace("_", " ")))
+        if self.calibration_batch is not None:
+            set_("calibration_batch", _int_in(self.calibration_batch, "calibration batch", 1, 1 << 16))
+        if isinstance(self.plugins, str) or not all(isinstance(p, str) and p for p in self.plugins):
+            raise _usage(f"build request: plugins {self.plugins!r}: expected library paths or sonames")
+        set_("plugins", tuple(self.plugins))
+        names = sorted(os.path.basename(p) for p in self.plugins)
+        if names != list(self.options.plugins):
+            raise _usage(f"build request: plugin libraries {list(self.plugins)} do not match the build options' "
+                         f"plugins {list(self.options.plugins)}")
+
+    @classmethod
+    def from_request(cls, model: str, *, timing_cache=None, calibration=None, calibration_cache=None,
+                     calibration_batch=None, plugins=(), **options) -> "BuildRequest":
+        """From user input (CLI flags, Yocto varflags): ``options`` as
+        :meth:`BuildOptions.from_request` takes them; the calibration files are hashed there."""
+        opts = BuildOptions.from_request(calibration=calibration, calibration_cache=calibration_cache,
+                                         plugins=tuple(plugins), **options)
+        return cls(model=model, options=opts, timing_cache=timing_cache, calibration_data=calibration,
+                   calibration_cache=calibration_cache, calibration_batch=calibration_batch, plugins=tuple(plugins))
+
+    @classmethod
+    def from_dict(cls, d) -> "BuildRequest":
+        if not isinstance(d, dict):
+            raise _usage(f"build request {d!r}: expected an object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise _usage(f"build request: unknown field(s) {', '.join(unknown)}")
+        d = dict(d)
+        d["options"] = BuildOptions.from_dict(d.get("options"))
+        d["plugins"] = tuple(d.get("plugins") or ())
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "options": self.options.to_dict(), "timing_cache": self.timing_cache,
+                "calibration_data": self.calibration_data, "calibration_cache": self.calibration_cache,
+                "calibration_batch": self.calibration_batch, "plugins": list(self.plugins)}
+
+    def replace(self, **changes) -> "BuildRequest":
+        import dataclasses
+
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def has_calibration(self) -> bool:
+        return bool(self.calibration_data or self.calibration_cache)
+
+    def record(self, plugin_digests: dict | None = None) -> dict:
+        """What the sidecar keeps of the request besides the key: file names (not host
+        paths) of what the build read, and each plugin library as the device finds it with
+        the sha256 the engine was built against (what the engine loader checks)."""
+        digests = plugin_digests or {}
+        base = lambda p: os.path.basename(p) if p else None  # noqa: E731
+        return {"model": base(self.model), "timing_cache": base(self.timing_cache),
+                "calibration_data": base(self.calibration_data), "calibration_cache": base(self.calibration_cache),
+                "calibration_batch": self.calibration_batch,
+                "plugins": [{"name": os.path.basename(p), "path": p, "sha256": digests.get(os.path.basename(p))}
+                            for p in self.plugins]}
+
+
 # --------------------------------------------------------------------------- the key
 
 TENSORRT_FIELDS = ("flavor", "version", "library_version")
-DEVICE_FIELDS = ("compute_capability", "device_name", "module", "l4t_release")
+DEVICE_FIELDS = ("compute_capability", "sm_count", "module", "cuda_version", "l4t_release")
+# Key format 2 keyed the GPU name and /proc/device-tree/model (the carrier board's name);
+# ensure re-keys such engines once (tegra_ai.cache.ensure.RekeySource), never rebuilds them.
+DEVICE_FIELDS_V2 = ("compute_capability", "device_name", "module", "l4t_release")
 
 # Human names of key inputs, for "which one differs" messages.
 _FIELD_NAMES = {
@@ -383,6 +506,8 @@ _FIELD_NAMES = {
     "tensorrt.library_version": "TensorRT library version (libnvinfer)",
     "device.compute_capability": "compute capability",
     "device.device_name": "GPU name",
+    "device.sm_count": "GPU SM count",
+    "device.cuda_version": "CUDA driver version",
     "device.module": "Jetson module",
     "device.l4t_release": "L4T release",
     "plugins": "plugin libraries",
@@ -394,7 +519,8 @@ def key_material(model_sha256: str, options: BuildOptions, tensorrt: dict, devic
                  plugins: dict | None = None) -> dict:
     """What the cache key hashes. ``tensorrt`` has flavor, version (the bindings') and
     library_version (libnvinfer's; on meta-tegra master they differ); ``device`` has
-    compute capability, GPU name, Jetson module and L4T release; ``plugins`` maps plugin
+    compute capability, SM count, Jetson module (part number), CUDA driver and L4T release
+    (never the carrier board's name); ``plugins`` maps plugin
     library basenames to their sha256 (a new plugin build means a new engine)."""
     if not isinstance(model_sha256, str) or not _HEX64.match(model_sha256):
         raise _usage(f"model sha256 {model_sha256!r}: expected a sha256 hex digest")
@@ -474,6 +600,7 @@ class Sidecar:
     outputs: list = field(default_factory=list)
     build_seconds: float | None = None
     notes: list = field(default_factory=list)
+    request: dict = field(default_factory=dict)        # BuildRequest.record(): plugin paths and digests, ...
     format: str = SIDECAR_FORMAT
     version: int = SIDECAR_VERSION
 

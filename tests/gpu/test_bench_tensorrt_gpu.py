@@ -15,7 +15,8 @@ def engine(tmp_path_factory):
     from tegra_ai.trt.builder import build_engine, write_engine
 
     path = str(tmp_path_factory.mktemp("e") / "digits.engine")
-    r = build_engine(models.DEFAULT_MODEL, BuildOptions.from_request(precision="fp16",
+    # two streams below (fork, --streams 2): one optimization profile per execution context
+    r = build_engine(models.DEFAULT_MODEL, BuildOptions.from_request(precision="fp16", contexts=2,
                      shapes=["input:1x1x8x8:8x1x8x8:64x1x8x8"]), show_progress=False)
     write_engine(r, path)
     return path

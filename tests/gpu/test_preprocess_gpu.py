@@ -231,3 +231,60 @@ def test_plugin_core_matches_the_python_kernel(rng, tmp_path):
         got = copy_dtoh(np.empty((batch, 3, 96, 128), np.float16 if dtype == "float16" else np.float32), out.ptr)
         for k in range(batch):
             check_close(spec, got[k], preprocess_reference(spec, imgs[k]), REF_TOL_LEVELS)
+
+
+# --------------------------------------------------------------------------- centre crop, antialias
+
+def photos():
+    from photos import sample_photos
+
+    return sample_photos()
+
+
+@pytest.mark.parametrize("fmt", ["bgr8", "rgb8", "gray8", "nv12"])
+@pytest.mark.parametrize("antialias", [False, True])
+def test_center_crop_matches_reference(rng, fmt, antialias):
+    for order, layout, dtype in [("rgb", "nchw", "float32"), ("bgr", "nhwc", "float16"), ("gray", "nchw", "float32")]:
+        c = 1 if order == "gray" else 3
+        spec = PreprocessSpec(height=96, width=80, input_format=fmt, channel_order=order, resize="center_crop",
+                              resize_short=110, antialias=antialias, layout=layout, dtype=dtype,
+                              mean=tuple(rng.uniform(0, 0.5, c)), std=tuple(rng.uniform(0.2, 0.3, c)))
+        for h, w in [(120, 130), (38, 302), (480, 640), (1080, 1920), (302, 38)]:
+            img = random_image(rng, fmt, h, w)
+            got, maps = run(spec, img)
+            check_close(spec, got[0], preprocess_reference(spec, img), REF_TOL_LEVELS)
+
+
+@pytest.mark.parametrize("fmt", ["bgr8", "gray8", "nv12"])
+@pytest.mark.parametrize("resize", ["stretch", "letterbox"])
+def test_antialias_stretch_and_letterbox_match_reference(rng, fmt, resize):
+    # tiles of padding only, tiles across the letterbox edge, the shared-memory path (up to
+    # ~5x) and the per-pixel path (1080 -> 96: 11x)
+    spec = PreprocessSpec(height=96, width=160, input_format=fmt, resize=resize, antialias=True,
+                          pad_value=float(rng.integers(0, 256)), dtype="float16", layout="nhwc")
+    for h, w in [(480, 640), (1080, 1920), (38, 302), (302, 38), (97, 131)]:
+        if fmt == "nv12" and (h % 2 or w % 2):
+            continue
+        img = random_image(rng, fmt, h, w)
+        got, _ = run(spec, img)
+        check_close(spec, got[0], preprocess_reference(spec, img), REF_TOL_LEVELS)
+
+
+def test_center_crop_antialias_equals_pil_on_photos():
+    from PIL import Image
+
+    from tegra_ai.preprocess.spec import center_crop_geometry
+
+    imgs = photos()
+    spec = PreprocessSpec(height=224, width=224, input_format="rgb8", resize="center_crop", resize_short=256,
+                          antialias=True, layout="nhwc", scale=1.0)
+    got, maps = run(spec, imgs)  # one launch, four sizes
+    for k, img in enumerate(imgs):
+        h, w = img.shape[:2]
+        nh, nw, top, left = center_crop_geometry(h, w, 256, 224, 224)
+        pil = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR))[top:top + 224, left:left + 224]
+        diff = np.abs(np.rint(got[k]) - pil)
+        assert diff.max() <= 1, f"image {k} {h}x{w}: {diff.max()} levels from PIL"
+        # box mapping: output (x, y) -> source ((x + left) * w / nw, (y + top) * h / nh)
+        src = maps[k].to_source(np.array([[0.0, 0.0, 224.0, 224.0]]))[0]
+        np.testing.assert_allclose(src, [left * w / nw, top * h / nh, (left + 224) * w / nw, (top + 224) * h / nh])

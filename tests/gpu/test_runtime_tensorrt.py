@@ -10,12 +10,11 @@ pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu]
 @pytest.fixture(scope="module")
 def digits_engine(tmp_path_factory, default_model):
     pytest.importorskip("tensorrt", reason="full TensorRT is not installed")
-    from tegra_ai.cache.options import BuildOptions
+    from tegra_ai.spec import BuildOptions, parse_profile
     from tegra_ai.trt.builder import build_engine, write_engine
-    from tegra_ai.trt.shapes import parse_profile
 
     path = tmp_path_factory.mktemp("engine") / "d.engine"
-    r = build_engine(default_model, BuildOptions(profiles=[parse_profile("input:1x1x8x8:1x1x8x8:8x1x8x8")]),
+    r = build_engine(default_model, BuildOptions(profiles=[parse_profile("input:1x1x8x8:1x1x8x8:8x1x8x8")], contexts=3),
                      show_progress=False)
     write_engine(r, str(path))
     return str(path)

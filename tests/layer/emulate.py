@@ -83,9 +83,9 @@ def parse(relpath, workdir, series="scarthgap", conf=None, variant=""):
     if "SSH_AUTH_SOCK" in conf:
         origenv.setVar("SSH_AUTH_SOCK", conf.pop("SSH_AUTH_SOCK"))
     d.setVar("BB_ORIGENV", origenv)
+    d.setVar("BBFILES", conf.pop("BBFILES", ""))    # the other layers' recipes (none unless given)
     for k, val in conf.items():
         d.setVar(k, val)
-    d.setVar("BBFILES", "")
     return bb.parse.handle(recipe(relpath), d)[variant]
 
 

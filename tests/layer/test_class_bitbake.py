@@ -5,6 +5,9 @@ its logic lives in lib/tegra_ai_layer and is reached through conf/layer.conf's a
 exactly as in a real build.
 """
 
+import os
+import re
+
 import pytest
 
 pytestmark = pytest.mark.yocto
@@ -28,14 +31,14 @@ def test_layer_conf(bb_layer_data, root):
     d = bb_layer_data
     assert "tegra-ai" in d.getVar("BBFILE_COLLECTIONS").split()
     assert d.getVar("TEGRA_AI_LAYERDIR") == root
-    compat = d.getVar("LAYERSERIES_COMPAT_tegra-ai").split()
-    assert compat[0] == "scarthgap" and "blacksail" in compat
+    # only the series it is parsed and yocto-check-layer'ed on (meta-tegra scarthgap*, master)
+    assert d.getVar("LAYERSERIES_COMPAT_tegra-ai").split() == ["scarthgap", "blacksail"]
     assert set(d.getVar("LAYERDEPENDS_tegra-ai").split()) >= {"core", "tegra"}
 
 
 def test_good_recipe(parse_recipe):
     d = parse_recipe(GOOD)
-    assert "tensorrt-model-optimizer-native" in d.getVar("DEPENDS")
+    assert "tegra-ai-tools-native" in d.getVar("DEPENDS")
     assert "tegra-ai-engines" in d.getVar("RDEPENDS:model-test")
     assert d.getVar("TEGRA_AI_TRT_VERSION") == "10.3.0.30"
     assert d.getVar("TEGRA_AI_COMPUTE_CAPABILITY") == "8.7"
@@ -130,3 +133,24 @@ def _capture_bb_log():
 
 def _last_bb_log():
     return "\n".join(_MESSAGES)
+
+
+def test_layer_conf_changes_nothing_global(root):
+    """conf/layer.conf sets only this layer's own variables (and appends its own names to
+    BitBake's lists): a build that adds the layer but uses none of its recipes parses and
+    hashes every other recipe as before (yocto-check-layer's test_signatures)."""
+    import bb.data
+    import bb.parse
+    d = bb.data.init()
+    d.setVar("LAYERDIR", root)
+    before = set(d.keys())
+    bb.parse.handle(os.path.join(root, "conf", "layer.conf"), d, True, baseconfig=True)
+    ours = re.compile(r"^(TEGRA_AI_|BBFILE_(COLLECTIONS|PATTERN_tegra-ai|PRIORITY_tegra-ai)$|LAYER[A-Z_]+_tegra-ai$|"
+                      r"FEATURE_PACKAGES_tegra-ai)")
+    shared = {"BBPATH", "BBFILES", "BBFILES_DYNAMIC", "BBFILE_COLLECTIONS", "BB_BASEHASH_IGNORE_VARS", "LAYERDIR",
+              "FILE"}  # FILE: set by the parser itself
+    changed = sorted(k for k in set(d.keys()) - before if not k.startswith("__") and not ours.match(k))
+    assert set(changed) <= shared, changed
+    # the shared lists only gain this layer's own entries
+    assert d.getVar("BB_BASEHASH_IGNORE_VARS").split() == ["TEGRA_AI_LAYERDIR"]
+    assert all(p.startswith(root) for p in d.getVar("BBFILES").split())

@@ -63,7 +63,7 @@ def test_preflight_runs_at_build_time(tmp_path):
     emulate.unpack(d)
     emulate.run(d, "do_compile", env=env)
     # an ONNX the target cannot run fails the build, not the first boot
-    bad = os.path.join(d.getVar("UNPACKDIR") or d.getVar("WORKDIR"), "digits.onnx")
+    bad = os.path.join(d.getVar("TEGRA_AI_SRCDIR"), "digits.onnx")
     with open(bad, "wb") as f:
         f.write(b"not an onnx model")
     res = emulate.run(d, "do_compile", env=env, check=False)
@@ -72,40 +72,55 @@ def test_preflight_runs_at_build_time(tmp_path):
 
 # --- the engine task with a builder -------------------------------------------
 
+# The builder Jetson's `tensorrt-optimize ensure`: the real ensure (cache, keys, prune
+# policies, JSON summary on stdout) with only TensorRT's engine build replaced, since
+# there is no Jetson GPU here. Facts as this Jetson reports them (platform.detect).
 FAKE_ENSURE = r'''
-import json, os, sys
+import argparse, json, os, sys
 sys.path.insert(0, %(scripts)r)
-from tegra_ai.cache.store import EngineCache
-from tegra_ai.spec import BuildOptions, Sidecar, key_material
-args = sys.argv[1:]
-bundle, cache = args[args.index("--manifest") + 1], args[args.index("--cache") + 1]
+from tegra_ai import platform
+from tegra_ai.cache.ensure import ensure
+from tegra_ai.spec import Sidecar
+from tegra_ai.trt import compat
+from tegra_ai.trt.builder import BuildResult, engine_key
+p = argparse.ArgumentParser()
+p.add_argument("command")
+p.add_argument("--manifest", action="append")
+p.add_argument("--cache")
+p.add_argument("--prune", default="stale")
+p.add_argument("--json", action="store_true")
+args = p.parse_args()
 with open(%(log)r, "a") as log:
-    log.write(" ".join(args) + "\n")
-store = EngineCache(cache)
-for m in json.load(open(os.path.join(bundle, "manifest.json")))["models"]:
-    material = key_material(m["sha256"], BuildOptions.from_dict(m["options"]),
-                            {"flavor": "tensorrt", "version": %(trt)r},
-                            {"compute_capability": "8.7", "device_name": "Orin", "module": None,
-                             "l4t_release": %(l4t)r})
-    sidecar = Sidecar.new(material)
-    if store.lookup(m["name"], sidecar.cache_key) is None:
-        store.store(m["name"], sidecar.cache_key, b"engine", sidecar)
-        with open(%(log)r, "a") as log:
-            log.write("built " + m["name"] + "\n")
+    log.write(" ".join(sys.argv[1:]) + "\n")
+feats = compat.features_for(%(trt)r)
+facts = platform.DeviceFacts("8.7", "Orin", "p3767-0005", %(l4t)r, 8, "12.6")
+def build(entry):
+    with open(%(log)r, "a") as log:
+        log.write("built %%s for L4T %%s\n" %% (entry.name, facts.l4t_release))
+    _key, material = engine_key(entry.sha256, entry.options, feats, facts)
+    return BuildResult(engine=b"engine for L4T " + facts.l4t_release.encode(), sidecar=Sidecar.new(material))
+summary = ensure(args.manifest, args.cache, prune=args.prune, builder=build, loader=None,
+                 runtime=(feats, lambda options: facts), show_progress=False, log=lambda m: None)
+print(json.dumps(summary))
+sys.exit(summary["exit_code"])
 '''
 
 
-def builder(tmp_path, trt="10.3.0.30", probe_ok=True, l4t="36.5.0"):
+def builder(tmp_path, trt="10.3.0.30", probe_ok=True, l4t="36.5.0", name="jetson-bin"):
     """A stand-in Jetson reached with 'sh -c': python3 (the facts probe) and the ensure tool."""
-    bindir = tmp_path / "jetson-bin"
+    bindir = tmp_path / name
     bindir.mkdir()
     log = tmp_path / "builder.log"
     ensure = bindir / "fake-ensure"
-    ensure.write_text("#!%s\n%s" % (sys.executable, FAKE_ENSURE % {"scripts": SCRIPTS, "log": str(log), "trt": trt, "l4t": l4t}))
+    ensure.write_text("#!%s\n%s" % (sys.executable, FAKE_ENSURE % {"scripts": SCRIPTS, "log": str(log), "trt": trt,
+                                                                    "l4t": l4t}))
     ensure.chmod(0o755)
     if probe_ok:
-        py = bindir / "python3"  # the probe of a matching Jetson: it records what it was asked
-        py.write_text("#!/bin/sh\nshift 2\necho \"probe $*\" >> %s\n" % log)
+        # The probe of a matching Jetson records what it was asked; the builder's other
+        # python3 calls (the list of engines to send back) run in a real Python.
+        py = bindir / "python3"
+        py.write_text("#!/bin/sh\ncase \"$2\" in *'builder mismatch'*) shift 2; echo \"probe $*\" >> %s; exit 0;; esac\n"
+                      "exec %s \"$@\"\n" % (log, sys.executable))
         py.chmod(0o755)
     return bindir, ensure, log
 
@@ -123,15 +138,50 @@ def test_builder_builds_once_and_keeps_a_persistent_cache(tmp_path):
     text = log.read_text()
     # the builder was asked for the image's facts before it built
     assert "probe 10.3.0 8.7 36.5.0 " in text
-    assert text.count("built digits") == 1
+    assert text.count("built digits") == 1 and "--prune unlisted" in text
     seed = "/usr/share/tegra-ai/engines/digits/"
     installed = emulate.installed_files(d)
     assert any(f.startswith(seed) and f.endswith(".engine") for f in installed)
     assert None not in emulate.package_split(d, installed)
-    # the cache is per MACHINE and bundle and stays on the builder: a second run is a hit
-    assert (cache / "jetson-orin-nano-devkit" / "tegra-ai-model-digits" / "digits").is_dir()
+    # the cache is per MACHINE, L4T release and bundle and stays on the builder: a second run is a hit
+    assert (cache / "jetson-orin-nano-devkit" / "l4t-36.5.0" / "tegra-ai-model-digits" / "digits").is_dir()
     emulate.run(d, "do_compile", env=env)
     assert log.read_text().count("built digits") == 1
+
+
+def _seed_engines(d):
+    seed = d.getVar("D") + "/usr/share/tegra-ai/engines/digits"
+    return sorted(os.path.join(seed, f) for f in os.listdir(seed) if f.endswith(".engine"))
+
+
+def test_builder_sequence_across_a_bsp_upgrade(tmp_path):
+    """Image on L4T 36.4.3, then the BSP upgrade to 36.5.0 (builder Jetson re-flashed with it),
+    then a rebuild of the old release's image: every image gets exactly its release's engine,
+    verify-cache passes each time, and nothing is built twice. (Before the builder cache was
+    per release, the upgrade's build got the 36.4.3 engine that ensure's A/B-aware prune keeps
+    back with its own, and verify-cache failed the build.)"""
+    cache = tmp_path / "builder-cache"
+    env = native_tool(tmp_path)
+    path = env["PATH"]
+    builds = {}
+    for step, l4t in enumerate(("36.4.3", "36.5.0", "36.4.3")):
+        work = tmp_path / ("step%d" % step)
+        work.mkdir()
+        bindir, ensure, log = builder(work, l4t=l4t)
+        d = parse(work, TEGRA_AI_ONNX_CHECK="0", TEGRA_AI_ENGINE_BUILDER="sh -c", L4T_VERSION=l4t,
+                  TEGRA_AI_ENGINE_BUILDER_TOOL=str(ensure), TEGRA_AI_ENGINE_BUILDER_CACHE=str(cache))
+        env["PATH"] = str(bindir) + os.pathsep + path
+        emulate.unpack(d)
+        res = emulate.run(d, "do_compile", env=env, check=False)
+        assert res.returncode == 0, res.stdout[-3000:]
+        emulate.run(d, "do_install", env=env)
+        (engine,) = _seed_engines(d)
+        assert open(engine, "rb").read() == b"engine for L4T " + l4t.encode()
+        assert json.load(open(engine + ".json"))["key_material"]["device"]["l4t_release"] == l4t
+        builds[step] = log.read_text().count("built digits")
+    assert builds == {0: 1, 1: 1, 2: 0}      # the old release's engine was still in its own folder
+    for l4t in ("36.4.3", "36.5.0"):
+        assert (cache / "jetson-orin-nano-devkit" / ("l4t-" + l4t) / "tegra-ai-model-digits" / "digits").is_dir()
 
 
 def test_builder_of_another_platform_is_refused_before_building(tmp_path):
@@ -227,6 +277,18 @@ def test_signature_ignores_what_does_not_change_engines(signature, change):
     assert signature(**change) == signature()
 
 
+def test_bundle_without_builder_is_shared_by_machines_of_one_bsp(signature):
+    """Engines built on first boot: the bundle (models, options, the BSP's TensorRT) is the
+    same for every machine of one BSP, so the task is too; with a builder the engines are
+    the machine's (PACKAGE_ARCH = MACHINE_ARCH, MACHINE in the signature)."""
+    first_boot = dict(TEGRA_AI_ENGINE_BUILDER="")
+    assert signature(MACHINE="jetson-agx-orin-devkit", **first_boot) == signature(**first_boot)
+    # scarthgap-l4t-r35.x: Xavier and Orin, one TensorRT
+    assert signature(TEGRA_CUDA_ARCHITECTURE="72", L4T_VERSION="35.6.0", **first_boot) == signature(**first_boot)
+    assert signature(**{"TEGRA_AI_MODEL_digits[precision]": "fp32"}, **first_boot) != signature(**first_boot)
+    assert signature(MACHINE="jetson-agx-orin-devkit") != signature()
+
+
 def test_user_recipe_example_parses(tmp_path):
     """docs/examples/my-detector_1.0.bb, as a user's layer would hold it."""
     try:
@@ -236,7 +298,7 @@ def test_user_recipe_example_parses(tmp_path):
     compile_ = d.getVar("tensorrt_engine_do_compile")
     assert "--name detector --precision int8" in compile_
     assert "--shapes images:1x3x640x640:1x3x640x640:4x3x640x640 --workspace 1073741824" in compile_
-    assert "tensorrt-model-optimizer-native" in d.getVar("DEPENDS")
+    assert "tegra-ai-tools-native" in d.getVar("DEPENDS")
 
 
 @pytest.mark.parametrize("series", ["scarthgap", "master"])

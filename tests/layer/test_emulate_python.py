@@ -1,4 +1,4 @@
-"""tensorrt-model-optimizer: the PEP 517 build as openembedded-core's
+"""tegra-ai-tools (tensorrt-model-optimizer until 0.1.0): the PEP 517 build as openembedded-core's
 python_setuptools_build_meta class runs it (`pyproject-build --no-isolation`), with
 only the native Python packages that class provides on each release line."""
 
@@ -15,7 +15,7 @@ import emulate
 
 pytestmark = pytest.mark.yocto
 
-RECIPE = "recipes-devtools/tensorrt-model-optimizer/tensorrt-model-optimizer_0.1.0.bb"
+RECIPE = "recipes-devtools/tegra-ai-tools/tegra-ai-tools_0.1.0.bb"
 
 # native recipe -> the distribution it installs into the native sysroot
 NATIVE_DISTS = {
@@ -183,21 +183,29 @@ def test_unpack_drops_bytecode_of_the_checkout(tmp_path):
     assert os.path.exists(os.path.join(d.getVar("S"), "LICENSE"))
 
 
-def test_layer_ignores_bytecode_in_task_checksums(bb_layer_data, tmp_path):
-    """Running the tests leaves __pycache__ in scripts/tegra_ai; BitBake must not hash it.
+def test_documented_setting_ignores_bytecode_in_task_checksums(bb_layer_data, tmp_path):
+    """Running the tests leaves __pycache__ in scripts/tegra_ai; with the setting docs/yocto.md
+    gives (and the kas files use) BitBake does not hash it. The layer itself leaves BitBake's
+    list alone (it would change hashing for every layer).
 
     BitBake's own checksum of a file:// folder (what goes into do_fetch's signature), with
-    the exclusion list the layer configures, before and after a __pycache__ appears.
+    that exclusion list, before and after a __pycache__ appears.
     """
+    import re
     import bb.fetch2
-    exclude = bb_layer_data.getVar("BB_SIGNATURE_LOCAL_DIRS_EXCLUDE").split()
+    assert bb_layer_data.getVar("BB_SIGNATURE_LOCAL_DIRS_EXCLUDE") is None
+    kas = open(os.path.join(emulate.ROOT, "kas", "include", "common.yml")).read()
+    doc = open(os.path.join(emulate.ROOT, "docs", "yocto.md")).read()
+    line = re.search(r'BB_SIGNATURE_LOCAL_DIRS_EXCLUDE = "([^"]*)"', kas)
+    assert line and line.group(0) in doc
+    exclude = line.group(1).split()
     assert {"__pycache__", ".git"} <= set(exclude)
     src = tmp_path / "tegra_ai"
     src.mkdir()
     (src / "x.py").write_text("x = 1\n")
 
     def checksums():
-        return sorted(c for _path, c in bb.fetch2.get_file_checksums("%s:True" % src, "tensorrt-model-optimizer",
+        return sorted(c for _path, c in bb.fetch2.get_file_checksums("%s:True" % src, "tegra-ai-tools",
                                                                      exclude))
     before = checksums()
     (src / "__pycache__").mkdir()
@@ -224,3 +232,20 @@ def test_variants_for_the_build_host_and_the_sdk(tmp_path):
         assert not [r for r in rdeps if "tensorrt" in r], rdeps
         assert not d.getVar("COMPATIBLE_MACHINE")
     assert "nativesdk-python3-numpy" in sdk.getVar("RDEPENDS:" + sdk.getVar("PN")).split()
+
+
+def test_renamed_from_tensorrt_model_optimizer(tmp_path):
+    """The tools recipe was tensorrt-model-optimizer (NVIDIA's product name) until 0.1.0: every
+    old package name is provided, replaced and conflicted by its new package, so an image that
+    had the old packages upgrades to these (opkg/dpkg/rpm) instead of installing both."""
+    try:
+        d = emulate.parse(RECIPE, tmp_path / "t", "scarthgap")
+    except ImportError as e:
+        pytest.skip("BitBake's bb package is not installed (pip install bitbake-setup): %s" % e)
+    assert d.getVar("PN") == "tegra-ai-tools"
+    for new, old in (("tegra-ai-tools", "tensorrt-model-optimizer"),
+                     ("tegra-ai-tools-benchmark", "tensorrt-model-optimizer-benchmark"),
+                     ("tegra-ai-tools-calibration", "tensorrt-model-optimizer-calibration")):
+        assert new in d.getVar("PACKAGES").split()
+        for var in ("RPROVIDES", "RREPLACES", "RCONFLICTS"):
+            assert old in (d.getVar("%s:%s" % (var, new)) or "").split(), (var, new)

@@ -70,3 +70,42 @@ def test_tarball_skipped_without_configuration(tmp_path):
     d = parse(TARBALL, tmp_path)
     # BitBake lists it as skipped, with the reason (bitbake -p: "skipped"; bitbake RECIPE prints it)
     assert "set TENSORRT_TARBALL" in (d.getVar("__SKIPPED") or "")
+
+
+# meta-tegra's DEPENDS of the three recipes the tarball stands in for (recipes-devtools/gie/
+# tensorrt-core_*.bb, tensorrt-plugins-prebuilt_*.bb, tensorrt-trtexec-prebuilt_*.bb at the
+# kas-pinned commits: scarthgap 37530d28, scarthgap-l4t-r35.x 0c507bfe, master d5d93dc6),
+# less what the tarball itself provides; and the recipes that exist on that line.
+META_TEGRA_DEPENDS = {
+    "scarthgap": ("tegra-libraries-multimedia libcudla tegra-libraries-dla-compiler cuda-cudart cudnn libcublas",
+                  ("libcudla_12.6.68-1.bb", "tegra-libraries-dla-compiler_36.5.0.bb")),
+    "scarthgap-l4t-r35.x": ("tegra-libraries-multimedia libcudla cuda-cudart cudnn libcublas",
+                            ("libcudla_11.4.298-1.bb",)),
+    "master": ("tegra-libraries-multimedia cuda-cudart cudnn libcublas", ()),
+}
+
+
+@pytest.mark.parametrize("series", emulate.SERIES)
+def test_tarball_depends_like_meta_tegra(tmp_path, series):
+    want, recipes = META_TEGRA_DEPENDS[series]
+    layer = tmp_path / "meta-tegra" / "recipes-devtools" / "gie"
+    layer.mkdir(parents=True)
+    for r in recipes:
+        (layer / r).write_text("")
+    try:
+        d = emulate.parse(TARBALL, tmp_path / "work", series,
+                          {"TENSORRT_TARBALL": "file:///opt/TensorRT.tar.gz", "TENSORRT_TARBALL_VERSION": "10.3.0.26",
+                           "BBFILES": str(tmp_path / "meta-tegra" / "recipes-*" / "*" / "*.bb")})
+    except ImportError as e:
+        pytest.skip("BitBake's bb package is not installed (pip install bitbake-setup): %s" % e)
+    depends = set(d.getVar("DEPENDS").split())
+    assert set(want.split()) <= depends, set(want.split()) - depends
+    # and nothing of a recipe that line does not have
+    assert not ({"libcudla", "tegra-libraries-dla-compiler"} - set(want.split())) & depends
+    pn = d.getVar("PN")
+    assert {"cudnn", "libcublas"} <= set(d.getVar("RDEPENDS:%s-plugins" % pn).split())
+    # libraries under NVIDIA's SLA, headers under Apache-2.0
+    prop = "Proprietary" if series != "master" else "LicenseRef-Proprietary"
+    assert d.getVar("LICENSE") == "Apache-2.0 & " + prop
+    assert d.getVar("LICENSE:" + pn) == prop and "Apache-2.0" in d.getVar("LICENSE:%s-dev" % pn)
+    assert d.getVar("PACKAGE_ARCH") == d.getVar("TEGRA_PKGARCH") or d.getVar("PACKAGE_ARCH") == "${TEGRA_PKGARCH}"

@@ -157,11 +157,15 @@ def test_no_builder_by_default():
 
 
 def test_remote_script_round_trip(tmp_path):
-    """The builder script really moves a bundle in and a cache out (with a fake tensorrt-optimize)."""
+    """The builder script really moves a bundle in and the chosen engines out (with a fake
+    tensorrt-optimize that writes what ensure writes: engine, sidecar, model marker, and the
+    JSON summary naming the engine on stdout); other files of the cache stay there."""
     import subprocess
     tool = tmp_path / "fake-optimize"
     tool.write_text("#!/bin/sh\n# fake: ensure --manifest B --cache E --json\n"
-                    "mkdir -p \"$5/m\" && cp \"$3/manifest.json\" \"$5/m/m-abc.json\" && echo engine > \"$5/m/m-abc.engine\"\n")
+                    "mkdir -p \"$5/m\" \"$5/old\" && touch \"$5/m/.tegra-ai-model\" && echo old > \"$5/old/old-1.engine\" && "
+                    "cp \"$3/manifest.json\" \"$5/m/m-abc.engine.json\" && echo engine > \"$5/m/m-abc.engine\" && "
+                    "printf '{\"models\": [{\"name\": \"m\", \"engine\": \"%s\"}]}' \"$5/m/m-abc.engine\"\n")
     tool.chmod(0o755)
     bundle = tmp_path / "bundle"
     bundle.mkdir()
@@ -173,6 +177,8 @@ def test_remote_script_round_trip(tmp_path):
     res = subprocess.run(["sh", "-c", script], input=tar_in, stdout=subprocess.PIPE, check=True)
     subprocess.run(["tar", "-C", str(out), "-xf", "-"], input=res.stdout, check=True)
     assert (out / "m" / "m-abc.engine").read_text() == "engine\n"
+    assert sorted(os.listdir(out)) == ["m"]
+    assert sorted(os.listdir(out / "m")) == [".tegra-ai-model", "m-abc.engine", "m-abc.engine.json"]
 
 
 def test_absolute_file_checksums(tmp_path):

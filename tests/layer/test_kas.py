@@ -94,3 +94,63 @@ def test_targets(schema, name, series):
     conf = "\n".join(cfg["local_conf_header"].values())
     assert "packagegroup-tegra-ai" in conf and "tegra-ai-model-digits" in conf
     assert 'INIT_MANAGER = "systemd"' in conf
+
+
+DOC = os.path.join(ROOT, "docs", "yocto.md")
+
+
+def doc_snippet():
+    """The kas snippet of docs/yocto.md ("Adding the layer to your own project")."""
+    import re
+    text = open(DOC).read()
+    m = re.search(r"<!-- kas-snippet: begin -->\n```yaml\n(.*?)```\n<!-- kas-snippet: end -->", text, re.S)
+    assert m, "docs/yocto.md lost its kas snippet markers"
+    return m.group(1)
+
+
+def test_doc_snippet_is_valid_kas(schema):
+    jsonschema = pytest.importorskip("jsonschema")
+    cfg = yaml.safe_load(doc_snippet())
+    jsonschema.validate(cfg, schema)
+    repo = cfg["repos"]["meta-tegra-ai"]
+    assert repo["branch"] == "main" and len(repo["commit"]) == 40 and repo["layers"] == {".": None}
+
+
+def test_doc_snippet_in_a_kas_project(tmp_path):
+    """The snippet, included from a user's kas project that already has openembedded-core,
+    meta-openembedded and meta-tegra, as `kas dump` resolves it (offline: the repositories
+    are given by path, this checkout standing in for the snippet's url/commit)."""
+    import shutil
+    import subprocess
+    import sys
+    kas = shutil.which("kas") or os.path.join(os.path.dirname(sys.executable), "kas")
+    if not os.path.exists(kas):
+        pytest.skip("kas is not installed (pip install kas)")
+    project = tmp_path / "product"
+    (project / "kas").mkdir(parents=True)
+    for layer in ("openembedded-core/meta", "meta-openembedded/meta-oe", "meta-openembedded/meta-python", "meta-tegra"):
+        (tmp_path / "src" / layer / "conf").mkdir(parents=True)
+        (tmp_path / "src" / layer / "conf" / "layer.conf").write_text("# stand-in\n")
+    snippet = yaml.safe_load(doc_snippet())
+    snippet["repos"]["meta-tegra-ai"] = {"path": ROOT, "layers": {".": None}}
+    (project / "kas" / "tegra-ai.yml").write_text(yaml.safe_dump(snippet))
+    (project / "product.yml").write_text(yaml.safe_dump({
+        "header": {"version": 14, "includes": ["kas/tegra-ai.yml"]},
+        "machine": "jetson-orin-nano-devkit", "distro": "nodistro", "target": "core-image-base",
+        "repos": {
+            "product": None,
+            "openembedded-core": {"path": str(tmp_path / "src" / "openembedded-core"), "layers": {"meta": None}},
+            "meta-openembedded": {"path": str(tmp_path / "src" / "meta-openembedded"),
+                                  "layers": {"meta-oe": None, "meta-python": None}},
+            "meta-tegra": {"path": str(tmp_path / "src" / "meta-tegra")},
+        }}))
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    env = dict(os.environ, KAS_WORK_DIR=str(tmp_path / "work"))
+    (tmp_path / "work").mkdir()
+    res = subprocess.run([kas, "dump", str(project / "product.yml")], cwd=str(project), env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    dumped = yaml.safe_load(res.stdout)
+    assert dumped["repos"]["meta-tegra-ai"]["path"] == ROOT
+    conf = dumped["local_conf_header"]["tegra-ai"]
+    assert "packagegroup-tegra-ai" in conf and 'DISTRO_FEATURES:append = " opengl"' in conf

@@ -76,9 +76,15 @@ def test_classes_are_in_classes_recipe():
 
 
 def test_security_and_readme_sections():
+    """yocto-check-layer's test_readme (openembedded-core scripts/lib/checklayer/cases/common.py),
+    including the e-mail address it failed on; a README that names another README skips
+    its checks there, so ours must not."""
     assert os.path.getsize(os.path.join(ROOT, "SECURITY.md")) > 0
-    readme = open(os.path.join(ROOT, "README.md")).read().lower()
-    assert "maintainer" in readme and "patch" in readme
+    data = open(os.path.join(ROOT, "README.md")).read()
+    assert not re.search("README", data, re.IGNORECASE)
+    assert "maintainer" in data.lower() and "patch" in data.lower()
+    assert re.compile(r"[^@]+@[^@]+").match(data)
+    assert re.search(r"Maintainer: [^<\n]+<[^@>\s]+@[^>\s]+>", data)
 
 
 def test_feature_packages(bb_layer_data):
@@ -92,7 +98,7 @@ def test_tegra_only_recipes_declare_it():
         if not f.endswith(".bb") or "/docs/" in f:
             continue
         text = open(f).read()
-        if re.search(r"tensorrt|tegra-ai-engines|tensorrt-model-optimizer", text.split("COMPATIBLE_MACHINE")[0]):
+        if re.search(r"tensorrt|tegra-ai-engines|tegra-ai-tools", text.split("COMPATIBLE_MACHINE")[0]):
             assert re.search(r'^COMPATIBLE_MACHINE(:class-target)? = "\((tegra|cuda)\)"', text, re.M), f
 
 
@@ -111,6 +117,14 @@ def test_onnx_native_append_only_where_onnx_exists(tmp_path):
     assert compat.appends_if_recipe(D({"BBLAYERS": "%s %s" % (without, with_onnx)}), "onnx", "X/*.bbappend") == \
         "X/*.bbappend"
     assert compat.appends_if_recipe(D({"BBLAYERS": str(without)}), "onnx", "X/*.bbappend") == ""
+    # as conf/layer.conf calls it: only when the configuration enables the build-time check
+    both = "%s %s" % (without, with_onnx)
+    assert compat.appends_if_recipe(D({"BBLAYERS": both}), "onnx", "X/*.bbappend", "TEGRA_AI_ONNX_CHECK") == ""
+    assert compat.appends_if_recipe(D({"BBLAYERS": both, "TEGRA_AI_ONNX_CHECK": "0"}), "onnx", "X/*.bbappend",
+                                    "TEGRA_AI_ONNX_CHECK") == ""
+    assert compat.appends_if_recipe(D({"BBLAYERS": both, "TEGRA_AI_ONNX_CHECK": "1"}), "onnx", "X/*.bbappend",
+                                    "TEGRA_AI_ONNX_CHECK") == "X/*.bbappend"
+    assert "'TEGRA_AI_ONNX_CHECK')" in open(os.path.join(ROOT, "conf", "layer.conf")).read()
     assert os.path.exists(os.path.join(ROOT, "dynamic-layers", "onnx-native", "onnx_%.bbappend"))
 
 

@@ -48,7 +48,7 @@ def real(tmp_path_factory):
         builddir = str(tmp_path_factory.mktemp("build"))
         os.makedirs(os.path.join(builddir, "conf"))
         with open(os.path.join(builddir, "conf", "local.conf"), "w") as f:
-            f.write('MACHINE = "%s"\nDISTRO = "nodistro"\nBB_NO_NETWORK = "1"\n'
+            f.write('MACHINE ??= "%s"\nDISTRO = "nodistro"\nBB_NO_NETWORK = "1"\n'
                     'DISTRO_FEATURES:append = " opengl"\nINIT_MANAGER = "systemd"\nCONF_VERSION = "2"\n'
                     % os.environ.get("TEGRA_AI_YOCTO_MACHINE", MACHINES[series]))
         bblayers = [os.path.join(layers, p) for p in ("openembedded-core/meta", "meta-openembedded/meta-oe",
@@ -59,15 +59,19 @@ def real(tmp_path_factory):
                     % (" ".join(p for p in bblayers if os.path.isdir(p)), emulate.ROOT))
     assert emulate.ROOT in open(os.path.join(builddir, "conf", "bblayers.conf")).read()
 
-    def bitbake(args, check=True):
+    def bitbake(args, check=True, machine=None):
         cmd = ". ./oe-init-build-env %s >/dev/null && bitbake %s" % (shlex.quote(builddir), args)
+        env = dict(os.environ, BITBAKEDIR=os.path.join(layers, "bitbake"))
+        if machine:   # local.conf says MACHINE ??= (a build dir of yours must, too)
+            env.update(MACHINE=machine, BB_ENV_PASSTHROUGH_ADDITIONS="MACHINE")
         res = subprocess.run(["bash", "-c", cmd], cwd=os.path.join(layers, "openembedded-core"),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                             env=dict(os.environ, BITBAKEDIR=os.path.join(layers, "bitbake")), timeout=3600)
+                             env=env, timeout=3600)
         if check:
             assert res.returncode == 0, res.stdout[-4000:]
         return res.stdout
 
+    bitbake.builddir = builddir
     envs = {}
 
     def env(recipe):
@@ -95,7 +99,7 @@ def test_dependency_graph_resolves(real, tmp_path):
 
 def test_pep517_class_facts(real):
     series, _bitbake, env = real
-    e = env("tensorrt-model-optimizer")
+    e = env("tegra-ai-tools")
     natives = {w for w in e["DEPENDS"].split() if w.startswith("python3-") and w.endswith("-native")}
     recorded = set(emulate.FACTS[series]["pep517"]["native_depends"])
     # the class's own DEPENDS (the rest, pyproject-hooks and packaging, come with build's RDEPENDS)
@@ -128,3 +132,51 @@ def test_machine_facts(real):
     assert e["LAYERSERIES_CORENAMES"] == emulate.FACTS[series]["LAYERSERIES_CORENAMES"]
     assert bool(e.get("UNPACKDIR")) == emulate.FACTS[series]["UNPACKDIR"]
     assert "nostamp" not in re.findall(r"^# do_compile\[(\w+)\]", e["__text"], re.M)
+
+
+# --- package architectures: what two machines share (oe-core's test_sstate_sametune_samesigs) ---
+
+# (machine A, machine B, recipes whose every task signature must be equal, recipes whose
+# do_compile must differ): same SoC family -> everything of ours is shared; Xavier and
+# Orin on r35 (one TensorRT) share all but the CUDA code.
+SIG_PAIRS = {
+    "scarthgap": ("jetson-orin-nano-devkit", "jetson-agx-orin-devkit", (), ()),
+    "scarthgap-l4t-r35.x": ("jetson-xavier-nx-devkit", "jetson-agx-orin-devkit", ("tegra-ai-kernels", "tegra-ai-plugin"),
+                            ("tegra-ai-kernels", "tegra-ai-plugin")),
+    "master": ("jetson-agx-thor-devkit", "jetson-agx-orin-devkit", ("tegra-ai-kernels", "tegra-ai-plugin"),
+               ("tegra-ai-kernels", "tegra-ai-plugin")),
+}
+SIG_RECIPES = ("tegra-ai-tools", "tegra-ai-tools-native", "tegra-ai-engines", "tegra-ai-model-digits",
+               "tegra-ai-kernels", "tegra-ai-plugin", "tensorrt-trtexec-path")
+
+
+def locked_sigs(bitbake, machine):
+    """{(recipe, task): signature} from `bitbake -S lockedsigs` (what yocto-check-layer compares)."""
+    out = bitbake("-S lockedsigs " + " ".join(SIG_RECIPES), machine=machine)
+    path = os.path.join(bitbake.builddir, "locked-sigs.inc")
+    sigs = {}
+    for pn, task, sig in re.findall(r"^\s*([\w.+-]+):(do_\w+):([0-9a-f]{64})", open(path).read(), re.M):
+        sigs[(pn, task)] = sig
+    assert sigs, out[-2000:]
+    return sigs
+
+
+def test_machines_share_what_does_not_depend_on_them(real):
+    """Two machines: our tools, service, bundle and trtexec link have identical task
+    signatures (sstate is reused, nothing rebuilt for the second machine); only the CUDA
+    code of another SoC family differs."""
+    series, bitbake, _env = real
+    a_machine, b_machine, differ, compiled_differently = SIG_PAIRS[series]
+    a, b = locked_sigs(bitbake, a_machine), locked_sigs(bitbake, b_machine)
+    for pn in SIG_RECIPES:
+        tasks = sorted(t for (p, t) in a if p == pn)
+        assert tasks, "no signatures of %s" % pn
+        # do_build: a no-op task without output or sstate whose hash also covers every
+        # dependency's do_build (the machine's kernel's deploy among them): it never
+        # makes anything rebuild.
+        changed = [t for t in tasks if a.get((pn, t)) != b.get((pn, t)) and t != "do_build"]
+        if pn in differ:
+            if pn in compiled_differently:
+                assert "do_compile" in changed, pn
+        else:
+            assert not changed, "%s: %s differ between %s and %s" % (pn, changed, a_machine, b_machine)

@@ -2,6 +2,7 @@
 
 import configparser
 import os
+import re
 import subprocess
 
 import pytest
@@ -19,7 +20,8 @@ def render(bindir, sysconfdir="/etc", modelsdir="/usr/share/tegra-ai/models",
     text = open(UNIT).read()
     for k, v in {"@BINDIR@": bindir, "@SYSCONFDIR@": sysconfdir, "@MODELSDIR@": modelsdir,
                  "@ENGINECACHE@": cache, "@ENGINESEED@": "/usr/share/tegra-ai/engines", "@TIMEOUT@": "24h", "@RETRIES@": "4", "@RETRYWINDOW@": "6h",
-                 "@MODELTIMEOUT@": "3600", "@STATEDIRECTORY@": "StateDirectory=tegra-ai/engines"}.items():
+                 "@MODELTIMEOUT@": "3600", "@STATEDIRECTORY@": "StateDirectory=tegra-ai/engines",
+                 "@SERVICEUSER@": "tegra-ai"}.items():
         text = text.replace(k, v)
     return text
 
@@ -36,9 +38,9 @@ def test_recipe_fills_every_placeholder():
     assert len(recipe) == 1
     text = open(os.path.join(RECIPE_DIR, recipe[0])).read()
     for placeholder in ("@BINDIR@", "@SYSCONFDIR@", "@MODELSDIR@", "@ENGINECACHE@", "@ENGINESEED@", "@TIMEOUT@",
-                        "@RETRIES@", "@RETRYWINDOW@", "@MODELTIMEOUT@", "@STATEDIRECTORY@"):
+                        "@RETRIES@", "@RETRYWINDOW@", "@MODELTIMEOUT@", "@STATEDIRECTORY@", "@SERVICEUSER@"):
         assert placeholder in text
-    assert "@" not in render("/usr/bin").replace("root@", "")
+    assert not re.search(r"@[A-Z_]+@", render("/usr/bin"))   # (SystemCallFilter=@group is systemd's syntax)
 
 
 def test_unit_contract():
@@ -59,7 +61,9 @@ def test_unit_contract():
     assert u["Unit"]["StartLimitBurst"] == "4"
     assert u["Install"]["WantedBy"] == "multi-user.target"
     # applications order themselves After= this unit; it must not hold up the whole boot
+    # (test_service_boot.py derives the boot order)
     assert "multi-user.target" not in u["Unit"].get("Before", "")
+    assert u["Unit"]["DefaultDependencies"] == "no"
 
 
 def test_systemd_analyze_verify(tmp_path):

@@ -29,7 +29,8 @@ if _spec:
     _compat.load = lambda: (None, FEATS)
     _builder.target_facts = lambda feats, cc: FACTS
 
-    def build_engine(model_path, options, *, plugin_libraries=(), **_kw):
+    def build_engine(request, *, show_progress=True, verbose=False, memo=None):
+        model_path, options, plugin_libraries = request.model, request.options, request.plugins
         name = os.path.basename(os.path.dirname(os.path.abspath(model_path)))
         action = _actions.get(name, _actions.get("*", "ok"))
         mark = os.environ.get("TEGRA_AI_TEST_MARK")

@@ -176,6 +176,10 @@ class CudaWorkloadRunner(Runner):
             self.device_inputs, self.device_outputs = {}, {}
             self._pinned = {}
             self._counter = None
+            stream = getattr(self, "_infer_stream", None)
+            if stream is not None:          # infer()'s stream: created once per activation
+                stream.destroy()
+                self._infer_stream = None
 
     def input_metadata(self) -> list:
         return [TensorMeta(n, dt.name, shape) for n, (shape, dt) in self.inputs.items()]

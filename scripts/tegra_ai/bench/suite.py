@@ -108,12 +108,13 @@ def validate(models, precisions, batches, backend, calibration_cache=None):
 
 
 def ensure_engine(model: str, precision: str, shapes: dict, cache_dir: str, calibration_cache: str | None = None,
-                  show_progress: bool = False):
+                  show_progress: bool = False, contexts: int = 1):
     """(engine path, "hit"|"built") through the engine cache, keyed as ``ensure`` keys
-    (:mod:`tegra_ai.spec`): one static profile at the cell's shapes."""
+    (:mod:`tegra_ai.spec`): one static profile at the cell's shapes, once per execution
+    context (``contexts``: the benchmark's streams) when the model's inputs are dynamic."""
     from tegra_ai.cache.store import EngineCache
     from tegra_ai.onnx_files import model_digest
-    from tegra_ai.spec import BuildOptions, InputShapes, check_model_name, hash_calibration
+    from tegra_ai.spec import BuildOptions, BuildRequest, InputShapes, check_model_name, hash_calibration
     from tegra_ai.trt import compat
     from tegra_ai.trt.builder import build_engine, engine_key, target_facts
 
@@ -124,7 +125,7 @@ def ensure_engine(model: str, precision: str, shapes: dict, cache_dir: str, cali
     engines = EngineCache(cache_dir)
     options = BuildOptions(precision=precision,
                            profiles=(tuple(InputShapes(n, tuple(d), tuple(d), tuple(d)) for n, d in shapes.items()),),
-                           calibration_sha256=hash_calibration(cache=calibration_cache))
+                           calibration_sha256=hash_calibration(cache=calibration_cache), contexts=contexts)
     facts = target_facts(feats, None)
     sha, _files = model_digest(model, engines.memo)
     key, _material = engine_key(sha, options, feats, facts)
@@ -133,8 +134,9 @@ def ensure_engine(model: str, precision: str, shapes: dict, cache_dir: str, cali
         found = engines.lookup(name, key)
         if found is not None:
             return found[0], "hit"
-        result = build_engine(model, options, timing_cache_path=os.path.join(engines.root, "timing.cache"),
-                              calibration_cache=calibration_cache, show_progress=show_progress, memo=engines.memo)
+        request = BuildRequest(model=model, options=options, timing_cache=os.path.join(engines.root, "timing.cache"),
+                               calibration_cache=calibration_cache)
+        result = build_engine(request, show_progress=show_progress, memo=engines.memo)
         engine_path, _sidecar = engines.store(name, key, result.engine, result.sidecar)
     engines.memo.save()
     return engine_path, "built"
@@ -178,7 +180,8 @@ def run_suite(models, precisions, batches, backend, out_dir, *, config: harness.
             shapes = cell_shapes(model, batch)
             target = model
             if backend == "tensorrt":
-                target, how = ensure_engine(model, precision, shapes, cache_dir, calibration_cache)
+                target, how = ensure_engine(model, precision, shapes, cache_dir, calibration_cache,
+                                            contexts=timing.streams)
                 cell["engine"], cell["engine_status"] = target, how
             rep = benchmark_model(target, backend=backend, config=timing, shapes=shapes, precision=precision,
                                   power=power, device_root=device_root)

@@ -12,11 +12,11 @@ lock by :class:`~tegra_ai.cache.store.EngineCache`); the parent verifies them (s
 valid and untampered, its key the key the parent computed) and commits them through
 :meth:`EngineCache.store`. Nothing half-built ever has an engine name.
 
-The request is a JSON file::
+The request is a JSON file: the :class:`~tegra_ai.spec.BuildRequest` whole, plus where
+the child writes::
 
-    {"onnx": ..., "options": BuildOptions.to_dict(), "timing_cache": ..., "calibration_data": ...,
-     "calibration_cache": ..., "plugins": [...], "engine_out": ..., "sidecar_out": ..., "result_out": ...,
-     "show_progress": bool, "verbose": bool}
+    {"build": BuildRequest.to_dict(), "engine_out": ..., "sidecar_out": ..., "result_out": ...,
+     "show_progress": bool, "verbose": bool, "parent_pid": int}
 """
 
 from __future__ import annotations
@@ -74,11 +74,10 @@ def kill_group(proc: subprocess.Popen, grace: float = KILL_GRACE_SECONDS) -> Non
         proc.wait()
 
 
-def build_in_child(model_path: str, options, *, temp_prefix: str, timing_cache_path: str | None = None,
-                   calibration_data: str | None = None, calibration_cache: str | None = None,
-                   plugin_libraries: tuple = (), timeout: float | None = None, show_progress: bool = True,
+def build_in_child(request, *, temp_prefix: str, timeout: float | None = None, show_progress: bool = True,
                    verbose: bool = False, timeout_flag: str = "--model-timeout"):
-    """:func:`tegra_ai.trt.builder.build_engine` in a child interpreter; returns its
+    """:func:`tegra_ai.trt.builder.build_engine` of a :class:`~tegra_ai.spec.BuildRequest`
+    in a child interpreter; returns its
     :class:`~tegra_ai.trt.builder.BuildResult`. The child's files are
     ``temp_prefix + ".*.tmp"`` (removed in every case). A crash, a time-out or an
     interruption (KeyboardInterrupt, SIGTERM via ``cli.common``) kills the child's process
@@ -88,9 +87,7 @@ def build_in_child(model_path: str, options, *, temp_prefix: str, timing_cache_p
 
     if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
         raise TegraAIError(f"{timeout_flag} {timeout!r}: expected a number of seconds > 0", exit_code=EXIT_USAGE)
-    req = {"onnx": os.path.abspath(model_path), "options": options.to_dict(), "timing_cache": timing_cache_path,
-           "calibration_data": calibration_data, "calibration_cache": calibration_cache,
-           "plugins": list(plugin_libraries),
+    req = {"build": request.replace(model=os.path.abspath(request.model)).to_dict(),
            "engine_out": temp_prefix + ".engine.tmp", "sidecar_out": temp_prefix + ".sidecar.tmp",
            "result_out": temp_prefix + ".result.tmp", "request": temp_prefix + ".request.tmp",
            "show_progress": show_progress, "verbose": verbose, "parent_pid": os.getpid()}
@@ -167,10 +164,8 @@ class ChildProcessBuilder:
             with open(entry.timing_cache, "rb") as src, atomic_writer(timing_cache) as dst:
                 dst.write(src.read())
         prefix = os.path.join(self.cache.model_dir(entry.name), f".{entry.name}-build-{os.getpid()}")
-        return build_in_child(entry.onnx, entry.options, temp_prefix=prefix, timing_cache_path=timing_cache,
-                              calibration_data=entry.calibration_data, calibration_cache=entry.calibration_cache,
-                              plugin_libraries=tuple(getattr(entry, "plugins", ()) or ()), timeout=self.timeout,
-                              show_progress=self.show_progress, verbose=self.verbose)
+        return build_in_child(entry.build_request(timing_cache=timing_cache), temp_prefix=prefix,
+                              timeout=self.timeout, show_progress=self.show_progress, verbose=self.verbose)
 
 
 def _sha256(data: bytes) -> str:
@@ -210,15 +205,11 @@ def child_main(request_path: str) -> int:
             json.dump(obj, f)
 
     try:
-        from tegra_ai.spec import BuildOptions
+        from tegra_ai.spec import BuildRequest
         from tegra_ai.trt.builder import build_engine
 
-        options = BuildOptions.from_dict(req["options"])
-        built = build_engine(req["onnx"], options, timing_cache_path=req.get("timing_cache"),
-                             calibration_data=req.get("calibration_data"),
-                             calibration_cache=req.get("calibration_cache"),
-                             plugin_libraries=tuple(req.get("plugins") or ()),
-                             show_progress=bool(req.get("show_progress")), verbose=bool(req.get("verbose")))
+        built = build_engine(BuildRequest.from_dict(req["build"]), show_progress=bool(req.get("show_progress")),
+                             verbose=bool(req.get("verbose")))
         with open(req["engine_out"], "wb") as f:
             f.write(built.engine)
         built.sidecar.with_engine(req["engine_out"], built.engine)

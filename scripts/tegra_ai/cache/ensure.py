@@ -6,11 +6,13 @@ prunes engines of stale keys (only files it made). This is what the first-boot s
 unit runs, and what an image-build-time builder Jetson runs, with the same cache key
 (:func:`tegra_ai.spec.key_material`).
 
-For each model: the cache, then each :class:`EngineSource` in order (read-only seed
-caches from the image, used in place; mirrors), then a build."""
+For each model: the cache, then an engine of the previous key format in the same cache
+(re-keyed once, :class:`RekeySource`), then each :class:`EngineSource` in order
+(read-only seed caches from the image, used in place; mirrors), then a build."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -20,7 +22,7 @@ from tegra_ai.cache.manifest import find_manifests, load_manifest
 from tegra_ai.cache.store import VOLATILE_FILESYSTEMS, EngineCache
 from tegra_ai.errors import EXIT_FAILURE, EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError
 from tegra_ai.onnx_files import model_digest
-from tegra_ai.spec import sidecar_path
+from tegra_ai.spec import KEY_FORMAT, Sidecar, sidecar_path
 
 LOG = logging.getLogger("tegra_ai.ensure")
 PRUNE_POLICIES = ("none", "stale", "unlisted")
@@ -40,18 +42,18 @@ def load_entries(manifest_paths: list) -> list:
     return entries
 
 
-def default_loader():
-    """Deserialize an engine to prove it loads (full TensorRT only)."""
+def default_loader(bundle_dirs=()):
+    """Deserialize an engine through the one engine loader (plugins first) to prove it
+    loads (full TensorRT only)."""
     from tegra_ai.trt import compat
+    from tegra_ai.trt.loader import load_engine
 
-    trt, feats = compat.load()
+    _trt, feats = compat.load()
     if feats.is_rtx:
         return None
 
     def load(engine_path):
-        logger = trt.Logger(trt.Logger.ERROR)
-        with open(engine_path, "rb") as f:
-            compat.deserialize(trt, feats, logger, f.read())
+        load_engine(engine_path, bundle_dirs=bundle_dirs)
     return load
 
 
@@ -82,6 +84,65 @@ class SeedSource(EngineSource):
         return None if found is None else (found[0], found[1], "seeded")
 
 
+def rekeyable(old: dict, new: dict) -> bool:
+    """Whether an engine keyed with key format 2 is the engine ``new`` (format 3) describes.
+
+    Format 2 keyed the GPU name and /proc/device-tree/model (the carrier board's name);
+    format 3 keys the SM count, the CUDA driver and the module's part number instead. An
+    engine in this device's own cache was built for this device, so it is the same engine
+    when everything both formats key agrees: model, build options, TensorRT (bindings and
+    library), plugins, compute capability and L4T release. ensure then loads it (TensorRT
+    deserializes it) before it is used."""
+    if not isinstance(old, dict) or old.get("format") != 2 or new.get("format") != KEY_FORMAT:
+        return False
+    if any(old.get(k) != new.get(k) for k in ("model_sha256", "options", "tensorrt", "plugins")):
+        return False
+    od, nd = old.get("device") or {}, new.get("device") or {}
+    return all(od.get(k) and od.get(k) == nd.get(k) for k in ("compute_capability", "l4t_release"))
+
+
+class RekeySource(EngineSource):
+    """The one-time migration from key format 2: an engine of this cache whose old key
+    matches (:func:`rekeyable`) and whose size and sha256 match its sidecar is moved under
+    its new key with a new sidecar (never rebuilt); its old files are removed."""
+    label = "this cache's key format 2 engine"
+
+    def fetch(self, entry, key, material, cache):
+        import hashlib
+        import json
+
+        for _name, side, _sc in cache.entries(entry.name):
+            try:
+                with open(side, "rb") as f:
+                    data = json.loads(f.read(1 << 22))
+            except (OSError, ValueError):
+                continue
+            if not isinstance(data, dict) or not rekeyable(data.get("key_material"), material):
+                continue
+            engine_path = side[:-len(".json")]
+            try:
+                with open(engine_path, "rb") as f:
+                    engine = f.read()
+            except OSError:
+                continue
+            digest = hashlib.sha256(engine).hexdigest()
+            if len(engine) != data.get("engine_size") or digest != data.get("engine_sha256"):
+                continue
+            old_key = data.get("cache_key", "")
+            keep = {k: v for k, v in data.items() if k in Sidecar.__dataclass_fields__
+                    and k not in ("cache_key", "key_material", "format", "version", "engine_file")}
+            keep["notes"] = list(keep.get("notes") or []) + [f"re-keyed from key format 2 (key {old_key[:24]})"]
+            sidecar = Sidecar(cache_key=key, key_material=material, **keep)
+            new_engine = cache.paths(entry.name, key)[0]
+            stored = cache.store(entry.name, key, engine, sidecar.with_engine(new_engine, engine, digest), digest)
+            for old in (side, engine_path):
+                if old not in (stored[0], sidecar_path(stored[0])):
+                    with contextlib.suppress(OSError):
+                        os.unlink(old)
+            return stored[0], stored[1], "rekeyed"
+        return None
+
+
 def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builder=None, loader="default",
            runtime=None, seeds: tuple = (), sources: tuple = (), show_progress: bool = True, verbose: bool = False,
            model_timeout: float | None = None, load_plugin=None, log=LOG.info) -> dict:
@@ -102,7 +163,8 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
     started = time.monotonic()
     entries = load_entries(manifest_paths)
     cache = EngineCache(cache_dir)
-    summary = {"cache": cache.root, "models": [], "built": 0, "hits": 0, "seeded": 0, "fetched": 0, "failed": 0,
+    summary = {"cache": cache.root, "models": [], "built": 0, "hits": 0, "seeded": 0, "fetched": 0, "rekeyed": 0,
+               "failed": 0,
                "warnings": []}
     fstype = cache.filesystem_type()
     if fstype in VOLATILE_FILESYSTEMS:
@@ -124,14 +186,16 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
             return summary
         runtime = (feats, lambda options: target_facts(feats, options.compute_capability))
         if load_plugin is None:
-            load_plugin = lambda lib: compat.load_plugin_library(_trt, feats, lib)  # noqa: E731
+            from tegra_ai.trt.loader import load_plugin_once
+
+            load_plugin = lambda lib: load_plugin_once(_trt, feats, lib)  # noqa: E731
     feats, facts_for = runtime
     from tegra_ai.trt.builder import engine_key, plugin_digests, tensorrt_identity
 
     summary["tensorrt"] = tensorrt_identity(feats)
     builder = builder or ChildProcessBuilder(cache, timeout=model_timeout, show_progress=show_progress,
                                              verbose=verbose)
-    chain = [SeedSource(p) for p in seeds if os.path.isdir(p)] + list(sources)
+    chain = [RekeySource()] + [SeedSource(p) for p in seeds if os.path.isdir(p)] + list(sources)
     if loader == "default":
         loader = default_loader()
 
@@ -203,7 +267,8 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
                     record["build_seconds"] = found[1].build_seconds
                 engine_path, sidecar = found
                 record["status"] = status
-                summary[{"hit": "hits", "seeded": "seeded", "fetched": "fetched", "built": "built"}[status]] += 1
+                summary[{"hit": "hits", "seeded": "seeded", "fetched": "fetched", "built": "built",
+                         "rekeyed": "rekeyed"}[status]] += 1
                 if prune != "none":
                     record["pruned"] = cache.prune(entry.name, {key}, l4t_release=facts.l4t_release)
                 link = cache.update_link(entry.name, engine_path)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
 from tegra_ai.spec import BuildOptions, check_model_name
-from tegra_ai.util.atomic import atomic_write_json
+from tegra_ai.util.atomic import FILE_MODE, atomic_write_json, make_dirs
 
 MANIFEST_FORMAT = "tegra-ai-manifest"
 MANIFEST_VERSION = 1
@@ -33,6 +33,15 @@ class ModelEntry:
     calibration_cache: str | None = None
     timing_cache: str | None = None          # a starting timing cache shipped with the model
     plugins: tuple = ()                      # plugin libraries as the device finds them (absolute path or soname)
+
+    def build_request(self, timing_cache: str | None = None):
+        """The :class:`~tegra_ai.spec.BuildRequest` of this model (``timing_cache``: the
+        one the build reads and updates; by default the one shipped with the model)."""
+        from tegra_ai.spec import BuildRequest
+
+        return BuildRequest(model=self.onnx, options=self.options, timing_cache=timing_cache or self.timing_cache,
+                            calibration_data=self.calibration_data, calibration_cache=self.calibration_cache,
+                            plugins=tuple(self.plugins))
 
     def to_json(self, base: str) -> dict:
         rel = lambda p: os.path.relpath(p, base) if p else None  # noqa: E731
@@ -164,12 +173,13 @@ def add_to_bundle(out_dir: str, name: str, model_files: list, sha256: str, optio
     src_base = os.path.dirname(model_files[0])
     copied = []
     try:
-        os.makedirs(dest_dir, exist_ok=True)
+        make_dirs(dest_dir)
         for src in model_files:
             dest = os.path.join(dest_dir, os.path.relpath(src, src_base))
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            make_dirs(os.path.dirname(dest))
             tmp = dest + ".tmp"
             shutil.copyfile(src, tmp)
+            os.chmod(tmp, FILE_MODE)
             os.replace(tmp, dest)
             copied.append(dest)
         calib = {}
@@ -179,6 +189,7 @@ def add_to_bundle(out_dir: str, name: str, model_files: list, sha256: str, optio
             if src:
                 dest = os.path.join(dest_dir, dest_name)
                 shutil.copyfile(src, dest + ".tmp")
+                os.chmod(dest + ".tmp", FILE_MODE)
                 os.replace(dest + ".tmp", dest)
                 calib[key] = dest
     except OSError as exc:

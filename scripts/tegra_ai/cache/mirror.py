@@ -16,8 +16,18 @@ A fetched engine is used only when
 so a mirror can never make a device run an engine for another model, TensorRT release,
 GPU or L4T. It is then committed to the local cache with :meth:`EngineCache.store`.
 
+Rollback protection (signed mirrors): before any engine, the mirror's ``index.json``
+(written by ``publish``, see there) must verify against a trusted key, not be expired,
+and have a sequence number no older than the newest this device has seen from that
+mirror (kept in the cache, ``.mirror-state.json``, written atomically); only engines it
+lists, with the sha256 it lists, are fetched. An old copy of the mirror replayed by an
+attacker is refused as a whole, so a withdrawn engine set cannot come back.
+
 Network faults never block the local build for long: one time budget per model covers
-every mirror, each connect/read has its own timeout, transient faults are retried with
+every mirror and bounds each whole fetch (connect, TLS, headers, body, redirects: a
+watchdog shuts the connection when it is spent, so a server that sends a byte just often
+enough to keep each read alive cannot hold it), all mirror traffic of one run has a
+total cap, each connect/read has its own timeout, transient faults are retried with
 backoff inside the budget, downloads are held until verified (nothing is written before),
 a body longer than the sidecar says is cut off, and redirects to another host (or from
 https to http) are refused unless allowed. Proxies come from the environment
@@ -25,7 +35,10 @@ https to http) are refused unless allowed. Proxies come from the environment
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import datetime
 import hashlib
 import http.client
 import json
@@ -50,12 +63,19 @@ from tegra_ai.spec import Sidecar, key_differences, sidecar_path
 LOG = logging.getLogger("tegra_ai.mirror")
 
 __all__ = ["MirrorPolicy", "MirrorSource", "mirror_sources", "parse_mirror_url", "parse_mirror_list",
-           "signature_path", "MIRROR_SCHEMES", "DEFAULT_TIMEOUT", "DEFAULT_IO_TIMEOUT"]
+           "signature_path", "MIRROR_SCHEMES", "DEFAULT_TIMEOUT", "DEFAULT_IO_TIMEOUT", "DEFAULT_TOTAL_TIMEOUT"]
 
 MIRROR_SCHEMES = ("file", "https", "http")
+MIRROR_INDEX = "index.json"
+MIRROR_INDEX_FORMAT = "tegra-ai-mirror-index"
+MIRROR_INDEX_VERSION = 2
+MIRROR_STATE = ".mirror-state.json"     # in the device's cache: newest index sequence seen per mirror
+MIRROR_STATE_FORMAT = "tegra-ai-mirror-state"
+MAX_INDEX = 1 << 24
 SIGNATURE_SUFFIX = ".sig"
 DEFAULT_TIMEOUT = 30.0      # seconds per model, every mirror together
 DEFAULT_IO_TIMEOUT = 10.0   # one connect or one read
+DEFAULT_TOTAL_TIMEOUT = 300.0   # seconds per run, every mirror and model together
 MAX_SIDECAR = 1 << 22       # what Sidecar.load reads at most
 MAX_SIGNATURE = 4096
 MAX_ENGINE = 16 << 30
@@ -124,22 +144,24 @@ class MirrorPolicy:
     allow_redirects: bool = False                # to another host
     timeout: float = DEFAULT_TIMEOUT             # per model, all mirrors together
     io_timeout: float = DEFAULT_IO_TIMEOUT       # one connect or read
+    total_timeout: float = DEFAULT_TOTAL_TIMEOUT  # one run, every model and mirror together
     retries: int = 2                             # per mirror and file, on transient faults
     backoff: float = 0.5                         # first retry delay, doubled each time
     ca_file: str | None = None                   # CA certificates trusted for https instead of the system's
     max_engine: int = MAX_ENGINE
 
     def __post_init__(self):
-        for name in ("timeout", "io_timeout"):
+        for name in ("timeout", "io_timeout", "total_timeout"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 24 * 3600:
-                raise _usage(f"mirror {name.replace('_', ' ')} {v!r}: expected seconds > 0")
+                raise _usage(f"mirror {name.replace('_', ' ')} {v!r}: expected seconds > 0 (at most a day)")
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or not 0 <= self.retries <= 10:
             raise _usage(f"mirror retries {self.retries!r}: expected 0..10")
         if not self.unsigned and not self.keys:
             raise _usage("a mirror needs a trusted public key (--mirror-key) to check engine signatures",
                          hint="or --mirror-unsigned to trust the mirror's transport alone")
         self._deadlines = {}
+        self._run_deadline = None   # set by the first fetch of the run
         self._ssl = None
         if self.ca_file is not None:
             if not os.path.isfile(self.ca_file):
@@ -150,8 +172,15 @@ class MirrorPolicy:
                 raise _usage(f"CA file {self.ca_file}: no usable PEM certificates ({exc})") from None
 
     def start(self, name: str, key: str) -> float:
-        self._deadlines[(name, key)] = time.monotonic() + self.timeout
+        """The deadline of one model's fetches: its own budget, within the run's total."""
+        now = time.monotonic()
+        if self._run_deadline is None:
+            self._run_deadline = now + self.total_timeout
+        self._deadlines[(name, key)] = min(now + self.timeout, self._run_deadline)
         return self._deadlines[(name, key)]
+
+    def run_spent(self) -> bool:
+        return self._run_deadline is not None and time.monotonic() >= self._run_deadline
 
     def deadline(self, name: str, key: str) -> float:
         return self._deadlines.get((name, key)) or self.start(name, key)
@@ -223,6 +252,88 @@ class _RedirectGuard(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
+class _Watchdog:
+    """Shuts the sockets of one fetch when its deadline passes. Socket timeouts bound each
+    read; a server that trickles its headers one byte at a time passes every read and
+    would hold the fetch for as long as it likes without this."""
+
+    def __init__(self, deadline: float):
+        self.expired = False
+        self._socks = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def add(self, sock) -> None:
+        # A duplicate of the descriptor: TLS wraps the socket into a new object and
+        # detaches this one, but shutdown() acts on the connection behind every descriptor.
+        dup = sock.dup()
+        with self._lock:
+            self._socks.append(dup)
+            expired = self.expired
+        if expired:
+            self._shut(dup)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            socks = list(self._socks)
+        for sock in socks:
+            self._shut(sock)
+
+    @staticmethod
+    def _shut(sock) -> None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)   # a blocked recv/send/handshake returns at once
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+def _guarded_connection(base, transport):
+    """``base`` (HTTPConnection or HTTPSConnection) whose sockets join the transport's
+    current watchdog: TCP connect, proxy tunnel, TLS handshake, headers and body alike."""
+
+    class Connection(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            watchdog, create = transport.watchdog, self._create_connection
+
+            def guarded(*a, **kw):
+                sock = create(*a, **kw)
+                if watchdog is not None:
+                    watchdog.add(sock)
+                return sock
+
+            self._create_connection = guarded
+
+    return Connection
+
+
+class _GuardedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, transport):
+        super().__init__()
+        self._connection = _guarded_connection(http.client.HTTPConnection, transport)
+
+    def http_open(self, req):
+        return self.do_open(self._connection, req)
+
+
+class _GuardedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, transport, context):
+        super().__init__(context=context)
+        self._connection = _guarded_connection(http.client.HTTPSConnection, transport)
+
+    def https_open(self, req):
+        return self.do_open(self._connection, req, context=self._context)
+
+
 def _set_read_timeout(resp, seconds: float) -> None:
     """Bound the next read by ``seconds`` (the socket under http.client's buffered reader)."""
     with contextlib.suppress(AttributeError, OSError):
@@ -235,9 +346,9 @@ class _HttpTransport:
 
         self.base = url
         self.policy = policy
-        handlers = [urllib.request.ProxyHandler(), _RedirectGuard(policy)]
-        if url.startswith("https:"):
-            handlers.append(urllib.request.HTTPSHandler(context=policy.ssl_context()))
+        self.watchdog = None    # of the fetch under way
+        handlers = [urllib.request.ProxyHandler(), _RedirectGuard(policy), _GuardedHTTPHandler(self),
+                    _GuardedHTTPSHandler(self, policy.ssl_context())]
         self.opener = urllib.request.build_opener(*handlers)
         self.headers = {"User-Agent": f"tegra-ai/{__version__}", "Accept-Encoding": "identity"}
         self._resolved = False
@@ -288,6 +399,19 @@ class _HttpTransport:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _Fault(f"mirror time budget ({self.policy.timeout:g} s) spent")
+        self.watchdog = watchdog = _Watchdog(deadline)
+        try:
+            return self._get_guarded(url, rel, limit, deadline, exact, remaining)
+        except (_Fault, _Miss, _Rejected, http.client.HTTPException, OSError, ValueError):
+            if watchdog.expired:   # whatever the shut socket made of it
+                raise _Fault(f"{url}: mirror time budget ({self.policy.timeout:g} s, or what was left of the "
+                             f"run's {self.policy.total_timeout:g} s) spent before the fetch finished") from None
+            raise
+        finally:
+            watchdog.cancel()
+            self.watchdog = None
+
+    def _get_guarded(self, url, rel, limit, deadline, exact, remaining):
         req = urllib.request.Request(url, headers=self.headers)
         try:
             resp = self.opener.open(req, timeout=min(self.policy.io_timeout, remaining))
@@ -370,6 +494,44 @@ def _drain(readinto, limit: int, deadline: float, what: str, exact: bool = False
     return buf, n
 
 
+# --------------------------------------------------------------------------- rollback state
+
+def load_mirror_state(cache_root: str) -> dict:
+    """{mirror URL: {"sequence": newest index sequence seen, "seen": ISO-8601}} of a cache."""
+    path = os.path.join(cache_root, MIRROR_STATE)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, RecursionError) as exc:
+        LOG.warning("%s is unreadable (%s); starting without the mirrors' sequence numbers", path, exc)
+        return {}
+    mirrors = data.get("mirrors") if isinstance(data, dict) and data.get("format") == MIRROR_STATE_FORMAT else None
+    if not isinstance(mirrors, dict):
+        return {}
+    return {url: v for url, v in mirrors.items()
+            if isinstance(v, dict) and isinstance(v.get("sequence"), int) and not isinstance(v.get("sequence"), bool)}
+
+
+def _save_mirror_state(cache_root: str, url: str, sequence: int) -> None:
+    from tegra_ai.util.atomic import atomic_write_json
+
+    state = load_mirror_state(cache_root)
+    if state.get(url, {}).get("sequence", 0) >= sequence:     # a concurrent ensure got further
+        return
+    state[url] = {"sequence": sequence,
+                  "seen": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    atomic_write_json(os.path.join(cache_root, MIRROR_STATE), {"format": MIRROR_STATE_FORMAT, "mirrors": state})
+
+
+def _aware(text):
+    when = datetime.datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        raise ValueError("no time zone")
+    return when
+
+
 # --------------------------------------------------------------------------- the source
 
 class MirrorSource(EngineSource):
@@ -384,6 +546,7 @@ class MirrorSource(EngineSource):
         self.first = first
         self.last_attempt = None
         self.down = None            # why this mirror is skipped for the rest of the run
+        self.index = None           # the engines of its verified index, once read in this run
         self.transport = _FileTransport(self.url) if self.url.startswith("file:") else _HttpTransport(self.url, policy)
 
     def fetch(self, entry, key, material, cache):
@@ -394,6 +557,10 @@ class MirrorSource(EngineSource):
         if self.down is not None:
             self.last_attempt = dict(attempt, result="skipped", reason=f"failed earlier in this run: {self.down}",
                                      seconds=0.0)
+            return None
+        if self.policy.run_spent():
+            self.last_attempt = dict(attempt, result="skipped", seconds=0.0,
+                                     reason=f"the run's mirror time ({self.policy.total_timeout:g} s) is spent")
             return None
         try:
             got = self._fetch(entry, key, material, cache, deadline, attempt)
@@ -418,8 +585,69 @@ class MirrorSource(EngineSource):
         self.last_attempt = attempt
         return got
 
+    def _refuse_index(self, why: str) -> _Rejected:
+        self.down = f"index refused: {why}"
+        return _Rejected(f"the mirror's index is refused: {why}")
+
+    def _signed_index(self, cache, deadline, attempt) -> dict:
+        """The engines of the mirror's index after its rollback checks (once per run)."""
+        if self.index is not None:
+            return self.index
+        from tegra_ai.cache.signing import canonical_json
+
+        try:
+            raw = self.transport.get(MIRROR_INDEX, MAX_INDEX, deadline)
+        except _Miss:
+            # Nothing published there (yet): every engine is a miss, as with no files at all.
+            LOG.info("mirror %s has no %s: nothing is published there", self.url, MIRROR_INDEX)
+            self.index = {}
+            return self.index
+        attempt["bytes"] += len(raw)
+        try:
+            doc = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise self._refuse_index(f"{MIRROR_INDEX} is not JSON") from None
+        if not isinstance(doc, dict) or doc.get("format") != MIRROR_INDEX_FORMAT \
+                or doc.get("version") != MIRROR_INDEX_VERSION or not isinstance(doc.get("signed"), dict):
+            raise self._refuse_index(f"{MIRROR_INDEX} is not a version {MIRROR_INDEX_VERSION} tegra-ai mirror index "
+                                     "(publish again)")
+        signed = doc["signed"]
+        try:
+            signature = base64.b64decode(doc.get("signature") or "", validate=True)
+            body = canonical_json(signed)
+        except (binascii.Error, ValueError, TypeError):
+            raise self._refuse_index("its signature is not base64 (or the index holds non-JSON numbers)") from None
+        if not any(k.verify(body, signature) for k in self.policy.keys):
+            raise self._refuse_index("its signature does not verify with any trusted key ("
+                                     + ", ".join(k.key_id for k in self.policy.keys) + ")")
+        sequence, engines, expires = signed.get("sequence"), signed.get("engines"), signed.get("expires")
+        if isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 1 or not isinstance(engines, dict):
+            raise self._refuse_index("it has no sequence number or engine list")
+        if expires is not None:
+            try:
+                when = _aware(expires)
+            except (TypeError, ValueError):
+                raise self._refuse_index(f"its expiry {expires!r} is not an ISO 8601 time with a zone") from None
+            if datetime.datetime.now(datetime.timezone.utc) >= when:
+                raise self._refuse_index(f"it expired at {expires} (the mirror is stale, or an old copy of it is "
+                                         "served)")
+        newest = load_mirror_state(cache.root).get(self.url, {}).get("sequence", 0)
+        if sequence < newest:
+            raise self._refuse_index(f"its sequence number {sequence} is older than {newest}, the newest this device "
+                                     "has seen: an old copy of the mirror (rollback) is served")
+        if sequence > newest:
+            _save_mirror_state(cache.root, self.url, sequence)
+        attempt["index_sequence"] = sequence
+        self.index = engines
+        return engines
+
     def _fetch(self, entry, key, material, cache, deadline, attempt):
         rel = engine_relpath(entry.name, key)
+        listed = None
+        if not self.policy.unsigned:
+            listed = self._signed_index(cache, deadline, attempt).get(rel)
+            if not isinstance(listed, dict):
+                raise _Miss(rel)     # not in the signed index: not (or no longer) on the mirror
         raw_sidecar = self.transport.get(sidecar_path(rel), MAX_SIDECAR, deadline)
         attempt["bytes"] += len(raw_sidecar)
         key_id = None
@@ -448,6 +676,8 @@ class MirrorSource(EngineSource):
         if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= self.policy.max_engine \
                 or not _HEX64.match(sha or ""):
             raise _Rejected(f"the sidecar's engine size/sha256 are not usable ({size!r}, {sha!r})")
+        if listed is not None and (listed.get("sha256") != sha or listed.get("key") != key):
+            raise _Rejected("the engine is not the one the mirror's signed index lists (an old or withdrawn engine)")
         engine = self.transport.get(rel, size, deadline, exact=True)
         attempt["bytes"] += len(engine)
         if hashlib.sha256(engine).hexdigest() != sha:
@@ -462,8 +692,8 @@ class MirrorSource(EngineSource):
 
 def mirror_sources(urls, keys=(), *, unsigned: bool = False, allow_http: bool = False,
                    allow_redirects: bool = False, timeout: float = DEFAULT_TIMEOUT,
-                   io_timeout: float = DEFAULT_IO_TIMEOUT, retries: int = 2, ca_file: str | None = None,
-                   key_backend: str | None = None) -> list:
+                   io_timeout: float = DEFAULT_IO_TIMEOUT, total_timeout: float = DEFAULT_TOTAL_TIMEOUT,
+                   retries: int = 2, ca_file: str | None = None, key_backend: str | None = None) -> list:
     """:class:`MirrorSource` objects for ``ensure(sources=...)``; ``keys`` are public key
     files or directories of them. Every URL and key is checked here (exit code 2)."""
     urls = list(urls)
@@ -477,7 +707,8 @@ def mirror_sources(urls, keys=(), *, unsigned: bool = False, allow_http: bool = 
 
         pubkeys = load_public_keys(keys, backend=key_backend)
     policy = MirrorPolicy(keys=pubkeys, unsigned=unsigned, allow_http=allow_http, allow_redirects=allow_redirects,
-                          timeout=timeout, io_timeout=min(io_timeout, timeout), retries=retries, ca_file=ca_file)
+                          timeout=timeout, io_timeout=min(io_timeout, timeout), total_timeout=total_timeout,
+                          retries=retries, ca_file=ca_file)
     if unsigned:
         LOG.warning("engine mirrors are trusted without signatures (--mirror-unsigned)")
     return [MirrorSource(u, policy, first=(i == 0)) for i, u in enumerate(urls)]

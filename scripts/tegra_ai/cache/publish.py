@@ -2,31 +2,45 @@
 
 Run where engines are built for the fleet (a reference device, or the builder Jetson at
 image-build time); serve the directory with any static web server, or mount it (file://).
-The mirror has the cache's layout plus ``.engine.sig`` files and an ``index.json``
-(what is there, for people and scripts; devices never need it: they ask for their key's
-path). A mirror never gets a different engine for a key it already has, and nothing
-is written into a directory that is not empty and not a mirror of ours."""
+The mirror has the cache's layout plus ``.engine.sig`` files and a signed ``index.json``:
+what is there, with a sequence number that grows with every publish and an optional
+expiry. Devices check it before any engine (rollback protection): they refuse an index
+older than the newest they have seen, or expired, and any engine it does not list, so
+an attacker who serves an old copy of the mirror cannot bring back a withdrawn engine
+set. A mirror never gets a different engine for a key it already has, and nothing is
+written into a directory that is not empty and not a mirror of ours.
+
+``index.json`` (version 2)::
+
+    {"format": "tegra-ai-mirror-index", "version": 2, "key_id": "...", "signature": "<base64>",
+     "signed": {"sequence": N, "published": ISO-8601, "expires": ISO-8601 or null,
+                "engines": {"<name>/<name>-<key24>.engine": {"key", "sha256", "size", ...}}}}
+
+where ``signature`` is the publisher's Ed25519 signature of ``canonical_json(signed)``.
+The sequence is one more than the index's before, and at least the publish time in Unix
+seconds, so a lost index.json does not lock devices out."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import hashlib
 import json
 import logging
+import math
 import os
+import time
 
-from tegra_ai.cache.mirror import signature_path
+from tegra_ai.cache.mirror import MIRROR_INDEX, MIRROR_INDEX_FORMAT, MIRROR_INDEX_VERSION, signature_path
 from tegra_ai.cache.store import EngineCache, engine_relpath
 from tegra_ai.errors import EXIT_FAILURE, EXIT_USAGE, TegraAIError
 from tegra_ai.spec import Sidecar, check_model_name, sidecar_path
-from tegra_ai.util.atomic import atomic_write_bytes, atomic_write_json
+from tegra_ai.util.atomic import atomic_write_bytes, atomic_write_json, create_exclusive, make_dirs
 
 LOG = logging.getLogger("tegra_ai.publish")
 MIRROR_MARKER = ".tegra-ai-mirror"
-MIRROR_INDEX = "index.json"
-MIRROR_INDEX_FORMAT = "tegra-ai-mirror-index"
-MIRROR_INDEX_VERSION = 1
+MAX_INDEX_EXPIRY_DAYS = 3650
 
 
 def _usage(message, hint=None):
@@ -105,21 +119,57 @@ def _publish_lock(mirror: str):
         os.close(fd)
 
 
-def read_index(mirror: str) -> dict:
+def _read_index_file(mirror: str) -> dict:
+    """The index's engines and sequence as this publisher wrote them (version 1 had no
+    signature and no sequence)."""
     try:
         with open(os.path.join(mirror, MIRROR_INDEX)) as f:
             data = json.load(f)
     except (OSError, ValueError):
         return {}
-    engines = data.get("engines") if isinstance(data, dict) and data.get("format") == MIRROR_INDEX_FORMAT else None
+    if not isinstance(data, dict) or data.get("format") != MIRROR_INDEX_FORMAT:
+        return {}
+    return data.get("signed") if isinstance(data.get("signed"), dict) else data
+
+
+def read_index(mirror: str) -> dict:
+    engines = _read_index_file(mirror).get("engines")
     return engines if isinstance(engines, dict) else {}
 
 
-def publish(cache_dir: str, mirror_dir: str, private_key: str, *, names=(), key_backend: str | None = None) -> dict:
-    """Sign and copy every valid engine of ``cache_dir`` (or of ``names``) into ``mirror_dir``.
+def index_sequence(mirror: str) -> int:
+    seq = _read_index_file(mirror).get("sequence")
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) and seq > 0 else 0
+
+
+def signed_index(key, engines: dict, sequence: int, published: str, expires: str | None) -> dict:
+    """The index document (see the module's docstring), signed with ``key``."""
+    from tegra_ai.cache.signing import canonical_json
+
+    signed = {"sequence": sequence, "published": published, "expires": expires, "engines": engines}
+    return {"format": MIRROR_INDEX_FORMAT, "version": MIRROR_INDEX_VERSION, "key_id": key.key_id,
+            "signature": base64.b64encode(key.sign(canonical_json(signed))).decode("ascii"), "signed": signed}
+
+
+def check_index_expiry(days):
+    """``--index-expiry`` days: None, or a number of days > 0 (at most ten years)."""
+    if days is None:
+        return None
+    if isinstance(days, bool) or not isinstance(days, (int, float)) or not math.isfinite(days) \
+            or not 0 < days <= MAX_INDEX_EXPIRY_DAYS:
+        raise _usage(f"index expiry {days!r}: expected days > 0 (at most {MAX_INDEX_EXPIRY_DAYS})",
+                     hint="e.g. --index-expiry 30: devices refuse the index 30 days after this publish")
+    return float(days)
+
+
+def publish(cache_dir: str, mirror_dir: str, private_key: str, *, names=(), key_backend: str | None = None,
+            index_expiry_days: float | None = None) -> dict:
+    """Sign and copy every valid engine of ``cache_dir`` (or of ``names``) into ``mirror_dir``,
+    and sign a new index (next sequence number; expiring ``index_expiry_days`` from now).
     Returns a JSON-able summary; ``exit_code`` 1 when an engine conflicts with one there."""
     from tegra_ai.cache.signing import load_private_key
 
+    index_expiry_days = check_index_expiry(index_expiry_days)
     key = load_private_key(private_key, backend=key_backend)
     if not os.path.isdir(cache_dir):
         raise _usage(f"engine cache {cache_dir} does not exist or is not a directory")
@@ -147,15 +197,15 @@ def publish(cache_dir: str, mirror_dir: str, private_key: str, *, names=(), key_
         raise _usage(f"no valid engines in {cache.root}", hint="point --cache at an engine cache that ensure filled")
 
     if create:
-        os.makedirs(mirror, exist_ok=True)
+        make_dirs(mirror)
     marker = os.path.join(mirror, MIRROR_MARKER)
     if not os.path.exists(marker):
         # Its existence is the mark: created exclusively, no temp file a concurrent publish could see.
-        with contextlib.suppress(FileExistsError), open(marker, "x") as f:
-            f.write("engine mirror written by tensorrt-optimize publish\n")
+        create_exclusive(marker, "engine mirror written by tensorrt-optimize publish\n")
 
     with _publish_lock(mirror):   # one publisher at a time: engine, signature and sidecar stay a set
-        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        moment = datetime.datetime.now(datetime.timezone.utc)
+        now = moment.isoformat(timespec="seconds")
         index = {rel: e for rel, e in read_index(mirror).items()
                  if os.path.isfile(os.path.join(mirror, *str(rel).split("/")))}
         results = []
@@ -183,18 +233,26 @@ def publish(cache_dir: str, mirror_dir: str, private_key: str, *, names=(), key_
                 row.update(status="skipped", reason="the engine changed while it was read")
                 continue
             # Engine, signature, then the sidecar: a reader that finds a sidecar finds the rest.
+            signature = key.sign(raw_sidecar)
             atomic_write_bytes(dest, engine)
-            atomic_write_bytes(signature_path(dest), key.sign(raw_sidecar))
+            atomic_write_bytes(signature_path(dest), signature)
             atomic_write_bytes(sidecar_path(dest), raw_sidecar)
             row["status"] = "published"
+            # The digests of all three files: an image build fetches them as SRC_URI entries
+            # with checksums known at parse time (tensorrt_engine.bbclass, TEGRA_AI_PREBUILT_INDEX).
             index[rel] = {"name": name, "key": sidecar.cache_key, "size": sidecar.engine_size,
                           "sha256": sidecar.engine_sha256, "tensorrt": sidecar.tensorrt, "device": sidecar.device,
+                          "sidecar_sha256": hashlib.sha256(raw_sidecar).hexdigest(),
+                          "signature_sha256": hashlib.sha256(signature).hexdigest(),
                           "key_id": key.key_id, "published": now}
             LOG.info("%s: published %s", name, rel)
-        atomic_write_json(os.path.join(mirror, MIRROR_INDEX),
-                          {"format": MIRROR_INDEX_FORMAT, "version": MIRROR_INDEX_VERSION, "engines": index})
+        sequence = max(index_sequence(mirror) + 1, int(time.time()))
+        expires = None if index_expiry_days is None else \
+            (moment + datetime.timedelta(days=index_expiry_days)).isoformat(timespec="seconds")
+        atomic_write_json(os.path.join(mirror, MIRROR_INDEX), signed_index(key, index, sequence, now, expires))
     count = lambda s: sum(1 for r in results if r["status"] == s)  # noqa: E731
-    summary = {"mirror": mirror, "cache": cache.root, "key_id": key.key_id, "engines": results, "skipped": skipped,
+    summary = {"mirror": mirror, "cache": cache.root, "key_id": key.key_id, "sequence": sequence,
+               "expires": expires, "engines": results, "skipped": skipped,
                "published": count("published"), "present": count("present"), "conflicts": count("conflict")}
     summary["exit_code"] = EXIT_FAILURE if summary["conflicts"] else 0
     return summary

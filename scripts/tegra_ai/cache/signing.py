@@ -237,6 +237,14 @@ def load_public_keys(paths, backend: str | None = None) -> list:
     return keys
 
 
+def canonical_json(obj) -> bytes:
+    """The bytes a signature over a JSON object covers: sorted keys, no spaces, ASCII.
+    A verifier re-serializes what it parsed the same way (ints and strings round-trip)."""
+    import json
+
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
 def load_private_key(path: str, backend: str | None = None) -> PrivateKey:
     if not os.path.exists(path):
         raise _usage(f"private key {path} does not exist")
@@ -245,7 +253,7 @@ def load_private_key(path: str, backend: str | None = None) -> PrivateKey:
 
 def generate_keypair(out_dir: str, name: str = "mirror", backend: str | None = None) -> dict:
     """``OUT/NAME.key`` (private, mode 0600) and ``OUT/NAME.pub``; never overwrites a file."""
-    from tegra_ai.util.atomic import atomic_write_bytes
+    from tegra_ai.util.atomic import atomic_write_bytes, make_dirs
 
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
         raise _usage(f"key name {name!r}: use letters, digits, '.', '_', '-' (it names NAME.key and NAME.pub)")
@@ -257,7 +265,7 @@ def generate_keypair(out_dir: str, name: str = "mirror", backend: str | None = N
     if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
         raise _usage(f"{out_dir} exists and is not a directory")
     try:
-        os.makedirs(out_dir, exist_ok=True)
+        make_dirs(out_dir)
     except OSError as exc:
         raise _usage(f"cannot create {out_dir}: {exc.strerror or exc}") from None
     if not os.access(out_dir, os.W_OK):
@@ -276,7 +284,7 @@ def generate_keypair(out_dir: str, name: str = "mirror", backend: str | None = N
     key = PrivateKey(seed, priv_path, backend)
     old = os.umask(0o077)
     try:
-        atomic_write_bytes(priv_path, _pkcs8_pem(seed))
+        atomic_write_bytes(priv_path, _pkcs8_pem(seed), permissions=0o600)
     finally:
         os.umask(old)
     with contextlib.suppress(OSError):

@@ -17,7 +17,7 @@ import re
 
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
 from tegra_ai.spec import Sidecar, check_model_name, short_key, sidecar_path, write_engine_files
-from tegra_ai.util.atomic import atomic_write_json
+from tegra_ai.util.atomic import FILE_MODE, atomic_write_json, create_exclusive, make_dirs
 from tegra_ai.util.hashing import HashMemo
 
 MODEL_MARKER = ".tegra-ai-model"
@@ -39,7 +39,7 @@ class EngineCache:
         self.writable = create
         if create:
             try:
-                os.makedirs(self.root, exist_ok=True)
+                make_dirs(self.root)
             except OSError as exc:
                 raise TegraAIError(f"cannot create engine cache {self.root}: {exc.strerror or exc}",
                                    hint="choose a writable --cache directory", exit_code=EXIT_USAGE) from None
@@ -73,13 +73,12 @@ class EngineCache:
             raise TegraAIError(f"{directory} exists and was not made by tegra-ai (no {MODEL_MARKER}); "
                                "refusing to use it", hint="choose another --cache directory or remove it",
                                exit_code=EXIT_USAGE)
-        os.makedirs(directory, exist_ok=True)
+        make_dirs(directory)
         marker = os.path.join(directory, MODEL_MARKER)
         if not os.path.exists(marker):
             # Its existence is the mark (no temp file: a concurrent ensure holding the lock
             # removes stale temp files).
-            with contextlib.suppress(FileExistsError), open(marker, "x") as f:
-                f.write("engines of this model are managed by tensorrt-optimize ensure\n")
+            create_exclusive(marker, "engines of this model are managed by tensorrt-optimize ensure\n")
         return directory
 
     @contextlib.contextmanager
@@ -88,7 +87,7 @@ class EngineCache:
         import fcntl
 
         directory = self._make_model_dir(name)
-        fd = os.open(os.path.join(directory, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(os.path.join(directory, ".lock"), os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._remove_stale_temp_files(directory)

@@ -15,7 +15,7 @@ from tegra_ai.errors import EXIT_USAGE, TegraAIError
 PROG = "calibration-dataset"
 
 SPEC_FLAGS = ("height", "width", "input_format", "channel_order", "resize", "pad_value", "scale", "mean", "std",
-              "layout", "dtype")
+              "layout", "dtype", "resize_short", "antialias")
 
 
 def _floats(text):
@@ -37,6 +37,10 @@ def add_spec_flags(p):
                    help="format of raw images in .npy/.npz sources (files decode to bgr8, or gray8 when given)")
     g.add_argument("--channel-order", choices=s.CHANNEL_ORDERS)
     g.add_argument("--resize", choices=s.RESIZE_MODES)
+    g.add_argument("--resize-short", type=int, metavar="N",
+                   help="center_crop: the shorter side in pixels before the crop (torchvision Resize(N))")
+    g.add_argument("--antialias", action=argparse.BooleanOptionalAction, default=None,
+                   help="resample as PIL/torchvision antialiased bilinear (default: OpenCV INTER_LINEAR)")
     g.add_argument("--pad-value", type=float)
     g.add_argument("--scale", type=float)
     g.add_argument("--mean", type=_floats, metavar="M[,M,M]")

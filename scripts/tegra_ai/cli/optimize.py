@@ -36,18 +36,27 @@ def _add_build_options(p):
     g.add_argument("--calibration-cache", metavar="FILE",
                    help="INT8 calibration cache: read if present, written after calibrating with --calibration")
     g.add_argument("--plugin", action="append", default=[], metavar="LIB.so", help="plugin library to load first")
+    g.add_argument("--contexts", type=int, metavar="N",
+                   help="execution contexts that may run a dynamic-shape engine at once (pipeline streams, "
+                        "runtime workers); the engine gets one copy of the profiles per context (default 1)")
     g.add_argument("--compute-capability", metavar="M.m",
                    help="TensorRT-RTX only: the GPU architecture to build for (8.0, 8.6, 8.9, 12.0)")
 
 
-def _options_from_args(args):
-    from tegra_ai.spec import BuildOptions
+def _request_from_args(args):
+    """The one BuildRequest of build and bundle, constructed here from the flags."""
+    from tegra_ai.spec import BuildRequest
 
-    return BuildOptions.from_request(
+    return BuildRequest.from_request(
+        args.model, timing_cache=getattr(args, "timing_cache", None), calibration=args.calibration,
+        calibration_cache=args.calibration_cache, plugins=args.plugin,
         precision=args.precision, shapes=args.shapes, workspace=args.workspace, dla_core=args.dla_core,
         gpu_fallback=args.gpu_fallback, opt_level=args.opt_level, strongly_typed=args.strongly_typed,
-        calibration=args.calibration, calibration_cache=args.calibration_cache, plugins=args.plugin,
-        compute_capability=args.compute_capability)
+        compute_capability=args.compute_capability, contexts=args.contexts)
+
+
+def _options_from_args(args):
+    return _request_from_args(args).options
 
 
 # --------------------------------------------------------------------------- commands
@@ -58,7 +67,7 @@ def cmd_build(args):
     from tegra_ai.cache.build_child import build_in_child
     from tegra_ai.trt.builder import write_engine
 
-    options = _options_from_args(args)
+    request = _request_from_args(args)
     output = args.output or os.path.splitext(os.path.basename(args.model))[0] + ".engine"
     check_writable_output(output)
     inputs = [args.model, args.timing_cache, args.calibration, args.calibration_cache, *args.plugin]
@@ -67,10 +76,8 @@ def cmd_build(args):
     # The build runs in a child process: Ctrl-C / SIGTERM stop it at once (TensorRT's C++
     # builder would otherwise hold them until it returns) and a crash is one line.
     out_dir = os.path.dirname(os.path.abspath(output))
-    result = build_in_child(args.model, options, temp_prefix=os.path.join(out_dir, f".{os.path.basename(output)}"
-                                                                          f".build-{os.getpid()}"),
-                            timing_cache_path=args.timing_cache, calibration_data=args.calibration,
-                            calibration_cache=args.calibration_cache, plugin_libraries=tuple(args.plugin),
+    result = build_in_child(request, temp_prefix=os.path.join(out_dir, f".{os.path.basename(output)}"
+                                                              f".build-{os.getpid()}"),
                             timeout=args.timeout, show_progress=not args.no_progress, verbose=args.verbose,
                             timeout_flag="--timeout")
     sidecar_path = write_engine(result, output, protect=tuple(p for p in inputs if p))
@@ -170,22 +177,27 @@ def _env_float(name: str, default: float):
 
 def _mirror_sources(args) -> list:
     """--mirror and friends; the service passes them as environment variables
-    (TEGRA_AI_ENGINE_MIRRORS, TEGRA_AI_MIRROR_KEYS, TEGRA_AI_MIRROR_TIMEOUT) from its defaults file."""
-    from tegra_ai.cache.mirror import DEFAULT_TIMEOUT, mirror_sources, parse_mirror_list
+    (TEGRA_AI_ENGINE_MIRRORS, TEGRA_AI_MIRROR_KEYS, TEGRA_AI_MIRROR_TIMEOUT, TEGRA_AI_MIRROR_TOTAL_TIMEOUT)
+    from its defaults file."""
+    from tegra_ai.cache.mirror import DEFAULT_TIMEOUT, DEFAULT_TOTAL_TIMEOUT, mirror_sources, parse_mirror_list
 
     urls = args.mirror if args.mirror else parse_mirror_list(os.environ.get("TEGRA_AI_ENGINE_MIRRORS"))
     keys = args.mirror_key if args.mirror_key else parse_mirror_list(os.environ.get("TEGRA_AI_MIRROR_KEYS"))
     if not urls:
         for flag, value in (("--mirror-unsigned", args.mirror_unsigned), ("--allow-http", args.allow_http),
                             ("--mirror-allow-redirects", args.mirror_allow_redirects), ("--mirror-ca", args.mirror_ca),
-                            ("--mirror-key", args.mirror_key), ("--mirror-timeout", args.mirror_timeout)):
+                            ("--mirror-key", args.mirror_key), ("--mirror-timeout", args.mirror_timeout),
+                            ("--mirror-total-timeout", args.mirror_total_timeout)):
             if value not in (None, False, []):
                 raise TegraAIError(f"{flag} needs --mirror URL", exit_code=EXIT_USAGE)
         return []
     timeout = args.mirror_timeout if args.mirror_timeout is not None else _env_float("TEGRA_AI_MIRROR_TIMEOUT",
                                                                                      DEFAULT_TIMEOUT)
+    total = args.mirror_total_timeout if args.mirror_total_timeout is not None else \
+        _env_float("TEGRA_AI_MIRROR_TOTAL_TIMEOUT", DEFAULT_TOTAL_TIMEOUT)
     return mirror_sources(urls, keys, unsigned=args.mirror_unsigned, allow_http=args.allow_http,
-                          allow_redirects=args.mirror_allow_redirects, timeout=timeout, ca_file=args.mirror_ca)
+                          allow_redirects=args.mirror_allow_redirects, timeout=timeout, total_timeout=total,
+                          ca_file=args.mirror_ca)
 
 
 def cmd_ensure(args):
@@ -207,15 +219,16 @@ def cmd_ensure(args):
             if m.get("source"):
                 extra += f" (from {m['source']})"
             print(f"{m['name']}: {m.get('status', 'not built')}{extra}")
-        print(f"{summary['hits']} cached, {summary['seeded']} prebuilt in the image, {summary['fetched']} fetched, "
-              f"{summary['built']} built, {summary['failed']} failed")
+        rekeyed = f"{summary['rekeyed']} re-keyed (key format 2), " if summary.get("rekeyed") else ""
+        print(f"{summary['hits']} cached, {rekeyed}{summary['seeded']} prebuilt in the image, "
+              f"{summary['fetched']} fetched, {summary['built']} built, {summary['failed']} failed")
     return summary["exit_code"]
 
 
 def cmd_publish(args):
     from tegra_ai.cache.publish import publish
 
-    summary = publish(args.cache, args.to, args.key, names=tuple(args.name))
+    summary = publish(args.cache, args.to, args.key, names=tuple(args.name), index_expiry_days=args.index_expiry)
     if args.json:
         print_json(summary)
     else:
@@ -226,6 +239,8 @@ def cmd_publish(args):
             print(f"{row['name']}: skipped {row['sidecar']} ({row['reason']})")
         print(f"{summary['published']} published, {summary['present']} already there, "
               f"{summary['conflicts']} conflict(s); signed with key {summary['key_id']} into {summary['mirror']}")
+        print(f"index sequence {summary['sequence']}"
+              + (f", expires {summary['expires']}" if summary["expires"] else ", no expiry"))
     return summary["exit_code"]
 
 
@@ -346,7 +361,10 @@ def build_parser():
     m.add_argument("--mirror-unsigned", action="store_true",
                    help="accept engines without a signature (key material and sha256 are still checked)")
     m.add_argument("--mirror-timeout", type=float, metavar="SECONDS",
-                   help="time budget per model for all mirrors together, then build locally (default 30)")
+                   help="time budget per model for all mirrors together, bounding each whole fetch (connect, TLS, "
+                        "headers, body, redirects), then build locally (default 30)")
+    m.add_argument("--mirror-total-timeout", type=float, metavar="SECONDS",
+                   help="cap on all mirror traffic of one run, every model together (default 300)")
     m.add_argument("--allow-http", action="store_true", help="allow http:// mirrors and redirects to http")
     m.add_argument("--mirror-allow-redirects", action="store_true", help="follow redirects to another host")
     m.add_argument("--mirror-ca", metavar="FILE", help="CA certificates (PEM) that https mirrors are checked against, instead of the system's")
@@ -359,6 +377,9 @@ def build_parser():
     p.add_argument("--to", required=True, metavar="MIRROR_DIR", help="mirror directory (created; serve it over https)")
     p.add_argument("--key", required=True, metavar="PRIVATE_KEY", help="Ed25519 private key (PEM) from mirror-keygen")
     p.add_argument("--name", action="append", default=[], metavar="MODEL", help="only this model; repeatable")
+    p.add_argument("--index-expiry", type=float, metavar="DAYS",
+                   help="devices refuse the signed index this many days after this publish (default: no expiry; "
+                        "publish again before then)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_publish)
 
@@ -381,7 +402,8 @@ def build_parser():
     p.add_argument("--trt-version", metavar="X.Y[.Z]", help="TensorRT version of the image (bindings)")
     p.add_argument("--library-version", metavar="X.Y[.Z]", help="libnvinfer version of the image")
     p.add_argument("--compute-capability", metavar="M.m")
-    p.add_argument("--module", metavar="MODEL", help="Jetson module as /proc/device-tree/model names it")
+    p.add_argument("--module", metavar="PART", help="Jetson module part number from the device tree compatible "
+                   "(e.g. p3767-0005 from nvidia,p3767-0005 in /proc/device-tree/compatible)")
     p.add_argument("--l4t-release", metavar="R.x", help="L4T release, e.g. 36.4.3")
     p.add_argument("--manifest", action="append", default=[], metavar="PATH",
                    help="also check each engine's model and build options against these manifests")

@@ -150,6 +150,22 @@ class HostBuffer:
             pass
 
 
+def is_page_locked(ptr: int, nbytes: int) -> bool:
+    """True when host memory ``[ptr, ptr + nbytes)`` is page-locked (``cuMemHostAlloc`` or
+    ``cuMemHostRegister``), so the GPU can copy from it asynchronously without staging:
+    ``cuPointerGetAttribute(CU_POINTER_ATTRIBUTE_MEMORY_TYPE)`` answers
+    ``CU_MEMORYTYPE_HOST`` for such memory and ``CUDA_ERROR_INVALID_VALUE`` for pageable
+    memory (CUDA Driver API, cuPointerGetAttribute)."""
+    drv = compat.driver()
+    attr = drv.CUpointer_attribute.CU_POINTER_ATTRIBUTE_MEMORY_TYPE
+    host = int(drv.CUmemorytype.CU_MEMORYTYPE_HOST)
+    for p in (int(ptr), int(ptr) + max(int(nbytes), 1) - 1):
+        result = drv.cuPointerGetAttribute(attr, p)
+        if int(result[0]) != 0 or int(result[1]) != host:
+            return False
+    return True
+
+
 def copy_htod(dst: int, array: np.ndarray, stream: int = 0):
     drv = compat.driver()
     check(drv.cuMemcpyHtoDAsync(int(dst), array.ctypes.data, array.nbytes, stream_handle(stream)), "cuMemcpyHtoDAsync")

@@ -16,12 +16,15 @@ byte-identical file (the zip entries carry a fixed timestamp).
 
 The output is an ``.npz`` with one array under the model input's name plus ``_manifest``
 (UTF-8 JSON as uint8): the spec, the source files with their sha256, what was skipped,
-and per-channel statistics. When every sample is an image in a class sub-folder,
+and per-channel statistics (of the model inputs). The samples are stored as their resized
+uint8 pixels (manifest ``version`` 2, ``storage: "uint8"``) when the spec allows it, else
+in the model's dtype; :func:`load_samples` (the one loader every reader uses) returns
+model inputs either way. When every sample is an image in a class sub-folder,
 ``_labels`` holds each sample's class (index into the sorted sub-folder names, listed in
 the manifest as ``classes``): ``tensorrt-optimize compare --labels DATA.npz`` reads it.
 
-Decoding and resizing use OpenCV (``opencv-python-headless``, the ``opencv`` extra) in
-worker processes; the resize follows the spec's geometry (OpenCV ``INTER_LINEAR``, what
+Decoding and resizing use OpenCV (``opencv-python-headless``, the ``opencv`` extra; Pillow
+for ``antialias``) in worker processes; the resize follows the spec's geometry (OpenCV ``INTER_LINEAR``, what
 the CUDA kernel and the plugin do) and is within one pixel level of the NumPy reference.
 Without OpenCV, arrays of raw images are still preprocessed with the NumPy reference."""
 
@@ -33,13 +36,15 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import tempfile
 import zipfile
 
 import numpy as np
 
 from tegra_ai.errors import EXIT_FAILURE, EXIT_USAGE, TegraAIError
-from tegra_ai.preprocess.spec import PreprocessSpec, letterbox_geometry
+from tegra_ai.preprocess.spec import PreprocessSpec, center_crop_geometry, letterbox_geometry
+from tegra_ai.preprocess.stored import STORAGE_UINT8, decode_stored, normalisation, normalize_pixels, uint8_exact
 from tegra_ai.util.atomic import atomic_writer
 from tegra_ai.util.hashing import sha256_file
 from tegra_ai.util.lazy import is_available, require
@@ -66,13 +71,35 @@ def _cv2():
 
 # --------------------------------------------------------------------------- preprocessing
 
-def preprocess_opencv(spec: PreprocessSpec, image: np.ndarray) -> np.ndarray:
-    """One decoded image (in ``spec.input_format``) -> ``spec.output_shape`` in ``spec.dtype``,
-    resized by OpenCV with the spec's geometry (matches the NumPy reference within one
-    pixel level, which is what uint8 rounding of ``cv2.resize`` costs).
+def _resize(img: np.ndarray, new_h: int, new_w: int, top: int, left: int, out_h: int, out_w: int,
+            antialias: bool) -> np.ndarray:
+    """Rows ``top..top+out_h``, columns ``left..left+out_w`` of ``img`` resized to ``new_h x new_w``,
+    uint8: OpenCV ``INTER_LINEAR``, or with ``antialias`` PIL's bilinear filter (what
+    torchvision's ``Resize`` does to a PIL image; the NumPy reference without Pillow)."""
+    if antialias:
+        if is_available("PIL"):
+            from PIL import Image
 
-    Fast path: resize, letterbox border and channel swap stay uint8 (OpenCV), then one fused
-    multiply-subtract per channel writes the float output in its final layout."""
+            resized = np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((new_w, new_h), Image.BILINEAR))
+        else:
+            from tegra_ai.preprocess.reference import resize_region
+
+            x = resize_region(img.astype(np.float64).reshape(img.shape[:2] + (-1,)), new_h, new_w, top, left,
+                              out_h, out_w, True)
+            return np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape((out_h, out_w) + img.shape[2:])
+    else:
+        resized = _cv2().resize(img, (new_w, new_h), interpolation=_cv2().INTER_LINEAR)
+    if (top, left, out_h, out_w) != (0, 0, new_h, new_w):
+        resized = resized[top:top + out_h, left:left + out_w]
+    return resized
+
+
+def spec_pixels(spec: PreprocessSpec, image: np.ndarray) -> np.ndarray:
+    """One decoded image (in ``spec.input_format``) -> ``spec.output_shape`` before normalisation
+    (steps 1-3 of the spec and its layout): uint8 when :func:`~tegra_ai.preprocess.stored.uint8_exact`,
+    else float32. May be a strided view. Resize, border, crop and channel swaps stay uint8 (OpenCV;
+    PIL for ``antialias``); matches the NumPy reference within one pixel level, which is what
+    the uint8 rounding of the resize costs."""
     cv2 = _cv2()
     if spec.input_format == "nv12":
         image = cv2.cvtColor(np.asarray(image, np.uint8), cv2.COLOR_YUV2RGB_NV12)
@@ -85,19 +112,22 @@ def preprocess_opencv(spec: PreprocessSpec, image: np.ndarray) -> np.ndarray:
     if fmt == "gray8" and img.ndim != 2 or fmt != "gray8" and (img.ndim != 3 or img.shape[2] != 3):
         raise TegraAIError(f"{fmt} image has shape {img.shape}")
     h, w = img.shape[:2]
-    pad = float(spec.pad_value)
-    uint8_pad = pad.is_integer() and 0 <= pad <= 255
+    H, W = spec.height, spec.width
     if spec.resize == "stretch":
-        canvas = cv2.resize(img, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
+        canvas = _resize(img, H, W, 0, 0, H, W, spec.antialias)
+    elif spec.resize == "center_crop":
+        nh, nw, top, left = center_crop_geometry(h, w, spec.resize_short, H, W)
+        canvas = _resize(img, nh, nw, top, left, H, W, spec.antialias)
     else:
-        _, nh, nw, top, left = letterbox_geometry(h, w, spec.height, spec.width)
-        resized = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        bottom, right = spec.height - nh - top, spec.width - nw - left
-        if uint8_pad:
+        pad = float(spec.pad_value)
+        _, nh, nw, top, left = letterbox_geometry(h, w, H, W)
+        resized = _resize(img, nh, nw, 0, 0, nh, nw, spec.antialias)
+        bottom, right = H - nh - top, W - nw - left
+        if pad.is_integer() and 0 <= pad <= 255:
             value = (int(pad),) * (1 if resized.ndim == 2 else 3)
             canvas = cv2.copyMakeBorder(resized, top, bottom, left, right, cv2.BORDER_CONSTANT, value=value)
         else:
-            canvas = np.full((spec.height, spec.width) + resized.shape[2:], pad, np.float32)
+            canvas = np.full((H, W) + resized.shape[2:], pad, np.float32)
             canvas[top:top + nh, left:left + nw] = resized
     if canvas.ndim == 2:
         canvas = canvas[..., None]
@@ -113,17 +143,24 @@ def preprocess_opencv(spec: PreprocessSpec, image: np.ndarray) -> np.ndarray:
         else:
             rgb = rgb.astype(np.float32)
             x = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2])[..., None]
-    # (pixel * scale - mean) / std == pixel * a - b, per channel
-    a = (np.float32(spec.scale) / np.asarray(spec.std, np.float32))
-    b = (np.asarray(spec.mean, np.float32) / np.asarray(spec.std, np.float32))
-    if spec.layout == "nchw":
-        src, a, b = np.transpose(x, (2, 0, 1)), a[:, None, None], b[:, None, None]
-    else:
-        src = x
-    out = np.empty(spec.output_shape, np.float32)
-    np.multiply(src, a, out=out, casting="unsafe")
-    out -= b
-    return out if spec.dtype == "float32" else out.astype(spec.dtype)
+    if spec.layout == "nhwc":
+        return x
+    if x.dtype == np.uint8 and canvas.shape[2] == 3 and spec.channel_order != "gray":
+        # HWC -> CHW: OpenCV's split and one stacked copy, several times a strided NumPy transpose
+        planes = cv2.split(np.ascontiguousarray(canvas))
+        return np.stack(planes[::-1] if _reverses(fmt, spec.channel_order) else planes)
+    return np.transpose(x, (2, 0, 1))
+
+
+def _reverses(fmt: str, channel_order: str) -> bool:
+    """Whether output channel c is canvas channel 2 - c (bgr8 -> rgb, rgb8/nv12 -> bgr)."""
+    return (fmt == "bgr8") != (channel_order == "bgr")
+
+
+def preprocess_opencv(spec: PreprocessSpec, image: np.ndarray) -> np.ndarray:
+    """One decoded image (in ``spec.input_format``) -> ``spec.output_shape`` in ``spec.dtype``:
+    :func:`spec_pixels` and one fused multiply-subtract per channel."""
+    return normalize_pixels(spec, spec_pixels(spec, image))
 
 
 def preprocess_image(spec: PreprocessSpec, image: np.ndarray) -> np.ndarray:
@@ -175,13 +212,17 @@ def _array_members(path: str) -> list:
         if path.endswith(".npy"):
             return [("", np.load(path, mmap_mode="r", allow_pickle=False))]
         with np.load(path, allow_pickle=False) as data:
-            return [(k, data[k]) for k in data.files if not k.startswith("_")]
+            arrays = {k: data[k] for k in data.files if not k.startswith("_")}
+            manifest = json.loads(bytes(data[MANIFEST_KEY]).decode("utf-8")) if MANIFEST_KEY in data.files else None
+        return list(decode_stored(arrays, manifest).items())  # a compactly stored dataset: its model inputs
     except ValueError as exc:
         if "pickle" in str(exc).lower() or "python objects" in str(exc).lower():
             raise _usage(f"{path} holds object arrays; pickled data is never loaded") from None
         raise _usage(f"{path} is not a valid {os.path.splitext(path)[1]} file ({exc})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
         raise _usage(f"{path} is not a valid {os.path.splitext(path)[1]} file ({exc})") from None
+    except TegraAIError as exc:
+        raise _usage(f"{path}: {exc.message}") from None
 
 
 def _array_kind(spec: PreprocessSpec, arr: np.ndarray) -> str | None:
@@ -300,24 +341,56 @@ def sample_stats(x: np.ndarray, layout: str) -> tuple:
     return f64(v.sum(1)), f64(np.einsum("ij,ij->i", v, v)), f64(v.min(1)), f64(v.max(1)), v.shape[1]
 
 
+def pixel_stats(spec: PreprocessSpec, pixels: np.ndarray) -> tuple:
+    """:func:`sample_stats` of the normalised sample, from its uint8 pixels (per-channel
+    moments by OpenCV's ``meanStdDev``, float64, then the affine normalisation
+    ``pixel * a - b`` applied to them)."""
+    cv2 = _cv2()
+    x = np.ascontiguousarray(pixels)
+    if spec.layout == "nchw":
+        chans = [cv2.meanStdDev(x[c]) for c in range(x.shape[0])]
+        mean = np.array([m[0, 0] for m, _ in chans])
+        std = np.array([d[0, 0] for _, d in chans])
+        flat = x.reshape(x.shape[0], -1)
+        lo, hi = flat.min(axis=1).astype(np.float64), flat.max(axis=1).astype(np.float64)
+        n = flat.shape[1]
+    else:
+        flat = x.reshape(-1, x.shape[-1])
+        m, d = cv2.meanStdDev(x.reshape(x.shape[0], x.shape[1], -1)) if x.shape[-1] <= 4 else (None, None)
+        if m is None:
+            f = flat.astype(np.float64)
+            mean, std = f.mean(0), f.std(0)
+        else:
+            mean, std = m[:, 0], d[:, 0]
+        lo, hi = flat.min(axis=0).astype(np.float64), flat.max(axis=0).astype(np.float64)
+        n = flat.shape[0]
+    s, ss = mean * n, (std * std + mean * mean) * n
+    a, b = (np.asarray(v, np.float64) for v in normalisation(spec))
+    ends = np.stack([lo * a - b, hi * a - b])
+    return (a * s - b * n, a * a * ss - 2 * a * b * s + b * b * n, ends.min(0), ends.max(0), int(n))
+
+
 def _work(task):
-    """(kind, path, indices, key, spec dict, positions, samples file) -> [(position, stats or None, error)];
-    each sample is written into the shared samples file at its position."""
-    kind, path, indices, key, spec_d, positions, samples_path = task
+    """(kind, path, indices, key, spec dict, positions, samples file, storage) -> [(position, stats or None,
+    error)]; each sample is written into the shared samples file at its position."""
+    kind, path, indices, key, spec_d, positions, samples_path, storage = task
     spec = PreprocessSpec.from_dict(spec_d)
     mm = _samples(samples_path)
     out = []
-    for pos, (_i, arr, err) in zip(positions, _decode(kind, path, indices, key, spec)):
+    for pos, (_i, arr, err) in zip(positions, _decode(kind, path, indices, key, spec, storage)):
         if arr is None:
             out.append((pos, None, err))
         else:
             mm[pos] = arr
-            out.append((pos, sample_stats(arr, spec.layout), None))
+            out.append((pos, pixel_stats(spec, arr) if storage == STORAGE_UINT8 else sample_stats(arr, spec.layout),
+                        None))
     return out  # a shared mapping: the parent sees the pages without msync
 
 
-def _decode(kind, path, indices, key, spec):
-    """[(index, array or None, error)] for the samples of one source."""
+def _decode(kind, path, indices, key, spec, storage=None):
+    """[(index, array or None, error)] for the samples of one source: uint8 pixels
+    (:func:`spec_pixels`) for ``storage == "uint8"``, else the model input."""
+    convert = spec_pixels if storage == STORAGE_UINT8 else preprocess_image
     try:
         if kind == "image":
             cv2 = _cv2()
@@ -325,7 +398,7 @@ def _decode(kind, path, indices, key, spec):
             img = cv2.imread(path, flag)
             if img is None:
                 return [(indices[0], None, "unreadable image")]
-            return [(indices[0], preprocess_image(_file_spec(spec), img), None)]
+            return [(indices[0], convert(_file_spec(spec), img), None)]
         if kind == "video":
             cv2 = _cv2()
             cap = cv2.VideoCapture(path)
@@ -339,7 +412,7 @@ def _decode(kind, path, indices, key, spec):
                         if ok:
                             if spec.input_format == "gray8":
                                 frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-                            out[frame_no] = preprocess_image(_file_spec(spec), frame)
+                            out[frame_no] = convert(_file_spec(spec), frame)
                     frame_no += 1
             finally:
                 cap.release()
@@ -350,7 +423,7 @@ def _decode(kind, path, indices, key, spec):
         res = []
         for i in indices:
             x = np.asarray(arr[i])
-            res.append((i, np.ascontiguousarray(x, dtype=spec.dtype) if how == "pre" else preprocess_image(spec, x), None))
+            res.append((i, np.ascontiguousarray(x, dtype=spec.dtype) if how == "pre" else convert(spec, x), None))
         return res
     except TegraAIError as exc:
         return [(i, None, exc.message) for i in indices]
@@ -358,17 +431,18 @@ def _decode(kind, path, indices, key, spec):
         return [(i, None, f"{type(exc).__name__}: {exc}") for i in indices]
 
 
-def _tasks(chosen: list, spec: PreprocessSpec, samples_path: str):
+def _tasks(chosen: list, spec: PreprocessSpec, samples_path: str, storage: str | None = None):
     """Group the chosen candidates into worker tasks (a video or an array is one task)."""
     spec_d = spec.to_dict()
     tasks, groups = [], {}
     for pos, c in enumerate(chosen):
         if c.kind == "image":
-            tasks.append(("image", c.path, [c.index], "", spec_d, [pos], samples_path))
+            tasks.append(("image", c.path, [c.index], "", spec_d, [pos], samples_path, storage))
         else:
             g = groups.get((c.kind, c.path, c.key))
             if g is None:
-                g = groups[(c.kind, c.path, c.key)] = (c.kind, c.path, [], c.key, spec_d, [], samples_path)
+                g = groups[(c.kind, c.path, c.key)] = (c.kind, c.path, [], c.key, spec_d, [], samples_path,
+                                                       storage)
                 tasks.append(g)
             g[2].append(c.index)
             g[5].append(pos)
@@ -431,15 +505,17 @@ def build_dataset(sources, output: str, spec: PreprocessSpec, input_name: str = 
     out_dir = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(out_dir):
         raise TegraAIError(f"output directory {out_dir} does not exist", exit_code=EXIT_USAGE)
+    storage = sample_storage(spec, chosen)
+    stored_dtype = np.dtype(np.uint8 if storage == STORAGE_UINT8 else spec.dtype)
     fd, samples_path = tempfile.mkstemp(prefix="." + os.path.basename(output) + ".", suffix=".samples.npy",
                                         dir=_scratch_dir(len(chosen) * int(np.prod(spec.output_shape))
-                                                         * np.dtype(spec.dtype).itemsize, out_dir))
+                                                         * stored_dtype.itemsize, out_dir))
     os.close(fd)
     try:
         # Workers write straight into one memory-mapped file: no sample crosses a pipe.
-        np.lib.format.open_memmap(samples_path, mode="w+", dtype=np.dtype(spec.dtype),
+        np.lib.format.open_memmap(samples_path, mode="w+", dtype=stored_dtype,
                                   shape=(len(chosen),) + spec.output_shape).flush()
-        tasks = _tasks(chosen, spec, samples_path)
+        tasks = _tasks(chosen, spec, samples_path, storage)
         stats, errors = {}, {}
         workers = workers if workers is not None else min(len(tasks), os.cpu_count() or 1)
         with Progress(f"calibration-dataset ({len(chosen)} samples)", enabled=show_progress) as progress:
@@ -450,9 +526,13 @@ def build_dataset(sources, output: str, spec: PreprocessSpec, input_name: str = 
                 # inherits a thread pool it cannot use, and the processes are the parallelism.
                 ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
                                                   else "spawn")
-                with _single_threaded_opencv(), ctx.Pool(workers) as pool:
-                    for res in pool.imap(_work, tasks, chunksize=max(1, len(tasks) // (workers * 8))):
-                        done = _collect(res, stats, errors, done, progress, len(chosen))
+                with _single_threaded_opencv():
+                    pool = start_pool(ctx, workers)
+                    try:
+                        for res in pool.imap(_work, tasks, chunksize=max(1, len(tasks) // (workers * 8))):
+                            done = _collect(res, stats, errors, done, progress, len(chosen))
+                    finally:
+                        stop_pool(pool)
             else:
                 for task in tasks:
                     done = _collect(_work(task), stats, errors, done, progress, len(chosen))
@@ -470,6 +550,8 @@ def build_dataset(sources, output: str, spec: PreprocessSpec, input_name: str = 
         data = mm if len(keep) == len(chosen) else mm[keep]
         manifest = _manifest(input_name, data, spec, seed, class_balanced, candidates, video_every, video_frames,
                              chosen, keep, skipped, channel_stats([stats[i] for i in keep]))
+        if storage == STORAGE_UINT8:
+            manifest.update(version=2, storage=STORAGE_UINT8, dtype=spec.dtype)
         arrays = {input_name: data}
         labels = [chosen[i].label for i in keep]
         if all(chosen[i].kind == "image" for i in keep) and all(labels):
@@ -486,6 +568,74 @@ def build_dataset(sources, output: str, spec: PreprocessSpec, input_name: str = 
         with contextlib.suppress(OSError):
             os.unlink(samples_path)
     return manifest
+
+
+def sample_storage(spec: PreprocessSpec, chosen: list) -> str | None:
+    """``"uint8"`` when the samples can be stored as their resized pixels (the spec's values are
+    uint8 before normalisation, OpenCV decodes, no source is already preprocessed), else None
+    (stored as the model input, ``spec.dtype``)."""
+    if not is_available("cv2") or not uint8_exact(spec):
+        return None
+    if any(c.kind == "array" and c.key.endswith(":pre") for c in chosen):
+        return None
+    return STORAGE_UINT8
+
+
+def load_samples(path: str) -> dict:
+    """Input name -> model input tensors (``spec.dtype``) of a calibration-dataset ``.npz``
+    (either storage) or any calibration ``.npz``/folder of ``.npy``: the one loader behind
+    ``tensorrt-optimize --calibration``, ``quantize`` and ``compare``."""
+    from tegra_ai.trt.calibrator import load_calibration_arrays
+
+    return load_calibration_arrays(path)
+
+
+_POOL_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def start_pool(ctx, workers: int):
+    """A worker pool whose processes never run the parent's SIGTERM/SIGINT handlers: the
+    signals are blocked while the workers are forked, so one that arrives before a worker
+    has run :func:`_worker_signals` stays pending until the worker has reset its handlers
+    (and the parent receives its own once the pool is up)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return ctx.Pool(workers, initializer=_worker_signals)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _POOL_SIGNALS)
+    try:
+        return ctx.Pool(workers, initializer=_worker_signals)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _worker_signals():
+    """Pool initializer: a forked worker must not run the parent's handlers. SIGTERM (what
+    ``Pool.terminate`` sends) gets its default action, so the CLI's handler, which raises to
+    unwind the parent, never raises inside a worker (a traceback per worker, and a worker
+    that survives termination); SIGINT is ignored: Ctrl-C reaches the whole process group
+    and the parent alone unwinds and stops the pool. Then the signals blocked by
+    :func:`start_pool` are let through."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _POOL_SIGNALS)
+
+
+def stop_pool(pool, timeout: float = 10.0) -> None:
+    """Terminate ``pool`` and join it within ``timeout`` seconds: ``Pool.terminate`` runs in a
+    thread that is given up on (its workers SIGKILLed) when it does not finish in time, since
+    it can block forever on a worker that died or on a full task pipe."""
+    import threading
+
+    t = threading.Thread(target=pool.terminate, name="calibration-pool-terminate", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        for proc in list(getattr(pool, "_pool", [])):
+            with contextlib.suppress(Exception):
+                proc.kill()
+        t.join(timeout)
+        if t.is_alive():
+            log.warning("the calibration worker pool did not stop within %.0f s; abandoned", 2 * timeout)
 
 
 def _manifest(input_name, data, spec, seed, class_balanced, candidates, video_every, video_frames, chosen, keep,

@@ -20,7 +20,7 @@ import numpy as np
 from tegra_ai.errors import TegraAIError
 from tegra_ai.kernels import layout
 from tegra_ai.kernels.layout import SourceImage
-from tegra_ai.preprocess.spec import PreprocessSpec, letterbox_geometry
+from tegra_ai.preprocess.spec import PreprocessSpec, center_crop_geometry, letterbox_geometry
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,9 @@ def box_mapping(spec: PreprocessSpec, src_h: int, src_w: int) -> BoxMapping:
     if spec.resize == "letterbox":
         r, _, _, top, left = letterbox_geometry(src_h, src_w, spec.height, spec.width)
         return BoxMapping(r, r, left, top)
+    if spec.resize == "center_crop":
+        new_h, new_w, top, left = center_crop_geometry(src_h, src_w, spec.resize_short, spec.height, spec.width)
+        return BoxMapping(new_w / src_w, new_h / src_h, -left, -top)
     return BoxMapping(spec.width / src_w, spec.height / src_h, 0, 0)
 
 
@@ -77,7 +80,7 @@ class Preprocessor:
 
         self.spec = spec
         self._module = load_module("preprocess", ordinal)
-        self._function = self._module.function(layout.KERNEL_NAMES[spec.input_format])
+        self._function = self._module.function(layout.kernel_name(spec))
         self._work = _Workspace()
         self._last_key = None
         self._last_maps = []

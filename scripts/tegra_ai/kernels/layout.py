@@ -11,13 +11,18 @@ import ctypes
 from dataclasses import dataclass
 
 from tegra_ai.errors import TegraAIError
-from tegra_ai.preprocess.spec import PreprocessSpec, letterbox_geometry
+from tegra_ai.preprocess.spec import PreprocessSpec, center_crop_geometry, letterbox_geometry
 
 FORMAT_CODES = {"bgr8": 0, "rgb8": 1, "gray8": 2, "nv12": 3}
 ORDER_CODES = {"rgb": 0, "bgr": 1, "gray": 2}
 LAYOUT_CODES = {"nchw": 0, "nhwc": 1}
 DTYPE_CODES = {"float32": 0, "float16": 1}
 KERNEL_NAMES = {fmt: f"tai_preprocess_{fmt}" for fmt in FORMAT_CODES}
+
+
+def kernel_name(spec: PreprocessSpec) -> str:
+    """The entry point for ``spec``: one per source format, ``_aa`` for PIL resampling."""
+    return KERNEL_NAMES[spec.input_format] + ("_aa" if spec.antialias else "")
 
 # Must equal TAI_PX_PER_THREAD, TAI_BLOCK_X, TAI_BLOCK_Y in preprocess.cu.
 PX_PER_THREAD = 4
@@ -41,7 +46,7 @@ class ImageDesc(ctypes.Structure):
         ("roi_top", ctypes.c_int32), ("roi_left", ctypes.c_int32),
         ("roi_h", ctypes.c_int32), ("roi_w", ctypes.c_int32),
         ("scale_y", ctypes.c_float), ("scale_x", ctypes.c_float),
-        ("reserved0", ctypes.c_int32), ("reserved1", ctypes.c_int32),
+        ("antialias", ctypes.c_int32), ("reserved1", ctypes.c_int32),
     ]
 
 
@@ -92,10 +97,15 @@ def source_nbytes(input_format: str, height: int, width: int) -> int:
 
 
 def resize_region(spec: PreprocessSpec, src_h: int, src_w: int):
-    """(top, left, roi_h, roi_w): where the resized source lands in the output."""
+    """(top, left, roi_h, roi_w): where the resized source lands in the output. A centre
+    crop is a region larger than the output at a negative offset (output pixel ``(y, x)``
+    is resized pixel ``(y - top, x - left)``)."""
     if spec.resize == "letterbox":
         _, new_h, new_w, top, left = letterbox_geometry(src_h, src_w, spec.height, spec.width)
         return top, left, new_h, new_w
+    if spec.resize == "center_crop":
+        new_h, new_w, top, left = center_crop_geometry(src_h, src_w, spec.resize_short, spec.height, spec.width)
+        return -top, -left, new_h, new_w
     return 0, 0, spec.height, spec.width
 
 
@@ -120,6 +130,7 @@ def image_desc(spec: PreprocessSpec, image: SourceImage) -> ImageDesc:
     # number for every size we can meet, and the kernel works in float.
     d.scale_y = image.height / roi_h
     d.scale_x = image.width / roi_w
+    d.antialias = int(spec.antialias)
     return d
 
 
@@ -153,12 +164,12 @@ def preprocess_params(spec: PreprocessSpec, images_ptr: int, out_ptr: int, batch
 
 
 def preprocess_grid(spec: PreprocessSpec, batch: int):
-    """(grid, block) of one batched launch: 4 output pixels per thread along x."""
+    """(grid, block) of one batched launch: 4 output pixels per thread along x (1 antialiased)."""
     if batch <= 0:
         raise TegraAIError("batch must be at least 1")
     if batch > 65535:
         raise TegraAIError(f"batch {batch} exceeds the 65535 images of one launch")
-    per_block_x = BLOCK[0] * PX_PER_THREAD
+    per_block_x = BLOCK[0] * (1 if spec.antialias else PX_PER_THREAD)  # the _aa kernels: 1 pixel per thread
     grid = (-(-spec.width // per_block_x), -(-spec.height // BLOCK[1]), batch)
     return grid, BLOCK
 

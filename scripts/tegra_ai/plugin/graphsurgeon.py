@@ -29,7 +29,15 @@ LIBRARY_DIRS = ("/usr/lib/tegra-ai", "/usr/lib64/tegra-ai", "/usr/local/lib/tegr
 
 
 def plugin_attributes(spec: PreprocessSpec) -> dict:
-    """The node attributes (== PluginFields) that describe ``spec``."""
+    """The node attributes (== PluginFields) that describe ``spec``. The plugin (version 1)
+    knows stretch and letterbox with OpenCV ``INTER_LINEAR``; a spec it cannot express
+    (``center_crop``, ``antialias``) is refused here rather than built into an engine that
+    would preprocess differently from calibration."""
+    if spec.resize not in RESIZE_CODES or spec.antialias:
+        what = f"resize {spec.resize}" if spec.resize not in RESIZE_CODES else "antialias"
+        raise TegraAIError(f"the TensorRT preprocessing plugin (version {PLUGIN_VERSION}) does not implement {what}",
+                           hint="preprocess outside the engine: the pipeline and model-ensemble use the CUDA "
+                                "kernel (tegra_ai.kernels.Preprocessor), which implements every spec")
     return {
         "height": int(spec.height),
         "width": int(spec.width),
@@ -60,6 +68,7 @@ def insert_preprocess_plugin(model, spec: PreprocessSpec, input_name: str | None
     """Return a copy of ``model`` (path or ModelProto) whose input ``input_name`` (the
     only input by default) is produced by the plugin from a new uint8 input
     ``image_input_name`` of any height and width."""
+    attrs = plugin_attributes(spec)  # refuses what the plugin cannot do before anything is read
     onnx = require("onnx", extra="onnx", purpose="inserting the preprocessing plugin")
     gs = require("onnx_graphsurgeon", extra="graphsurgeon", purpose="inserting the preprocessing plugin")
     import numpy as np
@@ -90,7 +99,7 @@ def insert_preprocess_plugin(model, spec: PreprocessSpec, input_name: str | None
 
     image = gs.Variable(image_input_name, dtype=np.uint8, shape=_image_shape(spec, batch))
     node = gs.Node(op=PLUGIN_NAME, name="tegra_ai_preprocess", domain=PLUGIN_DOMAIN,
-                   attrs=plugin_attributes(spec), inputs=[image], outputs=[target])
+                   attrs=attrs, inputs=[image], outputs=[target])
     target.shape = [batch] + expected
     graph.nodes.append(node)
     graph.inputs = [image if t is target else t for t in graph.inputs]

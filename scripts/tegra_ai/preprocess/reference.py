@@ -5,6 +5,8 @@ and the TensorRT plugin are tested against. Arithmetic is float64 on the decoded
 uint8 pixels; the resize is bilinear with OpenCV ``INTER_LINEAR`` geometry but without
 OpenCV's 11-bit fixed-point weights and uint8 rounding (so against ``cv2.resize`` it
 differs by at most about one pixel level; against the kernel by float32 rounding).
+With ``antialias`` the resize is PIL's bilinear filter in float64 without PIL's uint8
+rounding between its horizontal and vertical passes (within one level of PIL).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from tegra_ai.errors import TegraAIError
-from tegra_ai.preprocess.spec import PreprocessSpec, letterbox_geometry
+from tegra_ai.preprocess.spec import PreprocessSpec, center_crop_geometry, letterbox_geometry
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # R, G, B
 
@@ -79,15 +81,54 @@ def resize_bilinear(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     return top * (1 - fy) + bottom * fy
 
 
+def antialias_weights(dst_size: int, src_size: int, start: int = 0, count: int | None = None) -> np.ndarray:
+    """PIL's bilinear resampling along one axis (``precompute_coeffs`` in Pillow's
+    ``Resample.c``, float64): a (count, src_size) matrix whose row ``i`` holds the
+    normalised weights of output index ``start + i`` of a ``src_size -> dst_size`` resize."""
+    count = dst_size - start if count is None else count
+    scale = src_size / dst_size
+    support = max(scale, 1.0)  # the triangle's support (1) times the filter scale
+    out = np.zeros((count, src_size))
+    for row, i in enumerate(range(start, start + count)):
+        centre = (i + 0.5) * scale
+        lo = max(int(centre - support + 0.5), 0)
+        hi = min(int(centre + support + 0.5), src_size)
+        x = np.arange(lo, hi, dtype=np.float64)
+        w = np.maximum(0.0, 1.0 - np.abs((x - centre + 0.5) / support))
+        out[row, lo:hi] = w / w.sum()
+    return out
+
+
+def resize_region(img: np.ndarray, new_h: int, new_w: int, top: int, left: int, out_h: int, out_w: int,
+                  antialias: bool) -> np.ndarray:
+    """Rows ``top..top+out_h`` and columns ``left..left+out_w`` of ``img`` resized to
+    ``new_h x new_w`` (only that region is computed)."""
+    if antialias:
+        wy = antialias_weights(new_h, img.shape[0], top, out_h)
+        wx = antialias_weights(new_w, img.shape[1], left, out_w)
+        return np.einsum("yh,hwc,xw->yxc", wy, img, wx, optimize=True)
+    y0, y1, fy = (a[top:top + out_h] for a in source_coords(new_h, img.shape[0]))
+    x0, x1, fx = (a[left:left + out_w] for a in source_coords(new_w, img.shape[1]))
+    fx = fx[None, :, None]
+    upper = img[y0][:, x0] * (1 - fx) + img[y0][:, x1] * fx
+    lower = img[y1][:, x0] * (1 - fx) + img[y1][:, x1] * fx
+    fy = fy[:, None, None]
+    return upper * (1 - fy) + lower * fy
+
+
 def resized_canvas(spec: PreprocessSpec, image: np.ndarray) -> np.ndarray:
-    """Steps 1-2: decoded, resized (and letterboxed) float64 (H, W, C) in pixel units."""
+    """Steps 1-2: decoded, resized (and letterboxed or cropped) float64 (H, W, C) in pixel units."""
     src = decode(spec, image)
     h, w = src.shape[:2]
+    H, W, aa = spec.height, spec.width, spec.antialias
     if spec.resize == "stretch":
-        return resize_bilinear(src, spec.height, spec.width)
-    _, new_h, new_w, top, left = letterbox_geometry(h, w, spec.height, spec.width)
-    canvas = np.full((spec.height, spec.width, src.shape[2]), float(spec.pad_value))
-    canvas[top:top + new_h, left:left + new_w] = resize_bilinear(src, new_h, new_w)
+        return resize_region(src, H, W, 0, 0, H, W, aa)
+    if spec.resize == "center_crop":
+        new_h, new_w, top, left = center_crop_geometry(h, w, spec.resize_short, H, W)
+        return resize_region(src, new_h, new_w, top, left, H, W, aa)
+    _, new_h, new_w, top, left = letterbox_geometry(h, w, H, W)
+    canvas = np.full((H, W, src.shape[2]), float(spec.pad_value))
+    canvas[top:top + new_h, left:left + new_w] = resize_region(src, new_h, new_w, 0, 0, new_h, new_w, aa)
     return canvas
 
 

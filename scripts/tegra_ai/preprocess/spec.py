@@ -11,7 +11,18 @@ Semantics (every implementation must match :mod:`tegra_ai.preprocess.reference`)
    ``resize="stretch"`` maps the whole image to ``height x width``;
    ``resize="letterbox"`` keeps the aspect ratio: ``r = min(H/h, W/w)``,
    ``new_w = round(w*r)``, ``new_h = round(h*r)``, ``left = (W-new_w)//2``,
-   ``top = (H-new_h)//2``, and fills the rest with ``pad_value`` (source pixel units).
+   ``top = (H-new_h)//2``, and fills the rest with ``pad_value`` (source pixel units);
+   ``resize="center_crop"`` (classifiers: torchvision ``Resize(resize_short)`` +
+   ``CenterCrop((height, width))``) resizes the shorter side to ``resize_short``
+   (the longer to ``int(resize_short * long / short)``) and keeps the centre
+   ``height x width`` (``top = round((new_h - H) / 2)``, ``left = round((new_w - W) / 2)``,
+   Python's round); ``resize_short >= max(height, width)``.
+   ``antialias=true`` (any mode) resamples as PIL ``Image.resize(BILINEAR)`` instead:
+   a triangle filter whose support grows with the downscale factor
+   (``support = max(src/dst, 1)``, taps ``max(0, 1 - |x + 0.5 - centre| / support)``
+   normalised, ``centre = (dst + 0.5) * src/dst``), so shrinking averages every source
+   pixel as torchvision's ``antialias=True`` does; OpenCV's ``INTER_LINEAR`` (the
+   default, ``antialias=false``) samples only 2x2 pixels (PaddleClas's cv2 path).
 3. Convert colour to ``channel_order`` (``rgb``, ``bgr`` or ``gray``).
 4. Normalise: ``out = (pixel * scale - mean[c]) / std[c]``.
 5. Lay out as ``nchw`` or ``nhwc`` in ``float32`` or ``float16``.
@@ -26,7 +37,7 @@ from tegra_ai.errors import EXIT_USAGE, TegraAIError
 
 INPUT_FORMATS = ("bgr8", "rgb8", "gray8", "nv12")
 CHANNEL_ORDERS = ("rgb", "bgr", "gray")
-RESIZE_MODES = ("stretch", "letterbox")
+RESIZE_MODES = ("stretch", "letterbox", "center_crop")
 LAYOUTS = ("nchw", "nhwc")
 DTYPES = ("float32", "float16")
 
@@ -44,6 +55,12 @@ class PreprocessSpec:
     std: tuple = (1.0, 1.0, 1.0)
     layout: str = "nchw"
     dtype: str = "float32"
+    resize_short: int = 0       # center_crop: the shorter side before the crop (pixels)
+    antialias: bool = False     # PIL/torchvision antialiased bilinear instead of OpenCV INTER_LINEAR
+
+    # Written by to_dict only when set, so the JSON (and every hash of it) of a spec
+    # that does not use them is what it was before they existed.
+    OPTIONAL_FIELDS = {"resize_short": 0, "antialias": False}
 
     def __post_init__(self):
         def bad(field_name, value, allowed):
@@ -63,6 +80,17 @@ class PreprocessSpec:
             bad("dtype", self.dtype, DTYPES)
         if int(self.height) <= 0 or int(self.width) <= 0:
             raise TegraAIError(f"preprocessing spec: size {self.height}x{self.width} must be positive")
+        if not isinstance(self.antialias, bool):
+            raise TegraAIError(f"preprocessing spec: antialias={self.antialias!r} must be true or false")
+        if isinstance(self.resize_short, bool) or not isinstance(self.resize_short, int):
+            raise TegraAIError(f"preprocessing spec: resize_short={self.resize_short!r} must be an integer")
+        if self.resize == "center_crop":
+            if self.resize_short < max(self.height, self.width):
+                raise TegraAIError(
+                    f"preprocessing spec: resize center_crop needs resize_short >= {max(self.height, self.width)} "
+                    f"(the crop is {self.height}x{self.width}), got {self.resize_short}")
+        elif self.resize_short:
+            raise TegraAIError(f"preprocessing spec: resize_short is for resize center_crop, not {self.resize}")
         # Normalise sequences to tuples of floats so specs compare and hash by value.
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
@@ -88,6 +116,9 @@ class PreprocessSpec:
         d = asdict(self)
         d["mean"] = list(self.mean)
         d["std"] = list(self.std)
+        for k, default in self.OPTIONAL_FIELDS.items():
+            if d[k] == default:
+                del d[k]
         return d
 
     def to_json(self) -> str:
@@ -135,3 +166,15 @@ def letterbox_geometry(src_h: int, src_w: int, dst_h: int, dst_w: int):
     new_w = max(1, int(round(src_w * r)))
     new_h = max(1, int(round(src_h * r)))
     return r, new_h, new_w, (dst_h - new_h) // 2, (dst_w - new_w) // 2
+
+
+def center_crop_geometry(src_h: int, src_w: int, resize_short: int, dst_h: int, dst_w: int):
+    """Return (new_h, new_w, top, left): the size of the resized image and where the
+    ``dst_h x dst_w`` crop starts in it, exactly torchvision's ``Resize(resize_short)``
+    (int size: shorter side -> ``resize_short``, longer -> ``int(resize_short * long / short)``)
+    followed by ``CenterCrop``. Output pixel ``(y, x)`` is resized pixel ``(y + top, x + left)``."""
+    if src_w <= src_h:
+        new_w, new_h = resize_short, int(resize_short * src_h / src_w)
+    else:
+        new_h, new_w = resize_short, int(resize_short * src_w / src_h)
+    return new_h, new_w, int(round((new_h - dst_h) / 2.0)), int(round((new_w - dst_w) / 2.0))

@@ -259,11 +259,11 @@ def _runner_factory(entry: ModelEntry, engine_cache: str):
     if not os.path.isfile(path):
         raise TegraAIError(f"model {entry.name}: engine {path} does not exist", exit_code=EXIT_USAGE)
 
-    def make():
-        from tegra_ai.backend.tensorrt import TensorRTRunner
+    from tegra_ai.backend.tensorrt import shared_engine_factory
 
-        return TensorRTRunner(path)
-    return make
+    # one deserialized engine for every worker of this model; each worker's runner takes
+    # its own execution context and profile slot
+    return shared_engine_factory(path)
 
 
 def convert_image(image: np.ndarray, to_format: str) -> np.ndarray:

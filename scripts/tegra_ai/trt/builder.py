@@ -2,7 +2,7 @@
 exactly what was built. The pipeline reads as its steps, in the manner of Polygraphy's
 loaders: :func:`parse_network` -> :func:`configure` -> :func:`build_serialized` ->
 :func:`make_sidecar`; :func:`build_engine` composes them and :func:`write_engine` writes
-the result. Version differences go through :mod:`tegra_ai.trt.compat`; nothing here
+the result. Every step takes the one :class:`~tegra_ai.spec.BuildRequest` whole. Version differences go through :mod:`tegra_ai.trt.compat`; nothing here
 prints (TensorRT's log goes to the ``tegra_ai.tensorrt`` logger)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from tegra_ai import __version__, platform
 from tegra_ai.errors import EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError
 from tegra_ai.onnx_files import has_qdq, model_digest
-from tegra_ai.spec import (BuildOptions, Sidecar, cache_key, check_output_paths, key_material, profiles_to_json,
+from tegra_ai.spec import (BuildOptions, BuildRequest, Sidecar, cache_key, check_output_paths, key_material, profiles_to_json,
                            sidecar_path, write_engine_files)
 from tegra_ai.trt import compat
 from tegra_ai.trt.shapes import ModelInput, resolve_profiles
@@ -97,9 +97,12 @@ def plugin_digests(plugin_libraries) -> dict:
 
 def load_plugins(trt, feats, plugin_libraries) -> dict:
     """Load each plugin library (its creators register with TensorRT) and return their
-    digests for the key. The same for ``build --plugin`` and ``ensure``."""
+    digests for the key. The same for ``build --plugin`` and ``ensure`` (once per process,
+    through the engine loader's registry)."""
+    from tegra_ai.trt.loader import load_plugin_once
+
     for lib in plugin_libraries:
-        compat.load_plugin_library(trt, feats, lib)
+        load_plugin_once(trt, feats, lib)
     return plugin_digests(plugin_libraries)
 
 
@@ -126,22 +129,9 @@ def engine_key(model_sha256: str, options: BuildOptions, feats, facts, plugins: 
 # --------------------------------------------------------------------------- steps
 
 def _make_logger(trt, verbose: bool):
-    severity = trt.ILogger.Severity
-    levels = {severity.INTERNAL_ERROR: logging.CRITICAL, severity.ERROR: logging.ERROR,
-              severity.WARNING: logging.WARNING, severity.INFO: logging.INFO, severity.VERBOSE: logging.DEBUG}
+    from tegra_ai.trt.loader import make_logger
 
-    class CollectingLogger(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)
-            self.errors = []
-
-        def log(self, sev, msg):
-            if sev in (severity.INTERNAL_ERROR, severity.ERROR):
-                self.errors.append(msg)
-            if verbose or sev == severity.INTERNAL_ERROR:
-                TRT_LOG.log(levels.get(sev, logging.INFO), "[TensorRT] %s", msg)
-
-    return CollectingLogger()
+    return make_logger(trt, verbose)
 
 
 def network_inputs(trt, network) -> list:
@@ -153,9 +143,10 @@ def network_inputs(trt, network) -> list:
     return out
 
 
-def parse_network(trt, feats, model_path: str, options: BuildOptions, *, has_calibration: bool = False,
-                  verbose: bool = False, memo: HashMemo | None = None) -> ParsedNetwork:
+def parse_network(trt, feats, request: BuildRequest, *, verbose: bool = False,
+                  memo: HashMemo | None = None) -> ParsedNetwork:
     """Hash the model, choose the typing, and parse it with TensorRT's ONNX parser."""
+    model_path, options = request.model, request.options
     model_sha, files = model_digest(model_path, memo)
     qdq = has_qdq(model_path)
     precision, parse_path, workdir, fp16_notes = options.precision, model_path, None, []
@@ -170,14 +161,15 @@ def parse_network(trt, feats, model_path: str, options: BuildOptions, *, has_cal
         fp16_notes.append(f"--precision fp16 on {feats.describe()}: built from an FP16 copy of the model "
                           "(tegra_ai.onnx_fp16; inputs/outputs and sensitive ops FP32)")
     typing = compat.resolve_typing(feats, precision, qdq, options.strongly_typed,
-                                   has_calibration=has_calibration)
+                                   has_calibration=request.has_calibration)
     typing["notes"] = fp16_notes + typing["notes"]
     if fp16_notes:
         typing["float_precision"] = {"path": "fp16-copy", "why": "no FP16 flag on this release: built from an "
                                      "FP16 copy of the model (tegra_ai.onnx_fp16)"}
     logger = _make_logger(trt, verbose)
-    if hasattr(trt, "init_libnvinfer_plugins"):
-        trt.init_libnvinfer_plugins(logger, "")
+    from tegra_ai.trt.loader import init_plugin_registry
+
+    init_plugin_registry(trt, logger)      # built-in plugins (EfficientNMS_TRT, ...) for the parser
     builder = trt.Builder(logger)
     network = compat.create_network(trt, feats, builder, typing["strongly_typed"])
     parser = trt.OnnxParser(network, logger)
@@ -203,17 +195,25 @@ class Configured:
     calibrator: object = None
 
 
-def configure(trt, feats, parsed: ParsedNetwork, options: BuildOptions, *, timing_cache_path: str | None = None,
-              calibration_data: str | None = None, calibration_cache: str | None = None,
-              calibration_batch: int | None = None) -> Configured:
+def configure(trt, feats, parsed: ParsedNetwork, request: BuildRequest) -> Configured:
     """Profiles, precision flags, memory, optimization level, DLA, calibration, timing cache."""
+    options, timing_cache_path = request.options, request.timing_cache
+    calibration_data, calibration_cache = request.calibration_data, request.calibration_cache
     builder, typing, inputs = parsed.builder, parsed.typing, parsed.inputs
     notes = list(typing["notes"])
     profiles = resolve_profiles(inputs, options.profile_objects())
     config = builder.create_builder_config()
     if any(i.is_dynamic for i in inputs) or options.profiles:
-        for profile in profiles:
-            compat.add_optimization_profile(builder, config, profile)
+        # One set of profiles per execution context that may run at once (--contexts):
+        # each context in concurrent use of a dynamic-shape engine needs its own profile
+        # (NvInferRuntime.h, IExecutionContext; see BuildOptions.contexts). Context c uses
+        # profiles c*P .. c*P+P-1 (tegra_ai.trt.loader.LoadedEngine.acquire_context).
+        for _context in range(options.contexts if any(i.is_dynamic for i in inputs) else 1):
+            for profile in profiles:
+                compat.add_optimization_profile(builder, config, profile)
+        if options.contexts > 1 and not any(i.is_dynamic for i in inputs):
+            notes.append(f"--contexts {options.contexts}: the engine has static shapes; any number of execution "
+                         "contexts may share its one profile")
 
     compat.check_gpu_precisions(builder, typing["flags"])
     compat.set_builder_flags(trt, config, typing["flags"])
@@ -227,7 +227,8 @@ def configure(trt, feats, parsed: ParsedNetwork, options: BuildOptions, *, timin
         from tegra_ai.trt.calibrator import (CalibrationBatches, cache_notes, cache_provenance, dataset_preprocess,
                                             make_calibrator)
 
-        batches = CalibrationBatches(calibration_data, inputs, calibration_batch) if calibration_data else None
+        batches = (CalibrationBatches(calibration_data, inputs, request.calibration_batch)
+                   if calibration_data else None)
         provenance = cache_provenance(parsed.model_sha256, feats.version_string, dataset_preprocess(calibration_data))
         calibrator = make_calibrator(trt, feats, batches, calibration_cache, provenance=provenance)
         compat.set_calibrator(feats, config, calibrator)
@@ -280,11 +281,11 @@ def build_serialized(trt, feats, parsed: ParsedNetwork, configured: Configured, 
     return bytes(serialized), seconds
 
 
-def make_sidecar(parsed: ParsedNetwork, configured: Configured, options: BuildOptions, feats, facts,
+def make_sidecar(parsed: ParsedNetwork, configured: Configured, request: BuildRequest, feats, facts,
                  seconds: float, plugins: dict | None = None) -> Sidecar:
     # The key hashes the options as requested (what ensure computes before building);
     # the profiles as completed with static inputs are recorded beside it.
-    _key, material = engine_key(parsed.model_sha256, options, feats, facts, plugins)
+    _key, material = engine_key(parsed.model_sha256, request.options, feats, facts, plugins)
     return Sidecar.new(
         material, tool=f"tegra-ai {__version__}", model=os.path.basename(parsed.model_path),
         model_files=[os.path.basename(f) for f in parsed.model_files],
@@ -292,42 +293,41 @@ def make_sidecar(parsed: ParsedNetwork, configured: Configured, options: BuildOp
         qdq=parsed.qdq, float_precision=dict(parsed.typing.get("float_precision") or {}),
         profiles=profiles_to_json(configured.profiles),
         inputs=[{"name": i.name, "dims": list(i.dims), "dtype": i.dtype} for i in parsed.inputs],
-        build_seconds=round(seconds, 3), notes=list(configured.notes))
+        build_seconds=round(seconds, 3), notes=list(configured.notes), request=request.record(plugins))
 
 
 # --------------------------------------------------------------------------- composed
 
-def build_engine(model_path: str, options: BuildOptions, *, timing_cache_path: str | None = None,
-                 calibration_data: str | None = None, calibration_cache: str | None = None,
-                 calibration_batch: int | None = None, plugin_libraries: tuple = (), show_progress: bool = True,
-                 verbose: bool = False, memo: HashMemo | None = None) -> BuildResult:
+def build_engine(request, options: BuildOptions | None = None, *, show_progress: bool = True,
+                 verbose: bool = False, memo: HashMemo | None = None, **request_fields) -> BuildResult:
+    """Build the engine a :class:`~tegra_ai.spec.BuildRequest` asks for.
+
+    For Python users ``build_engine("m.onnx", BuildOptions(...), timing_cache="t.cache")``
+    makes the request from the model, the options and the request's other fields."""
     from tegra_ai.util.stdio import native_stdout_to_stderr
 
+    if not isinstance(request, BuildRequest):
+        request = BuildRequest(model=request, options=options or BuildOptions(), **request_fields)
+    elif options is not None or request_fields:
+        raise TypeError("build_engine(BuildRequest) takes no options or request fields beside it")
     with native_stdout_to_stderr():    # TensorRT's native prints never reach stdout (--json)
-        return _build_engine(model_path, options, timing_cache_path=timing_cache_path,
-                             calibration_data=calibration_data, calibration_cache=calibration_cache,
-                             calibration_batch=calibration_batch, plugin_libraries=plugin_libraries,
-                             show_progress=show_progress, verbose=verbose, memo=memo)
+        return _build_engine(request, show_progress=show_progress, verbose=verbose, memo=memo)
 
 
-def _build_engine(model_path, options, *, timing_cache_path, calibration_data, calibration_cache,
-                  calibration_batch, plugin_libraries, show_progress, verbose, memo) -> BuildResult:
+def _build_engine(request: BuildRequest, *, show_progress, verbose, memo) -> BuildResult:
     trt, feats = compat.load()
-    plugins = load_plugins(trt, feats, plugin_libraries)
-    facts = target_facts(feats, options.compute_capability)
-    parsed = parse_network(trt, feats, model_path, options, verbose=verbose, memo=memo,
-                           has_calibration=bool(calibration_data or calibration_cache))
-    configured = configure(trt, feats, parsed, options, timing_cache_path=timing_cache_path,
-                           calibration_data=calibration_data, calibration_cache=calibration_cache,
-                           calibration_batch=calibration_batch)
+    plugins = load_plugins(trt, feats, request.plugins)
+    facts = target_facts(feats, request.options.compute_capability)
+    parsed = parse_network(trt, feats, request, verbose=verbose, memo=memo)
+    configured = configure(trt, feats, parsed, request)
     try:
         engine, seconds = build_serialized(trt, feats, parsed, configured, facts, show_progress=show_progress)
     finally:
         if configured.calibrator is not None:
             configured.calibrator.raise_if_failed()  # the binding swallows get_batch exceptions: surface them
-    if configured.timing_cache is not None and timing_cache_path:
-        atomic_write_bytes(timing_cache_path, bytes(configured.timing_cache.serialize()))
-    sidecar = make_sidecar(parsed, configured, options, feats, facts, seconds, plugins)
+    if configured.timing_cache is not None and request.timing_cache:
+        atomic_write_bytes(request.timing_cache, bytes(configured.timing_cache.serialize()))
+    sidecar = make_sidecar(parsed, configured, request, feats, facts, seconds, plugins)
     return BuildResult(engine=engine, sidecar=sidecar, notes=configured.notes)
 
 

@@ -95,7 +95,8 @@ def load_calibration_arrays(path: str) -> dict:
         if not hasattr(data, "files"):
             raise _usage(f"calibration data {path} is one array, not an .npz file with one array per input")
         with data:  # keys starting with "_" (a calibration-dataset manifest, labels) are not inputs
-            return {k: data[k] for k in data.files if not k.startswith("_")}
+            arrays = {k: data[k] for k in data.files if not k.startswith("_")}
+            manifest = data["_manifest"] if "_manifest" in data.files else None
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             raise _usage(f"calibration data {path} holds Python objects (pickled); only numeric arrays are "
@@ -103,6 +104,24 @@ def load_calibration_arrays(path: str) -> dict:
         raise _usage(f"calibration data {path} is not an .npz file ({str(exc).splitlines()[0]})") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise _usage(f"calibration data {path} is not an .npz file ({exc})") from None
+    return _model_inputs(path, arrays, manifest)
+
+
+def _model_inputs(path: str, arrays: dict, manifest) -> dict:
+    """calibration-dataset files may store uint8 pixels (manifest ``storage``): normalised here,
+    so every reader of calibration data gets the model's input tensors."""
+    from tegra_ai.preprocess.stored import decode_stored
+
+    if manifest is None:
+        return arrays
+    try:
+        meta = json.loads(bytes(manifest).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise _usage(f"calibration data {path}: its _manifest is not UTF-8 JSON") from None
+    try:
+        return decode_stored(arrays, meta if isinstance(meta, dict) else None)
+    except TegraAIError as exc:
+        raise _usage(f"calibration data {path}: {exc.message}") from None
 
 
 def _np_dtype(name: str):

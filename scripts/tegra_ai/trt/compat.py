@@ -57,6 +57,11 @@ FEATURES = {
     "bf16": ((9, 0), (11, 0)),
     # ParserError.node_name() (9.3+); before it only node(), the node's index.
     "parser_error_node_name": ((9, 3), None),
+    # IOutputAllocator (data-dependent output shapes) is in the Python API from 8.5
+    # (pyCore.cpp release/8.5: reallocate_output, notify_shape); 10.0 deprecates
+    # reallocateOutput for reallocateOutputAsync (NvInferRuntime.h release/10.3 l.3457-3487;
+    # PyOutputAllocator calls reallocate_output_async, falling back to reallocate_output).
+    "output_allocator_async": ((10, 0), None),
     "dla": (None, None),
 }
 
@@ -118,6 +123,7 @@ class Features:
     bf16: bool
     parser_error_node_name: bool
     dla: bool
+    output_allocator_async: bool = False
     library_version: tuple = ()
 
     @property
@@ -594,7 +600,14 @@ def deserialize(trt, feats: Features, logger, data: bytes):
 
 
 def set_optimization_profile(context, index: int, stream: int) -> None:
-    context.set_optimization_profile_async(int(index), int(stream))
+    """Select optimization profile ``index`` for ``context`` on ``stream``. NvInferRuntime.h,
+    IExecutionContext::setOptimizationProfileAsync (8.5 l.2857, 10.3 l.3907, 10.13 l.4577,
+    11.1 l.4279): "\\return true if the call succeeded, else false (e.g. input out of range)";
+    the binding returns that bool, so it is checked here. The caller synchronizes ``stream``
+    with the one it enqueues on (the same header's warning)."""
+    if not context.set_optimization_profile_async(int(index), int(stream)):
+        raise TegraAIError(f"TensorRT refused optimization profile {index} for an execution context (out of range, "
+                           "or in use by another context)", exit_code=EXIT_USAGE)
 
 
 def check_gpu_precisions(builder, flag_names: list) -> None:
@@ -607,6 +620,10 @@ def check_gpu_precisions(builder, flag_names: list) -> None:
 
 
 def io_tensors(trt, engine) -> list:
+    """IO tensors by name. ``location`` is where their memory lives: ``host`` for shape
+    tensor inputs (NvInferRuntime.h 8.5 l.1640, 10.3 l.2635: "shape tensors inputs are
+    typically required to be on the CPU"), else ``device``; ``shape_tensor`` marks tensors
+    whose values feed shape inference (``is_shape_inference_io``, 8.5+)."""
     out = []
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
@@ -617,8 +634,36 @@ def io_tensors(trt, engine) -> list:
             "dtype": dtype_name(engine.get_tensor_dtype(name)),
             "shape": list(engine.get_tensor_shape(name)),
             "format": str(engine.get_tensor_format_desc(name)) if hasattr(engine, "get_tensor_format_desc") else None,
+            "location": "host" if engine.get_tensor_location(name) == trt.TensorLocation.HOST else "device",
+            "shape_tensor": bool(engine.is_shape_inference_io(name)),
         })
     return out
+
+
+def make_output_allocator(trt, feats: Features, reallocate, notify_shape):
+    """An ``IOutputAllocator`` for outputs whose shape depends on data (NonZero,
+    NonMaxSuppression from 8.5; TopK with a runtime K from 8.6). ``reallocate(name,
+    current_ptr, size, alignment) -> ptr`` (0 when it cannot), ``notify_shape(name, dims)``.
+    NvInferRuntime.h (8.5 l.2937-2947, 10.3 l.3989-3998): an output whose getTensorShape has
+    a -1 after all input shapes are set needs an address or an IOutputAllocator; TensorRT
+    reports its dims through notifyShape before enqueueV3 returns. 10.0+ call
+    reallocateOutputAsync (with the enqueue stream); 8.5-9.x reallocateOutput."""
+
+    class OutputAllocator(trt.IOutputAllocator):
+        def __init__(self):
+            trt.IOutputAllocator.__init__(self)
+
+        def reallocate_output(self, tensor_name, memory, size, alignment):
+            return int(reallocate(tensor_name, int(memory or 0), int(size), int(alignment)) or 0)
+
+        if feats.output_allocator_async:
+            def reallocate_output_async(self, tensor_name, memory, size, alignment, stream):
+                return int(reallocate(tensor_name, int(memory or 0), int(size), int(alignment)) or 0)
+
+        def notify_shape(self, tensor_name, shape):
+            notify_shape(tensor_name, tuple(int(d) for d in shape))
+
+    return OutputAllocator()
 
 
 def engine_profiles(trt, engine) -> list:

@@ -106,16 +106,10 @@ def inspect_engine(engine_path: str, with_layers: bool = True) -> dict:
                                hint="inspect it on the device it was built for", exit_code=EXIT_UNAVAILABLE)
         info["note"] = f"{reason}: showing the sidecar only"
         return info
-    if sc is not None:
-        from tegra_ai.trt.builder import check_engine_matches
+    from tegra_ai.trt.loader import load_engine
 
-        problems = check_engine_matches(sc, feats, None)
-        if problems:
-            raise TegraAIError(f"{os.path.basename(engine_path)} cannot be loaded here: {'; '.join(problems)}",
-                               hint="rebuild it on this device with tensorrt-optimize build")
-    logger = trt.Logger(trt.Logger.ERROR)
-    with open(engine_path, "rb") as f:
-        _runtime, engine = compat.deserialize(trt, feats, logger, f.read())
+    loaded = load_engine(engine_path, sidecar=sc)       # plugins first, refuses another TensorRT or GPU
+    engine = loaded.engine
     info["tensorrt"] = feats.describe()
     info["io"] = compat.io_tensors(trt, engine)
     info["profiles"] = compat.engine_profiles(trt, engine)

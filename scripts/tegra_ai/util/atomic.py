@@ -13,6 +13,42 @@ import tempfile
 
 from tegra_ai.errors import TegraAIError
 
+# What every file and folder the tools write gets, whatever the umask (even 000): the
+# engine service writes as its own user and applications read as theirs, so engines,
+# sidecars, bundles and mirrors are world-readable and writable by their owner only.
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+
+
+def make_dirs(path: str | os.PathLike) -> None:
+    """``os.makedirs(path, exist_ok=True)``, every folder it creates DIR_MODE (intermediate
+    ones too: os.makedirs gives those 0777 minus the umask)."""
+    path = os.path.abspath(os.fspath(path))
+    missing = []
+    p = path
+    while not os.path.lexists(p):
+        missing.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    os.makedirs(path, exist_ok=True)
+    for d in reversed(missing):
+        with contextlib.suppress(OSError):
+            os.chmod(d, DIR_MODE)
+
+
+def create_exclusive(path: str | os.PathLike, text: str) -> bool:
+    """Write ``text`` into a new file ``path`` (FILE_MODE); False when it exists already."""
+    try:
+        fd = os.open(os.fspath(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, FILE_MODE)
+        f.write(text)
+    return True
+
 
 def _fsync_dir(path: str) -> None:
     try:
@@ -28,21 +64,19 @@ def _fsync_dir(path: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike, mode: str = "wb"):
-    """Context manager yielding a file object; on success the file replaces ``path``."""
+def atomic_writer(path: str | os.PathLike, mode: str = "wb", permissions: int = FILE_MODE):
+    """Context manager yielding a file object; on success the file replaces ``path``
+    (with ``permissions``, whatever the umask: 0600 for a private key)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     try:
-        os.makedirs(directory, exist_ok=True)
+        make_dirs(directory)
         fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     except OSError as exc:
         raise TegraAIError(f"cannot write {path}: {exc.strerror or exc}",
                            hint="choose a writable output location") from None
     try:
-        # mkstemp makes 0600 files; give the final file the usual umask-based mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
+        os.fchmod(fd, permissions)   # mkstemp makes 0600 files
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -58,8 +92,8 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb"):
         raise
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
-    with atomic_writer(path, "wb") as f:
+def atomic_write_bytes(path, data: bytes, permissions: int = FILE_MODE) -> None:
+    with atomic_writer(path, "wb", permissions) as f:
         f.write(data)
 
 

@@ -23,7 +23,7 @@ class TegraAIEnginesTest(OERuntimeTestCase):
         return output
 
     @OETestDepends(["ssh.SSHTest.test_ssh"])
-    @OEHasPackage(["tensorrt-model-optimizer"])
+    @OEHasPackage(["tegra-ai-tools"])
     def test_tool_runs(self):
         self.assertIn("tensorrt-optimize", self.run_ok("tensorrt-optimize --version"))
 
@@ -36,6 +36,12 @@ class TegraAIEnginesTest(OERuntimeTestCase):
                             "tegra-ai-engines.service")
         for expected in ("ProtectSystem=strict", "PrivateNetwork=yes", "NoNewPrivileges=yes"):
             self.assertIn(expected, props)
+        # an unprivileged user of its own; the boot does not wait for engine builds
+        user = self.run_ok("systemctl show -p User --value tegra-ai-engines.service").strip()
+        self.assertNotIn(user, ("", "root"))          # TEGRA_AI_ENGINES_USER, "tegra-ai" by default
+        self.run_ok("id %s" % user)
+        after = self.run_ok("systemctl show -p After --value multi-user.target").split()
+        self.assertNotIn("tegra-ai-engines.service", after)
 
     @OETestDepends(["tegra_ai.TegraAIEnginesTest.test_service_installed_and_enabled"])
     def test_first_boot_engines(self):
@@ -53,6 +59,9 @@ class TegraAIEnginesTest(OERuntimeTestCase):
         cache = self.run_ok(". /etc/default/tegra-ai-engines 2>/dev/null; "
                             "systemctl show -p Environment --value tegra-ai-engines.service | tr ' ' '\\n' "
                             "| sed -n 's/^TEGRA_AI_ENGINE_CACHE=//p'").strip().splitlines()[-1]
+        # written by the service's user, readable by every application
+        user = self.run_ok("systemctl show -p User --value tegra-ai-engines.service").strip()
+        self.assertEqual(self.run_ok("stat -c %%U %s" % cache).strip(), user)
         report = json.loads(self.run_ok("tensorrt-optimize verify-cache %s --json" % cache))
         self.assertFalse(report["problems"], msg=report)
         self.assertGreaterEqual(report["engines"], len(models))

@@ -29,7 +29,7 @@ FILES:${PN}-calibration = "${bindir}/calibration-dataset"
 
 RDEPENDS:${PN} += "\
     python3-core python3-crypt python3-ctypes python3-fcntl python3-io python3-json \
-    python3-logging python3-shell python3-numpy \
+    python3-logging python3-shell python3-statistics python3-numpy \
     python3-tensorrt tensorrt-plugins \
 "
 # Inference needs CUDA from Python too: python3-cuda is added from
@@ -37,12 +37,26 @@ RDEPENDS:${PN} += "\
 RDEPENDS:${PN}-benchmark += "${PN} python3-numpy"
 RDEPENDS:${PN}-calibration += "${PN} python3-numpy"
 
+# Until 0.1.0 this recipe was called tensorrt-model-optimizer, which is the name of
+# NVIDIA's own product (TensorRT Model Optimizer, nvidia-modelopt). Images that
+# installed the old packages upgrade to these cleanly: the package manager
+# replaces them, and anything that still asks for an old name gets these.
+RPROVIDES:${PN} += "tensorrt-model-optimizer"
+RREPLACES:${PN} += "tensorrt-model-optimizer"
+RCONFLICTS:${PN} += "tensorrt-model-optimizer"
+RPROVIDES:${PN}-benchmark += "tensorrt-model-optimizer-benchmark"
+RREPLACES:${PN}-benchmark += "tensorrt-model-optimizer-benchmark"
+RCONFLICTS:${PN}-benchmark += "tensorrt-model-optimizer-benchmark"
+RPROVIDES:${PN}-calibration += "tensorrt-model-optimizer-calibration"
+RREPLACES:${PN}-calibration += "tensorrt-model-optimizer-calibration"
+RCONFLICTS:${PN}-calibration += "tensorrt-model-optimizer-calibration"
+
 # Build-time use (tensorrt_engine.bbclass): bundle, check and verify-cache need
 # neither TensorRT nor a GPU; the ONNX preflight (check --target) needs onnx.
 RDEPENDS:${PN}:class-native = "python3-numpy-native"
 RDEPENDS:${PN}-benchmark:class-native = ""
 RDEPENDS:${PN}-calibration:class-native = ""
-# In an SDK (TOOLCHAIN_HOST_TASK += "nativesdk-tensorrt-model-optimizer"):
+# In an SDK (TOOLCHAIN_HOST_TASK += "nativesdk-tegra-ai-tools"):
 # bundle, check and verify-cache on the developer's machine, like -native.
 RDEPENDS:${PN}:class-nativesdk = "nativesdk-python3-core nativesdk-python3-json nativesdk-python3-logging \
     nativesdk-python3-shell nativesdk-python3-numpy"
