@@ -594,6 +594,7 @@ class Sidecar:
     strongly_typed: bool | None = None
     builder_flags: list = field(default_factory=list)
     qdq: bool = False
+    float_precision: dict = field(default_factory=dict)  # {"path": fp16-flag|fp16-copy|model-types|fp32, "why"}
     profiles: list = field(default_factory=list)       # as completed for static inputs
     inputs: list = field(default_factory=list)
     outputs: list = field(default_factory=list)
