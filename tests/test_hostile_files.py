@@ -36,3 +36,15 @@ def test_fifo_manifest_is_refused_without_hanging(tmp_path):
             load_manifest(str(path))
     finally:
         signal.alarm(0)
+
+
+def test_external_data_symlink_out_of_the_model_folder(model_factory, tmp_path_factory):
+    from tegra_ai.onnx_files import model_files
+
+    path = model_factory("ext.onnx", external=True)
+    outside = tmp_path_factory.mktemp("elsewhere")
+    secret = outside / "secret"
+    os.replace(path + ".data", secret)
+    os.symlink(secret, path + ".data")
+    with pytest.raises(TegraAIError, match="symbolic link out of the model's directory"):
+        model_files(path)
