@@ -49,7 +49,7 @@ MAX_OPT_LEVEL = 5
 MAX_DLA_CORE = 15       # TensorRT's own bound is the device's DLA count, checked where the engine is built
 MAX_CONTEXTS = 64       # execution contexts one dynamic-shape engine serves (one profile set each)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")  # fullmatch: "$" would accept a trailing newline
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?$", re.IGNORECASE)
 _DIMS = re.compile(r"^\d+(x\d+)*$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -63,7 +63,7 @@ def _usage(message: str, hint: str | None = None) -> TegraAIError:
 
 def check_model_name(name) -> str:
     """A model name names files and directories: letters, digits, '.', '_', '+', '-'; no leading dot."""
-    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
         raise _usage(f"model name {name!r}: use letters, digits, '.', '_', '+', '-' (at most 128, "
                      "starting with a letter or digit; it names files)")
     return name
