@@ -490,7 +490,7 @@ def build_dataset(sources, output: str, spec: PreprocessSpec, input_name: str = 
     if not sources:
         raise _usage("no sources given")
     if count is not None and count <= 0:
-        raise _usage(f"--count must be positive, got {count}")
+        raise _usage(f"--max-samples must be positive, got {count}")
     if video_every is not None and video_every <= 0:
         raise _usage(f"--every-nth-frame must be positive, got {video_every}")
     if video_frames is not None and video_frames <= 0:
