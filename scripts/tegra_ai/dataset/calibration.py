@@ -502,6 +502,8 @@ def build_dataset(sources, output: str, spec: PreprocessSpec, input_name: str = 
     if not candidates:
         raise TegraAIError("no samples: every source was unreadable", exit_code=EXIT_FAILURE)
     chosen = sample(candidates, count, seed, class_balanced)
+    if any(c.kind in ("image", "video") for c in chosen):
+        _cv2()   # missing OpenCV: one error naming the extra (exit 69), not every image "unreadable"
     out_dir = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(out_dir):
         raise TegraAIError(f"output directory {out_dir} does not exist", exit_code=EXIT_USAGE)
