@@ -236,7 +236,7 @@ def test_fallback_budget_exhausted_writes_nothing(tmp_path):
                  str(tmp_path))
     assert res.code == 1 and json.loads(res.stdout)["passed"] is False and not (tmp_path / "o.onnx").exists()
     res = invoke(main, ["quantize", src, "--calibration", "d.npz", "-o", "o.onnx", "--method", "minmax",
-                        "--gate", "d.npz", "--min-cosine", "0.95", "--report", "r.md", "--no-progress"], str(tmp_path))
+                        "--gate", "d.npz", "--min-cosine", "0.95", "--markdown", "r.md", "--no-progress"], str(tmp_path))
     assert res.code == 0 and "1 kept in float (head;" in res.stdout and (tmp_path / "o.onnx").exists()
     assert "gate: PASSED" in (tmp_path / "r.md").read_text()
 

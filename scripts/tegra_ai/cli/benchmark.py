@@ -20,7 +20,7 @@ import os
 import sys
 
 from tegra_ai import __version__
-from tegra_ai.cli.common import print_json, run_main
+from tegra_ai.cli.common import print_json, run_main, verbose_parent
 from tegra_ai.errors import EXIT_FAILURE, EXIT_USAGE, TegraAIError
 
 PROG = "model-benchmark"
@@ -64,7 +64,6 @@ def _add_run_options(p):
                    help="power source during the run (default auto: INA rails on Jetson, else tegrastats, "
                         "else nvidia-smi)")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
 
 
 def _config(args):
@@ -166,7 +165,8 @@ def cmd_suite(args):
 
 
 def build_run_parser():
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                parents=[verbose_parent()])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("model", metavar="MODEL_OR_ENGINE",
                    help="a TensorRT engine, an ONNX model, or workload:MICROSECONDS; 'suite' starts a suite")
@@ -189,7 +189,8 @@ def build_run_parser():
 
 def build_suite_parser():
     p = argparse.ArgumentParser(prog=f"{PROG} suite", description="models x precisions x batch sizes -> "
-                                "summary.csv, summary.md and PNG plots in --out; finished cells are reused")
+                                "summary.csv, summary.md and PNG plots in --out; finished cells are reused",
+                                parents=[verbose_parent()])
     p.add_argument("--models", nargs="+", required=True, metavar="MODEL.onnx")
     p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "fp16", "int8"])
     p.add_argument("--batch", nargs="+", type=int, default=[1], metavar="N")
