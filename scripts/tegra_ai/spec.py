@@ -281,6 +281,16 @@ def hash_calibration(data: str | None = None, cache: str | None = None) -> str |
     return None
 
 
+def _known_fields(cls, d, not_object: str, unknown_fields: str) -> dict:
+    """A copy of ``d`` after checking that it is an object naming only fields of ``cls``."""
+    if not isinstance(d, dict):
+        raise _usage(not_object.format(d))
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    if unknown:
+        raise _usage(unknown_fields.format(", ".join(unknown)))
+    return dict(d)
+
+
 @dataclass(frozen=True)
 class BuildOptions:
     """Everything that changes the engine besides the model, TensorRT and the GPU.
@@ -359,13 +369,7 @@ class BuildOptions:
     def from_dict(cls, d) -> "BuildOptions":
         if d is None:
             return cls()
-        if not isinstance(d, dict):
-            raise _usage(f"build options {d!r}: expected an object")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise _usage(f"unknown build option(s): {', '.join(unknown)}")
-        d = dict(d)
+        d = _known_fields(cls, d, "build options {!r}: expected an object", "unknown build option(s): {}")
         if "profiles" in d:
             d["profiles"] = profiles_from_json(d["profiles"]) if d["profiles"] is not None else ()
         if "plugins" in d and isinstance(d["plugins"], list):
@@ -452,13 +456,7 @@ class BuildRequest:
 
     @classmethod
     def from_dict(cls, d) -> "BuildRequest":
-        if not isinstance(d, dict):
-            raise _usage(f"build request {d!r}: expected an object")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise _usage(f"build request: unknown field(s) {', '.join(unknown)}")
-        d = dict(d)
+        d = _known_fields(cls, d, "build request {!r}: expected an object", "build request: unknown field(s) {}")
         d["options"] = BuildOptions.from_dict(d.get("options"))
         d["plugins"] = tuple(d.get("plugins") or ())
         return cls(**d)

@@ -155,6 +155,20 @@ def run(d, func, env=None, check=True, cwd=None):
     return res
 
 
+def install(relpath, workdir, series="scarthgap", conf=None):
+    """Parse ``relpath``, unpack it and run its do_install; skips the calling test when
+    BitBake's bb package is missing."""
+    try:
+        d = parse(relpath, workdir, series, conf)
+    except ImportError as e:
+        import pytest
+
+        pytest.skip("BitBake's bb package is not installed (pip install bitbake-setup): %s" % e)
+    unpack(d)
+    run(d, "do_install")
+    return d
+
+
 def installed_files(d):
     """Paths (from /) of every file and symlink under D."""
     root = d.getVar("D")
