@@ -32,6 +32,32 @@ def _full_tensorrt():
         return False
 
 
+import repo_hygiene  # noqa: E402
+
+_REPO_BEFORE = []
+
+
+def pytest_sessionstart(session):
+    _REPO_BEFORE.append(repo_hygiene.snapshot(ROOT))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A test run leaves nothing in the repository (a task once ran in a literal "${S}/"
+    folder under the repository root): new files fail the run."""
+    if not _REPO_BEFORE:
+        return
+    new = repo_hygiene.left_behind(_REPO_BEFORE[0], ROOT)
+    if new:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        msg = "the test run left %d new path(s) in the repository: %s" % (len(new), ", ".join(new[:20]))
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line("ERROR: " + msg, red=True)
+        else:
+            sys.stderr.write("ERROR: %s\n" % msg)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_collection_modifyitems(config, items):
     reasons = {
         "rtx": (_importable("tensorrt_rtx"), "TensorRT-RTX (pip install tensorrt-rtx) is not installed"),

@@ -64,7 +64,8 @@ CASES = [
     (["diff", "other.json", "bad.json", "--json"], 2, "not a model-benchmark report"),
     (["diff", "old.json", "old.json"], 2, "version 99 report"),
     (["diff", "old.json"], 2, "the following arguments are required"),
-    (["diff", "a.json", "b.json", "--json", "--markdown"], 2, "--json and --markdown are exclusive"),
+    (["diff", "a.json", "b.json", "--json", "--markdown"], 2, "--json and --markdown on stdout are exclusive"),
+    (["diff", "a.json", "b.json", "--markdown", "exists.json"], 2, "already exists"),
     (["diff", "a.json", "b.json", "--threshold", "0"], 2, "--threshold must be a percentage"),
     # suite
     (["suite", "--models", "digits.onnx", "--backend", "onnxruntime", "--shapes", "input:1x1x8x8", "--out", "o"]

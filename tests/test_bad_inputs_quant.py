@@ -68,7 +68,9 @@ DATASET_CASES = [
      "--resize-short: invalid int value"),
     (["data.npz", "-o", "o.npz", "--spec", "nospec.json"], 2, "cannot read nospec.json"),
     (["data.npz", "-o", "o.npz", "--spec", "binary_spec.json"], 2, "binary_spec.json: not a text (JSON) file"),
-    (["data.npz", "-o", "o.npz", "--spec", "spec.json", "--count", "0"], 2, "--count must be positive"),
+    (["data.npz", "-o", "o.npz", "--spec", "spec.json", "--max-samples", "0"], 2, "--max-samples must be positive"),
+    # the old spelling (hidden alias for a release)
+    (["data.npz", "-o", "o.npz", "--spec", "spec.json", "--count", "0"], 2, "--max-samples must be positive"),
     (["data.npz", "-o", "o.txt", "--spec", "spec.json"], 2, "must end in .npz"),
     (["data.npz", "-o", "existing.npz", "--spec", "spec.json"], 2, "existing.npz exists"),
     (["evil.npy", "-o", "o.npz", "--spec", "spec.json"], 2, "pickled data is never loaded"),

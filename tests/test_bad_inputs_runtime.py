@@ -51,6 +51,9 @@ CASES = [
     (lambda ws: [desc(ws, lambda d: d["ensembles"]["cascade"]["detection"].update(iou_threshold="high")),
                  "--check"], 2, "iou_threshold must be a number"),
     (lambda ws: [desc(ws, lambda d: (d["models"]["digits"].pop("onnx"), d["models"]["digits"].update(cached="digits"))),
+                 "--check", "--cache", "empty"], 2, "no engine 'digits'"),
+    # the old spelling of --cache (hidden alias for a release)
+    (lambda ws: [desc(ws, lambda d: (d["models"]["digits"].pop("onnx"), d["models"]["digits"].update(cached="digits"))),
                  "--check", "--engine-cache", "empty"], 2, "no engine 'digits'"),
     (lambda ws: [E], 2, "no input set"),
     (lambda ws: [E, "--npz", "nope.npz"], 2, "nope.npz: no such file"),
@@ -62,7 +65,8 @@ CASES = [
     (lambda ws: [E, "--images", "empty"], 2, "holds no images"),
     (lambda ws: [E, "--images", "nowhere"], 2, "does not exist"),
     (lambda ws: [E, "--synthetic", "0"], 2, "expected N or NxHxW with positive numbers"),
-    (lambda ws: [E, "--synthetic", "1", "--limit", "0"], 2, "expected a positive integer"),
+    (lambda ws: [E, "--synthetic", "1", "--max-samples", "0"], 2, "expected a positive integer"),
+    (lambda ws: [E, "--synthetic", "1", "--limit", "0"], 2, "expected a positive integer"),   # old spelling
     (lambda ws: [E, "--synthetic", "1", "--device", "tpu"], 2, "invalid choice"),
     (lambda ws: [E, "--synthetic", "1", "--images", "empty"], 2, "not allowed with argument"),
 ]

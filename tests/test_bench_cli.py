@@ -121,6 +121,10 @@ def test_diff_two_saved_reports(capsys, tmp_path):
     assert code == 1 and d["regressions"] >= 1 and d["old"].endswith("old.json")
     code, out, _ = run(capsys, ["diff", str(tmp_path / "old.json"), str(tmp_path / "new.json"), "--markdown"])
     assert code == 1 and "| metric | old | new | change | worse (CI) | verdict |" in out and "**REGRESSION**" in out
+    code, out, _ = run(capsys, ["diff", str(tmp_path / "old.json"), str(tmp_path / "new.json"), "--json",
+                                "--markdown", str(tmp_path / "diff.md")])
+    assert code == 1 and json.loads(out)["regressions"] >= 1
+    assert "**REGRESSION**" in (tmp_path / "diff.md").read_text()
     code, out, _ = run(capsys, ["diff", str(tmp_path / "old.json"), str(tmp_path / "same.json"),
                                 "--threshold", "10"])
     assert code == 0 and "REGRESSION" not in out

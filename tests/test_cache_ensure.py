@@ -13,7 +13,7 @@ import pytest
 from tegra_ai import platform
 from tegra_ai.cache.ensure import ensure
 from tegra_ai.cache.manifest import add_to_bundle, load_manifest
-from tegra_ai.cache.store import EngineCache
+from tegra_ai.cache.store import EngineCache, short_key
 from tegra_ai.cache.verify import verify_cache
 from tegra_ai.errors import TegraAIError
 from tegra_ai.onnx_files import model_digest
@@ -205,6 +205,47 @@ def test_power_cut_leftovers_are_not_engines(bundle, tmp_path, damage):
     s = run(bundle, cache, b)
     assert b.calls == ["net"] and s["models"][0]["status"] == "built"
     assert not any(n.endswith(".tmp") for n in os.listdir(os.path.dirname(engine)))
+
+
+def test_cached_engine_with_one_flipped_byte_is_not_a_hit(bundle, tmp_path):
+    """Issue #19: the memo must not vouch for engine bytes that changed. The flip keeps the
+    size, the mtime and the inode; only the bytes (and the ctime the kernel sets) differ."""
+    cache = str(tmp_path / "cache")
+    b = FakeBuilder()
+    engine = run(bundle, cache, b)["models"][0]["engine"]
+    st = os.stat(engine)
+    with open(engine, "r+b") as f:
+        first = f.read(1)
+        f.seek(0)
+        f.write(bytes([first[0] ^ 0x01]))
+    os.utime(engine, ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = os.stat(engine)
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
+    s = run(bundle, cache, b)
+    assert s["models"][0]["status"] == "built" and b.calls == ["net", "net"]
+    with open(s["models"][0]["engine"], "rb") as f:
+        assert f.read().startswith(b"engine-of-net")
+
+
+def test_link_moves_before_prune(bundle, tmp_path, monkeypatch):
+    """A kill after prune and before the link update left the stable link dangling (2 of 34
+    kills, issue #19): the link must already point at the new engine when prune runs."""
+    cache = str(tmp_path / "cache")
+    run(bundle, cache, FakeBuilder())
+    seen = []
+    real_prune = EngineCache.prune
+
+    def spy(self, name, keep_keys, l4t_release=None):
+        link = self.link_path(name)
+        seen.append(os.path.exists(link) and os.path.basename(os.path.realpath(link))
+                    in {f"{name}-{short_key(k)}.engine" for k in keep_keys})
+        return real_prune(self, name, keep_keys, l4t_release=l4t_release)
+
+    monkeypatch.setattr(EngineCache, "prune", spy)
+    other = runtime(facts=platform.DeviceFacts("8.7", "Orin", "p3701-0005", "36.4.4", 16, "12.6"))
+    s = run(bundle, cache, FakeBuilder(rt=other))
+    assert s["models"][0]["status"] == "built"
+    assert seen == [True]
 
 
 def test_concurrent_runs_build_once(bundle, tmp_path):

@@ -95,7 +95,7 @@ def test_opencv_path_matches_the_numpy_reference(media):
 
 
 def test_deterministic_and_seed_dependent(media, tmp_path):
-    args = [str(media / "imgs"), "--height", "16", "--width", "16", "--count", "5", "--no-progress"]
+    args = [str(media / "imgs"), "--height", "16", "--width", "16", "--max-samples", "5", "--no-progress"]
     assert run(args + ["-o", "a.npz"], tmp_path).code == 0
     assert run(args + ["-o", "b.npz", "--workers", "1"], tmp_path).code == 0
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()

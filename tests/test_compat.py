@@ -51,11 +51,12 @@ def test_older_than_85_refused():
 
 @pytest.mark.parametrize("version,precision,qdq,calib,strong,flags", [
     ("8.5.2", "fp16", False, False, False, ["FP16"]),
-    ("8.5.2", "int8", True, False, False, ["INT8"]),          # Q/DQ on 8.5: weak typing with INT8
+    ("8.5.2", "int8", True, False, False, ["FP16", "INT8"]),  # Q/DQ on 8.5: weak typing, INT8 + FP16 float parts
     ("8.5.2", "best", True, False, False, ["FP16", "INT8"]),
-    ("8.5.2", "int8", False, True, False, ["INT8"]),          # implicit INT8 with a calibrator
+    ("8.5.2", "int8", False, True, False, ["FP16", "INT8"]),  # implicit INT8 + FP16 (trtexec --int8 --fp16)
+    ("10.3", "int8", False, True, False, ["FP16", "INT8"]),   # implicit INT8 on 10.x: no FP32 fallback either
     ("10.3", "fp16", False, False, False, ["FP16"]),
-    ("10.3", "int8", True, False, True, []),                  # Q/DQ on 10.x: strongly typed, automatically
+    ("10.3", "int8", True, False, False, ["FP16", "INT8"]),   # Q/DQ on 10.x: weakly typed, float parts FP16
     ("10.3", "best", False, False, False, ["FP16"]),          # best without calibration leaves INT8 off
     ("11.0", "fp32", False, False, True, []),
     ("11.0", "auto", False, False, True, []),
@@ -187,3 +188,13 @@ def test_graph_instantiate_picks_the_name_of_the_installed_bindings(monkeypatch)
     for mod, want in ((Old(), "with_flags"), (New(), "flags")):
         monkeypatch.setattr(cuda_compat, "driver", lambda mod=mod: mod)
         assert cuda_compat.graph_instantiate("g") == (0, (want, "g", 0))
+
+
+def test_float_precision_recorded():
+    """Which path the float (unquantized) layers take, for the sidecar: the FP16 flag where the
+    release has it, the model's own types (FP32 for a Q/DQ model's float parts) on 11."""
+    q10 = compat.resolve_typing(compat.features_for("10.3"), "int8", True, None, False)
+    assert q10["float_precision"]["path"] == "fp16-flag" and any("run FP16" in n for n in q10["notes"])
+    q11 = compat.resolve_typing(compat.features_for("11.0"), "int8", True, None, False)
+    assert q11["float_precision"]["path"] == "model-types" and "FP32" in q11["float_precision"]["why"]
+    assert compat.resolve_typing(compat.features_for("10.3"), "fp32", False, None, False)["float_precision"]["path"] == "fp32"

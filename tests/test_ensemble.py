@@ -142,7 +142,7 @@ def test_cli_runs_both_ensembles_json(ort, capsys):
 
     npz = os.path.join(MODELS, "digits_grid_samples.npz")
     # Each grid image: the parallel pair classifies it whole (stretched to 8x8), the cascade per cell.
-    code = main([EXAMPLE, "--npz", npz, "--limit", "6", "--json", "--no-progress"])
+    code = main([EXAMPLE, "--npz", npz, "--max-samples", "6", "--json", "--no-progress"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     assert out["summary"]["images"] == 6 and set(out["results"]) == {"pair", "cascade"}

@@ -59,6 +59,45 @@ def test_memo_skips_unchanged_files(static_model, tmp_path):
     assert memo2.misses == 1
 
 
+def test_memo_rehashes_a_rewrite_with_restored_mtime(tmp_path):
+    # Same size, mtime and inode (rewritten in place, mtime put back as a reproducible
+    # image build does): only the kernel-set ctime tells the memo the content changed.
+    path = tmp_path / "m.bin"
+    path.write_bytes(b"a" * 64)
+    st = os.stat(path)
+    memo = HashMemo(str(tmp_path / "memo.json"))
+    old = memo.sha256(str(path))
+    with open(path, "r+b") as f:
+        f.write(b"b" * 64)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    st2 = os.stat(path)
+    assert (st2.st_size, st2.st_mtime_ns, st2.st_ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
+    assert memo.sha256(str(path)) != old and memo.misses == 2
+
+
+def test_memo_rehashes_after_an_ab_switch(tmp_path, monkeypatch):
+    # A/B switch: the model path now lives on the other slot's filesystem, where the
+    # file has the same size, mtime, ctime and inode number but other content.
+    path = tmp_path / "m.bin"
+    path.write_bytes(b"a" * 64)
+    memo_path = str(tmp_path / "memo.json")
+    memo = HashMemo(memo_path)
+    old = memo.sha256(str(path))
+    memo.save()
+    real = os.stat(path)
+    path.write_bytes(b"b" * 64)
+    fields = list(real)
+    fields[stat.ST_DEV] = real.st_dev + 1
+    other_slot = os.stat_result(fields, {"st_mtime_ns": real.st_mtime_ns, "st_ctime_ns": real.st_ctime_ns,
+                                         "st_atime_ns": real.st_atime_ns})
+    import tegra_ai.util.hashing as hashing
+
+    real_stat = os.stat
+    monkeypatch.setattr(hashing.os, "stat", lambda p, *a, **k: other_slot if p == str(path) else real_stat(p, *a, **k))
+    memo2 = HashMemo(memo_path)
+    assert memo2.sha256(str(path)) != old and memo2.misses == 1 and memo2.hits == 0
+
+
 def test_corrupt_memo_is_ignored(static_model, tmp_path):
     memo_path = tmp_path / "memo.json"
     memo_path.write_text("{not json")

@@ -532,3 +532,19 @@ def test_seed_first_then_mirror(tmp_path, bundle, mirror, keys):
                sources=tuple(sources("file://" + mirror, keys)), show_progress=False, log=lambda m: None)
     assert s["seeded"] == 2 and s["fetched"] == 0 and b.calls == []
     assert all("attempts" not in m for m in s["models"])
+
+
+def test_killed_publish_leaves_no_temp_files_after_the_next(tmp_path, bundle, mirror, keys):
+    """Issue #19: a publish killed mid-write leaves atomic_write's temp files; the next
+    publish removes them under its lock (and nothing that is not named like one)."""
+    engine, _sidecar, _sig = engine_files(mirror)
+    d = os.path.dirname(engine)
+    leftovers = [os.path.join(d, "." + os.path.basename(engine) + ".ab12_xYz.tmp"), os.path.join(mirror, ".index.json.Qw3rty9_.tmp")]
+    for p in leftovers:
+        open(p, "wb").write(b"half")
+    foreign = os.path.join(d, "notes.tmp")
+    open(foreign, "w").write("mine")
+    result = publish(str(tmp_path / "reference-cache"), mirror, keys["private_key"])
+    assert result["exit_code"] == 0
+    assert not any(os.path.exists(p) for p in leftovers)
+    assert open(foreign).read() == "mine"

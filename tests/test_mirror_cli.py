@@ -63,3 +63,5 @@ def test_publish_then_fleet_fetches(tmp_path, default_model):
     # human output of publish: already there
     again = cli("publish", "--cache", str(tmp_path / "ref"), "--to", mirror, "--key", keys["private_key"])
     assert again.returncode == 0 and "0 published, 1 already there" in again.stdout
+    # the summary once (issue #16: it was printed twice), nothing of it on stderr
+    assert again.stdout.count("published, ") == 1 and "published" not in again.stderr, (again.stdout, again.stderr)

@@ -109,7 +109,7 @@ def test_jetpack5_refuses_opset_18(tmp_path, digits_data):
 
 
 def residual_model(path):
-    """Conv -> Relu -> Conv -> Add(residual with the first Relu) -> Relu: the Add keeps float inputs."""
+    """Conv -> Relu -> Conv -> Add(residual with the first Relu) -> Relu."""
     rng = np.random.default_rng(0)
     w1 = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3, "w1")
     w2 = numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.3, "w2")
@@ -135,7 +135,10 @@ def test_residual_add_keeps_float_inputs_and_exclude(tmp_path):
     m, qdq = qdq_nodes(out)
     dq_out = {n.output[0] for n in qdq if n.op_type == "DequantizeLinear"}
     add = next(n for n in m.graph.node if n.op_type == "Add")
-    assert not set(add.input) & dq_out, "Q/DQ on the residual Add would break TensorRT's Conv+Add fusion"
+    # TensorRT's placement: the skip input (r1) quantized, the convolution's input (c2) float,
+    # so Conv+Add fuse and run INT8 (developer guide: "quantize the residual input in skip connections")
+    assert add.input[0] == "c2" and add.input[1] in dq_out, list(add.input)
+    assert any("residual Add" in n for n in res.notes)
     assert res.quantized_nodes == ["conv1", "conv2"]
     res = quantize(src, str(calib), str(tmp_path / "ex.onnx"), exclude=["conv2"])
     assert res.quantized_nodes == ["conv1"] and res.excluded_nodes == ["conv2"]
@@ -233,7 +236,7 @@ def test_fallback_budget_exhausted_writes_nothing(tmp_path):
                  str(tmp_path))
     assert res.code == 1 and json.loads(res.stdout)["passed"] is False and not (tmp_path / "o.onnx").exists()
     res = invoke(main, ["quantize", src, "--calibration", "d.npz", "-o", "o.onnx", "--method", "minmax",
-                        "--gate", "d.npz", "--min-cosine", "0.95", "--report", "r.md", "--no-progress"], str(tmp_path))
+                        "--gate", "d.npz", "--min-cosine", "0.95", "--markdown", "r.md", "--no-progress"], str(tmp_path))
     assert res.code == 0 and "1 kept in float (head;" in res.stdout and (tmp_path / "o.onnx").exists()
     assert "gate: PASSED" in (tmp_path / "r.md").read_text()
 
@@ -316,3 +319,138 @@ def test_qat_without_torch_names_the_extra(monkeypatch):
         qat.digits_module()
     with pytest.raises(MissingDependencyError):
         qat.insert_quantizers(None, [], backend="torch")
+
+
+# ---------------------------------------------------------------- issue #18: calibration and batches
+
+def test_entropy_threshold_is_tensorrts_kl_search():
+    """2048-bin |x| histogram, 128 quantized bins, minimal KL (GTC 2017): a Gaussian with a
+    few far outliers gets a threshold well below its max; a uniform distribution keeps its max."""
+    from tegra_ai.quant.calibrate import entropy_threshold
+
+    rng = np.random.default_rng(0)
+    x = np.abs(np.concatenate([rng.normal(0, 1, 200_000), [40.0, -45.0, 50.0]]))
+    t = entropy_threshold(*np.histogram(x, bins=2048))
+    assert 2.5 < t < 8.0 and t < 0.2 * x.max()
+    u = np.abs(rng.uniform(-1, 1, 100_000))
+    assert entropy_threshold(*np.histogram(u, bins=2048)) == pytest.approx(u.max(), rel=1e-3)
+
+
+def _activation_scales(path):
+    m = onnx.load(path)
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    return {n.input[0]: float(inits[n.input[1]]) for n in m.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[0] not in inits and inits[n.input[1]].size == 1}
+
+
+def test_entropy_scales_differ_from_minmax(digits_data, digits_int8, tmp_path):
+    """ONNX Runtime's default Entropy (128 bins = 128 quantized bins) was bit-identical to
+    min-max; TensorRT's 2048-bin search picks tighter thresholds on the real model's activations."""
+    out = str(tmp_path / "minmax.onnx")
+    quantize(MODEL, str(digits_data / "calib.npz"), out, method="minmax")
+    ent, mm = _activation_scales(digits_int8[0]), _activation_scales(out)
+    assert ent.keys() == mm.keys() and len(ent) >= 2
+    inner = [k for k in ent if k != "input"]  # the [0, 1] image input is near-uniform: KL keeps its max
+    differ = [k for k in inner if abs(ent[k] - mm[k]) > 0.05 * mm[k]]
+    assert inner and differ == inner, (ent, mm)
+    assert all(ent[k] <= mm[k] * (1 + 1e-6) for k in ent)  # a KL threshold never exceeds the max
+
+
+def _dense_model(path, batch):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4])
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g", [x], [y], [w])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("method", ["entropy", "minmax"])
+def test_dynamic_batch_calibrates_on_every_sample(tmp_path, method):
+    """A dynamic batch takes all samples (10 < the default batch of 16 used to be refused);
+    a static batch says how many samples it left out instead of dropping them silently."""
+    from tegra_ai.quant.qdq import batches, used_samples
+
+    calib = tmp_path / "c.npz"
+    np.savez(calib, x=np.random.default_rng(1).random((10, 8)).astype(np.float32))
+    res = quantize(_dense_model(str(tmp_path / "dyn.onnx"), "N"), str(calib), str(tmp_path / "dyn.int8.onnx"),
+                   method=method)
+    assert res.samples == 10 and res.quantized_nodes == ["mm"]
+    np.savez(tmp_path / "c37.npz", x=np.random.default_rng(1).random((37, 8)).astype(np.float32))
+    res = quantize(str(tmp_path / "dyn.onnx"), str(tmp_path / "c37.npz"), str(tmp_path / "dyn37.onnx"), method=method)
+    assert res.samples == 37  # 16 + 16 + 5: the smaller last batch is calibrated too
+    feed = {"x": np.zeros((37, 8), np.float32)}
+    assert [len(b["x"]) for b in batches(feed, onnx.load(str(tmp_path / "dyn.onnx")))] == [16, 16, 5]
+    res = quantize(_dense_model(str(tmp_path / "st.onnx"), 4), str(calib), str(tmp_path / "st.int8.onnx"),
+                   method=method)
+    assert res.samples == 8 and any("2 of 10 samples left out" in n for n in res.notes)
+    notes = []
+    assert used_samples(batches(feed, onnx.load(str(tmp_path / "st.onnx")), notes=notes)) == 36 and notes
+
+
+def _constant_weight_model(path):
+    """A PaddlePaddle-style graph: Conv weights in Constant nodes, an FP32 Cast of its own,
+    a Softmax that stays FP32."""
+    rng = np.random.default_rng(0)
+    nodes, c = [], 3
+    for k in range(3):
+        w = (rng.standard_normal((32, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+        nodes.append(helper.make_node("Constant", [], [f"w{k}"], name=f"w{k}_const", value=numpy_helper.from_array(w)))
+        nodes.append(helper.make_node("Conv", ["x" if k == 0 else f"r{k - 1}", f"w{k}"], [f"c{k}"], name=f"conv{k}",
+                                      pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("Relu", [f"c{k}"], [f"a{k}"], name=f"relu{k}"))
+        nodes.append(helper.make_node("Cast", [f"a{k}"], [f"r{k}"], name=f"cast{k}", to=TensorProto.FLOAT))
+        c = 32
+    nodes.append(helper.make_node("Softmax", ["r2"], ["y"], name="softmax", axis=1))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 16, 16])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_fp16_converts_constant_weights_and_folds_casts(tmp_path):
+    """Weights held in Constant nodes become FP16 (the file roughly halves instead of growing)
+    and the Casts left are the ones a boundary needs (into FP16 after the input, back to FP32
+    before the Softmax), not one per weight nor a pair around each of the model's own Casts."""
+    import onnxruntime as ort
+
+    src = _constant_weight_model(str(tmp_path / "m.onnx"))
+    out = str(tmp_path / "m.fp16.onnx")
+    convert_fp16(src, out)
+    assert os.path.getsize(out) <= 0.55 * os.path.getsize(src)
+    m = onnx.load(out)
+    consts = [n for n in m.graph.node if n.op_type == "Constant"]
+    assert all(a.t.data_type == TensorProto.FLOAT16 for n in consts for a in n.attribute)
+    casts = [n for n in m.graph.node if n.op_type == "Cast"]
+    assert len(casts) == 2, [(n.input[0], n.output[0]) for n in casts]
+    x = np.random.default_rng(2).random((1, 3, 16, 16)).astype(np.float32)
+    ref = ort.InferenceSession(src, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = ort.InferenceSession(out, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert got.dtype == np.float32 and np.abs(ref - got).max() < 2e-2
+
+
+def test_yolo_bottleneck_add_quantizes_the_skip(tmp_path):
+    """A YOLOv8 C2f bottleneck: Split -> (Conv -> SiLU) x2 -> Add(split part, SiLU). The Add's
+    skip input (the Split output, also the first Conv's input) gets Q/DQ; the SiLU side stays float."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal((4, 4, 3, 3)) * 0.2).astype(np.float32), f"w{k}")
+             for k in (1, 2)] + [numpy_helper.from_array(np.array([4, 4], np.int64), "split")]
+    nodes = [helper.make_node("Split", ["x", "split"], ["s0", "s1"], name="split", axis=1)]
+    src = "s1"
+    for k in (1, 2):
+        nodes += [helper.make_node("Conv", [src, f"w{k}"], [f"c{k}"], name=f"conv{k}", pads=[1, 1, 1, 1]),
+                  helper.make_node("Sigmoid", [f"c{k}"], [f"g{k}"], name=f"sig{k}"),
+                  helper.make_node("Mul", [f"c{k}", f"g{k}"], [f"m{k}"], name=f"silu{k}")]
+        src = f"m{k}"
+    nodes += [helper.make_node("Add", ["s1", "m2"], ["a"], name="bottleneck_add"),
+              helper.make_node("Concat", ["s0", "a"], ["y"], name="cat", axis=1)]
+    g = helper.make_graph(nodes, "c2f", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 8, 8])], inits)
+    path = str(tmp_path / "c2f.onnx")
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    np.savez(tmp_path / "c.npz", x=rng.random((8, 8, 8, 8)).astype(np.float32))
+    quantize(path, str(tmp_path / "c.npz"), str(tmp_path / "q.onnx"))
+    m, qdq = qdq_nodes(str(tmp_path / "q.onnx"))
+    dq_out = {n.output[0] for n in qdq if n.op_type == "DequantizeLinear"}
+    add = next(n for n in m.graph.node if n.op_type == "Add")
+    assert add.input[0] in dq_out and add.input[1] == "m2", list(add.input)

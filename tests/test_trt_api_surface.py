@@ -361,8 +361,10 @@ def test_qdq_model_under_every_target(monkeypatch, qdq_model, name):
     trt, feats = target(monkeypatch, name)
     r = build_engine(qdq_model, BuildOptions(precision="int8", profiles=PROFILE), show_progress=False)
     flags = trt.NetworkDefinitionCreationFlag
-    if not feats.strongly_typed:  # 8.x: weakly typed with the INT8 flag, explicit batch
-        assert r.sidecar.builder_flags == ["INT8"] and trt._fake.network._flags == 1 << int(flags.EXPLICIT_BATCH)
+    if feats.weak_typing:  # 8.5-10.x: weakly typed with INT8 + FP16, so the float parts run FP16, not FP32
+        assert r.sidecar.builder_flags == ["FP16", "INT8"] and not r.sidecar.strongly_typed
+        assert r.sidecar.float_precision["path"] == "fp16-flag"
+        assert trt._fake.network._flags == (1 << int(flags.EXPLICIT_BATCH) if feats.explicit_batch_flag else 0)
     elif feats.strongly_typed_flag:
         assert r.sidecar.strongly_typed and trt._fake.network._flags == 1 << int(flags.STRONGLY_TYPED)
     else:

@@ -50,7 +50,8 @@ def flag_names(config):
 @pytest.mark.parametrize("version,net_flags,precision,builder_flags,monitor", [
     ("8.5.2", 1 << 0, "fp16", ["FP16"], False),        # EXPLICIT_BATCH = 0 is required on 8.x
     ("10.3.0", 0, "fp16", ["FP16"], True),
-    ("10.3.0", 1 << 1, "int8-qdq", [], True),          # Q/DQ: STRONGLY_TYPED = 1
+    ("10.3.0", 0, "int8-qdq", ["FP16", "INT8"], True),  # Q/DQ: weakly typed, float parts FP16 (not FP32)
+    ("10.3.0", 1 << 1, "int8-qdq-strong", [], True),    # --strongly-typed: STRONGLY_TYPED = 1
     ("10.16.2", 0, "best", ["FP16"], True),
     ("11.0.0", 0, "fp32", [], True),                   # 11.x: always strongly typed, flag ignored
     ("11.0.0", 0, "auto", [], True),
@@ -58,8 +59,9 @@ def flag_names(config):
 def test_flags_per_release(monkeypatch, default_model, qdq_model, version, net_flags, precision, builder_flags,
                            monitor):
     trt = use(monkeypatch, version)
-    model = qdq_model if precision == "int8-qdq" else default_model
-    r = build(model, precision=precision.replace("-qdq", ""), workspace=1 << 28)
+    model = qdq_model if "-qdq" in precision else default_model
+    strong = {"strongly_typed": True} if precision.endswith("-strong") else {}
+    r = build(model, precision=precision.split("-")[0], workspace=1 << 28, **strong)
     f = trt._fake
     assert f.network._flags == net_flags
     assert flag_names(f.config) == builder_flags

@@ -57,7 +57,7 @@ def run_example(out_dir: str, target: str = "jetpack6", show_progress: bool = Tr
     if is_available("onnxruntime"):
         steps["reference_accuracy"] = reference_accuracy()
     else:
-        steps["reference_accuracy"] = {"skipped": "onnxruntime is not installed"}
+        steps["reference_accuracy"] = {"skipped": "onnxruntime is not installed (pip install 'meta-tegra-ai[onnxruntime]')"}
 
     bundle_dir = os.path.join(out_dir, "bundle")
     options = BuildOptions.from_request(precision="auto", shapes=[DEFAULT_SHAPES])

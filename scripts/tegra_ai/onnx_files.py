@@ -130,6 +130,11 @@ def model_files(model_path: str) -> list:
         if os.path.isabs(loc) or not path.startswith(base + os.sep):
             raise TegraAIError(f"{model_path}: external data location {loc!r} points outside the model's directory",
                                exit_code=EXIT_USAGE)
+        real_base = os.path.realpath(base)
+        if os.path.lexists(path) and not os.path.realpath(path).startswith(real_base + os.sep):
+            # a symbolic link out of the folder: bundle would ship whatever it points at
+            raise TegraAIError(f"{model_path}: external data file {loc!r} is a symbolic link out of the model's directory",
+                               exit_code=EXIT_USAGE)
         if not os.path.isfile(path):
             missing.append(loc)
         files.append(path)

@@ -97,6 +97,19 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
             else:
                 new_type[name] = FLOAT
 
+    # Weights held in Constant nodes (PaddlePaddle exports, many tf2onnx graphs) convert
+    # like initializers: left FP32 they would be cast at run time and the file would grow.
+    for n in g.node:
+        if n.op_type != "Constant" or len(n.output) != 1 or types.get(n.output[0]) != FLOAT:
+            continue
+        attr = next((a for a in n.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR), None)
+        users = consumers.get(n.output[0], [])
+        if attr is None or not users or not all(half[c.name] for c in users):
+            continue
+        arr = numpy_helper.to_array(attr.t).astype(np.float32)
+        attr.t.CopyFrom(numpy_helper.from_array(np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16), attr.t.name))
+        new_type[n.output[0]] = FLOAT16
+
     nodes, casts = [], {}
     for n in g.node:
         want = FLOAT16 if half[n.name] else FLOAT
@@ -120,7 +133,55 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
     del g.node[:]
     g.node.extend(nodes)
     del g.value_info[:]  # stale float types; shape inference fills them again
-    return shape_inference.infer_shapes(model), kept
+    model = shape_inference.infer_shapes(model)
+    if fold_casts(model):
+        del model.graph.value_info[:]
+        model = shape_inference.infer_shapes(model)
+    return model, kept
+
+
+def fold_casts(model) -> int:
+    """Drop Casts that change nothing: a Cast to the type its input already has (an FP32
+    model's own Cast to float after its producer stayed FP32), and the second of a
+    widening/narrowing pair FP16 -> FP32 -> FP16 (exact: FP16 round-trips through FP32).
+    Graph outputs keep their names. Returns how many Casts were removed."""
+    g = model.graph
+    types = {}
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            types[vi.name] = vi.type.tensor_type.elem_type
+    for i in g.initializer:
+        types[i.name] = i.data_type
+    outputs = {o.name for o in g.output}
+    producer = {o: n for n in g.node for o in n.output}
+    alias, removed = {}, 0
+
+    def to_of(n):
+        return next((a.i for a in n.attribute if a.name == "to"), None)
+
+    for n in g.node:
+        n.input[:] = [alias.get(x, x) for x in n.input]
+        if n.op_type != "Cast" or n.output[0] in outputs:
+            continue
+        src, to = n.input[0], to_of(n)
+        if types.get(src) == to:  # identity
+            alias[n.output[0]] = src
+            removed += 1
+            continue
+        prev = producer.get(src)
+        if (prev is not None and prev.op_type == "Cast" and to_of(prev) == FLOAT and to == FLOAT16
+                and types.get(prev.input[0]) == FLOAT16):
+            alias[n.output[0]] = prev.input[0]
+            removed += 1
+    if not removed:
+        return 0
+    keep = [n for n in g.node if not (n.op_type == "Cast" and n.output[0] in alias)]
+    used = {i for n in keep for i in n.input} | outputs
+    keep = [n for n in keep if n.op_type != "Cast" or any(o in used for o in n.output)]
+    removed = len(g.node) - len(keep)
+    del g.node[:]
+    g.node.extend(keep)
+    return removed
 
 
 def convert_fp16(model_path: str, output: str, keep_fp32=(), keep_io_types: bool = True) -> dict:

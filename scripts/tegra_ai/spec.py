@@ -49,7 +49,7 @@ MAX_OPT_LEVEL = 5
 MAX_DLA_CORE = 15       # TensorRT's own bound is the device's DLA count, checked where the engine is built
 MAX_CONTEXTS = 64       # execution contexts one dynamic-shape engine serves (one profile set each)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")  # fullmatch: "$" would accept a trailing newline
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?$", re.IGNORECASE)
 _DIMS = re.compile(r"^\d+(x\d+)*$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -63,7 +63,7 @@ def _usage(message: str, hint: str | None = None) -> TegraAIError:
 
 def check_model_name(name) -> str:
     """A model name names files and directories: letters, digits, '.', '_', '+', '-'; no leading dot."""
-    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
         raise _usage(f"model name {name!r}: use letters, digits, '.', '_', '+', '-' (at most 128, "
                      "starting with a letter or digit; it names files)")
     return name
@@ -281,6 +281,16 @@ def hash_calibration(data: str | None = None, cache: str | None = None) -> str |
     return None
 
 
+def _known_fields(cls, d, not_object: str, unknown_fields: str) -> dict:
+    """A copy of ``d`` after checking that it is an object naming only fields of ``cls``."""
+    if not isinstance(d, dict):
+        raise _usage(not_object.format(d))
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    if unknown:
+        raise _usage(unknown_fields.format(", ".join(unknown)))
+    return dict(d)
+
+
 @dataclass(frozen=True)
 class BuildOptions:
     """Everything that changes the engine besides the model, TensorRT and the GPU.
@@ -359,13 +369,7 @@ class BuildOptions:
     def from_dict(cls, d) -> "BuildOptions":
         if d is None:
             return cls()
-        if not isinstance(d, dict):
-            raise _usage(f"build options {d!r}: expected an object")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise _usage(f"unknown build option(s): {', '.join(unknown)}")
-        d = dict(d)
+        d = _known_fields(cls, d, "build options {!r}: expected an object", "unknown build option(s): {}")
         if "profiles" in d:
             d["profiles"] = profiles_from_json(d["profiles"]) if d["profiles"] is not None else ()
         if "plugins" in d and isinstance(d["plugins"], list):
@@ -452,13 +456,7 @@ class BuildRequest:
 
     @classmethod
     def from_dict(cls, d) -> "BuildRequest":
-        if not isinstance(d, dict):
-            raise _usage(f"build request {d!r}: expected an object")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise _usage(f"build request: unknown field(s) {', '.join(unknown)}")
-        d = dict(d)
+        d = _known_fields(cls, d, "build request {!r}: expected an object", "build request: unknown field(s) {}")
         d["options"] = BuildOptions.from_dict(d.get("options"))
         d["plugins"] = tuple(d.get("plugins") or ())
         return cls(**d)
@@ -594,6 +592,7 @@ class Sidecar:
     strongly_typed: bool | None = None
     builder_flags: list = field(default_factory=list)
     qdq: bool = False
+    float_precision: dict = field(default_factory=dict)  # {"path": fp16-flag|fp16-copy|model-types|fp32, "why"}
     profiles: list = field(default_factory=list)       # as completed for static inputs
     inputs: list = field(default_factory=list)
     outputs: list = field(default_factory=list)

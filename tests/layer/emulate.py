@@ -56,8 +56,14 @@ def _base_vars(workdir, series, machine_facts):
         "PN": "${@bb.parse.vars_from_file(d.getVar('FILE', False), d)[0] or 'defaultpkgname'}",
         "PV": "${@bb.parse.vars_from_file(d.getVar('FILE', False), d)[1] or '1.0'}",
     }
+    # bitbake.conf's default S (a recipe without sources, e.g. one that installs a symlink,
+    # keeps it): scarthgap "${WORKDIR}/${BP}", master "${UNPACKDIR}/${BP}". Without it B stays
+    # the literal "${S}" and a task ran in a folder of that name under the caller's cwd.
+    v["BP"] = "${BPN}-${PV}"
+    v["S"] = "${WORKDIR}/${BP}"
     if FACTS[series].get("UNPACKDIR"):
         v["UNPACKDIR"] = os.path.join(workdir, "sources")
+        v["S"] = "${UNPACKDIR}/${BP}"
     v.update(machine_facts)
     return v
 
@@ -134,6 +140,8 @@ def run(d, func, env=None, check=True, cwd=None):
             os.makedirs(p)
     os.makedirs(d.getVar("WORKDIR"), exist_ok=True)
     cwd = cwd or (dirs[-1] if dirs else d.getVar("B"))
+    # an unexpanded or relative directory would be made under the test run's cwd (the repository)
+    assert os.path.isabs(cwd) and "${" not in cwd, "task directory of %s is not an absolute path: %r" % (func, cwd)
     os.makedirs(cwd, exist_ok=True)
     path = os.path.join(d.getVar("WORKDIR"), "run.%s.sh" % func)
     with open(path, "w") as f:
@@ -145,6 +153,20 @@ def run(d, func, env=None, check=True, cwd=None):
     if check and res.returncode != 0:
         raise AssertionError("%s failed (exit %d):\n%s" % (func, res.returncode, res.stdout[-6000:]))
     return res
+
+
+def install(relpath, workdir, series="scarthgap", conf=None):
+    """Parse ``relpath``, unpack it and run its do_install; skips the calling test when
+    BitBake's bb package is missing."""
+    try:
+        d = parse(relpath, workdir, series, conf)
+    except ImportError as e:
+        import pytest
+
+        pytest.skip("BitBake's bb package is not installed (pip install bitbake-setup): %s" % e)
+    unpack(d)
+    run(d, "do_install")
+    return d
 
 
 def installed_files(d):

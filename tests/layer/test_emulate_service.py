@@ -23,13 +23,7 @@ def series(request):
 
 
 def install(tmp_path, series, conf=None):
-    try:
-        d = emulate.parse(RECIPE, tmp_path / "work", series, conf)
-    except ImportError as e:
-        pytest.skip("BitBake's bb package is not installed (pip install bitbake-setup): %s" % e)
-    emulate.unpack(d)
-    emulate.run(d, "do_install")
-    return d
+    return emulate.install(RECIPE, tmp_path / "work", series, conf)
 
 
 def unit(d):

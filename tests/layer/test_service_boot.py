@@ -35,13 +35,7 @@ APP = "my-detector.service"
 
 
 def install(tmp_path, series="scarthgap", conf=None):
-    try:
-        d = emulate.parse(RECIPE, tmp_path / "work", series, conf)
-    except ImportError as e:
-        pytest.skip("BitBake's bb package is not installed (pip install bitbake-setup): %s" % e)
-    emulate.unpack(d)
-    emulate.run(d, "do_install")
-    return d
+    return emulate.install(RECIPE, tmp_path / "work", series, conf)
 
 
 def rendered(d, dropin=False):

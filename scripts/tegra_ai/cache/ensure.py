@@ -269,9 +269,11 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
                 record["status"] = status
                 summary[{"hit": "hits", "seeded": "seeded", "fetched": "fetched", "built": "built",
                          "rekeyed": "rekeyed"}[status]] += 1
+                # The stable link moves to the new engine before anything old is pruned: a
+                # kill in between leaves an old engine too many, never a dangling link.
+                link = cache.update_link(entry.name, engine_path)
                 if prune != "none":
                     record["pruned"] = cache.prune(entry.name, {key}, l4t_release=facts.l4t_release)
-                link = cache.update_link(entry.name, engine_path)
             record["engine"] = engine_path
             if link:
                 record["link"] = link

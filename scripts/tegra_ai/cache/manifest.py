@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
 from tegra_ai.spec import BuildOptions, check_model_name
 from tegra_ai.util.atomic import FILE_MODE, atomic_write_json, make_dirs
+from tegra_ai.util.jsonfile import JSONFileError, read_json_file
 
 MANIFEST_FORMAT = "tegra-ai-manifest"
 MANIFEST_VERSION = 1
@@ -85,12 +86,9 @@ def _inside(base: str, rel, path: str, what: str) -> str:
 
 def load_manifest(path: str) -> list:
     try:
-        with open(path) as f:
-            data = json.load(f)
-    except OSError as exc:
-        raise _bad(path, exc.strerror or str(exc)) from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _bad(path, f"not valid JSON ({exc})") from None
+        data = read_json_file(path)
+    except JSONFileError as exc:
+        raise _bad(path, str(exc)) from None
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         raise _bad(path, f"not a {MANIFEST_FORMAT} file")
     if data.get("version") != MANIFEST_VERSION:

@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 
 from tegra_ai.cache.mirror import MIRROR_INDEX, MIRROR_INDEX_FORMAT, MIRROR_INDEX_VERSION, signature_path
@@ -106,13 +107,27 @@ def _engines(root: str) -> list:
     return out
 
 
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")   # util.atomic's mkstemp names
+
+
+def _remove_stale_temp_files(mirror: str) -> None:
+    """Under the publish lock no publisher is writing, so a temp file named as
+    ``atomic_write_bytes`` names them is a killed publish's: remove it (nothing else)."""
+    for dirpath, _dirs, files in os.walk(mirror):
+        for name in files:
+            if _TEMP_NAME.match(name):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(dirpath, name))
+
+
 @contextlib.contextmanager
 def _publish_lock(mirror: str):
     import fcntl
 
     fd = os.open(os.path.join(mirror, ".publish.lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_EX)   # flock: released by the kernel when a holder dies
+        _remove_stale_temp_files(mirror)
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)

@@ -4,7 +4,7 @@ power mode, clocks and power in every report.
     model-benchmark MODEL_OR_ENGINE [--duration S] [--iterations N] [--warmup MS] [--shapes SPEC]
                     [--streams N] [--cuda-graph] [--no-data-transfers] [--spin-wait]
                     [--json | --csv] [--export-times FILE] [--compare PREVIOUS.json [--threshold PCT]]
-    model-benchmark diff OLD.json NEW.json [--threshold PCT] [--json | --markdown]
+    model-benchmark diff OLD.json NEW.json [--threshold PCT] [--json] [--markdown [FILE]]
     model-benchmark suite --models A.onnx B.onnx --precision fp32 fp16 --batch 1 4 8
                     --backend tensorrt|onnxruntime --out DIR
 
@@ -21,7 +21,7 @@ import os
 import sys
 
 from tegra_ai import __version__
-from tegra_ai.cli.common import print_json, run_main
+from tegra_ai.cli.common import print_json, run_main, verbose_parent
 from tegra_ai.errors import EXIT_FAILURE, EXIT_USAGE, TegraAIError
 
 PROG = "model-benchmark"
@@ -65,7 +65,6 @@ def _add_run_options(p):
                    help="power source during the run (default auto: INA rails on Jetson, else tegrastats, "
                         "else nvidia-smi)")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
 
 
 def _config(args):
@@ -170,17 +169,24 @@ def cmd_suite(args):
 def cmd_diff(args):
     from tegra_ai.bench import report as report_mod
 
-    if args.json and args.markdown:
-        raise TegraAIError("--json and --markdown are exclusive", exit_code=EXIT_USAGE)
+    if args.json and args.markdown == "-":
+        raise TegraAIError("--json and --markdown on stdout are exclusive (give --markdown FILE)",
+                           exit_code=EXIT_USAGE)
+    if args.markdown and args.markdown != "-":
+        _check_new_output(args.markdown, "--markdown")
     threshold = 5.0 if args.threshold is None else args.threshold
     if not 0 < threshold < 1000:
         raise TegraAIError(f"--threshold must be a percentage > 0, got {threshold}", exit_code=EXIT_USAGE)
     old = report_mod.load_report(args.old, what="report")
     new = report_mod.load_report(args.new, what="report")
     cmp = report_mod.compare(new, old, threshold / 100.0)
+    if args.markdown and args.markdown != "-":
+        from tegra_ai.util.atomic import atomic_write_text
+
+        atomic_write_text(args.markdown, report_mod.format_comparison_markdown(cmp, args.old, args.new))
     if args.json:
         print_json(dict(cmp, old=args.old, new=args.new))
-    elif args.markdown:
+    elif args.markdown == "-":
         sys.stdout.write(report_mod.format_comparison_markdown(cmp, args.old, args.new))
     else:
         print(report_mod.format_comparison(cmp, args.old))
@@ -189,19 +195,22 @@ def cmd_diff(args):
 
 def build_diff_parser():
     p = argparse.ArgumentParser(prog=f"{PROG} diff", description="compare two saved reports (model-benchmark "
-                                "--json): exit 1 when NEW regressed beyond the noise of the two runs")
+                                "--json): exit 1 when NEW regressed beyond the noise of the two runs",
+                                parents=[verbose_parent()])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("old", metavar="OLD.json")
     p.add_argument("new", metavar="NEW.json")
     p.add_argument("--threshold", type=float, metavar="PCT", help="regression threshold (default 5 %%)")
     p.add_argument("--json", action="store_true", help="the comparison as JSON on stdout")
-    p.add_argument("--markdown", action="store_true", help="the comparison as a Markdown table")
-    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
+    p.add_argument("--markdown", nargs="?", const="-", metavar="FILE",
+                   help="the comparison as a Markdown table, on stdout or in FILE (a new file)")
     p.set_defaults(func=cmd_diff)
     return p
 
 
 def build_run_parser():
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                parents=[verbose_parent()])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("model", metavar="MODEL_OR_ENGINE",
                    help="a TensorRT engine, an ONNX model, or workload:MICROSECONDS; 'suite' starts a suite")
@@ -224,7 +233,8 @@ def build_run_parser():
 
 def build_suite_parser():
     p = argparse.ArgumentParser(prog=f"{PROG} suite", description="models x precisions x batch sizes -> "
-                                "summary.csv, summary.md and PNG plots in --out; finished cells are reused")
+                                "summary.csv, summary.md and PNG plots in --out; finished cells are reused",
+                                parents=[verbose_parent()])
     p.add_argument("--models", nargs="+", required=True, metavar="MODEL.onnx")
     p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "fp16", "int8"])
     p.add_argument("--batch", nargs="+", type=int, default=[1], metavar="N")

@@ -9,7 +9,7 @@ import os
 import sys
 
 from tegra_ai import __version__
-from tegra_ai.cli.common import check_writable_output, print_json, run_main
+from tegra_ai.cli.common import add_renamed_option, check_writable_output, print_json, run_main, verbose_parent
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
 
 PROG = "calibration-dataset"
@@ -92,7 +92,7 @@ def cmd_dataset(args):
     if os.path.exists(args.output) and not args.force:
         raise TegraAIError(f"{args.output} exists", hint="pass --force to replace it", exit_code=EXIT_USAGE)
     check_writable_output(args.output)
-    manifest = build_dataset(args.sources, args.output, spec, input_name=name, count=args.count, seed=args.seed,
+    manifest = build_dataset(args.sources, args.output, spec, input_name=name, count=args.max_samples, seed=args.seed,
                              class_balanced=args.class_balanced, video_every=args.every_nth_frame,
                              video_frames=args.frames_per_video, workers=args.workers,
                              show_progress=not args.no_progress, arrays=args.array)
@@ -110,7 +110,7 @@ def cmd_dataset(args):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, parents=[verbose_parent()])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="image folder (recursive), image file, video file, or .npy/.npz of images or samples")
@@ -118,7 +118,8 @@ def build_parser():
     p.add_argument("--model", metavar="MODEL.onnx", help="take the input name, size and dtype from the model and "
                    "check the spec against it")
     p.add_argument("--input", metavar="NAME", help="input name (required with --model when it has several)")
-    p.add_argument("--count", type=int, metavar="N", help="samples to draw (default: every candidate)")
+    p.add_argument("--max-samples", type=int, metavar="N", help="samples to draw (default: every candidate)")
+    add_renamed_option(p, "--count", "--max-samples", type=int, metavar="N")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--class-balanced", action="store_true",
                    help="draw equally from each first-level sub-folder of an image folder")
@@ -133,7 +134,6 @@ def build_parser():
     add_spec_flags(p)
     p.add_argument("--json", action="store_true", help="summary as JSON on stdout")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks")
     p.set_defaults(func=cmd_dataset)
     return p
 

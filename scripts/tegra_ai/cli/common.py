@@ -53,6 +53,22 @@ def verbose_parent():
     return parent
 
 
+def add_renamed_option(parser, old: str, new: str, **kwargs):
+    """Keep the old spelling ``old`` of an option renamed to ``new`` for a release: hidden
+    from --help, same destination, and a one-line notice on stderr when it is used.
+    ``kwargs``: what ``new`` was added with (type, action), without help/default."""
+    import argparse
+
+    dest = new.lstrip("-").replace("-", "_")
+
+    class _Renamed(argparse._StoreAction):
+        def __call__(self, p, namespace, values, option_string=None):
+            print(f"{p.prog}: note: {old} is now {new} (the old name goes in a later release)", file=sys.stderr)
+            super().__call__(p, namespace, values, option_string)
+
+    parser.add_argument(old, dest=dest, action=_Renamed, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+
+
 def _json_error(args, message: str, code: int, hint: str | None = None) -> None:
     """Under ``--json`` an error is also a JSON object on stdout (the one documented
     shape: ``{"error", "hint", "exit_code"}``), so a caller parsing stdout always gets JSON.

@@ -19,7 +19,8 @@ import time
 
 import numpy as np
 
-from tegra_ai.cli.common import print_json, run_main
+from tegra_ai import __version__
+from tegra_ai.cli.common import add_renamed_option, print_json, run_main, verbose_parent
 from tegra_ai.errors import EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError
 
 PROG = "model-ensemble"
@@ -53,7 +54,9 @@ def _synthetic(text):
 
 def build_parser():
     p = argparse.ArgumentParser(prog=PROG, description="Run ensembles of models (parallel with a combine rule, "
-                                "detector -> classifier cascades) described in a JSON/YAML file.")
+                                "detector -> classifier cascades) described in a JSON/YAML file.",
+                                parents=[verbose_parent()])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("description", help="ensemble description (.json, or .yaml with PyYAML)")
     p.add_argument("--ensemble", action="append", metavar="NAME", help="run only this ensemble (repeatable)")
     src = p.add_mutually_exclusive_group()
@@ -63,16 +66,17 @@ def build_parser():
     src.add_argument("--synthetic", type=_synthetic, metavar="N[xHxW]", help="N random BGR frames (default 480x640)")
     p.add_argument("--npz-key", default=None, help="array of --npz to read (default: the first uint8 array)")
     p.add_argument("--labels", metavar="KEY", help="array of --npz with the true class of each image: report accuracy")
-    p.add_argument("--limit", type=_positive, help="at most this many images")
+    p.add_argument("--max-samples", type=_positive, metavar="N", help="at most this many images")
+    add_renamed_option(p, "--limit", "--max-samples", type=_positive, metavar="N")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                    help="where pre/post-processing and crops run (gpu: the CUDA kernels; default cpu)")
-    p.add_argument("--engine-cache", default=None, help="engine cache for models given as 'cached' "
+    p.add_argument("--cache", default=None, metavar="DIR", help="engine cache for models given as 'cached' "
                    "(default /var/lib/tegra-ai/engines)")
+    add_renamed_option(p, "--engine-cache", "--cache", metavar="DIR")
     p.add_argument("--queue-size", type=_positive, default=8, help="requests queued per model (default 8)")
     p.add_argument("--check", action="store_true", help="validate the description and its files; run nothing")
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress display on stderr")
-    p.add_argument("--verbose", action="store_true", help="tracebacks for errors")
     p.set_defaults(func=cmd)
     return p
 
@@ -83,7 +87,7 @@ def _images(args):
     if args.images:
         return sources.image_folder(args.images), None
     if args.video:
-        return sources.video(args.video, limit=args.limit), None
+        return sources.video(args.video, limit=args.max_samples), None
     if args.synthetic:
         n, h, w = args.synthetic
         return sources.synthetic(n, h, w), None
@@ -126,7 +130,7 @@ def cmd(args) -> int:
         raise _usage("--npz-key needs --npz")
     desc = load(args.description)
     ensembles = desc.select(args.ensemble)
-    cache = args.engine_cache or DEFAULT_ENGINE_CACHE
+    cache = args.cache or DEFAULT_ENGINE_CACHE
     if args.check:
         for m in desc.models_used(args.ensemble):
             _runner_factory(desc.models[m], cache)  # files exist, cached engines resolve
@@ -151,7 +155,7 @@ def cmd(args) -> int:
                         queue_size=args.queue_size) as runner, \
             Progress(PROG, enabled=not args.no_progress) as progress:
         for i, image in enumerate(images):
-            if args.limit and i >= args.limit:
+            if args.max_samples and i >= args.max_samples:
                 break
             try:
                 out = runner.run(image)

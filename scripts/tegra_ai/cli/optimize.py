@@ -514,7 +514,7 @@ def build_parser():
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_example)
-    __import__("tegra_ai.cli.quant", fromlist=["add_commands"]).add_commands(sub)
+    __import__("tegra_ai.cli.quant", fromlist=["add_commands"]).add_commands(sub, parents=common)
     return parser
 
 

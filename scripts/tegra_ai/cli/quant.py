@@ -67,7 +67,7 @@ def cmd_quantize(args):
                       enabled=not args.no_progress) as progress:
             result = quantize_with_gate(args.model, args.calibration, args.output, args.gate, gate, labels=args.labels,
                                         budget=args.budget, progress=progress, **kwargs)
-        _write_report(args.report, format_markdown(result["final"]))
+        _write_report(args.markdown, format_markdown(result["final"]))
         if args.json:
             print_json(result)
         else:
@@ -170,12 +170,13 @@ def _gate_flags(p, labels=True):
                        "calibration-dataset .npz of class sub-folders (its _labels): accuracies of both")
 
 
-def add_commands(sub):
+def add_commands(sub, parents=()):
+    from tegra_ai.cli.common import add_renamed_option
     from tegra_ai.onnx_tools.targets import target_names
     from tegra_ai.quant.compare import DETECTION_FORMATS
     from tegra_ai.quant.qdq import BACKENDS, METHODS
 
-    p = sub.add_parser("quantize", help="INT8 Q/DQ ONNX on the host (explicit quantization), optionally gated")
+    p = sub.add_parser("quantize", parents=list(parents), help="INT8 Q/DQ ONNX on the host (explicit quantization), optionally gated")
     p.add_argument("model", help="FP32 ONNX model")
     p.add_argument("--calibration", required=True, metavar="DATA.npz", help="calibration samples (calibration-dataset)")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.int8.onnx")
@@ -191,13 +192,14 @@ def add_commands(sub):
     g.add_argument("--gate", metavar="DATA.npz", help="samples to check the quantized model on (held out)")
     _gate_flags(g)
     g.add_argument("--budget", type=int, metavar="N", help="keep at most N layers in float (default: half of them)")
-    g.add_argument("--report", metavar="REPORT.md", help="write the final accuracy report as Markdown")
+    g.add_argument("--markdown", metavar="REPORT.md", help="write the final accuracy report as Markdown")
+    add_renamed_option(g, "--report", "--markdown", metavar="REPORT.md")
     p.add_argument("--force", action="store_true", help="replace an existing output")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_quantize)
 
-    p = sub.add_parser("convert-fp16", help="FP16 ONNX on the host (for strongly typed TensorRT 11 / TensorRT-RTX)")
+    p = sub.add_parser("convert-fp16", parents=list(parents), help="FP16 ONNX on the host (for strongly typed TensorRT 11 / TensorRT-RTX)")
     p.add_argument("model", help="FP32 ONNX model")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.fp16.onnx")
     p.add_argument("--keep-fp32", nargs="+", action="extend", default=[], metavar="NODE_OR_OPTYPE",
@@ -208,7 +210,7 @@ def add_commands(sub):
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_convert_fp16)
 
-    p = sub.add_parser("compare", help="accuracy of a Q/DQ, FP16 ONNX or engine against the FP32 ONNX; a gate with thresholds")
+    p = sub.add_parser("compare", parents=list(parents), help="accuracy of a Q/DQ, FP16 ONNX or engine against the FP32 ONNX; a gate with thresholds")
     p.add_argument("reference", help="FP32 ONNX model (run on ONNX Runtime)")
     p.add_argument("candidate", help="ONNX model (ONNX Runtime) or TensorRT engine (TensorRT, on the device)")
     p.add_argument("--data", required=True, metavar="DATA.npz", help="samples, one array per input")

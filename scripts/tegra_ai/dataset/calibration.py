@@ -490,7 +490,7 @@ def build_dataset(sources, output: str, spec: PreprocessSpec, input_name: str = 
     if not sources:
         raise _usage("no sources given")
     if count is not None and count <= 0:
-        raise _usage(f"--count must be positive, got {count}")
+        raise _usage(f"--max-samples must be positive, got {count}")
     if video_every is not None and video_every <= 0:
         raise _usage(f"--every-nth-frame must be positive, got {video_every}")
     if video_frames is not None and video_frames <= 0:
@@ -502,6 +502,8 @@ def build_dataset(sources, output: str, spec: PreprocessSpec, input_name: str = 
     if not candidates:
         raise TegraAIError("no samples: every source was unreadable", exit_code=EXIT_FAILURE)
     chosen = sample(candidates, count, seed, class_balanced)
+    if any(c.kind in ("image", "video") for c in chosen):
+        _cv2()   # missing OpenCV: one error naming the extra (exit 69), not every image "unreadable"
     out_dir = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(out_dir):
         raise TegraAIError(f"output directory {out_dir} does not exist", exit_code=EXIT_USAGE)

@@ -9,9 +9,12 @@ with ONNX Runtime's quantization tool (``onnxruntime.quantization.quantize_stati
 - per-channel weights, per-tensor activations: ``per_channel=True``;
 - Q/DQ on the *inputs* of the layers TensorRT runs in INT8 (Conv, ConvTranspose, Gemm,
   MatMul) and not on their outputs (``OpTypesToExcludeOutputQuantization``): TensorRT
-  fuses the following Q into the layer, and a residual Add keeps its FP inputs so the
-  Conv+Add fusion is not broken (ONNX Runtime shares one Q/DQ pair among all consumers
-  of a tensor; :func:`unquantize_other_consumers` gives the Add its float input back);
+  fuses the following Q into the layer;
+- a residual Add gets a Q/DQ on its skip input and keeps the input from the convolution
+  (through its fused activation, SiLU included) float, so TensorRT fuses Conv+Add and runs
+  it INT8 (developer guide, Q/DQ layer-placement recommendations: "quantize the residual
+  input in skip connections"; :func:`quantize_residual_inputs`); other non-quantized
+  consumers get their float input back (:func:`unquantize_other_consumers`);
 - biases stay float (``QuantizeBias=False``): TensorRT quantizes them itself;
 - ``--target jetpack5`` (TensorRT 8.5): opset <= 17 and float weights behind a Q->DQ
   pair (``AddQDQPairToWeight``), the form 8.5's parser folds; newer targets get INT8
@@ -103,18 +106,33 @@ def load_calibration(path: str, model) -> dict:
     return feed
 
 
-def batches(feed: dict, model, default_batch: int = 16):
-    """Split the samples into the batches the model takes (its static batch, else ``default_batch``)."""
+def batches(feed: dict, model, default_batch: int = 16, notes: list | None = None):
+    """Split the samples into the batches the model takes.
+
+    A static batch dimension fixes the batch (a remainder that cannot fill one is left
+    out, and ``notes`` says so); a dynamic one takes every sample, in batches of up to
+    ``default_batch`` (the last one smaller)."""
     static = set()
     for inp in graph_inputs(model):
         d0 = inp.type.tensor_type.shape.dim[0] if inp.type.tensor_type.shape.dim else None
         if d0 is not None and d0.HasField("dim_value") and d0.dim_value > 0:
             static.add(d0.dim_value)
     n = next(iter(feed.values())).shape[0]
-    b = static.pop() if len(static) == 1 else default_batch
+    if len(static) > 1:
+        raise _usage(f"the model's inputs have different static batch sizes {sorted(static)}")
+    if not static:
+        return [{k: np.ascontiguousarray(v[i:i + default_batch]) for k, v in feed.items()}
+                for i in range(0, n, default_batch)]
+    b = static.pop()
     if n < b:
         raise _usage(f"calibration data has {n} sample(s), fewer than the model's static batch of {b}")
+    if n % b and notes is not None:
+        notes.append(f"{n % b} of {n} samples left out: the model's static batch is {b}")
     return [{k: np.ascontiguousarray(v[i:i + b]) for k, v in feed.items()} for i in range(0, n - b + 1, b)]
+
+
+def used_samples(batch_list) -> int:
+    return sum(next(iter(b.values())).shape[0] for b in batch_list)
 
 
 def _reader(batch_list):
@@ -133,7 +151,7 @@ def _reader(batch_list):
     return Reader()
 
 
-def _quantize_ort(model, src_path, output, feed, method, excluded, op_types, target, notes, range_cache=None):
+def _quantize_ort(model, src_path, output, batch_list, method, excluded, op_types, target, notes, range_cache=None):
     require("onnxruntime", extra="onnxruntime", purpose="quantization")
     import contextlib
     import inspect
@@ -148,8 +166,31 @@ def _quantize_ort(model, src_path, output, feed, method, excluded, op_types, tar
              "AddQDQPairToWeight": target == "jetpack5", "DedicatedQDQPair": True,
              "CalibPercentile": 99.99, "CalibMovingAverage": False}
     kwargs = {}
-    if range_cache and "calibration_cache_path" in inspect.signature(quantize_static).parameters:
-        kwargs["calibration_cache_path"] = range_cache  # ONNX Runtime >= 1.23: ranges computed once, reused
+    has_cache = "calibration_cache_path" in inspect.signature(quantize_static).parameters  # ONNX Runtime >= 1.23
+    if range_cache and has_cache:
+        kwargs["calibration_cache_path"] = range_cache  # ranges computed once, reused
+    if method == "entropy":
+        # quantize_static's own Entropy is min-max (128 bins = 128 quantized bins): TensorRT's
+        # 2048-bin KL thresholds instead, handed over through the calibration cache.
+        if not has_cache:
+            raise TegraAIError("--method entropy needs onnxruntime >= 1.23 (quantize_static's calibration_cache_path)",
+                               hint="pip install -U onnxruntime, or use --method minmax / percentile",
+                               exit_code=EXIT_UNAVAILABLE)
+        from onnxruntime.quantization.calibrate import save_tensors_data
+
+        from tegra_ai.quant.calibrate import entropy_ranges
+
+        cache = range_cache or os.path.join(os.path.dirname(output), "entropy-ranges.json")
+        if not os.path.isfile(cache):
+            root_level = logging.getLogger().level
+            logging.getLogger().setLevel(logging.ERROR)
+            try:
+                # Add too: a residual Add's skip tensor needs a scale even when no Conv reads it
+                ranges = entropy_ranges(src_path, batch_list, tuple(op_types) + ("Add",), os.path.dirname(output))
+            finally:
+                logging.getLogger().setLevel(root_level)
+            save_tensors_data(ranges, cache)
+        kwargs["calibration_cache_path"] = cache
     # The tool prints its progress on stdout and warns through the root logger: keep the
     # library's stdout clean (--json) and its log to our logger.
     root = logging.getLogger()
@@ -158,7 +199,7 @@ def _quantize_ort(model, src_path, output, feed, method, excluded, op_types, tar
     root.setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(captured):
-            quantize_static(src_path, output, _reader(batches(feed, model)), quant_format=QuantFormat.QDQ,
+            quantize_static(src_path, output, _reader(batch_list), quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=list(op_types), per_channel=True, reduce_range=False,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             nodes_to_exclude=list(excluded), calibrate_method=cm, extra_options=extra, **kwargs)
@@ -166,6 +207,25 @@ def _quantize_ort(model, src_path, output, feed, method, excluded, op_types, tar
         root.setLevel(level)
     for line in captured.getvalue().splitlines():
         log.debug("onnxruntime: %s", line)
+    return kwargs.get("calibration_cache_path")
+
+
+def _absmax_ranges(cache_path) -> dict:
+    """tensor -> max |range| from an ONNX Runtime calibration cache (empty without one)."""
+    if not cache_path or not os.path.isfile(cache_path):
+        return {}
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    out = {}
+    for name, td in load_tensors_data(cache_path).data.items():
+        try:
+            lo, hi = td.range_value
+        except AttributeError:
+            continue
+        lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+        if lo.size == 1 and hi.size == 1:  # per-tensor ranges only
+            out[name] = float(max(abs(lo.item()), abs(hi.item())))
+    return out
 
 
 def _quantize_modelopt(src_path, output, feed, method, excluded, op_types, notes):
@@ -176,8 +236,9 @@ def _quantize_modelopt(src_path, output, feed, method, excluded, op_types, notes
                            exit_code=EXIT_UNAVAILABLE) from None
     if method == "percentile":
         raise _usage("--backend modelopt supports --method entropy or minmax")
+    # No op_types_to_quantize: Model Optimizer's own TensorRT-aware placement applies.
     mo_quantize(onnx_path=src_path, quantize_mode="int8", calibration_data=feed, calibration_method=method,
-                op_types_to_quantize=list(op_types), nodes_to_exclude=list(excluded), output_path=output)
+                nodes_to_exclude=list(excluded), output_path=output)
     notes.append("quantized with NVIDIA Model Optimizer (modelopt.onnx.quantization)")
 
 
@@ -202,10 +263,11 @@ def quantize(model_path: str, calibration: str, output: str, *, target: str = "j
     feed = load_calibration(calibration, model)
     if max_samples:
         feed = {k: v[:max_samples] for k, v in feed.items()}
-    samples = next(iter(feed.values())).shape[0]
     name_nodes(model)
     excluded = sorted(set(resolve_exclusions(model, exclude)) | set(keep_float))
     notes = []
+    batch_list = batches(feed, model, notes=notes)
+    samples = used_samples(batch_list)
     opset = model_opset(model)
     if opset < 13:
         from onnx import version_converter
@@ -226,16 +288,24 @@ def quantize(model_path: str, calibration: str, output: str, *, target: str = "j
         src = os.path.join(tmp, "named.onnx")
         onnx.save(model, src)
         dst = os.path.join(tmp, "quantized.onnx")
+        ranges = None
         if backend == "modelopt":
             _quantize_modelopt(src, dst, feed, method, excluded, op_types, notes)
         else:
-            _quantize_ort(model, src, dst, feed, method, excluded, op_types, "jetpack5" if tgt.tensorrt < (9,)
+            ranges = _quantize_ort(model, src, dst, batch_list, method, excluded, op_types, "jetpack5" if tgt.tensorrt < (9,)
                           else target, notes, range_cache)
         q = onnx.load(dst)
         if tgt.tensorrt < (9,) and model_opset(q) > JETPACK5_MAX_OPSET:
             raise TegraAIError(f"the quantizer raised the opset to {model_opset(q)}, above TensorRT "
                                f"{tgt.tensorrt_string}'s {JETPACK5_MAX_OPSET}")
         unquantize_other_consumers(q, op_types)
+        residual = quantize_residual_inputs(q, _absmax_ranges(ranges) if backend != "modelopt" else {})
+        if residual["quantized"]:
+            notes.append(f"{len(residual['quantized'])} residual Add(s): skip input quantized, convolution input "
+                         "float (TensorRT fuses Conv+Add)")
+        if residual["no_scale"]:
+            notes.append(f"{len(residual['no_scale'])} residual Add(s) left float: the skip tensor has no "
+                         "calibrated scale")
         q.producer_name = "meta-tegra-ai quantize"
         onnx.save(q, dst)
         problems = check_for_target(dst, target)
@@ -288,6 +358,106 @@ def unquantize_other_consumers(model, op_types=QUANTIZED_OP_TYPES) -> int:
         for n in dead:
             graph.node.remove(n)
     return rewired
+
+
+_POINTWISE = ("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Clip", "Tanh", "Elu", "Selu", "Mish",
+              "Softplus", "PRelu")
+
+
+def _conv_branch(name, producer, depth=4) -> bool:
+    """Whether tensor ``name`` is a Conv's output, through the pointwise activation TensorRT
+    fuses into it (Relu, Sigmoid, ..., SiLU as Mul(x, Sigmoid(x)))."""
+    for _ in range(depth):
+        p = producer.get(name)
+        if p is None:
+            return False
+        if p.op_type in ("Conv", "ConvTranspose"):
+            return True
+        if p.op_type in _POINTWISE:
+            name = p.input[0]
+        elif p.op_type == "Mul" and len(p.input) == 2:  # SiLU x * Sigmoid(x), hard swish x * HardSigmoid(x)
+            a, b = p.input
+            pa, pb = producer.get(a), producer.get(b)
+            if pb is not None and pb.op_type in ("Sigmoid", "HardSigmoid") and pb.input[0] == a:
+                name = a
+            elif pa is not None and pa.op_type in ("Sigmoid", "HardSigmoid") and pa.input[0] == b:
+                name = b
+            else:
+                return False
+        else:
+            return False
+    return False
+
+
+def quantize_residual_inputs(model, absmax: dict | None = None) -> dict:
+    """TensorRT's placement for a residual Add (developer guide, "Q/DQ Layer-Placement
+    Recommendations": quantize the residual input in skip connections): the skip input gets
+    a Q/DQ pair, the input from the convolution stays float, so TensorRT fuses Conv(+act)+Add
+    and runs it INT8. The skip tensor's scale is the one already computed for it (the Q
+    before another quantized consumer of the same tensor, else ``absmax[tensor] / 127`` from
+    the calibration ranges). Returns {"quantized": [Add names],
+    "no_scale": [Add names whose skip tensor has no calibrated scale]}."""
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    q_of = {}
+    for n in g.node:
+        if n.op_type == "QuantizeLinear":
+            q_of.setdefault(n.input[0], n)
+    dq_of_q = {n.input[0]: n for n in g.node if n.op_type == "DequantizeLinear"}
+    fanout = {}
+    for n in g.node:
+        for i in n.input:
+            fanout[i] = fanout.get(i, 0) + 1
+    constant = {i.name for i in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    done, no_scale, out = [], [], []
+    for n in g.node:
+        # a residual Add: two activations (an Add of a constant is a bias, not a skip connection)
+        if (n.op_type == "Add" and len(n.input) == 2 and n.input[0] != n.input[1]
+                and not constant & set(n.input)):
+            sides = [_conv_branch(i, producer) for i in n.input]
+            if sides.count(True) == 2:
+                # Both come from convolutions: the skip is the one that also feeds the block
+                # (fans out); the other is the branch TensorRT fuses with the Add.
+                sides = [fanout.get(i, 0) == 1 for i in n.input]
+            if sides.count(True) == 1:
+                k = sides.index(False)
+                skip = n.input[k]
+                src = producer.get(skip)
+                if src is not None and src.op_type == "DequantizeLinear":
+                    pass  # already quantized
+                elif skip in q_of:
+                    q = q_of[skip]
+                    dq = dq_of_q.get(q.output[0])
+                    tag = f"{n.name or skip}_skip"
+                    out.append(helper.make_node("QuantizeLinear", [skip] + list(q.input[1:]), [f"{tag}_q"],
+                                                name=f"{tag}_QuantizeLinear"))
+                    out[-1].attribute.extend(q.attribute)
+                    out.append(helper.make_node("DequantizeLinear", [f"{tag}_q"] + list(q.input[1:]),
+                                                [f"{tag}_dq"], name=f"{tag}_DequantizeLinear"))
+                    if dq is not None:
+                        out[-1].attribute.extend(dq.attribute)
+                    n.input[k] = f"{tag}_dq"
+                    done.append(n.name)
+                elif (absmax or {}).get(skip, 0) > 0:
+                    tag = f"{n.name or skip}_skip"
+                    g.initializer.extend([
+                        numpy_helper.from_array(np.array(absmax[skip] / 127.0, np.float32), f"{tag}_scale"),
+                        numpy_helper.from_array(np.array(0, np.int8), f"{tag}_zero_point")])
+                    qin = [f"{tag}_scale", f"{tag}_zero_point"]
+                    out.append(helper.make_node("QuantizeLinear", [skip] + qin, [f"{tag}_q"],
+                                                name=f"{tag}_QuantizeLinear"))
+                    out.append(helper.make_node("DequantizeLinear", [f"{tag}_q"] + qin, [f"{tag}_dq"],
+                                                name=f"{tag}_DequantizeLinear"))
+                    n.input[k] = f"{tag}_dq"
+                    done.append(n.name)
+                else:
+                    no_scale.append(n.name)
+        out.append(n)
+    del g.node[:]
+    g.node.extend(out)
+    return {"quantized": done, "no_scale": no_scale}
 
 
 def check_for_target(path: str, target: str) -> list:

@@ -255,7 +255,7 @@ def _runner_factory(entry: ModelEntry, engine_cache: str):
                 path = json.load(f)["models"][entry.path]["engine"]
         except (OSError, ValueError, KeyError, TypeError):
             raise TegraAIError(f"model {entry.name}: no engine {entry.path!r} in {index}", exit_code=EXIT_USAGE,
-                               hint="run tensorrt-optimize ensure first, or give --engine-cache") from None
+                               hint="run tensorrt-optimize ensure first, or give --cache") from None
     if not os.path.isfile(path):
         raise TegraAIError(f"model {entry.name}: engine {path} does not exist", exit_code=EXIT_USAGE)
 

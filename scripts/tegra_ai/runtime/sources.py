@@ -36,7 +36,7 @@ def bgr_to_format(frame: np.ndarray, input_format: str) -> np.ndarray:
     """Convert an OpenCV BGR frame to ``input_format`` (host, OpenCV)."""
     if input_format == "bgr8":
         return frame
-    cv2 = require("cv2", purpose="reading images and video", extra=None)
+    cv2 = require("cv2", extra="opencv", purpose="reading images and video")
     if input_format == "rgb8":
         return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
     if input_format == "gray8":
@@ -95,7 +95,7 @@ def image_folder(path: str, input_format: str = "bgr8"):
     names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_SUFFIXES))
     if not names:
         raise TegraAIError(f"image folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})", exit_code=EXIT_USAGE)
-    cv2 = require("cv2", purpose="reading images")
+    cv2 = require("cv2", extra="opencv", purpose="reading images")
     for n in names:
         img = cv2.imread(os.path.join(path, n), cv2.IMREAD_COLOR)
         if img is None:
@@ -104,7 +104,7 @@ def image_folder(path: str, input_format: str = "bgr8"):
 
 
 def video(uri, input_format: str = "bgr8", limit: int | None = None):
-    cv2 = require("cv2", purpose="reading video")
+    cv2 = require("cv2", extra="opencv", purpose="reading video")
     if isinstance(uri, str) and uri.isdigit():
         uri = int(uri)
     if isinstance(uri, str) and "!" in uri:

@@ -174,6 +174,9 @@ def parse_network(trt, feats, request: BuildRequest, *, verbose: bool = False,
     typing = compat.resolve_typing(feats, precision, qdq, options.strongly_typed,
                                    has_calibration=request.has_calibration)
     typing["notes"] = fp16_notes + typing["notes"]
+    if fp16_notes:
+        typing["float_precision"] = {"path": "fp16-copy", "why": "no FP16 flag on this release: built from an "
+                                     "FP16 copy of the model (tegra_ai.onnx_fp16)"}
     logger = _make_logger(trt, verbose)
     from tegra_ai.trt.loader import init_plugin_registry
 
@@ -298,7 +301,8 @@ def make_sidecar(parsed: ParsedNetwork, configured: Configured, request: BuildRe
         material, tool=f"tegra-ai {__version__}", model=os.path.basename(parsed.model_path),
         model_files=[os.path.basename(f) for f in parsed.model_files],
         strongly_typed=parsed.typing["strongly_typed"], builder_flags=list(parsed.typing["flags"]),
-        qdq=parsed.qdq, profiles=profiles_to_json(configured.profiles),
+        qdq=parsed.qdq, float_precision=dict(parsed.typing.get("float_precision") or {}),
+        profiles=profiles_to_json(configured.profiles),
         inputs=[{"name": i.name, "dims": list(i.dims), "dtype": i.dtype} for i in parsed.inputs],
         outputs=network_outputs(parsed.network),
         build_seconds=round(seconds, 3), notes=list(configured.notes), request=request.record(plugins))

@@ -306,9 +306,13 @@ def resolve_typing(feats: Features, precision: str, has_qdq: bool, strongly_type
     error when the precision cannot be had on this release."""
     notes = []
     if strongly_typed is None:
-        strongly_typed = feats.strongly_typed_only or (has_qdq and feats.strongly_typed)
-        if strongly_typed and has_qdq and not feats.strongly_typed_only:
-            notes.append("Q/DQ model: strongly typed network, precisions follow the model's Q/DQ and types")
+        # A Q/DQ model builds weakly typed with FP16 + INT8 where the release still has the
+        # flags (8.5-10.x): strongly typed, every layer the model leaves unquantized would
+        # run FP32. TensorRT 11 / RTX only build the model's own types.
+        strongly_typed = feats.strongly_typed_only
+        if has_qdq and feats.weak_typing and not strongly_typed:
+            notes.append("Q/DQ model: weakly typed with FP16 + INT8, so the layers left in float run FP16 "
+                         "(a strongly typed build would run them FP32)")
     if strongly_typed and not feats.strongly_typed:
         raise TegraAIError(f"{feats.describe()} has no strongly typed networks (they arrived in TensorRT 9.0)",
                            exit_code=EXIT_USAGE)
@@ -332,8 +336,13 @@ def resolve_typing(feats: Features, precision: str, has_qdq: bool, strongly_type
                 exit_code=EXIT_USAGE)
         if precision != "fp32" and has_qdq:
             notes.append(f"--precision {precision}: the strongly typed network takes its precisions from the Q/DQ model")
-        return {"strongly_typed": True, "flags": flags, "notes": notes}
-    if precision in ("fp16", "best"):
+        why = ("strongly typed: layers run in the model's own types" +
+               ("; the Q/DQ model's unquantized layers run FP32" if has_qdq else ""))
+        return {"strongly_typed": True, "flags": flags, "notes": notes,
+                "float_precision": {"path": "model-types", "why": why}}
+    # INT8 on a weakly typed network also sets FP16 (trtexec's --int8 --fp16): a layer with
+    # no INT8 kernel, or left unquantized, then runs FP16 instead of falling back to FP32.
+    if precision in ("fp16", "best", "int8"):
         flags.append("FP16")
     if precision == "int8" or (precision == "best" and (has_qdq or has_calibration)):
         if not has_qdq and not has_calibration:
@@ -349,7 +358,9 @@ def resolve_typing(feats: Features, precision: str, has_qdq: bool, strongly_type
         notes.append(f"{feats.describe()} deprecates the weak-typing flags {', '.join(flags)}; TensorRT 11 removes them")
     if "INT8" in flags and not has_qdq and feats.int8_calibrators_deprecated:
         notes.append(f"{feats.describe()} deprecates implicit INT8 calibration; Q/DQ models are the way forward")
-    return {"strongly_typed": False, "flags": flags, "notes": notes}
+    fp = ({"path": "fp16-flag", "why": "weakly typed with BuilderFlag.FP16: layers without INT8 run FP16"}
+          if "FP16" in flags else {"path": "fp32", "why": f"--precision {precision}: no FP16 flag"})
+    return {"strongly_typed": False, "flags": flags, "notes": notes, "float_precision": fp}
 
 
 def set_builder_flags(trt, config, flag_names: list) -> None:

@@ -24,8 +24,17 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
+def _stamp(st: os.stat_result) -> list:
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
 class HashMemo:
-    """path -> sha256, trusted while (size, mtime_ns, inode) are unchanged.
+    """path -> sha256, trusted while (size, mtime_ns, ctime_ns, inode, device) are unchanged.
+
+    The device and ctime are part of the stamp because A/B images built with
+    reproducible mtimes can give a changed model the same size, mtime and inode number
+    on the other slot's filesystem; ctime is set by the kernel on every write or
+    utime() and cannot be restored from user space.
 
     Stored as JSON; an unreadable or corrupt memo is simply ignored (it is a cache)."""
 
@@ -50,7 +59,7 @@ class HashMemo:
             st = os.stat(path)
         except OSError as exc:
             raise TegraAIError(f"cannot read {path}: {exc.strerror or exc}") from None
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        stamp = _stamp(st)
         entry = self.entries.get(path)
         if entry and entry.get("stat") == stamp:
             self.hits += 1
@@ -65,7 +74,7 @@ class HashMemo:
         """Remember the digest of a file we just wrote (no need to read it back)."""
         path = os.path.abspath(path)
         st = os.stat(path)
-        self.entries[path] = {"stat": [st.st_size, st.st_mtime_ns, st.st_ino], "sha256": digest}
+        self.entries[path] = {"stat": _stamp(st), "sha256": digest}
         self.dirty = True
 
     def save(self) -> None:
