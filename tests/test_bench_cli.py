@@ -6,6 +6,7 @@ import json
 import os
 import struct
 
+import numpy as np
 import pytest
 
 from tegra_ai.cli.benchmark import main
@@ -48,24 +49,85 @@ def test_table_and_csv(capsys):
     assert code == 0 and len(rows) == 1 and rows[0]["backend"] == "onnxruntime" and float(rows[0]["throughput_qps"]) > 0
 
 
+def scaled(rep: dict, factor: float) -> dict:
+    """The report a run ``factor`` times slower would give: summaries and per-query times."""
+    out = json.loads(json.dumps(rep))
+    out["results"]["throughput_qps"] /= factor
+    for k in ("latency_ms", "compute_ms"):
+        out["results"][k]["median"] *= factor
+        out["results"][k]["percentiles"]["99"] *= factor
+    for t in out["times"]:
+        for k in ("latencyMs", "computeMs"):
+            t[k] *= factor
+    return out
+
+
 def test_compare_flags_regressions(capsys, tmp_path):
     code, out, _ = run(capsys, [DIGITS, "--shapes", "input:1x1x8x8", "--json"] + FAST)
     rep = json.loads(out)
-    faster = json.loads(out)
-    faster["results"]["throughput_qps"] = rep["results"]["throughput_qps"] * 100
-    slower = json.loads(out)
-    slower["results"]["throughput_qps"] = rep["results"]["throughput_qps"] / 100
-    for k in ("latency_ms", "compute_ms"):
-        slower["results"][k]["median"] *= 100
-        slower["results"][k]["percentiles"]["99"] *= 100
-    (tmp_path / "faster.json").write_text(json.dumps(faster))
-    (tmp_path / "slower.json").write_text(json.dumps(slower))
+    (tmp_path / "faster.json").write_text(json.dumps(scaled(rep, 0.01)))
+    (tmp_path / "slower.json").write_text(json.dumps(scaled(rep, 100)))
     code, out, _ = run(capsys, [DIGITS, "--shapes", "input:1x1x8x8", "--compare", str(tmp_path / "faster.json")] + FAST)
     assert code == 1 and "REGRESSION" in out
+    # ONNX Runtime's host-timed session.run is labelled as such, never "GPU compute"
+    assert "ONNX Runtime session.run (CPU) median" in out and "GPU compute" not in out
     code, out, _ = run(capsys, [DIGITS, "--shapes", "input:1x1x8x8", "--compare", str(tmp_path / "slower.json"),
                                 "--json"] + FAST)
     rep2 = json.loads(out)
     assert code == 0 and rep2["comparison"]["regressions"] == 0 and len(rep2["comparison"]["rows"]) == 4
+    assert all(r["worse_ci"] is not None for r in rep2["comparison"]["rows"])
+
+
+def noisy_report(rng, n=300, median_ms=2.0, sigma=0.4, backend="onnxruntime"):
+    """A report of a noisy CPU run: lognormal per-query latencies (heavy right tail)."""
+    lat = median_ms * rng.lognormal(0.0, sigma, n)
+    times = [{"latencyMs": float(v), "computeMs": float(v)} for v in lat]
+    s = np.sort(lat)
+    return {"format": "tegra-ai-benchmark", "version": 1, "backend": backend, "model": "m.onnx", "batch": 1,
+            "precision": None, "config": {"streams": 1},
+            "results": {"throughput_qps": 1000.0 / float(lat.mean()), "device_timing": False,
+                        "latency_ms": {"median": float(np.median(s)), "percentiles": {"99": float(np.percentile(s, 99))}},
+                        "compute_ms": {"median": float(np.median(s)), "percentiles": {"99": float(np.percentile(s, 99))}}},
+            "times": times}
+
+
+def test_compare_calls_regressions_only_outside_the_noise():
+    from tegra_ai.bench.report import compare
+
+    rng = np.random.default_rng(7)
+    # two runs of the same model on a noisy CPU: the point estimates move by more than 5 %
+    # (a threshold-only rule would call regressions), the intervals say it is noise
+    same = [(noisy_report(rng), noisy_report(rng)) for _ in range(12)]
+    point_flags = sum(any(r["worse"] > 0.05 for r in compare(a, b, 0.05)["rows"]) for a, b in same)
+    assert point_flags >= 3, "the noise must be large enough that the point change alone would flag"
+    assert sum(compare(a, b, 0.05)["regressions"] for a, b in same) == 0
+    # a real 40 % slowdown under the same noise is called
+    slow = noisy_report(rng, median_ms=2.8)
+    c = compare(slow, noisy_report(rng), 0.05)
+    assert c["regressions"] >= 3 and all(r["worse_ci"][0] > 0.05 for r in c["rows"] if r["regression"])
+    assert {r["verdict"] for r in c["rows"]} <= {"REGRESSION", "within noise"}
+
+
+def test_diff_two_saved_reports(capsys, tmp_path):
+    rng = np.random.default_rng(3)
+    old, new = noisy_report(rng), noisy_report(rng, median_ms=3.0)
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    (tmp_path / "same.json").write_text(json.dumps(noisy_report(rng)))
+    code, out, _ = run(capsys, ["diff", str(tmp_path / "old.json"), str(tmp_path / "new.json")])
+    assert code == 1 and "REGRESSION" in out and "ONNX Runtime session.run (CPU) median" in out
+    code, out, _ = run(capsys, ["diff", str(tmp_path / "old.json"), str(tmp_path / "new.json"), "--json"])
+    d = json.loads(out)
+    assert code == 1 and d["regressions"] >= 1 and d["old"].endswith("old.json")
+    code, out, _ = run(capsys, ["diff", str(tmp_path / "old.json"), str(tmp_path / "new.json"), "--markdown"])
+    assert code == 1 and "| metric | old | new | change | worse (CI) | verdict |" in out and "**REGRESSION**" in out
+    code, out, _ = run(capsys, ["diff", str(tmp_path / "old.json"), str(tmp_path / "new.json"), "--json",
+                                "--markdown", str(tmp_path / "diff.md")])
+    assert code == 1 and json.loads(out)["regressions"] >= 1
+    assert "**REGRESSION**" in (tmp_path / "diff.md").read_text()
+    code, out, _ = run(capsys, ["diff", str(tmp_path / "old.json"), str(tmp_path / "same.json"),
+                                "--threshold", "10"])
+    assert code == 0 and "REGRESSION" not in out
 
 
 def test_compare_function_threshold():
@@ -130,3 +192,31 @@ def test_signals_exit_codes(tmp_path, sig, code):
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == code, err
     assert "Traceback" not in err and not (tmp_path / "t.json").exists()
+
+
+def test_suite_shapes_per_model_and_fp16_onnx_label(capsys, tmp_path):
+    """A detector with dynamic height and width runs in a suite with --shapes MODEL=...;
+    an FP16 ONNX (convert-fp16) is an fp16 cell on ONNX Runtime, not fp32."""
+    from onnx_models import make_model
+    from tegra_ai.onnx_fp16 import convert_fp16
+
+    det = make_model(str(tmp_path / "det.onnx"), input_dims=("N", 3, "H", "W"))
+    half = str(tmp_path / "half.onnx")
+    convert_fp16(make_model(str(tmp_path / "full.onnx"), input_dims=("N", 3, 16, 16)), half)
+    out_dir = tmp_path / "suite"
+    argv = ["suite", "--models", det, half, "--batch", "1", "2", "--backend", "onnxruntime", "--out", str(out_dir),
+            "--shapes", "det.onnx=input:1x3x24x40", "--no-plots", "--json"] + FAST
+    code, out, _ = run(capsys, argv)
+    summary = json.loads(out)
+    assert code == 0, [c.get("error") for c in summary["cells"]]
+    cells = {c["name"]: c for c in summary["cells"]}
+    assert sorted(cells) == ["det-fp32-b1", "det-fp32-b2", "half-fp16-b1", "half-fp16-b2"]
+    rep = json.loads((out_dir / "cells" / "det-fp32-b2.json").read_text())
+    assert rep["shapes"] == {"input": [2, 3, 24, 40]} and rep["precision"] == "fp32"
+    assert json.loads((out_dir / "cells" / "half-fp16-b1.json").read_text())["precision"] == "fp16"
+    # without --shapes the detector cannot be in a suite (its H and W cannot be guessed)
+    code, out, _ = run(capsys, argv[:-len(FAST) - 4] + ["--out", str(tmp_path / "s2"), "--no-plots", "--json"] + FAST)
+    assert code == 1
+    # other --shapes: the cells are run again, not reused
+    code, out, _ = run(capsys, argv[:-len(FAST) - 3] + ["det.onnx=input:1x3x32x32", "--no-plots", "--json"] + FAST)
+    assert code == 0 and {c["name"]: c["status"] for c in json.loads(out)["cells"]}["det-fp32-b1"] == "ran"

@@ -190,3 +190,60 @@ def test_cli_reports_a_failing_model_with_exit_1(ort, tmp_path, capsys):
     assert code == 1 and out["summary"]["failures"] == 2 and "error" in out["results"]["p"][0]
     assert main([str(tmp_path / "e.json"), "--synthetic", "2x14x16", "--json", "--no-progress"]) == 0  # 672 = 96 * 7
     assert json.loads(capsys.readouterr().out)["results"]["p"][0]["shape"] == [1, 2]
+
+
+def _described(tmp_path, mutate):
+    data = json.load(open(EXAMPLE))
+    for entry in data["models"].values():
+        for k in ("onnx", "preprocess"):
+            if isinstance(entry.get(k), str):
+                entry[k] = os.path.join(MODELS, entry[k])
+    mutate(data)
+    path = tmp_path / "e.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+@pytest.mark.parametrize("mutate,message", [
+    # the classifier's crops are preprocessed to 10x10, the model takes 8x8
+    (lambda d: d["models"]["digits"].update(preprocess={"height": 10, "width": 10, "channel_order": "gray",
+                                                       "input_format": "gray8", "mean": [0], "std": [1]}),
+     "model digits: its preprocessing makes [1, 10, 10] per image, its input input takes [?, 1, 8, 8]"),
+    # RGB crops into a one-channel classifier
+    (lambda d: d["models"]["digits"].update(preprocess={"height": 8, "width": 8}),
+     "its preprocessing makes [3, 8, 8] per image"),
+    # the locator's head [N, 5, 4] is 4 + 1 class, not 4 + 3
+    (lambda d: d["ensembles"]["cascade"]["detection"].update(num_classes=3),
+     "detector locator's output [?, 5, 4] does not fit its detection spec"),
+    # 10 logits and a 5x4 head cannot be averaged
+    (lambda d: d["ensembles"]["pair"].update(parallel=["digits", "locator"]),
+     "combine mean needs equal output shapes; digits gives [?, 10], locator [?, 5, 4]"),
+])
+def test_check_catches_shape_mismatches_between_chained_models(tmp_path, capsys, mutate, message):
+    pytest.importorskip("onnx")
+    from tegra_ai.cli.ensemble import main
+
+    path = _described(tmp_path, mutate)
+    code = main([path, "--check", "--no-progress"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert main([_described(tmp_path, lambda d: None), "--check"]) == 0      # the example itself fits
+
+
+def test_device_gpu_without_cuda_python_fails_once_at_start(tmp_path, capsys, monkeypatch):
+    from tegra_ai.cli.ensemble import main
+    from tegra_ai.cuda import driver
+    from tegra_ai.errors import MissingDependencyError
+
+    calls = []
+
+    def missing(ordinal=0):
+        calls.append(ordinal)
+        raise MissingDependencyError("cuda-python", extra="cuda", purpose="running CUDA kernels")
+
+    monkeypatch.setattr(driver, "ensure_context", missing)
+    code = main([EXAMPLE, "--synthetic", "5x32x32", "--device", "gpu", "--no-progress", "--json"])
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 69 and len(calls) == 1 and len(lines) == 1 and "cuda-python" in lines[0]
+    assert json.loads(out)["exit_code"] == 69

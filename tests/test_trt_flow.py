@@ -161,3 +161,12 @@ def test_engine_from_other_release_refused(monkeypatch, default_model, tmp_path)
     engine.write_bytes(b"not this release")
     with pytest.raises(TegraAIError, match="another TensorRT version"):
         inspect_engine(str(engine), with_layers=False)
+
+
+def test_sidecar_records_outputs(monkeypatch, default_model):
+    """The exporters (Triton, DeepStream) describe outputs from the sidecar: dims None where dynamic."""
+    use(monkeypatch, "10.3.0", outputs=(("logits", (-1, 10)), ("boxes", (-1, 84, 8400))))
+    sc = build(default_model, precision="fp16").sidecar
+    assert sc.outputs == [{"name": "logits", "dims": [None, 10], "dtype": "float32"},
+                          {"name": "boxes", "dims": [None, 84, 8400], "dtype": "float32"}]
+    assert sc.to_dict()["outputs"] == sc.outputs

@@ -22,13 +22,27 @@ CSV_COLUMNS = (
     "power_avg_w", "energy_mj_per_sample", "power_source", "device", "module", "l4t", "nvpmodel", "jetson_clocks",
     "warnings")
 
-# (metric label, path into results, True when higher is better)
+# (metric label, path into results, True when higher is better, per-query field and statistic
+# the confidence interval is computed from)
 COMPARED = (
-    ("throughput (qps)", ("throughput_qps",), True),
-    ("latency median (ms)", ("latency_ms", "median"), False),
-    ("latency p99 (ms)", ("latency_ms", "percentiles", "99"), False),
-    ("GPU compute median (ms)", ("compute_ms", "median"), False),
+    ("throughput (qps)", ("throughput_qps",), True, ("latencyMs", "mean")),
+    ("latency median (ms)", ("latency_ms", "median"), False, ("latencyMs", "median")),
+    ("latency p99 (ms)", ("latency_ms", "percentiles", "99"), False, ("latencyMs", 99.0)),
+    ("GPU compute median (ms)", ("compute_ms", "median"), False, ("computeMs", "median")),
 )
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_MAX_SAMPLES = 2000      # per report: evenly spaced queries beyond this
+
+
+def compute_label(report: dict) -> str:
+    """What ``compute_ms`` measured: GPU compute (CUDA events) on TensorRT, the host-timed
+    ``session.run`` on ONNX Runtime (no GPU involved), the host-timed run elsewhere."""
+    if (report.get("results") or {}).get("device_timing", True):
+        return "GPU compute"
+    if report.get("backend") == "onnxruntime":
+        return "ONNX Runtime session.run (CPU)"
+    return "compute (host)"
 
 
 def make_report(results: dict, *, model: str, backend: str, precision: str | None, batch: int, shapes: dict | None,
@@ -56,14 +70,14 @@ def _plain(obj):
     return obj
 
 
-def load_report(path: str) -> dict:
+def load_report(path: str, what: str = "previous report") -> dict:
     try:
         with open(path, "rb") as f:
             data = json.loads(f.read().decode("utf-8"))
     except FileNotFoundError:
-        raise TegraAIError(f"previous report {path} does not exist", exit_code=EXIT_USAGE) from None
+        raise TegraAIError(f"{what} {path} does not exist", exit_code=EXIT_USAGE) from None
     except OSError as exc:
-        raise TegraAIError(f"cannot read previous report {path}: {exc.strerror}", exit_code=EXIT_USAGE) from None
+        raise TegraAIError(f"cannot read {what} {path}: {exc.strerror}", exit_code=EXIT_USAGE) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TegraAIError(f"{path} is not JSON ({exc.__class__.__name__})",
                            hint="give a report written by model-benchmark --json", exit_code=EXIT_USAGE) from None
@@ -86,18 +100,79 @@ def _get(d, path):
     return d if isinstance(d, (int, float)) and not isinstance(d, bool) else None
 
 
+def _samples(report: dict, field: str):
+    import numpy as np
+
+    times = report.get("times")
+    if not isinstance(times, list) or len(times) < 2:
+        return None
+    try:
+        v = np.array([float(t[field]) for t in times], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not np.all(np.isfinite(v)):
+        return None
+    if len(v) > BOOTSTRAP_MAX_SAMPLES:
+        v = v[np.linspace(0, len(v) - 1, BOOTSTRAP_MAX_SAMPLES).astype(int)]
+    return v
+
+
+def _stat(x, stat, axis=-1):
+    import numpy as np
+
+    if stat == "mean":
+        return np.mean(x, axis=axis)
+    if stat == "median":
+        return np.median(x, axis=axis)
+    return np.percentile(x, stat, axis=axis)
+
+
+def change_interval(cur, prev, stat, higher_better: bool, seed: int = 0) -> tuple:
+    """Bootstrap confidence interval (:data:`CONFIDENCE`) of the relative worsening of a
+    metric between two runs, from their per-query times: each run's queries are resampled
+    with replacement, the statistic recomputed, and the worsening's percentiles taken.
+    For throughput (``higher_better``) the statistic is the mean latency (one query in
+    flight: qps = 1 / mean latency), so worsening = cur/prev - 1 as for a latency."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    c = _stat(cur[rng.integers(0, len(cur), (BOOTSTRAP_RESAMPLES, len(cur)))], stat)
+    p = _stat(prev[rng.integers(0, len(prev), (BOOTSTRAP_RESAMPLES, len(prev)))], stat)
+    worse = c / p - 1.0
+    tail = (1 - CONFIDENCE) / 2 * 100
+    lo, hi = np.percentile(worse, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
 def compare(current: dict, previous: dict, threshold: float = DEFAULT_REGRESSION_THRESHOLD) -> dict:
-    """{"rows": [...], "regressions": n, "notes": [...]} — a row regresses when the metric
-    moved the wrong way by more than ``threshold`` (relative)."""
+    """{"rows": [...], "regressions": n, "notes": [...]}.
+
+    A row regresses when the metric moved the wrong way by more than ``threshold``
+    (relative) *beyond the noise*: where both reports have per-query times, the whole
+    :data:`CONFIDENCE` bootstrap interval of the worsening must lie above the threshold
+    (a change inside the run-to-run noise is reported as such, not as a regression);
+    without per-query times, the point change decides."""
     rows = []
-    for label, path, higher_better in COMPARED:
+    single_stream = all((r.get("config") or {}).get("streams", 1) == 1 for r in (current, previous))
+    for label, path, higher_better, (field, stat) in COMPARED:
         cur, prev = _get(current["results"], path), _get(previous["results"], path)
         if cur is None or prev is None or prev == 0:
             continue
+        if path == ("compute_ms", "median"):
+            label = f"{compute_label(current)} median (ms)"
         change = (cur - prev) / prev
         worse = -change if higher_better else change
-        rows.append({"metric": label, "previous": prev, "current": cur, "change": change,
-                     "regression": worse > threshold})
+        ci = None
+        cs, ps = _samples(current, field), _samples(previous, field)
+        if cs is not None and ps is not None and (not higher_better or single_stream):
+            ci = change_interval(cs, ps, stat, higher_better)
+        if ci is None:
+            regression, verdict = worse > threshold, ("REGRESSION" if worse > threshold else "ok")
+        else:
+            regression = ci[0] > threshold
+            verdict = "REGRESSION" if regression else ("within noise" if worse > threshold else "ok")
+        rows.append({"metric": label, "previous": prev, "current": cur, "change": change, "worse": worse,
+                     "worse_ci": list(ci) if ci else None, "regression": regression, "verdict": verdict})
     notes = []
     for key in ("backend", "precision", "batch", "model"):
         if current.get(key) != previous.get(key):
@@ -106,7 +181,10 @@ def compare(current: dict, previous: dict, threshold: float = DEFAULT_REGRESSION
     for key in ("module", "l4t_release", "nvpmodel", "jetson_clocks"):
         if cd.get(key) != pd.get(key):
             notes.append(f"device {key} differs: {pd.get(key)} -> {cd.get(key)}")
-    return {"threshold": threshold, "rows": rows, "regressions": sum(r["regression"] for r in rows), "notes": notes}
+    if not any(r["worse_ci"] for r in rows):
+        notes.append("no per-query times in both reports: regressions are called on the point change alone")
+    return {"threshold": threshold, "confidence": CONFIDENCE, "rows": rows,
+            "regressions": sum(r["regression"] for r in rows), "notes": notes}
 
 
 def _fmt(v, digits=4):
@@ -212,12 +290,32 @@ def to_csv(rows: list) -> str:
     return buf.getvalue()
 
 
+def _ci_text(row) -> str:
+    ci = row.get("worse_ci")
+    return f"[{ci[0]:+.1%}, {ci[1]:+.1%}]" if ci else "-"
+
+
 def format_comparison(cmp: dict, previous_path: str) -> str:
-    lines = [f"compared with {previous_path} (regression threshold {cmp['threshold']:.0%}):"]
+    lines = [f"compared with {previous_path} (regression: worse by more than {cmp['threshold']:.0%}, "
+             f"with {cmp.get('confidence', CONFIDENCE):.0%} confidence where per-query times allow):",
+             f"  {'metric':<40}{'previous':>12}    {'current':>12} {'change':>9}  {'worse, CI':>18}  verdict"]
     for row in cmp["rows"]:
-        flag = "REGRESSION" if row["regression"] else "ok"
-        lines.append(f"  {row['metric']:<26}{_fmt(row['previous']):>12} -> {_fmt(row['current']):>12} "
-                     f"({row['change']:+.1%})  {flag}")
+        verdict = row.get("verdict") or ("REGRESSION" if row["regression"] else "ok")
+        lines.append(f"  {row['metric']:<40}{_fmt(row['previous']):>12} -> {_fmt(row['current']):>12} "
+                     f"{row['change']:>+9.1%}  {_ci_text(row):>18}  {verdict}")
     for note in cmp["notes"]:
         lines.append(f"  note: {note}")
     return "\n".join(lines)
+
+
+def format_comparison_markdown(cmp: dict, old: str, new: str) -> str:
+    lines = [f"Benchmark diff: `{old}` -> `{new}` (regression: worse by more than {cmp['threshold']:.0%}, "
+             f"{cmp.get('confidence', CONFIDENCE):.0%} confidence interval from per-query times)", "",
+             "| metric | old | new | change | worse (CI) | verdict |", "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for row in cmp["rows"]:
+        lines.append(f"| {row['metric']} | {_fmt(row['previous'])} | {_fmt(row['current'])} | {row['change']:+.1%} | "
+                     f"{_ci_text(row)} | {'**REGRESSION**' if row['regression'] else row.get('verdict', 'ok')} |")
+    if cmp["notes"]:
+        lines.append("")
+        lines += [f"- {n}" for n in cmp["notes"]]
+    return "\n".join(lines) + "\n"

@@ -95,6 +95,30 @@ def open_runner(model: str, backend: str, shapes: dict, workload_outputs: dict |
     return TensorRTRunner(model, shapes=shapes)
 
 
+def onnx_precision(model: str) -> str | None:
+    """The precision an ONNX graph computes in on ONNX Runtime: ``int8`` with Q/DQ nodes,
+    ``fp16`` when most float weights are float16 (tensorrt-optimize convert-fp16), else fp32."""
+    from tegra_ai.util.lazy import is_available, require
+
+    if not is_available("onnx"):
+        return None          # unknown without the onnx package (ONNX Runtime alone runs the model)
+    onnx = require("onnx", extra="onnx", purpose="reading the model's precision")
+    try:
+        m = onnx.load(model, load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - onnx raises many types for a bad file
+        raise _usage(f"{model} is not a readable ONNX model ({exc.__class__.__name__})") from None
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node):
+        return "int8"
+    count = {onnx.TensorProto.FLOAT: 0, onnx.TensorProto.FLOAT16: 0}
+    for init in m.graph.initializer:
+        if init.data_type in count:
+            n = 1
+            for d in init.dims:
+                n *= d
+            count[init.data_type] += n
+    return "fp16" if count[onnx.TensorProto.FLOAT16] > count[onnx.TensorProto.FLOAT] else "fp32"
+
+
 def benchmark_model(model: str, *, backend: str = "auto", config: harness.BenchConfig | None = None,
                     shapes: dict | None = None, precision: str | None = None, dla_core: int | None = None,
                     power: str = "auto", progress=None, device_root: str = "/", workload_outputs=None) -> dict:
@@ -104,8 +128,11 @@ def benchmark_model(model: str, *, backend: str = "auto", config: harness.BenchC
     shapes = dict(shapes or {})
     if backend == "onnxruntime" and (timing.streams != 1 or timing.cuda_graph):
         raise _usage("ONNX Runtime runs on the host: --streams and --cuda-graph need --backend tensorrt or cuda-workload")
-    if backend == "onnxruntime" and precision not in (None, "fp32"):
-        raise _usage(f"ONNX Runtime (CPU) runs the model's own fp32 graph; precision {precision} needs --backend tensorrt")
+    if backend == "onnxruntime":
+        own = onnx_precision(model)
+        if own is not None and precision not in (None, own):
+            raise _usage(f"ONNX Runtime (CPU) runs the model's graph in its own types ({own} here); precision "
+                         f"{precision} needs --backend tensorrt")
     if backend == "tensorrt":
         # refuses files that are not engines and sidecars of other engines (exit 2) before any work
         from tegra_ai.trt.inspect import read_engine_and_sidecar
@@ -134,7 +161,7 @@ def benchmark_model(model: str, *, backend: str = "auto", config: harness.BenchC
         batch = batch_of(shapes, metas)
         results = harness.benchmark(runner, timing, feed=feed, batch=batch, progress=progress, power=sampler)
     if backend == "onnxruntime":
-        precision = "fp32"
+        precision = own          # what the graph computes in: an FP16 ONNX is fp16
     after = device_state.collect(device_root, dla_core=dla_core)
     device["after"] = device_state.after_run(device, after)
     results["warnings"] = results["warnings"] + device_state.clock_warnings(device, after)

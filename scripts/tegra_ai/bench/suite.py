@@ -57,21 +57,70 @@ def model_input(model: str):
     return out
 
 
-def cell_shapes(model: str, batch: int) -> dict:
+def parse_model_shapes(items, models) -> dict:
+    """``--shapes MODEL=NAME:DIMS[,NAME:DIMS]`` (repeatable) -> {model: {input: dims}}.
+    MODEL is a path given to ``--models`` or its file name; the first dimension of DIMS is
+    the batch and each cell replaces it with its ``--batch`` value."""
+    from tegra_ai.spec import parse_profile
+
+    out = {}
+    for item in items:
+        key, sep, spec = item.partition("=")
+        if not sep or not key or not spec:
+            raise _usage(f"--shapes {item!r}: expected MODEL=NAME:DIMS[,NAME:DIMS], e.g. "
+                         "yolo.onnx=images:1x3x480x640")
+        matches = [m for m in models if m == key or os.path.basename(m) == key]
+        if len(matches) != 1:
+            raise _usage(f"--shapes {item!r}: {key} is {'not one of' if not matches else 'ambiguous among'} "
+                         f"--models ({', '.join(models)})")
+        model = matches[0]
+        if model in out:
+            raise _usage(f"--shapes gives {key} twice; join its inputs with commas")
+        dims = {}
+        for s in parse_profile(spec):
+            if s.min != s.max:
+                raise _usage(f"--shapes {item!r}: give one shape per input (NAME:DIMS), not MIN:OPT:MAX")
+            dims[s.name] = tuple(s.opt)
+        out[model] = dims
+    return out
+
+
+def cell_shapes(model: str, batch: int, given: dict | None = None) -> dict:
     """Every input at ``batch``: the first dimension must be dynamic or equal ``batch``;
-    other dynamic dimensions cannot be guessed."""
+    other dynamic dimensions come from ``given`` (``--shapes``: input -> dims, whose first
+    dimension is replaced by ``batch``) and cannot be guessed."""
+    given = dict(given or {})
+    inputs = model_input(model)
+    unknown = sorted(set(given) - {n for n, _ in inputs})
+    if unknown:
+        raise _usage(f"{model}: --shapes names unknown input(s) {', '.join(unknown)} "
+                     f"(inputs: {', '.join(n for n, _ in inputs)})")
     shapes = {}
-    for name, dims in model_input(model):
+    for name, dims in inputs:
         if not dims:
             raise _usage(f"{model}: input {name!r} is a scalar; a batch sweep needs a batch dimension")
         if dims[0] is not None and dims[0] != batch:
             raise _usage(f"{model}: input {name!r} has a fixed batch of {dims[0]}, cannot run batch {batch}",
                          hint="export the model with a dynamic batch dimension")
+        if name in given:
+            g = given[name]
+            if len(g) != len(dims) or any(d is not None and d != v for d, v in zip(dims[1:], g[1:])):
+                raise _usage(f"{model}: --shapes {name}:{'x'.join(map(str, g))} does not fit the input "
+                             f"{['?' if d is None else d for d in dims]}")
+            shapes[name] = (batch,) + tuple(g[1:])
+            continue
         if any(d is None for d in dims[1:]):
             raise _usage(f"{model}: input {name!r} has dynamic dimensions besides the batch {list(dims)}",
-                         hint="benchmark it with model-benchmark MODEL --shapes")
+                         hint=f"give them: --shapes {os.path.basename(model)}={name}:"
+                              + "x".join("1" if i == 0 else ("H" if d is None else str(d)) for i, d in enumerate(dims)))
         shapes[name] = (batch,) + tuple(dims[1:])
     return shapes
+
+
+def model_precision(model: str) -> str:
+    from tegra_ai.bench.run import onnx_precision
+
+    return onnx_precision(model)
 
 
 def validate(models, precisions, batches, backend, calibration_cache=None):
@@ -92,8 +141,9 @@ def validate(models, precisions, batches, backend, calibration_cache=None):
         if p not in PRECISIONS:
             raise _usage(f"precision {p!r}: expected one of {', '.join(PRECISIONS)}")
     if backend == "onnxruntime" and any(p != "fp32" for p in precisions):
-        raise _usage("ONNX Runtime (CPU) runs the model's fp32 graph only; fp16/int8 cells would not be what "
-                     "TensorRT runs", hint="use --precision fp32, or --backend tensorrt on the device")
+        raise _usage("ONNX Runtime (CPU) runs the model's graph in its own types (an FP16 ONNX makes an fp16 "
+                     "cell); --precision fp16/int8 are TensorRT builder precisions",
+                     hint="leave --precision out, or use --backend tensorrt on the device")
     if "int8" in precisions and not calibration_cache:
         raise _usage("int8 needs calibration data: no INT8 engine is built with made-up scales",
                      hint="give --calibration-cache FILE (from 'tensorrt-optimize quantize' or a build with "
@@ -148,12 +198,26 @@ def _settings(backend, timing: harness.BenchConfig) -> dict:
 
 def run_suite(models, precisions, batches, backend, out_dir, *, config: harness.BenchConfig | None = None,
               cache_dir: str | None = None, calibration_cache: str | None = None, power: str = "auto",
-              plots: bool = True, progress=None, device_root: str = "/", force: bool = False) -> dict:
-    """Run every cell; returns {"cells": [...], "files": {...}, "failed": n}."""
+              plots: bool = True, progress=None, device_root: str = "/", force: bool = False,
+              shapes: dict | None = None) -> dict:
+    """Run every cell; returns {"cells": [...], "files": {...}, "failed": n}.
+
+    ``shapes``: {model: {input: dims}} for inputs with dynamic dimensions besides the
+    batch (:func:`parse_model_shapes`). On ONNX Runtime a cell's precision is the graph's
+    own (:func:`model_precision`): an FP16 ONNX is an fp16 cell, not fp32."""
     from tegra_ai.bench.run import benchmark_model
 
     timing = (config or harness.BenchConfig()).validate()
     validate(models, precisions, batches, backend, calibration_cache)
+    shapes = shapes or {}
+    for model, given in shapes.items():      # bad --shapes are bad input (exit 2), not failed cells
+        for b in batches:
+            cell_shapes(model, b, given)
+    if backend == "onnxruntime":
+        # ONNX Runtime computes in the graph's own types; the label says which
+        plan = [(m, model_precision(m), b) for m in models for b in batches]
+    else:
+        plan = [(m, p, b) for m in models for p in precisions for b in batches]
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise _usage(f"--out {out_dir} exists and is not a directory")
     cells_dir = os.path.join(out_dir, "cells")
@@ -163,7 +227,6 @@ def run_suite(models, precisions, batches, backend, out_dir, *, config: harness.
         raise _usage(f"cannot create {cells_dir}: {exc.strerror}") from None
     cache_dir = cache_dir or os.path.join(out_dir, "engines")
     settings = _settings(backend, timing)
-    plan = [(m, p, b) for m in models for p in precisions for b in batches]
     cells = []
     for i, (model, precision, batch) in enumerate(plan, 1):
         name = cell_name(model, precision, batch)
@@ -172,18 +235,24 @@ def run_suite(models, precisions, batches, backend, out_dir, *, config: harness.
             progress.update(f"cell {i}/{len(plan)}: {name}")
         cell = {"name": name, "model": model, "precision": precision, "batch": batch, "report": path}
         previous = None if force else _load_cell(path, settings)
+        if previous is not None and model in shapes:
+            try:
+                if previous.get("shapes") != {k: list(v) for k, v in cell_shapes(model, batch, shapes[model]).items()}:
+                    previous = None          # other --shapes: run the cell again
+            except TegraAIError:
+                previous = None
         if previous is not None:
             cell.update(status="reused", result=previous)
             cells.append(cell)
             continue
         try:
-            shapes = cell_shapes(model, batch)
+            cshapes = cell_shapes(model, batch, shapes.get(model))
             target = model
             if backend == "tensorrt":
-                target, how = ensure_engine(model, precision, shapes, cache_dir, calibration_cache,
+                target, how = ensure_engine(model, precision, cshapes, cache_dir, calibration_cache,
                                             contexts=timing.streams)
                 cell["engine"], cell["engine_status"] = target, how
-            rep = benchmark_model(target, backend=backend, config=timing, shapes=shapes, precision=precision,
+            rep = benchmark_model(target, backend=backend, config=timing, shapes=cshapes, precision=precision,
                                   power=power, device_root=device_root)
             rep["model"] = model
             rep["suite"] = settings

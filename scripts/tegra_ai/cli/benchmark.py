@@ -4,13 +4,14 @@ power mode, clocks and power in every report.
     model-benchmark MODEL_OR_ENGINE [--duration S] [--iterations N] [--warmup MS] [--shapes SPEC]
                     [--streams N] [--cuda-graph] [--no-data-transfers] [--spin-wait]
                     [--json | --csv] [--export-times FILE] [--compare PREVIOUS.json [--threshold PCT]]
+    model-benchmark diff OLD.json NEW.json [--threshold PCT] [--json] [--markdown [FILE]]
     model-benchmark suite --models A.onnx B.onnx --precision fp32 fp16 --batch 1 4 8
                     --backend tensorrt|onnxruntime --out DIR
 
 MODEL is a TensorRT engine (.engine/.plan: --backend tensorrt), an ONNX model (ONNX
 Runtime on the CPU) or workload:MICROSECONDS (a CUDA kernel of known duration: measures
 the harness itself on any NVIDIA GPU). Exit: 0 done, 1 a regression against --compare
-(or a failed suite cell), 2 bad input, 69 a missing library or GPU, 130 SIGINT, 143 SIGTERM.
+or in diff (beyond the run-to-run noise), or a failed suite cell, 2 bad input, 69 a missing library or GPU, 130 SIGINT, 143 SIGTERM.
 """
 
 from __future__ import annotations
@@ -146,14 +147,15 @@ def cmd_run(args):
 
 
 def cmd_suite(args):
-    from tegra_ai.bench.suite import run_suite
+    from tegra_ai.bench.suite import parse_model_shapes, run_suite
     from tegra_ai.util.progress import Progress
 
+    shapes = parse_model_shapes(args.shapes, args.models)
     config = _config(args)
     with Progress(f"{PROG} suite", enabled=not args.no_progress) as progress:
         summary = run_suite(args.models, args.precision, args.batch, args.backend, args.out, config=config,
                             cache_dir=args.cache, calibration_cache=args.calibration_cache, power=args.power,
-                            plots=not args.no_plots, progress=progress, force=args.force)
+                            plots=not args.no_plots, progress=progress, force=args.force, shapes=shapes)
     if args.json:
         print_json(summary)
     else:
@@ -162,6 +164,48 @@ def cmd_suite(args):
         print(f"summary: {summary['files']['csv']}, {summary['files']['markdown']}"
               + "".join(f", {p}" for p in summary["files"]["plots"]))
     return EXIT_FAILURE if summary["failed"] else 0
+
+
+def cmd_diff(args):
+    from tegra_ai.bench import report as report_mod
+
+    if args.json and args.markdown == "-":
+        raise TegraAIError("--json and --markdown on stdout are exclusive (give --markdown FILE)",
+                           exit_code=EXIT_USAGE)
+    if args.markdown and args.markdown != "-":
+        _check_new_output(args.markdown, "--markdown")
+    threshold = 5.0 if args.threshold is None else args.threshold
+    if not 0 < threshold < 1000:
+        raise TegraAIError(f"--threshold must be a percentage > 0, got {threshold}", exit_code=EXIT_USAGE)
+    old = report_mod.load_report(args.old, what="report")
+    new = report_mod.load_report(args.new, what="report")
+    cmp = report_mod.compare(new, old, threshold / 100.0)
+    if args.markdown and args.markdown != "-":
+        from tegra_ai.util.atomic import atomic_write_text
+
+        atomic_write_text(args.markdown, report_mod.format_comparison_markdown(cmp, args.old, args.new))
+    if args.json:
+        print_json(dict(cmp, old=args.old, new=args.new))
+    elif args.markdown == "-":
+        sys.stdout.write(report_mod.format_comparison_markdown(cmp, args.old, args.new))
+    else:
+        print(report_mod.format_comparison(cmp, args.old))
+    return EXIT_FAILURE if cmp["regressions"] else 0
+
+
+def build_diff_parser():
+    p = argparse.ArgumentParser(prog=f"{PROG} diff", description="compare two saved reports (model-benchmark "
+                                "--json): exit 1 when NEW regressed beyond the noise of the two runs",
+                                parents=[verbose_parent()])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("old", metavar="OLD.json")
+    p.add_argument("new", metavar="NEW.json")
+    p.add_argument("--threshold", type=float, metavar="PCT", help="regression threshold (default 5 %%)")
+    p.add_argument("--json", action="store_true", help="the comparison as JSON on stdout")
+    p.add_argument("--markdown", nargs="?", const="-", metavar="FILE",
+                   help="the comparison as a Markdown table, on stdout or in FILE (a new file)")
+    p.set_defaults(func=cmd_diff)
+    return p
 
 
 def build_run_parser():
@@ -195,6 +239,9 @@ def build_suite_parser():
     p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "fp16", "int8"])
     p.add_argument("--batch", nargs="+", type=int, default=[1], metavar="N")
     p.add_argument("--backend", default="tensorrt", choices=["tensorrt", "onnxruntime"])
+    p.add_argument("--shapes", action="append", default=[], metavar="MODEL=NAME:DIMS[,NAME:DIMS]",
+                   help="shapes of a model's inputs with dynamic dimensions besides the batch, e.g. "
+                        "yolo.onnx=images:1x3x480x640 (the first dimension is replaced by each --batch); repeatable")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--cache", metavar="DIR", help="engine cache (default DIR/engines)")
     p.add_argument("--calibration-cache", metavar="FILE", help="INT8 calibration cache (needed for int8)")
@@ -212,6 +259,8 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "suite":
         return run_main(f"{PROG} suite", build_suite_parser(), argv[1:])
+    if argv and argv[0] == "diff":
+        return run_main(f"{PROG} diff", build_diff_parser(), argv[1:])
     return run_main(PROG, build_run_parser(), argv)
 
 

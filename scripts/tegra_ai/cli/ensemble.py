@@ -21,7 +21,7 @@ import numpy as np
 
 from tegra_ai import __version__
 from tegra_ai.cli.common import add_renamed_option, print_json, run_main, verbose_parent
-from tegra_ai.errors import EXIT_USAGE, TegraAIError
+from tegra_ai.errors import EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError
 
 PROG = "model-ensemble"
 
@@ -121,7 +121,7 @@ def _images(args):
 
 
 def cmd(args) -> int:
-    from tegra_ai.runtime.ensemble import DEFAULT_ENGINE_CACHE, EnsembleRunner, _runner_factory, load
+    from tegra_ai.runtime.ensemble import DEFAULT_ENGINE_CACHE, EnsembleRunner, _runner_factory, check_shapes, load
     from tegra_ai.util.progress import Progress
 
     if args.labels and not args.npz:
@@ -134,6 +134,10 @@ def cmd(args) -> int:
     if args.check:
         for m in desc.models_used(args.ensemble):
             _runner_factory(desc.models[m], cache)  # files exist, cached engines resolve
+    problems = check_shapes(desc, args.ensemble, cache)      # chained models fit each other
+    if problems:
+        raise _usage(f"{args.description}: " + "; ".join(problems))
+    if args.check:
         report = {"description": args.description, "valid": True, "models": desc.models_used(args.ensemble),
                   "ensembles": {e.name: type(e).__name__.lower() for e in ensembles}}
         if args.json:
@@ -156,8 +160,8 @@ def cmd(args) -> int:
             try:
                 out = runner.run(image)
             except TegraAIError as exc:
-                if exc.exit_code == EXIT_USAGE:
-                    raise
+                if exc.exit_code in (EXIT_USAGE, EXIT_UNAVAILABLE):
+                    raise            # bad input or a missing library: once, not once per image
                 failures += 1
                 out = {e.name: {"error": str(exc)} for e in ensembles}
             except Exception as exc:  # noqa: BLE001 - a model's failure on one image, reported per image

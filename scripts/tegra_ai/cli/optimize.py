@@ -244,6 +244,85 @@ def cmd_publish(args):
     return summary["exit_code"]
 
 
+def _detections(args) -> dict:
+    from tegra_ai.postprocess.detection import DetectionSpec
+    from tegra_ai.spec import check_model_name
+
+    out = {}
+    for item in args.detection:
+        name, sep, path = item.partition("=")
+        if not sep or not path:
+            raise TegraAIError(f"--detection {item!r}: expected NAME=SPEC.json", exit_code=EXIT_USAGE)
+        check_model_name(name)
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError as exc:
+            raise TegraAIError(f"--detection {path}: {exc.strerror or exc}", exit_code=EXIT_USAGE) from None
+        try:
+            out[name] = DetectionSpec.from_json(text)
+        except TegraAIError as exc:
+            raise TegraAIError(f"--detection {path}: {exc.message}", exit_code=EXIT_USAGE) from None
+    return out
+
+
+def cmd_export(args):
+    from tegra_ai.export.common import collect
+
+    if not args.triton and not args.deepstream:
+        raise TegraAIError("export needs --triton REPO and/or --deepstream DIR", exit_code=EXIT_USAGE)
+    for flag, value, needs in (("--copy", args.copy, args.triton), ("--instances", args.instances != 1, args.triton),
+                               ("--detection", args.detection, args.deepstream),
+                               ("--bbox-parser", args.bbox_parser, args.deepstream)):
+        if value and not needs:
+            raise TegraAIError(f"{flag} needs {'--triton' if flag in ('--copy', '--instances') else '--deepstream'}",
+                               exit_code=EXIT_USAGE)
+    if args.instances < 1:
+        raise TegraAIError(f"--instances {args.instances}: need at least 1", exit_code=EXIT_USAGE)
+    detections = _detections(args)
+    bbox_parser = None
+    if args.bbox_parser:
+        from tegra_ai.export.deepstream import parse_bbox_parser
+
+        bbox_parser = parse_bbox_parser(args.bbox_parser)
+    models, skipped = collect(args.manifest, args.cache, names=tuple(args.name))
+    unknown = sorted(set(detections) - {m.name for m in models} - {s["name"] for s in skipped})
+    if unknown:
+        raise TegraAIError(f"--detection names {', '.join(unknown)}, not a model of the manifests",
+                           exit_code=EXIT_USAGE)
+    summary = {"models": [m.name for m in models], "skipped": skipped, "notes": []}
+    # every config of both targets is made (and refused) before either writes a file
+    if args.deepstream:
+        from tegra_ai.export.deepstream import nvinfer_config
+
+        for m in models:
+            nvinfer_config(m, detection=detections.get(m.name), bbox_parser=bbox_parser)
+    if args.triton:
+        from tegra_ai.export.triton import config_pbtxt, export_triton
+
+        for m in models:
+            config_pbtxt(m, instances=args.instances)
+        summary["triton"] = export_triton(models, args.triton, copy=args.copy, instances=args.instances)
+    if args.deepstream:
+        from tegra_ai.export.deepstream import export_deepstream
+
+        summary["deepstream"], summary["notes"] = export_deepstream(models, args.deepstream, detections=detections,
+                                                                    bbox_parser=bbox_parser)
+    summary["exit_code"] = 1 if skipped else 0
+    if args.json:
+        print_json(summary)
+    else:
+        for row in summary.get("triton", []):
+            print(f"{row['name']}: triton {row['config']} (max_batch_size {row['max_batch_size']})")
+        for row in summary.get("deepstream", []):
+            print(f"{row['name']}: deepstream {row['config']}")
+        for row in skipped:
+            print(f"{row['name']}: skipped ({row['reason']})")
+        for note in summary["notes"]:
+            print(f"note: {note}")
+    return summary["exit_code"]
+
+
 def cmd_mirror_keygen(args):
     from tegra_ai.cache.signing import generate_keypair
 
@@ -388,6 +467,25 @@ def build_parser():
     p.add_argument("--name", default="mirror", help="file name stem (default mirror)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_mirror_keygen)
+
+    p = sub.add_parser("export", parents=common, help="a Triton model repository and/or DeepStream nvinfer configs "
+                       "for the models of manifests that have an engine in a cache")
+    p.add_argument("--manifest", action="append", required=True, metavar="PATH",
+                   help="manifest.json or a directory of */manifest.json; repeatable")
+    p.add_argument("--cache", required=True, metavar="DIR", help="engine cache directory (filled by ensure)")
+    p.add_argument("--name", action="append", default=[], metavar="MODEL", help="only this model; repeatable")
+    p.add_argument("--triton", metavar="REPO", help="write REPO/NAME/config.pbtxt and REPO/NAME/1/model.plan")
+    p.add_argument("--copy", action="store_true", help="copy the engines into the Triton repository (default: "
+                   "link to the cache's stable CACHE/NAME.engine)")
+    p.add_argument("--instances", type=int, default=1, metavar="N", help="Triton instances per model on the GPU "
+                   "(instance_group count, default 1)")
+    p.add_argument("--deepstream", metavar="DIR", help="write DIR/NAME_nvinfer.txt (Gst-nvinfer config files)")
+    p.add_argument("--detection", action="append", default=[], metavar="NAME=SPEC.json",
+                   help="the detector post-processing spec of a model (num-detected-classes, thresholds); repeatable")
+    p.add_argument("--bbox-parser", metavar="FUNCTION:LIBRARY",
+                   help="nvinfer custom bounding-box parser for the detectors (parse-bbox-func-name, custom-lib-path)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("path", parents=common, help="the stable path of a model's current engine in a cache "
                        "(CACHE/NAME.engine, a link ensure updates; for DeepStream's model-engine-file)")

@@ -266,6 +266,128 @@ def _runner_factory(entry: ModelEntry, engine_cache: str):
     return shared_engine_factory(path)
 
 
+def require_gpu() -> None:
+    """cuda-python and a CUDA device for ``device="gpu"`` (preprocessing, crops and NMS
+    kernels), or one error: exit 69 naming what is missing."""
+    from tegra_ai.cuda.driver import ensure_context
+    from tegra_ai.errors import EXIT_UNAVAILABLE, MissingDependencyError
+
+    try:
+        ensure_context(0)
+    except MissingDependencyError:
+        raise
+    except TegraAIError as exc:
+        raise TegraAIError(f"--device gpu: no usable CUDA device ({exc.message})", hint="use --device cpu",
+                           exit_code=EXIT_UNAVAILABLE) from None
+
+
+def _model_io(entry: ModelEntry, engine_cache: str):
+    """(inputs, outputs) as [(name, dims with None where dynamic)] from the ONNX graph or
+    the engine's sidecar; None where neither can be read here (no onnx package, no sidecar)."""
+    if entry.source == "onnx":
+        from tegra_ai.util.lazy import is_available
+
+        if not is_available("onnx") or not os.path.isfile(entry.path):
+            return None
+        import onnx
+
+        try:
+            m = onnx.load(entry.path, load_external_data=False)
+        except Exception:  # noqa: BLE001 - the runner reports an unreadable model
+            return None
+        init = {i.name for i in m.graph.initializer}
+
+        def dims(v):
+            if not v.type.tensor_type.HasField("shape"):
+                return None
+            return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                         for d in v.type.tensor_type.shape.dim)
+        return ([(i.name, dims(i)) for i in m.graph.input if i.name not in init],
+                [(o.name, dims(o)) for o in m.graph.output])
+    from tegra_ai.spec import Sidecar, sidecar_path
+
+    path = entry.path
+    if entry.source == "cached":
+        try:
+            with open(os.path.join(engine_cache, "index.json"), encoding="utf-8") as f:
+                path = json.load(f)["models"][entry.path]["engine"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    sc = Sidecar.read_if_ours(sidecar_path(path))
+    if sc is None or not sc.inputs:
+        return None
+    as_io = lambda rows: [(r["name"], tuple(r["dims"])) for r in rows]  # noqa: E731
+    return as_io(sc.inputs), (as_io(sc.outputs) if sc.outputs else None)
+
+
+def _fmt_dims(dims) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+
+def _fits(want, have) -> bool:
+    """Static dimensions agree (None matches anything)."""
+    return len(want) == len(have) and all(a is None or b is None or a == b for a, b in zip(want, have))
+
+
+def check_shapes(desc: EnsembleFile, names=None, engine_cache: str = DEFAULT_ENGINE_CACHE) -> list:
+    """Shape problems of the selected ensembles, found from the models' files without
+    running them: a preprocessing spec whose tensor does not fit the model's input (a
+    cascade's crops feed the classifier through it), a detector head the detection spec
+    cannot read, parallel members whose outputs the combine rule cannot merge. A model
+    whose IO cannot be read here (no onnx package, engine without sidecar) is skipped."""
+    from tegra_ai.postprocess.detection import resolve_head
+
+    problems, io = [], {}
+    for m in desc.models_used(names):
+        entry = desc.models[m]
+        io[m] = _model_io(entry, engine_cache)
+        if io[m] is None:
+            continue
+        inputs, _ = io[m]
+        if len(inputs) != 1:
+            problems.append(f"model {m}: ensembles run one-input image models; it takes "
+                            f"{', '.join(n for n, _ in inputs)}")
+            continue
+        name, dims = inputs[0]
+        if entry.preprocess is not None and dims is not None:
+            made = (None,) + tuple(entry.preprocess.output_shape)
+            if not _fits(made, dims):
+                problems.append(f"model {m}: its preprocessing makes {_fmt_dims(made[1:])} per image, its input "
+                                f"{name} takes {_fmt_dims(dims)}")
+
+    def output_dims(m):
+        if io.get(m) is None or io[m][1] is None:
+            return None
+        outs = dict(io[m][1])
+        key = desc.models[m].output or next(iter(outs), None)
+        if key not in outs:
+            problems.append(f"model {m}: no output {key!r} ({', '.join(outs)})")
+            return None
+        return outs[key]
+
+    for e in desc.select(names):
+        if isinstance(e, Cascade):
+            head = output_dims(e.detector)
+            if head is not None and all(d is not None for d in head[1:]):
+                try:
+                    resolve_head(e.detection, [(1,) + tuple(head[1:])])
+                except TegraAIError as exc:
+                    problems.append(f"ensemble {e.name}: detector {e.detector}'s output {_fmt_dims(head)} does not "
+                                    f"fit its detection spec ({exc.message})")
+        else:
+            shapes = {m: output_dims(m) for m in e.models}
+            known = {m: d for m, d in shapes.items() if d is not None}
+            if len(known) > 1:
+                first_m, first = next(iter(known.items()))
+                for m, d in known.items():
+                    same = _fits(first[1:], d[1:]) if e.combine != "concat" else _fits(first[1:-1], d[1:-1])
+                    if not same:
+                        what = "equal output shapes" if e.combine != "concat" else "equal shapes but the last axis"
+                        problems.append(f"ensemble {e.name}: combine {e.combine} needs {what}; {first_m} gives "
+                                        f"{_fmt_dims(first)}, {m} {_fmt_dims(d)}")
+    return problems
+
+
 def convert_image(image: np.ndarray, to_format: str) -> np.ndarray:
     """A BGR (HxWx3) or gray (HxW) uint8 image in ``to_format``."""
     from tegra_ai.runtime.sources import bgr_to_format
@@ -289,6 +411,8 @@ class EnsembleRunner:
 
         if device not in ("cpu", "gpu"):
             raise TegraAIError(f"device {device!r}: cpu or gpu", exit_code=EXIT_USAGE)
+        if device == "gpu":
+            require_gpu()      # once, before any model or image: not once per image
         self.desc, self.device = desc, device
         self.ensembles = desc.select(names)
         used = desc.models_used(names)

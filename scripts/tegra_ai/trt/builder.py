@@ -143,6 +143,17 @@ def network_inputs(trt, network) -> list:
     return out
 
 
+def network_outputs(network) -> list:
+    """Output tensors as the sidecar records them (dims: None where dynamic); what the
+    Triton and DeepStream exporters describe."""
+    out = []
+    for i in range(network.num_outputs):
+        t = network.get_output(i)
+        dims = [int(d) if int(d) >= 0 else None for d in t.shape]
+        out.append({"name": t.name, "dims": dims, "dtype": compat.dtype_name(t.dtype)})
+    return out
+
+
 def parse_network(trt, feats, request: BuildRequest, *, verbose: bool = False,
                   memo: HashMemo | None = None) -> ParsedNetwork:
     """Hash the model, choose the typing, and parse it with TensorRT's ONNX parser."""
@@ -293,6 +304,7 @@ def make_sidecar(parsed: ParsedNetwork, configured: Configured, request: BuildRe
         qdq=parsed.qdq, float_precision=dict(parsed.typing.get("float_precision") or {}),
         profiles=profiles_to_json(configured.profiles),
         inputs=[{"name": i.name, "dims": list(i.dims), "dtype": i.dtype} for i in parsed.inputs],
+        outputs=network_outputs(parsed.network),
         build_seconds=round(seconds, 3), notes=list(configured.notes), request=request.record(plugins))
 
 
