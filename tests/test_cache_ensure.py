@@ -515,3 +515,28 @@ def test_key_format_2_engine_of_another_tensorrt_is_rebuilt(bundle, tmp_path):
     b = FakeBuilder()
     s = run(bundle, cache, b)
     assert b.calls == ["net"] and (s["rekeyed"], s["built"]) == (0, 1)
+
+
+def test_flipped_engine_byte_invisible_to_stat_is_not_a_hit_next_boot(bundle, tmp_path, monkeypatch):
+    """Bit rot leaves size, mtime and ctime alone: the memo would call the engine valid.
+    The engine's bytes are re-verified against its sidecar once per boot."""
+    import tegra_ai.util.hashing as hashing
+
+    cache = str(tmp_path / "cache")
+    monkeypatch.setattr(hashing, "boot_id", lambda: "boot-1")
+    s1 = run(bundle, cache, FakeBuilder())
+    engine = s1["models"][0]["engine"]
+    data = bytearray(open(engine, "rb").read())
+    data[3] ^= 0x01
+    with open(engine, "r+b") as f:
+        f.write(data)
+    memo_path = os.path.join(cache, ".hashmemo.json")
+    memo = json.load(open(memo_path))
+    st = os.stat(engine)      # pretend the stat did not change (corruption below the filesystem)
+    memo["files"][engine]["stat"] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns]
+    json.dump(memo, open(memo_path, "w"))
+    monkeypatch.setattr(hashing, "boot_id", lambda: "boot-2")
+    b = FakeBuilder()
+    s2 = run(bundle, cache, b)
+    assert s2["hits"] == 0 and s2["built"] == 1 and b.calls == ["net"]
+    assert bytes(data) != open(engine, "rb").read()

@@ -132,3 +132,24 @@ def test_atomic_write_mode_and_unwritable(tmp_path):
     blocker.write_text("")
     with pytest.raises(TegraAIError, match="cannot write"):
         atomic_write_bytes(str(blocker / "sub" / "x.bin"), b"data")
+
+
+def test_memo_per_boot_entries_are_rehashed_next_boot(tmp_path, monkeypatch):
+    import tegra_ai.util.hashing as hashing
+
+    path = tmp_path / "e.engine"
+    path.write_bytes(b"E" * 64)
+    memo_path = str(tmp_path / "memo.json")
+    monkeypatch.setattr(hashing, "boot_id", lambda: "boot-1")
+    memo = HashMemo(memo_path)
+    memo.sha256(str(path), per_boot=True)
+    memo.save()
+    same_boot = HashMemo(memo_path)
+    same_boot.sha256(str(path), per_boot=True)
+    same_boot.sha256(str(path))
+    assert (same_boot.hits, same_boot.misses) == (2, 0)
+    monkeypatch.setattr(hashing, "boot_id", lambda: "boot-2")
+    next_boot = HashMemo(memo_path)
+    next_boot.sha256(str(path))               # models: the stat is enough
+    next_boot.sha256(str(path), per_boot=True)  # engines: re-read once this boot
+    assert (next_boot.hits, next_boot.misses) == (1, 1)

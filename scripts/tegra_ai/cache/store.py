@@ -115,7 +115,9 @@ class EngineCache:
                 return None
         except OSError:
             return None
-        if self.memo.sha256(engine_path) != sidecar.engine_sha256:
+        # The engine's bytes are re-read once per boot (the memo is trusted for them only
+        # within the boot that hashed them): a flipped byte is never reported as a hit.
+        if self.memo.sha256(engine_path, per_boot=True) != sidecar.engine_sha256:
             return None
         return engine_path, sidecar
 

@@ -24,17 +24,32 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
-def _stamp(st: os.stat_result) -> list:
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+def boot_id(path: str = BOOT_ID_PATH) -> str:
+    """This boot's random id (proc(5), /proc/sys/kernel/random/boot_id); "" where absent."""
+    try:
+        with open(path) as f:
+            return f.read(64).strip()
+    except OSError:
+        return ""
+
+
+def _stamp(st) -> list:
+    # st_dev and st_ctime_ns as well as (size, mtime, inode): after an A/B switch to an
+    # image with reproducible mtimes, a changed model on the other slot's filesystem can
+    # have the same size, mtime and inode number; its device (and its ctime, which no
+    # user-space call can set) differ.
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns]
 
 
 class HashMemo:
-    """path -> sha256, trusted while (size, mtime_ns, ctime_ns, inode, device) are unchanged.
+    """path -> sha256, trusted while (size, mtime_ns, inode, device, ctime_ns) are unchanged.
 
-    The device and ctime are part of the stamp because A/B images built with
-    reproducible mtimes can give a changed model the same size, mtime and inode number
-    on the other slot's filesystem; ctime is set by the kernel on every write or
-    utime() and cannot be restored from user space.
+    ``sha256(path, per_boot=True)`` (engines: the bytes a GPU will run) trusts an entry
+    only within the boot that hashed it, so on-disk corruption that leaves the stat
+    unchanged is found at the next boot.
 
     Stored as JSON; an unreadable or corrupt memo is simply ignored (it is a cache)."""
 
@@ -52,8 +67,9 @@ class HashMemo:
                 self.entries = {}
         self.hits = 0
         self.misses = 0
+        self.boot = boot_id()
 
-    def sha256(self, path: str) -> str:
+    def sha256(self, path: str, per_boot: bool = False) -> str:
         path = os.path.abspath(path)
         try:
             st = os.stat(path)
@@ -61,12 +77,13 @@ class HashMemo:
             raise TegraAIError(f"cannot read {path}: {exc.strerror or exc}") from None
         stamp = _stamp(st)
         entry = self.entries.get(path)
-        if entry and entry.get("stat") == stamp:
+        if isinstance(entry, dict) and entry.get("stat") == stamp and isinstance(entry.get("sha256"), str) \
+                and (not per_boot or (self.boot and entry.get("boot") == self.boot)):
             self.hits += 1
             return entry["sha256"]
         self.misses += 1
         digest = sha256_file(path)
-        self.entries[path] = {"stat": stamp, "sha256": digest}
+        self.entries[path] = {"stat": stamp, "sha256": digest, "boot": self.boot}
         self.dirty = True
         return digest
 
@@ -74,7 +91,7 @@ class HashMemo:
         """Remember the digest of a file we just wrote (no need to read it back)."""
         path = os.path.abspath(path)
         st = os.stat(path)
-        self.entries[path] = {"stat": _stamp(st), "sha256": digest}
+        self.entries[path] = {"stat": _stamp(st), "sha256": digest, "boot": self.boot}
         self.dirty = True
 
     def save(self) -> None:
