@@ -137,6 +137,45 @@ def make_variants(model: str, calib: str, workdir: str, methods, fp16_keep=()) -
     return out
 
 
+def activation_ranges(path: str) -> dict:
+    """tensor -> (|range| of its per-tensor activation Q/DQ, consumer op types) in a Q/DQ model."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(path)
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    consts = {o for n in m.graph.node if n.op_type == "Constant" for o in n.output} | set(inits)
+    dq_of = {n.input[0]: n.output[0] for n in m.graph.node if n.op_type == "DequantizeLinear"}
+    users = {}
+    for n in m.graph.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n.op_type)
+    out = {}
+    for n in m.graph.node:
+        if n.op_type == "QuantizeLinear" and n.input[0] not in consts and inits.get(n.input[1]) is not None \
+                and inits[n.input[1]].size == 1:
+            ops = sorted(set(users.get(dq_of.get(n.output[0], ""), [])))
+            out[n.input[0]] = (float(inits[n.input[1]]) * 127, ops)
+    return out
+
+
+def clipping_note(variants: list, rows: list) -> str | None:
+    """Why entropy misses where min-max does not: the activations it clips hardest."""
+    paths = {m: p for _n, p, m in variants if m}
+    missed = {r["method"] for r in rows if r.get("method") == "entropy" and r["delta_points"] < -GOAL_POINTS}
+    if not missed or "minmax" not in paths:
+        return None
+    ent, mm = activation_ranges(paths["entropy"]), activation_ranges(paths["minmax"])
+    ratios = sorted((ent[k][0] / mm[k][0], k, mm[k][1]) for k in ent.keys() & mm.keys() if mm[k][0] > 0)
+    hard = [r for r in ratios if r[0] <= 0.125]
+    if not hard:
+        return None
+    shown = ", ".join(f"{k} ({'/'.join(ops) or 'no consumer'}) {ratio:.3f}" for ratio, k, ops in hard[:4])
+    return (f"entropy's KL thresholds clip {len(hard)} of {len(ratios)} activations to 1/8 of their min-max range or "
+            f"less: {shown}{', ...' if len(hard) > 4 else ''} (0.0625 = bin 128 of 2048, the smallest threshold the "
+            "search tries: a sparse post-ReLU map whose rare large values carry the signal)")
+
+
 # --------------------------------------------------------------------------- classifier sections
 
 def classifier_rows(model: str, variants: list, x: np.ndarray, labels: np.ndarray, batch: int = 64) -> list:
@@ -317,7 +356,7 @@ def measure_ocr_cls(workdir: str, args) -> dict:
     np.savez(calib, x=calx)
     variants = make_variants(model, calib, workdir, args.methods)
     rows = classifier_rows(model, variants, x, labels)
-    notes = []
+    notes = [n for n in [clipping_note(variants, rows)] if n]
     if args.fallback:
         missed = [r for r in rows if r["method"] and r["delta_points"] < -GOAL_POINTS]
         if missed:
@@ -518,6 +557,8 @@ def _bn_variance_range(model_path: str) -> tuple:
 
 
 def measure_ocr_det(workdir: str, args) -> dict:
+    from tegra_ai.quant.qdq import quantize
+
     model = fetch_ocr_models(args.cache)["ocr-det"]
     fonts = find_fonts()
     progress(f"ocr-det: rendering {args.det_samples} evaluation + {args.det_calib} calibration scenes")
@@ -542,7 +583,16 @@ def measure_ocr_det(workdir: str, args) -> dict:
         dets, out = _detect(path, x)
         progress(f"  {name}: {len(x)} scenes in {time.monotonic() - t:.1f} s")
         rows.append(_det_row(name, dets, ref_dets, gts, out, ref, path, idx, method))
-    notes = []
+    if args.det_exclude:
+        for r in [r for r in rows if r.get("method") in METHODS and r["delta_points"] < -GOAL_POINTS]:
+            path = os.path.join(workdir, f"int8-{r['method']}-exclude.onnx")
+            quantize(model, calib, path, method=r["method"], exclude=list(args.det_exclude))
+            dets, out = _detect(path, x)
+            flag = " ".join(f"--exclude {e}" for e in args.det_exclude)
+            progress(f"  INT8 {r['method']} {flag}: measured")
+            rows.append(_det_row(f"INT8 Q/DQ, {r['method']}, {flag}", dets, ref_dets, gts, out, ref, path, idx,
+                                 f"{r['method']}+exclude"))
+    notes = [n for n in [clipping_note(variants, rows)] if n]
     big, n_bn = _bn_variance_range(model)
     if big > 65504:
         notes.append(f"the model's {n_bn} BatchNormalization running variances reach {big:.3g}, above FP16's largest "
@@ -645,10 +695,10 @@ def command(args) -> str:
     """The command line that reproduces ``args`` (defaults left out), with --write."""
     defaults = parser().parse_args([])
     words = ["python3", "benchmarks/bench_quant_accuracy.py"]
-    for name in ("models", "methods", "samples", "calib", "gate_samples", "det_samples", "det_calib"):
+    for name in ("models", "methods", "samples", "calib", "gate_samples", "det_samples", "det_calib", "det_exclude"):
         v = getattr(args, name)
         if v != getattr(defaults, name):
-            words += [f"--{name.replace('_', '-')}", ",".join(v) if isinstance(v, list) else str(v)]
+            words += [f"--{name.replace('_', '-')}", (",".join(v) or "''") if isinstance(v, list) else str(v)]
     if args.fallback:
         words.append("--fallback")
     return " ".join(words + ["--write"])
@@ -730,6 +780,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--gate-samples", type=_positive, default=200, help="fallback gate lines (default 200)")
     ap.add_argument("--det-samples", type=_positive, default=200, help="detector evaluation scenes (default 200)")
     ap.add_argument("--det-calib", type=_positive, default=32, help="detector calibration scenes (default 32)")
+    ap.add_argument("--det-exclude", type=lambda v: [t for t in v.split(",") if t], default=["ConvTranspose"],
+                    metavar="OPS", help="detector: for an INT8 method that misses the goal, a row quantized with "
+                    "quantize --exclude OPS (default ConvTranspose: DB's upsampling head; '' for none)")
     ap.add_argument("--fallback", action=argparse.BooleanOptionalAction, default=False,
                     help="add a quantize --gate fallback row for a classifier's INT8 method that misses the goal "
                          "(a sensitivity pass over every layer: minutes)")
