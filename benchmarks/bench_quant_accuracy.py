@@ -25,7 +25,9 @@ F-score) and every difference to FP32 a paired bootstrap interval (same images),
 within 1 point of FP32" is judged with its noise. When an INT8 method misses that goal on a
 classifier, ``--fallback`` adds a row for the same method with quantize's
 accuracy-gate fallback (``tensorrt-optimize quantize --gate``: the most sensitive layers
-kept in float), gated on a third rendered set, never on the evaluation set.
+kept in float), gated on a third rendered set, never on the evaluation set; on the
+detector, ``--det-exclude OPS`` (default ConvTranspose) adds a row for such a method
+quantized with ``quantize --exclude OPS``.
 
     python3 benchmarks/bench_quant_accuracy.py [--models digits,ocr-cls,ocr-det] [--write] [--json]
 
@@ -173,7 +175,7 @@ def clipping_note(variants: list, rows: list) -> str | None:
     shown = ", ".join(f"{k} ({'/'.join(ops) or 'no consumer'}) {ratio:.3f}" for ratio, k, ops in hard[:4])
     return (f"entropy's KL thresholds clip {len(hard)} of {len(ratios)} activations to 1/8 of their min-max range or "
             f"less: {shown}{', ...' if len(hard) > 4 else ''} (0.0625 = bin 128 of 2048, the smallest threshold the "
-            "search tries: a sparse post-ReLU map whose rare large values carry the signal)")
+            "KL search tries)")
 
 
 # --------------------------------------------------------------------------- classifier sections
@@ -641,7 +643,7 @@ def section_markdown(s: dict) -> str:
     lines = [f"### {s['title']}", "", f"{s['metric']} on {s['data']}.", ""]
     det = s["metric"] == "F-score"
     head = "| model | " + ("F-score | 95 % interval | precision | recall" if det else "top-1 | 95 % interval") + \
-           " | vs FP32 (points) | 95 % interval (paired) |" + (" same boxes as FP32 |" if det else "") + \
+           " | vs FP32 (points) | 95 % interval (paired) |" + (" same boxes as FP32 (IoU 0.5) |" if det else "") + \
            " cosine vs FP32 | file |"
     ncols = head.count("|") - 1
     lines += [head, "|" + " --- |" * ncols]

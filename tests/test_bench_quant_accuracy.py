@@ -112,7 +112,7 @@ def test_tiny_run_report(cache):
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         rc = bench.main(["--models", "ocr-cls,ocr-det", "--samples", "40", "--calib", "16", "--det-samples", "6",
-                         "--det-calib", "4", "--methods", "minmax", "--no-fallback", "--cache", cache, "--json"])
+                         "--det-calib", "4", "--methods", "minmax", "--det-exclude", "", "--cache", cache, "--json"])
     report = json.loads(out.getvalue())  # stdout holds only JSON
     assert rc in (0, 1) and rc == (0 if report["goal_met"] else 1)
     assert "TensorRT is not installable" in report["header"] and report["backend"] == "onnxruntime-cpu"
