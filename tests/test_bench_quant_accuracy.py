@@ -139,7 +139,7 @@ def test_tiny_run_report(cache):
     assert cls["rows"][0]["delta_points"] == 0.0
     assert cls["rows"][2]["delta_points"] == pytest.approx((cls["rows"][2]["correct"] - fp32["correct"]) / 40 * 100)
     md = bench.markdown(report)
-    assert md.startswith(bench.SECTION) and md.count("| FP32 |") == 2 and "Goal (INT8 within 1 point of FP32)" in md
+    assert md.startswith(bench.SECTION) and md.count("| FP32 |") == 2 and "Goal (INT8 loses at most 1 point against FP32)" in md
 
 
 @pytest.mark.parametrize("argv", [["--models", "resnet"], ["--methods", "mse"], ["--samples", "0"]])
