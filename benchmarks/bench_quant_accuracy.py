@@ -127,7 +127,7 @@ def make_variants(model: str, calib: str, workdir: str, methods, fp16_keep=()) -
     out = [("FP16 (convert-fp16)", os.path.join(workdir, "fp16.onnx"), None)]
     convert_fp16(model, out[0][1])
     if fp16_keep:
-        out.append((f"FP16 (convert-fp16 --keep-fp32 {','.join(fp16_keep)})", os.path.join(workdir, "fp16-keep.onnx"),
+        out.append((f"FP16 (convert-fp16 --keep-fp32 {' '.join(fp16_keep)})", os.path.join(workdir, "fp16-keep.onnx"),
                     None))
         convert_fp16(model, out[1][1], keep_fp32=list(fp16_keep))
     for method in methods:
@@ -179,7 +179,8 @@ def clipping_note(variants: list, rows: list) -> str | None:
         return None
     shown = ", ".join(f"{k} ({'/'.join(ops) or 'no consumer'}) {ratio:.3f}" for ratio, k, ops in hard[:4])
     return (f"entropy's KL thresholds clip {len(hard)} of {len(ratios)} activations to 1/8 of their min-max range or "
-            f"less (tensor, its consumer, entropy / min-max range): {shown}{', ...' if len(hard) > 4 else ''}")
+            f"less (tensor, its consumer, entropy / min-max range): {shown}"
+            f"{f' and {len(hard) - 4} more' if len(hard) > 4 else ''}")
 
 
 # --------------------------------------------------------------------------- classifier sections
@@ -217,10 +218,11 @@ def measure_digits(workdir: str, args) -> dict:
     build_dataset([models.DEFAULT_SAMPLES], val, spec, arrays=["val_images"], show_progress=False)
     _, labels = models.load_samples("val")
     x = np.asarray(next(iter(load_calibration_arrays(val).values())), dtype=np.float32)
+    n_calib = len(next(iter(load_calibration_arrays(calib).values())))
     variants = make_variants(models.DEFAULT_MODEL, calib, workdir, args.methods)
     rows = classifier_rows(models.DEFAULT_MODEL, variants, x, np.asarray(labels))
     return {"model": "digits", "title": "Embedded digits CNN", "metric": "top-1", "samples": len(labels),
-            "calibration_samples": 256,
+            "calibration_samples": n_calib,
             "data": "its 359 held-out labeled images (digits_samples.npz 'val'); calibration: its 256 'calib' images",
             "rows": rows}
 
@@ -676,7 +678,7 @@ def section_markdown(s: dict) -> str:
     text += f"; closest to FP32: {g['closest']}." if g["closest"] else "."
     lines += ["", text]
     for n in s.get("notes", []):
-        lines.append(f"Note: {n}.")
+        lines += ["", f"Note: {n}."]
     return "\n".join(lines) + "\n"
 
 
