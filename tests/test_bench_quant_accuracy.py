@@ -157,3 +157,17 @@ def test_write_replaces_only_its_section(tmp_path):
     text = p.read_text()
     assert "old table" not in text and "new table" in text and "## Next section\n\nkept" in text
     assert text.count(bench.SECTION) == 1
+
+
+def test_skipped_section_writes_nothing(monkeypatch, capsys):
+    """No model (index unreachable): the section is skipped with its reason, exit 1, and
+    --write writes nothing (no table of skips replacing measured numbers)."""
+    def unreachable(cache):
+        raise bench.Skip("cannot download rapidocr-onnxruntime==1.4.4 from the package index:\nERROR: no index")
+    writes = []
+    monkeypatch.setattr(bench, "fetch_ocr_models", unreachable)
+    monkeypatch.setattr(bench, "write_results", lambda text, path: writes.append(path))
+    assert bench.main(["--models", "ocr-cls", "--write"]) == 1
+    out, err = capsys.readouterr()
+    assert "Skipped ocr-cls: cannot download rapidocr-onnxruntime==1.4.4 from the package index: ERROR: no index" in out
+    assert "RESULTS.md not written: ocr-cls skipped" in err and writes == []
