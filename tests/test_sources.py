@@ -161,7 +161,7 @@ def test_paced_source_capture_ring_is_filled_before_the_capture_time():
     seen_free = []
 
     def sleep(s):
-        seen_free.append(src.ring.free)
+        seen_free.append((round(clock.t + s, 6), src.ring.free))
         clock.sleep(s)
 
     src = sources.PacedSource(sources.synthetic(4, 4, 6), fps=25, buffers=3, clock=clock, sleep=sleep,
@@ -169,8 +169,10 @@ def test_paced_source_capture_ring_is_filled_before_the_capture_time():
     it = iter(src)
     f0 = next(it)
     f0.release()
-    f1 = next(it)                     # slept once: frame 1 was already in a buffer then
-    assert seen_free == [2] and f1.sequence == 1 and f1.timestamp == 100 + 1 / 25
+    f1 = next(it)
+    # Slept until 2 ms before frame 1's capture with 3 buffers free, wrote it, then slept
+    # until its capture time with 2 free: the write is done by the timestamp.
+    assert seen_free == [(100.038, 3), (100.04, 2)] and f1.sequence == 1 and f1.timestamp == 100 + 1 / 25
     it.close()                        # the consumer stops: the buffer filled for frame 2 is free again
     f1.release()
     assert src.ring.free == 3

@@ -250,9 +250,9 @@ class PacedSource:
       and handed out read-only with ``Frame.release``; a buffer is busy from its capture
       until the frame is released (the pipeline releases it when its upload is done), so
       a frame is lost when no buffer has been given back. The simulated driver writes a
-      frame (a host copy on the reading thread) before its capture time when a buffer is
-      free then, as a DMA completes before its end-of-frame timestamp; the pipeline
-      uploads it in place.
+      frame (a host copy on the reading thread) just before its capture time when a
+      buffer is free then, as a DMA completes at its end-of-frame timestamp; the
+      pipeline uploads it in place.
     * ``"pageable"``: the same ring, not registered (the pipeline stages each frame and
       releases its buffer right after that copy).
 
@@ -275,6 +275,7 @@ class PacedSource:
         self.images, self.fps, self.buffers = images, float(fps), int(buffers)
         self.clock, self.sleep, self.memory = clock, sleep, memory
         self.ring = None
+        self.fill_s = 0.0   # how long the simulated driver's last write of a frame took
         self.dropped = 0
         self.captured = 0
 
@@ -331,10 +332,19 @@ class PacedSource:
                 elif upcoming is _NONE:
                     return
                 else:
+                    due = t0 + self.captured / self.fps
                     if self.memory is not None and filled is None:
-                        filled = self._fill(upcoming, now)   # the DMA of the next frame, before its timestamp
+                        # The DMA of the next frame ends at its timestamp: write it just
+                        # before (the last fill's time + 2 ms ahead), not while the
+                        # previous frame is being processed.
+                        start = due - self.fill_s - 0.002
+                        if start > now:
+                            self.sleep(start - now)
+                        t_fill = self.clock()
+                        filled = self._fill(upcoming, t_fill)
                         now = self.clock()
-                    self.sleep(max(0.0, t0 + self.captured / self.fps - now))
+                        self.fill_s = now - t_fill
+                    self.sleep(max(0.0, due - now))
         finally:
             if filled is not None:
                 self.ring.release(filled)
