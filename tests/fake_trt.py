@@ -730,6 +730,12 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
                 raise RuntimeError(f"no profile shape for {name} in profile {profile_index}")
             return [trt.Dims._new(s) for s in profiles[profile_index][name]]
 
+        def get_tensor_profile_values(self, name, profile_index):
+            values = self._desc.get("shape_values", [])
+            if not 0 <= profile_index < len(values) or name not in values[profile_index]:
+                raise RuntimeError(f"no profile values for {name} in profile {profile_index}")
+            return [list(v) for v in values[profile_index][name]]
+
         def create_execution_context(self, *args, **kwargs):
             # R3: 8.5 (NvInferRuntime.h l.2845-2849): "For the first execution context that is created for
             # an engine, setOptimizationProfile(0) is called implicitly"; 10.x (10.3 l.3891-3892): "The

@@ -411,6 +411,14 @@ def test_shape_tensor_profile_takes_values(monkeypatch, tmp_path, default_model,
     desc = __import__("json").loads(r.engine.split(b"\n", 1)[1])
     assert desc["shape_values"] == [{"k": [[1], [5], [10]]}] and ["k", "INPUT", [], "shape"] == desc["io"][1][:4]
     assert trt._fake.config._profiles[0].get_shape_input("k") == [[1], [5], [10]]
+    from tegra_ai.trt.builder import write_engine
+    from tegra_ai.trt.inspect import inspect_engine
+
+    path = str(tmp_path / "k.engine")
+    write_engine(r, path)
+    profile = inspect_engine(path)["profiles"][0]
+    # the engine's own record: values through get_tensor_profile_values where the bindings have it (10.0+)
+    assert ({"name": "k", "min": [1], "opt": [5], "max": [10], "values": True} in profile) is (feats.version[0] >= 10)
 
 
 @pytest.mark.parametrize("name", TARGETS)

@@ -716,10 +716,21 @@ def engine_profiles(trt, engine) -> list:
     for p in range(engine.num_optimization_profiles):
         shapes = []
         for t in inputs:
+            if t["shape_tensor"]:
+                # A shape-tensor input's profile holds values: ICudaEngine.get_tensor_profile_values
+                # (bindings 10.0+; 8.x has only the binding-index get_profile_shape_input).
+                if hasattr(engine, "get_tensor_profile_values"):
+                    try:
+                        mn, opt, mx = engine.get_tensor_profile_values(t["name"], p)
+                    except Exception:  # noqa: BLE001 - no values for this profile
+                        continue
+                    shapes.append({"name": t["name"], "min": [int(v) for v in mn], "opt": [int(v) for v in opt],
+                                   "max": [int(v) for v in mx], "values": True})
+                continue
             try:
                 mn, opt, mx = engine.get_tensor_profile_shape(t["name"], p)
             except Exception:
-                continue  # shape tensors and others without a profile shape
+                continue  # others without a profile shape
             shapes.append({"name": t["name"], "min": list(mn), "opt": list(opt), "max": list(mx)})
         profiles.append(shapes)
     return profiles
