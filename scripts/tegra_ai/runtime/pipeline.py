@@ -32,6 +32,14 @@ source itself lost (gaps in :class:`~tegra_ai.runtime.sources.Frame` sequence nu
 ``dropped.source``); results keep the source's frame numbers, so a drop is a gap in
 ``FrameResult.index``.
 
+A read-only frame in page-locked memory (a :class:`~tegra_ai.runtime.sources.CaptureRing`
+registered once with ``cuMemHostRegister``, as a capture path that writes into buffers the
+application allocated once) is uploaded from where it is; any other frame is first copied
+into the lane's pinned buffer, and that host copy is timed as the stage ``stage_in`` (work
+the frame needs, so it counts in the stage sum). A frame with ``release`` (a capture
+buffer, V4L2's ``VIDIOC_QBUF``) is given back once: right after that copy, or when its
+result is handed out, or when it is dropped or never started.
+
 The runner is a device runner: ``device_inputs`` / ``device_outputs`` (name -> device
 pointer), ``output_metadata()``, ``enqueue(stream)`` and ``fork()``
 (:class:`~tegra_ai.backend.workload.CudaWorkloadRunner`, or a TensorRT engine).
