@@ -44,7 +44,7 @@ def main(argv=None):
     ap.add_argument("--sections", default="runtime,pipeline,paced",
                     help="comma-separated: runtime (1, 2), pipeline (3), paced (4)")
     ap.add_argument("--source-fps", type=float, default=30.0, help="paced source rate for section 4")
-    ap.add_argument("--paced-frames", type=int, default=300, help="frames per paced run (section 4; p99 of 300 is the 3rd slowest)")
+    ap.add_argument("--paced-frames", type=int, default=300, help="frames per paced run (section 4)")
     ap.add_argument("--repeats", type=int, default=3, help="unpaced runs per row; the median fps is shown")
     args = ap.parse_args(argv)
     sections = set(args.sections.split(","))
