@@ -139,7 +139,8 @@ def network_inputs(trt, network) -> list:
     for i in range(network.num_inputs):
         t = network.get_input(i)
         dims = tuple(int(d) if int(d) >= 0 else None for d in t.shape)
-        out.append(ModelInput(t.name, dims, compat.dtype_name(t.dtype)))
+        # ITensor.is_shape_tensor (every release's binding): its profile takes values, not dims.
+        out.append(ModelInput(t.name, dims, compat.dtype_name(t.dtype), shape_tensor=bool(t.is_shape_tensor)))
     return out
 
 
@@ -212,6 +213,9 @@ def configure(trt, feats, parsed: ParsedNetwork, request: BuildRequest) -> Confi
     calibration_data, calibration_cache = request.calibration_data, request.calibration_cache
     builder, typing, inputs = parsed.builder, parsed.typing, parsed.inputs
     notes = list(typing["notes"])
+    for inp in inputs:
+        if inp.shape_tensor:
+            compat.check_shape_tensor_input(feats, inp)
     profiles = resolve_profiles(inputs, options.profile_objects())
     config = builder.create_builder_config()
     if any(i.is_dynamic for i in inputs) or options.profiles:
@@ -221,7 +225,7 @@ def configure(trt, feats, parsed: ParsedNetwork, request: BuildRequest) -> Confi
         # profiles c*P .. c*P+P-1 (tegra_ai.trt.loader.LoadedEngine.acquire_context).
         for _context in range(options.contexts if any(i.is_dynamic for i in inputs) else 1):
             for profile in profiles:
-                compat.add_optimization_profile(builder, config, profile)
+                compat.add_optimization_profile(builder, config, profile, feats)
         if options.contexts > 1 and not any(i.is_dynamic for i in inputs):
             notes.append(f"--contexts {options.contexts}: the engine has static shapes; any number of execution "
                          "contexts may share its one profile")

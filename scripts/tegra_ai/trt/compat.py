@@ -62,6 +62,17 @@ FEATURES = {
     # reallocateOutput for reallocateOutputAsync (NvInferRuntime.h release/10.3 l.3457-3487;
     # PyOutputAllocator calls reallocate_output_async, falling back to reallocate_output).
     "output_allocator_async": ((10, 0), None),
+    # Shape-tensor values of an optimization profile (IOptimizationProfile.set_shape_input).
+    # Up to 10.10 the binding passes std::vector<int32_t> to setShapeValues (pyCore.cpp
+    # release/8.5 and release/10.3 l.58-67; NvInferRuntime.h 10.3 l.2219-2220: the values
+    # "must fit in int32_t"); from 10.11 std::vector<int64_t> to setShapeValuesV2 (pyCore.cpp
+    # release/10.13.3, release/10.16 and release/11.1 l.59-67; NvInferRuntime.h 10.13.3
+    # l.2858-2859, 11.1 l.2693-2694: "must fit in int64_t"; 11.x has only the V2 call).
+    "shape_values_int64": ((10, 11), None),
+    # Rank of a shape-tensor input: 8.x-9.x "the datatype of t is DataType::kINT32, the rank
+    # is either 0 or 1" (NvInferRuntime.h 8.5 l.1183, 9.3 l.1481); from 10.0 any rank with
+    # "the volume does not exceed 64" (10.0 l.2130, 10.3 l.2211), int32 or int64.
+    "shape_tensor_any_rank": ((10, 0), None),
     "dla": (None, None),
 }
 
@@ -124,6 +135,8 @@ class Features:
     parser_error_node_name: bool
     dla: bool
     output_allocator_async: bool = False
+    shape_values_int64: bool = False
+    shape_tensor_any_rank: bool = False
     library_version: tuple = ()
 
     @property
@@ -493,11 +506,42 @@ def _set_shape(profile, name, mn, opt, mx) -> None:
                            f"{exc}", exit_code=EXIT_USAGE) from None
 
 
-def add_optimization_profile(builder, config, shapes) -> int:
-    """Add one optimization profile; ``shapes`` are ``trt.shapes.InputShapes`` (name, min, opt, max)."""
+def check_shape_tensor_input(feats: Features, inp) -> None:
+    """A shape-tensor input this release's profiles can describe (``inp``: trt.shapes.ModelInput)."""
+    rank, volume = len(inp.dims), inp.volume
+    if not feats.shape_tensor_any_rank and rank > 1:
+        raise TegraAIError(f"shape-tensor input {inp.name!r} has rank {rank}; {feats.describe()} takes shape tensors "
+                           "of rank 0 or 1 only (NvInferRuntime.h, setShapeValues)", exit_code=EXIT_USAGE)
+    if volume is None or volume > 64:
+        raise TegraAIError(f"shape-tensor input {inp.name!r} has {volume or 'dynamic'} elements; TensorRT takes "
+                           "shape tensors of fixed dimensions and at most 64 values", exit_code=EXIT_USAGE)
+
+
+def _set_shape_values(feats: Features, profile, s) -> None:
+    """``IOptimizationProfile.set_shape_input``: the min/opt/max values of a shape-tensor input
+    (the binding raises RuntimeError when setShapeValues(V2) returns false, TypeError when a
+    value does not fit its vector's integer type)."""
+    bits = 64 if feats is not None and feats.shape_values_int64 else 32
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if any(not lo <= v <= hi for vals in (s.min, s.opt, s.max) for v in vals):
+        raise TegraAIError(f"--shapes {s.format()}: {feats.describe() if feats else 'TensorRT'} takes shape-tensor "
+                           f"values of {bits} bits", exit_code=EXIT_USAGE)
+    try:
+        profile.set_shape_input(s.name, list(s.min), list(s.opt), list(s.max))
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise TegraAIError(f"TensorRT rejected the shape-tensor values of {s.name} (min {list(s.min)}, opt "
+                           f"{list(s.opt)}, max {list(s.max)}): {exc}", exit_code=EXIT_USAGE) from None
+
+
+def add_optimization_profile(builder, config, shapes, feats: Features | None = None) -> int:
+    """Add one optimization profile; ``shapes`` are ``trt.shapes.InputShapes`` (name, min, opt,
+    max; dims, or a shape-tensor input's values with ``values``)."""
     profile = builder.create_optimization_profile()
     for s in shapes:
-        _set_shape(profile, s.name, s.min, s.opt, s.max)
+        if s.values:
+            _set_shape_values(feats, profile, s)
+        else:
+            _set_shape(profile, s.name, s.min, s.opt, s.max)
     index = config.add_optimization_profile(profile)
     if index < 0:
         raise TegraAIError("TensorRT rejected an optimization profile: " + "; ".join(s.format() for s in shapes),
@@ -672,10 +716,21 @@ def engine_profiles(trt, engine) -> list:
     for p in range(engine.num_optimization_profiles):
         shapes = []
         for t in inputs:
+            if t["shape_tensor"]:
+                # A shape-tensor input's profile holds values: ICudaEngine.get_tensor_profile_values
+                # (bindings 10.0+; 8.x has only the binding-index get_profile_shape_input).
+                if hasattr(engine, "get_tensor_profile_values"):
+                    try:
+                        mn, opt, mx = engine.get_tensor_profile_values(t["name"], p)
+                    except Exception:  # noqa: BLE001 - no values for this profile
+                        continue
+                    shapes.append({"name": t["name"], "min": [int(v) for v in mn], "opt": [int(v) for v in opt],
+                                   "max": [int(v) for v in mx], "values": True})
+                continue
             try:
                 mn, opt, mx = engine.get_tensor_profile_shape(t["name"], p)
             except Exception:
-                continue  # shape tensors and others without a profile shape
+                continue  # others without a profile shape
             shapes.append({"name": t["name"], "min": list(mn), "opt": list(opt), "max": list(mx)})
         profiles.append(shapes)
     return profiles
