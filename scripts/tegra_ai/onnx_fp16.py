@@ -9,13 +9,23 @@ and numerically sensitive operators stay FP32 behind Casts — reductions,
 Softmax/LogSoftmax, normalisations and the pieces of a decomposed LayerNorm
 (ReduceMean, Pow, Sqrt, Reciprocal), Exp/Log — as do operators whose float inputs are
 coordinates or scales (Resize, TopK, NMS, RoiAlign, Range, CumSum, Min/Max), the list
-onnxconverter-common uses. Check the result with :func:`tegra_ai.quant.compare.compare`.
+onnxconverter-common uses. Resize and Upsample compute in FP16 with their ``roi``/``scales``
+inputs left FP32 (ONNX types those inputs apart from the data; nearest-neighbour resizing of
+FP16 data is exact). Check the result with :func:`tegra_ai.quant.compare.compare`.
+
+So that the file halves, weights held in Constant nodes convert like initializers,
+BatchNormalization after a Conv is folded into the Conv's weights in FP32 first (what
+TensorRT does at build time anyway), redundant Casts are folded and the converter's own
+shape-inference results are not written.
 
 For the builder: :func:`fp16_model_for_build` writes an FP16 copy of a model into a
-directory the caller owns, for a strongly typed ``--precision fp16`` build."""
+directory the caller owns, for a strongly typed build on releases without the FP16 builder
+flag: ``--precision fp16`` of a float model, and the float parts of a Q/DQ model (Q/DQ
+nodes, their scales and the layers the accuracy gate kept in float stay FP32)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -33,8 +43,23 @@ SENSITIVE_OPS = ("ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL1", "Redu
                  "GroupNormalization", "InstanceNormalization", "Exp", "Log", "Pow", "Sqrt", "Reciprocal")
 # Kept in FP32 because their float inputs are coordinates, scales or indices, not activations
 # (what onnxconverter-common blocks by default, less its ONNX-ML operators).
-COORDINATE_OPS = ("NonMaxSuppression", "TopK", "RoiAlign", "Resize", "Upsample", "Range", "CumSum", "Min", "Max",
+COORDINATE_OPS = ("NonMaxSuppression", "TopK", "RoiAlign", "Range", "CumSum", "Min", "Max",
                   "RandomUniformLike", "RandomNormalLike", "RandomUniform", "RandomNormal", "EyeLike")
+# Operators that compute in FP16 on their data while some inputs stay FP32 (input index ->
+# kept FP32). ONNX Resize-11/13/18/19: X is T1, roi T2 (float16|float|double), scales
+# tensor(float) only; Upsample-9: scales tensor(float). So the data and the output go FP16,
+# the roi and scales do not (onnxconverter-common blocks the whole operator instead).
+FP32_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}
+# Explicit quantization: QuantizeLinear/DequantizeLinear and their scales stay FP32 in an
+# FP16 copy of a Q/DQ model. TensorRT (NvInfer.h release/11.1, IQuantizeLayer): "For
+# strongly typed networks, if the scale data type is DataType::kHALF or DataType::kBF16, it
+# must match the input data type", so an FP32 scale is the one type valid on every release;
+# ONNX QuantizeLinear-19/21 types x and y_scale alike (T1) and QuantizeLinear-13 takes a
+# float scale only, so the Q/DQ nodes compute FP32 behind Casts.
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+# The nodes the accuracy gate (tegra_ai.quant.fallback) kept in float on purpose, as the
+# quantizer records them in the Q/DQ model's metadata_props (a JSON list of node names).
+KEEP_FP32_METADATA = "tegra_ai.keep_fp32"
 # Their output type is set by an attribute: left as they are, consumers get a Cast.
 TYPE_DEFINING_OPS = ("Cast", "CastLike", "Constant", "ConstantOfShape")
 FLOAT, FLOAT16 = 1, 10
@@ -43,6 +68,77 @@ FP16_MAX = 65504.0
 
 def block_list(extra=()) -> list:
     return sorted(set(SENSITIVE_OPS) | set(COORDINATE_OPS) | set(extra))
+
+
+def _constant_arrays(g) -> dict:
+    """name -> (numpy array, holder) of the float initializers and Constant-node values of a
+    graph (not of initializers that are also graph inputs: those can be fed)."""
+    import onnx
+    from onnx import numpy_helper
+
+    inputs = {i.name for i in g.input}
+    out = {i.name: (numpy_helper.to_array(i), i) for i in g.initializer if i.name not in inputs}
+    for n in g.node:
+        if n.op_type == "Constant" and len(n.output) == 1:
+            attr = next((a for a in n.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR), None)
+            if attr is not None:
+                out[n.output[0]] = (numpy_helper.to_array(attr.t), n)
+    return out
+
+
+def fold_batchnorm(model, skip_nodes=()) -> int:
+    """Fold each inference-mode BatchNormalization that alone reads a Conv's output into that
+    Conv's weights and bias, in FP32: w' = w * s, b' = (b - mean) * s + beta with
+    s = scale / sqrt(var + epsilon) (ONNX BatchNormalization-15). TensorRT fuses the pair at
+    build time the same way; folded on the host, the FP16 file holds one bias instead of four
+    per-channel vectors and the FP16 weights are rounded once. Returns how many were folded."""
+    from onnx import numpy_helper
+
+    g = model.graph
+    consts = _constant_arrays(g)
+    consumers = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in g.output}
+    producer = {o: n for n in g.node for o in n.output}
+    folded, drop = 0, set()
+    for bn in g.node:
+        if bn.op_type != "BatchNormalization" or len(bn.output) != 1 or len(bn.input) != 5 or bn.name in skip_nodes:
+            continue
+        conv = producer.get(bn.input[0])
+        if (conv is None or conv.op_type != "Conv" or conv.name in skip_nodes or conv.output[0] in outputs
+                or len(consumers.get(conv.output[0], [])) != 1 or len(conv.input) < 2):
+            continue
+        vals = [consts.get(x) for x in list(bn.input[1:]) + [conv.input[1]] + list(conv.input[2:3])]
+        if any(v is None or v[0].dtype != np.float32 for v in vals):
+            continue
+        gamma, beta, mean, var, w = (v[0].astype(np.float64) for v in vals[:5])
+        b = vals[5][0].astype(np.float64) if len(vals) > 5 else np.zeros(w.shape[0])
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        if gamma.shape != (w.shape[0],) or any(x.shape != gamma.shape for x in (beta, mean, var, b)):
+            continue
+        scale = gamma / np.sqrt(var + eps)
+        w_name, b_name = f"{conv.output[0]}_bnfold_w", f"{conv.output[0]}_bnfold_b"
+        g.initializer.extend([
+            numpy_helper.from_array((w * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32), w_name),
+            numpy_helper.from_array(((b - mean) * scale + beta).astype(np.float32), b_name)])
+        del conv.input[1:]
+        conv.input.extend([w_name, b_name])
+        conv.output[0] = bn.output[0]
+        drop.add(id(bn))
+        folded += 1
+    if not folded:
+        return 0
+    keep = [n for n in g.node if id(n) not in drop]
+    used = {i for n in keep for i in n.input} | outputs
+    keep = [n for n in keep if n.op_type != "Constant" or any(o in used for o in n.output)]
+    del g.node[:]
+    g.node.extend(keep)
+    unused = [i for i in g.initializer if i.name not in used]
+    for i in unused:
+        g.initializer.remove(i)
+    return folded
 
 
 def to_fp16(model, op_block_list=(), node_block_list=()):
@@ -55,6 +151,9 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
     import onnx
     from onnx import helper, numpy_helper, shape_inference
 
+    original_value_info = list(model.graph.value_info)
+    if "BatchNormalization" not in op_block_list and "Conv" not in op_block_list:
+        fold_batchnorm(model, skip_nodes=set(node_block_list))
     model = shape_inference.infer_shapes(model)
     g = model.graph
     types = {}
@@ -87,10 +186,16 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
         for o in n.output:
             if types.get(o) == FLOAT:
                 new_type[o] = FLOAT16 if half[n.name] else FLOAT
+    def wants_half(node, index) -> bool:  # the type a node computes its input ``index`` in
+        return half[node.name] and index not in FP32_INPUTS.get(node.op_type, ())
+
+    def all_half(name) -> bool:
+        uses = [(c, i) for c in consumers.get(name, []) for i, x in enumerate(c.input) if x == name]
+        return bool(uses) and all(wants_half(c, i) for c, i in uses)
+
     for name, init in inits.items():
         if init.data_type == FLOAT:
-            users = consumers.get(name, [])
-            if users and all(half[c.name] for c in users):
+            if all_half(name):
                 arr = numpy_helper.to_array(init).astype(np.float32)
                 init.CopyFrom(numpy_helper.from_array(np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16), name))
                 new_type[name] = FLOAT16
@@ -103,8 +208,7 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
         if n.op_type != "Constant" or len(n.output) != 1 or types.get(n.output[0]) != FLOAT:
             continue
         attr = next((a for a in n.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR), None)
-        users = consumers.get(n.output[0], [])
-        if attr is None or not users or not all(half[c.name] for c in users):
+        if attr is None or not all_half(n.output[0]):
             continue
         arr = numpy_helper.to_array(attr.t).astype(np.float32)
         attr.t.CopyFrom(numpy_helper.from_array(np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16), attr.t.name))
@@ -112,8 +216,8 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
 
     nodes, casts = [], {}
     for n in g.node:
-        want = FLOAT16 if half[n.name] else FLOAT
         for idx, name in enumerate(n.input):
+            want = FLOAT16 if wants_half(n, idx) else FLOAT
             if not name or types.get(name) != FLOAT or new_type.get(name, FLOAT) == want:
                 continue
             key = (name, want)
@@ -137,6 +241,12 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
     if fold_casts(model):
         del model.graph.value_info[:]
         model = shape_inference.infer_shapes(model)
+    # Our shape inference's results are not part of the model (a tenth of a small model's
+    # FP16 file): the input's own value_info, typed as converted, is what stays.
+    wanted = {vi.name for vi in original_value_info}
+    kept_info = [vi for vi in model.graph.value_info if vi.name in wanted]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept_info)
     return model, kept
 
 
