@@ -151,6 +151,9 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
     import onnx
     from onnx import helper, numpy_helper, shape_inference
 
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)  # the caller's model stays as it was
+    model = copy
     original_value_info = list(model.graph.value_info)
     if "BatchNormalization" not in op_block_list and "Conv" not in op_block_list:
         fold_batchnorm(model, skip_nodes=set(node_block_list))
@@ -294,16 +297,35 @@ def fold_casts(model) -> int:
     return removed
 
 
-def convert_fp16(model_path: str, output: str, keep_fp32=(), keep_io_types: bool = True) -> dict:
+def gate_keep_fp32(model) -> list:
+    """The node names a Q/DQ model's ``metadata_props`` says the accuracy gate kept in float
+    (:data:`KEEP_FP32_METADATA`, written by :func:`tegra_ai.quant.qdq.quantize`); [] if none."""
+    raw = next((p.value for p in model.metadata_props if p.key == KEEP_FP32_METADATA), None)
+    if raw is None:
+        return []
+    try:
+        names = json.loads(raw)
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+        raise TegraAIError(f"metadata {KEEP_FP32_METADATA} is not a JSON list of node names", exit_code=EXIT_USAGE)
+    return names
+
+
+def convert_fp16(model_path: str, output: str, keep_fp32=(), keep_io_types: bool = True, *,
+                 qdq: bool = False) -> dict:
     """Write an FP16 copy of ``model_path`` to ``output``; ``keep_fp32``: more node names or
-    op types to keep in FP32. Returns a summary (nodes converted / kept)."""
+    op types to keep in FP32. ``qdq``: the model may be explicitly quantized; its Q/DQ nodes
+    (with their scales) and the nodes its metadata says the accuracy gate kept in float stay
+    FP32, the other float layers become FP16. Returns a summary (nodes converted / kept)."""
     onnx = require("onnx", extra="onnx", purpose="FP16 conversion")
 
     if not keep_io_types:
         raise TegraAIError("FP16 inputs/outputs are not supported: the application's buffers stay FP32",
                            exit_code=EXIT_USAGE)
     model = load_onnx(model_path)
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+    has_qdq = any(n.op_type in QDQ_OPS for n in model.graph.node)
+    if has_qdq and not qdq:
         raise TegraAIError(f"{model_path} has Q/DQ nodes; convert the FP32 model", exit_code=EXIT_USAGE)
     if not any(i.data_type == onnx.TensorProto.FLOAT for i in model.graph.initializer) and \
             any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer):
@@ -315,9 +337,15 @@ def convert_fp16(model_path: str, output: str, keep_fp32=(), keep_io_types: bool
     if unknown:
         raise TegraAIError(f"--keep-fp32 {unknown[0]!r} is neither a node name nor an operator type of the model",
                            exit_code=EXIT_USAGE)
-    ops = block_list(k for k in keep_fp32 if k in types)
-    nodes = [k for k in keep_fp32 if k in names]
+    gate = gate_keep_fp32(model) if has_qdq else []
+    missing = [k for k in gate if k not in names]
+    if missing:
+        raise TegraAIError(f"{model_path}: {KEEP_FP32_METADATA} names {missing[0]!r}, which is not a node of the model",
+                           hint="quantize the model again", exit_code=EXIT_USAGE)
+    ops = block_list(list(k for k in keep_fp32 if k in types) + (list(QDQ_OPS) if has_qdq else []))
+    nodes = [k for k in keep_fp32 if k in names] + gate
     casts_before = sum(1 for n in model.graph.node if n.op_type == "Cast")
+    nodes_before = len(model.graph.node)
     try:
         converted, kept = to_fp16(model, op_block_list=ops, node_block_list=nodes)
         onnx.checker.check_model(converted)
@@ -328,15 +356,18 @@ def convert_fp16(model_path: str, output: str, keep_fp32=(), keep_io_types: bool
     converted.producer_name = "meta-tegra-ai convert-fp16"
     atomic_write_bytes(output, converted.SerializeToString())
     casts = sum(1 for n in converted.graph.node if n.op_type == "Cast") - casts_before
-    return {"output": output, "nodes": len(model.graph.node), "kept_fp32": sorted(kept), "casts_added": casts,
-            "keep_io_types": keep_io_types}
+    return {"output": output, "nodes": nodes_before, "kept_fp32": sorted(kept), "casts_added": casts,
+            "keep_io_types": keep_io_types, "gate_fp32": sorted(gate), "qdq": has_qdq}
 
 
-def fp16_model_for_build(model_path: str, workdir: str) -> str:
-    """Builder hook: an FP16 copy of ``model_path`` in ``workdir`` (for strongly typed
-    ``--precision fp16`` on TensorRT 11 / TensorRT-RTX). External data is not supported
-    by this path: models over 2 GB should be converted ahead with ``convert-fp16``."""
+def fp16_model_for_build(model_path: str, workdir: str) -> dict:
+    """Builder hook: an FP16 copy of ``model_path`` in ``workdir``, for a strongly typed build
+    on a release without the FP16 builder flag (TensorRT 11, TensorRT-RTX): a float model's
+    ``--precision fp16``, or the float parts of a Q/DQ model (Q/DQ, their scales and the
+    gate's FP32 nodes stay FP32). Returns :func:`convert_fp16`'s summary (``output``: the
+    copy). External data is not supported by this path: models over 2 GB should be converted
+    ahead with ``convert-fp16``."""
     out = os.path.join(workdir, os.path.splitext(os.path.basename(model_path))[0] + ".fp16.onnx")
-    convert_fp16(model_path, out)
+    summary = convert_fp16(model_path, out, qdq=True)
     log.info("converted %s to FP16 for a strongly typed build: %s", model_path, out)
-    return out
+    return summary
