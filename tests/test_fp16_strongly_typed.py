@@ -1,0 +1,133 @@
+"""Issue #18 part 3 on TensorRT 11 (strongly typed only, no FP16/INT8 builder flags): the
+float parts of a Q/DQ model are converted to FP16 before the build, in the one place every
+caller goes through (``trt.builder.parse_network``), with Q/DQ nodes, their scales and the
+layers the accuracy gate kept in float left FP32; on 8.5-10.x the FP16 flag does it instead.
+Run under the TensorRT stand-in of every release (tests/fake_trt.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from fake_trt import make_fake_trt  # noqa: E402
+from tegra_ai import platform  # noqa: E402
+from tegra_ai.onnx_fp16 import KEEP_FP32_METADATA, convert_fp16  # noqa: E402
+from tegra_ai.spec import BuildOptions  # noqa: E402
+from tegra_ai.trt import compat  # noqa: E402
+
+ORIN = platform.DeviceFacts("8.7", "Orin", "p3767-0005", "36.4.3")
+
+
+def target(monkeypatch, name):
+    library, version, bindings = compat.API_TARGETS[name]
+    feats = compat.features_for(version, library_version=library)
+    trt = make_fake_trt(feats, surface=bindings, version=version, inputs=[("x", (1, 3, 8, 8))],
+                        outputs=[("y", (1, 4, 8, 8))])
+    monkeypatch.setattr(compat, "load", lambda: (trt, feats))
+    monkeypatch.setattr(platform, "detect", lambda *a, **k: ORIN)
+    return trt, feats
+
+
+def qdq_model(path, gate=("gate_conv",)):
+    """x -> Q/DQ -> Conv(int8 weights through DQ) -> Relu -> Conv "float_conv" -> Conv "gate_conv"
+    -> y: one quantized layer, one float layer, one the gate kept in float (metadata)."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.array(0.02, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int8), "zp"),
+             numpy_helper.from_array(rng.integers(-100, 100, (4, 3, 3, 3)).astype(np.int8), "wq"),
+             numpy_helper.from_array(np.full(4, 0.01, np.float32), "ws"),
+             numpy_helper.from_array(np.zeros(4, np.int8), "wzp"),
+             numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.2, "w_float"),
+             numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.2, "w_gate")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"], name="q0"),
+             helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["xdq"], name="dq0"),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wzp"], ["w"], name="dqw", axis=0),
+             helper.make_node("Conv", ["xdq", "w"], ["c0"], name="qconv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c0"], ["r0"], name="relu"),
+             helper.make_node("Conv", ["r0", "w_float"], ["c1"], name="float_conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["c1", "w_gate"], ["y"], name="gate_conv", pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    if gate:
+        helper.set_model_props(model, {KEEP_FP32_METADATA: json.dumps(list(gate))})
+    onnx.save(model, path)
+    return str(path)
+
+
+def _types(model_bytes):
+    m = onnx.load_from_string(model_bytes)
+    return {i.name: i.data_type for i in m.graph.initializer}, m
+
+
+@pytest.mark.parametrize("name", sorted(compat.API_TARGETS))
+def test_qdq_float_parts_fp16_where_the_release_has_no_fp16_flag(monkeypatch, tmp_path, name):
+    from tegra_ai.trt.builder import build_engine
+
+    model = qdq_model(tmp_path / "q.onnx")
+    trt, feats = target(monkeypatch, name)
+    r = build_engine(model, BuildOptions(precision="int8"), show_progress=False)
+    inits, parsed = _types(trt._fake.parsed_models[-1])
+    fp = r.sidecar.float_precision
+    if feats.weak_typing:  # 8.5-10.x: the model as it is, weakly typed with FP16 + INT8
+        assert fp["path"] == "fp16-flag" and r.sidecar.builder_flags == ["FP16", "INT8"]
+        assert inits["w_float"] == TensorProto.FLOAT and trt._fake.calls.count(("parse", model)) == 1
+        return
+    # TensorRT 11: the stand-in has no BuilderFlag.FP16/INT8 (as NvInfer.h release/11.1), so none is set
+    with pytest.raises(AttributeError):
+        trt.BuilderFlag.FP16
+    assert r.sidecar.builder_flags == [] and r.sidecar.strongly_typed and trt._fake.config._flags == []
+    assert fp["path"] == "fp16-copy" and fp["kept_fp32"] == ["gate_conv"] and "FP16" in fp["why"]
+    assert ("parse", model) not in trt._fake.calls          # an FP16 copy was parsed, in a temporary directory
+    assert inits["w_float"] == TensorProto.FLOAT16          # the unquantized layer: FP16
+    assert inits["w_gate"] == TensorProto.FLOAT             # kept in float by the gate: FP32
+    assert inits["s"] == inits["ws"] == TensorProto.FLOAT   # Q/DQ scales: FP32
+    assert inits["wq"] == TensorProto.INT8
+    kinds = {n.name: n.op_type for n in parsed.graph.node}
+    assert kinds["q0"] == "QuantizeLinear" and kinds["dqw"] == "DequantizeLinear"
+    assert any("accuracy gate kept in float" in n for n in r.notes)
+
+
+@pytest.mark.parametrize("precision,path", [("fp32", "model-types"), ("auto", "fp16-copy"), ("best", "fp16-copy")])
+def test_qdq_on_11_fp32_keeps_the_model_types(monkeypatch, tmp_path, precision, path):
+    from tegra_ai.trt.builder import build_engine
+
+    model = qdq_model(tmp_path / "q.onnx", gate=())
+    trt, _ = target(monkeypatch, "trt-11")
+    r = build_engine(model, BuildOptions(precision=precision), show_progress=False)
+    assert r.sidecar.float_precision["path"] == path and "kept_fp32" not in r.sidecar.float_precision
+    inits, _ = _types(trt._fake.parsed_models[-1])
+    assert inits["w_float"] == (TensorProto.FLOAT if path == "model-types" else TensorProto.FLOAT16)
+
+
+def test_qdq_conversion_runs_in_onnxruntime_like_the_original(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    src = qdq_model(tmp_path / "q.onnx")
+    out = str(tmp_path / "q.fp16.onnx")
+    summary = convert_fp16(src, out, qdq=True)
+    assert summary["gate_fp32"] == ["gate_conv"] and "gate_conv" in summary["kept_fp32"]
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    a, b = (ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0] for p in (src, out))
+    assert np.abs(a - b).max() <= 2e-3 * np.abs(a).max()
+
+
+def test_plain_convert_fp16_still_refuses_qdq(tmp_path):
+    from tegra_ai.errors import TegraAIError
+
+    with pytest.raises(TegraAIError, match="has Q/DQ nodes") as exc:
+        convert_fp16(qdq_model(tmp_path / "q.onnx"), str(tmp_path / "o.onnx"))
+    assert exc.value.exit_code == 2 and not (tmp_path / "o.onnx").exists()
+
+
+def test_gate_metadata_naming_no_node_is_refused(tmp_path):
+    from tegra_ai.errors import TegraAIError
+
+    src = qdq_model(tmp_path / "q.onnx", gate=("no_such_node",))
+    with pytest.raises(TegraAIError, match="no_such_node") as exc:
+        convert_fp16(src, str(tmp_path / "o.onnx"), qdq=True)
+    assert exc.value.exit_code == 2 and not (tmp_path / "o.onnx").exists()
