@@ -60,6 +60,10 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 # The nodes the accuracy gate (tegra_ai.quant.fallback) kept in float on purpose, as the
 # quantizer records them in the Q/DQ model's metadata_props (a JSON list of node names).
 KEEP_FP32_METADATA = "tegra_ai.keep_fp32"
+# Exact in any type (they move data): computed in the type their input already has, so an
+# FP32 tensor (a graph input, a sensitive op's result) is not narrowed to FP16 just to be
+# reshaped, and a Softmax -> Identity -> output keeps its FP32 values.
+DATA_MOVEMENT_OPS = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose")
 # Their output type is set by an attribute: left as they are, consumers get a Cast.
 TYPE_DEFINING_OPS = ("Cast", "CastLike", "Constant", "ConstantOfShape")
 FLOAT, FLOAT16 = 1, 10
@@ -169,6 +173,7 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
     blocked_ops, blocked_nodes = set(op_block_list), set(node_block_list)
 
     half, kept = {}, []
+    fp32 = {i.name for i in g.input if types.get(i.name) == FLOAT and i.name not in inits}
     for n in g.node:
         names = [x for x in list(n.input) + list(n.output) if x]
         has_float = any(types.get(x) == FLOAT for x in names)
@@ -176,9 +181,12 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
         subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)
         is_half = (has_float and not unknown and not subgraph and n.op_type not in TYPE_DEFINING_OPS
                    and n.op_type not in blocked_ops and n.name not in blocked_nodes)
-        half[n.name] = is_half
+        follows = n.op_type in DATA_MOVEMENT_OPS and n.input and n.input[0] in fp32
+        half[n.name] = is_half and not follows
         if has_float and not is_half and n.op_type not in TYPE_DEFINING_OPS:
             kept.append(n.name)
+        if not half[n.name] and n.op_type not in ("Constant", "ConstantOfShape"):  # constants convert
+            fp32.update(o for o in n.output if types.get(o) == FLOAT)
 
     consumers = {}
     for n in g.node:
