@@ -131,3 +131,19 @@ def test_gate_metadata_naming_no_node_is_refused(tmp_path):
     with pytest.raises(TegraAIError, match="no_such_node") as exc:
         convert_fp16(src, str(tmp_path / "o.onnx"), qdq=True)
     assert exc.value.exit_code == 2 and not (tmp_path / "o.onnx").exists()
+
+
+@pytest.mark.parametrize("raw", ["not json", '{"a": 1}', "[1, 2]"])
+def test_gate_metadata_that_is_not_a_list_of_names_is_refused(monkeypatch, tmp_path, raw):
+    """Also on the device: the build on TensorRT 11 fails with one line (exit 2), nothing parsed."""
+    from tegra_ai.errors import TegraAIError
+    from tegra_ai.trt.builder import build_engine
+
+    src = qdq_model(tmp_path / "q.onnx", gate=())
+    m = onnx.load(src)
+    helper.set_model_props(m, {KEEP_FP32_METADATA: raw})
+    onnx.save(m, src)
+    trt, _ = target(monkeypatch, "trt-11")
+    with pytest.raises(TegraAIError, match="not a JSON list of node names") as exc:
+        build_engine(src, BuildOptions(precision="int8"), show_progress=False)
+    assert exc.value.exit_code == 2 and trt._fake.parsed_models == []

@@ -171,7 +171,11 @@ def parse_network(trt, feats, request: BuildRequest, *, verbose: bool = False,
         from tegra_ai.onnx_fp16 import fp16_model_for_build
 
         workdir = tempfile.TemporaryDirectory(prefix="tegra-ai-fp16-")
-        summary = fp16_model_for_build(model_path, workdir.name)
+        try:
+            summary = fp16_model_for_build(model_path, workdir.name)
+        except BaseException:
+            workdir.cleanup()
+            raise
         parse_path = summary["output"]
         if summary["gate_fp32"]:
             typing["float_precision"]["kept_fp32"] = list(summary["gate_fp32"])
@@ -185,9 +189,11 @@ def parse_network(trt, feats, request: BuildRequest, *, verbose: bool = False,
     network = compat.create_network(trt, feats, builder, typing["strongly_typed"])
     parser = trt.OnnxParser(network, logger)
     # parse_from_file resolves external data relative to the model's directory.
-    parsed_ok = parser.parse_from_file(parse_path)
-    if workdir is not None:
-        workdir.cleanup()  # the parser holds the weights now
+    try:
+        parsed_ok = parser.parse_from_file(parse_path)
+    finally:
+        if workdir is not None:
+            workdir.cleanup()  # the parser holds the weights now
     if not parsed_ok:
         errors = [f"node {node}: {desc}" if node else desc for node, desc in compat.parser_errors(parser)]
         detail = "; ".join(errors) or "; ".join(logger.errors) or "unknown parser error"
