@@ -147,3 +147,35 @@ def test_gate_metadata_that_is_not_a_list_of_names_is_refused(monkeypatch, tmp_p
     with pytest.raises(TegraAIError, match="not a JSON list of node names") as exc:
         build_engine(src, BuildOptions(precision="int8"), show_progress=False)
     assert exc.value.exit_code == 2 and trt._fake.parsed_models == []
+
+
+def test_quantize_records_the_gates_float_layers_for_the_fp16_copy(tmp_path):
+    """quantize(keep_float=...) (what quant.fallback's gate passes) names those layers in the
+    model's metadata; the user's --exclude does not (those are the user's, not kept FP32)."""
+    pytest.importorskip("onnxruntime")
+    from tegra_ai.quant.qdq import quantize
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["y"], name="conv2", pads=[1, 1, 1, 1])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    src = str(tmp_path / "m.onnx")
+    onnx.save(m, src)
+    calib = tmp_path / "c.npz"
+    np.savez(calib, x=rng.random((8, 3, 8, 8)).astype(np.float32))
+    gated, excluded = str(tmp_path / "gated.onnx"), str(tmp_path / "excluded.onnx")
+    quantize(src, str(calib), gated, keep_float=["conv2"], method="minmax")
+    quantize(src, str(calib), excluded, exclude=["conv2"], method="minmax")
+    assert {p.key: p.value for p in onnx.load(gated).metadata_props}[KEEP_FP32_METADATA] == '["conv2"]'
+    assert KEEP_FP32_METADATA not in {p.key for p in onnx.load(excluded).metadata_props}
+    for path, conv2_weights in ((gated, TensorProto.FLOAT), (excluded, TensorProto.FLOAT16)):
+        out = path + ".fp16.onnx"
+        convert_fp16(path, out, qdq=True)
+        types = {i.name: i.data_type for i in onnx.load(out).graph.initializer}
+        assert types["w2"] == conv2_weights
