@@ -8,10 +8,10 @@ operator FP16): inputs and outputs stay FP32 (the application's buffers do not c
 and numerically sensitive operators stay FP32 behind Casts — reductions,
 Softmax/LogSoftmax, normalisations and the pieces of a decomposed LayerNorm
 (ReduceMean, Pow, Sqrt, Reciprocal), Exp/Log — as do operators whose float inputs are
-coordinates or scales (Resize, TopK, NMS, RoiAlign, Range, CumSum, Min/Max), the list
-onnxconverter-common uses. Resize and Upsample compute in FP16 with their ``roi``/``scales``
-inputs left FP32 (ONNX types those inputs apart from the data; nearest-neighbour resizing of
-FP16 data is exact). Check the result with :func:`tegra_ai.quant.compare.compare`.
+coordinates or scales (TopK, NMS, RoiAlign, Range, CumSum, Min/Max), the list
+onnxconverter-common uses less Resize/Upsample: those compute in FP16 with their
+``roi``/``scales`` inputs left FP32 (ONNX types those inputs apart from the data;
+nearest-neighbour resizing of FP16 data is exact). Check the result with :func:`tegra_ai.quant.compare.compare`.
 
 So that the file halves, weights held in Constant nodes convert like initializers,
 BatchNormalization after a Conv is folded into the Conv's weights in FP32 first (what
@@ -197,6 +197,7 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
         for o in n.output:
             if types.get(o) == FLOAT:
                 new_type[o] = FLOAT16 if half[n.name] else FLOAT
+
     def wants_half(node, index) -> bool:  # the type a node computes its input ``index`` in
         return half[node.name] and index not in FP32_INPUTS.get(node.op_type, ())
 
