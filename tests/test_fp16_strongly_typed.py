@@ -179,3 +179,18 @@ def test_quantize_records_the_gates_float_layers_for_the_fp16_copy(tmp_path):
         convert_fp16(path, out, qdq=True)
         types = {i.name: i.data_type for i in onnx.load(out).graph.initializer}
         assert types["w2"] == conv2_weights
+
+
+@pytest.mark.rtx
+@pytest.mark.parametrize("precision,path", [("int8", "fp16-copy"), ("fp32", "model-types")])
+def test_real_tensorrt_rtx_builds_the_fp16_copy_of_a_qdq_model(monkeypatch, tmp_path, precision, path):
+    """TensorRT-RTX (strongly typed only, no FP16 flag, like TensorRT 11) parses and builds the
+    converted Q/DQ model: Casts around the FP32 Q/DQ nodes, FP16 float layers, the gate's
+    layer FP32. The engine cannot run here (no GPU); its accuracy is ONNX Runtime's above."""
+    from tegra_ai.trt.builder import build_engine
+
+    monkeypatch.setenv("TEGRA_AI_TENSORRT", "tensorrt_rtx")
+    r = build_engine(qdq_model(tmp_path / "q.onnx"), BuildOptions(precision=precision), show_progress=False)
+    assert len(r.engine) > 1000 and r.sidecar.strongly_typed and r.sidecar.builder_flags == []
+    assert r.sidecar.float_precision["path"] == path
+    assert r.sidecar.float_precision.get("kept_fp32") == (["gate_conv"] if path == "fp16-copy" else None)
