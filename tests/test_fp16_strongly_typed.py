@@ -194,3 +194,53 @@ def test_real_tensorrt_rtx_builds_the_fp16_copy_of_a_qdq_model(monkeypatch, tmp_
     assert len(r.engine) > 1000 and r.sidecar.strongly_typed and r.sidecar.builder_flags == []
     assert r.sidecar.float_precision["path"] == path
     assert r.sidecar.float_precision.get("kept_fp32") == (["gate_conv"] if path == "fp16-copy" else None)
+
+
+def _two_conv_qdq(path, channels=256, int8_weights=True):
+    """Two 3x3 Convs (channels -> channels, 1.18 M weights) with Q/DQ on their inputs, and their
+    weights INT8 behind DequantizeLinear, or float."""
+    rng = np.random.default_rng(0)
+    q = [rng.integers(-100, 100, (channels, channels, 3, 3)).astype(np.int8) for _ in range(2)]
+    inits = [numpy_helper.from_array(np.array(0.02, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int8), "zp"),
+             numpy_helper.from_array(np.full(channels, 0.01, np.float32), "ws"),
+             numpy_helper.from_array(np.zeros(channels, np.int8), "wzp")]
+    nodes = []
+    for i, (src, dst) in enumerate((("x", "r0"), ("r0", "y"))):
+        nodes += [helper.make_node("QuantizeLinear", [src, "s", "zp"], [f"q{i}"], name=f"q{i}"),
+                  helper.make_node("DequantizeLinear", [f"q{i}", "s", "zp"], [f"dq{i}"], name=f"dq{i}")]
+        if int8_weights:
+            inits.append(numpy_helper.from_array(q[i], f"wq{i}"))
+            nodes.append(helper.make_node("DequantizeLinear", [f"wq{i}", "ws", "wzp"], [f"w{i}"], name=f"dqw{i}", axis=0))
+        else:
+            inits.append(numpy_helper.from_array(q[i].astype(np.float32) * 0.01, f"w{i}"))
+        conv_out = f"c{i}" if i == 0 else dst
+        nodes.append(helper.make_node("Conv", [f"dq{i}", f"w{i}"], [conv_out], name=f"conv{i}", pads=[1, 1, 1, 1]))
+        if i == 0:
+            nodes.append(helper.make_node("Relu", [conv_out], [dst], name="relu"))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 32, 32])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return str(path)
+
+
+@pytest.mark.rtx
+def test_real_tensorrt_rtx_keeps_int8_weights_behind_the_casts(monkeypatch, tmp_path):
+    """What the engine stores says what TensorRT made of the copy (TensorRT-RTX 1.7, strongly
+    typed, CPU-only build): 1.18 M INT8 weights behind DequantizeLinear -> Cast(FP16) -> Conv
+    stay INT8 (the engine is no larger than the unconverted Q/DQ model's, measured 1.61 vs
+    1.73 MB), while float weights become FP16 in the copy (2.78 MB against 5.14 MB FP32)."""
+    from tegra_ai.trt.builder import build_engine
+
+    monkeypatch.setenv("TEGRA_AI_TENSORRT", "tensorrt_rtx")
+    size = {}
+    for weights in ("int8", "float"):
+        model = _two_conv_qdq(tmp_path / f"{weights}.onnx", int8_weights=weights == "int8")
+        for precision in ("fp32", "int8"):
+            r = build_engine(model, BuildOptions(precision=precision), show_progress=False)
+            size[weights, r.sidecar.float_precision["path"]] = len(r.engine)
+    weight_bytes = 2 * 256 * 256 * 9
+    assert size["float", "model-types"] - size["float", "fp16-copy"] > 1.5 * weight_bytes   # FP32 -> FP16 weights
+    assert size["int8", "fp16-copy"] <= size["int8", "model-types"]                          # INT8 weights kept
+    assert size["float", "fp16-copy"] - size["int8", "fp16-copy"] > 0.7 * weight_bytes      # FP16 vs INT8 weights
