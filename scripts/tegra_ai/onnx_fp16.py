@@ -8,9 +8,9 @@ operator FP16): inputs and outputs stay FP32 (the application's buffers do not c
 and numerically sensitive operators stay FP32 behind Casts — reductions,
 Softmax/LogSoftmax, normalisations and the pieces of a decomposed LayerNorm
 (ReduceMean, Pow, Sqrt, Reciprocal), Exp/Log — as do operators whose float inputs are
-coordinates or scales (TopK, NMS, RoiAlign, Range, CumSum, Min/Max), the list
-onnxconverter-common uses less Resize/Upsample: those compute in FP16 with their
-``roi``/``scales`` inputs left FP32 (ONNX types those inputs apart from the data;
+coordinates or scales (TopK, NMS, RoiAlign, Upsample, Range, CumSum, Min/Max), the list
+onnxconverter-common uses less Resize: it computes in FP16 with its ``roi``/``scales``
+inputs left FP32 (ONNX types those inputs apart from the data;
 nearest-neighbour resizing of FP16 data is exact). Check the result with :func:`tegra_ai.quant.compare.compare`.
 
 So that the file halves, weights held in Constant nodes convert like initializers,
@@ -43,13 +43,14 @@ SENSITIVE_OPS = ("ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL1", "Redu
                  "GroupNormalization", "InstanceNormalization", "Exp", "Log", "Pow", "Sqrt", "Reciprocal")
 # Kept in FP32 because their float inputs are coordinates, scales or indices, not activations
 # (what onnxconverter-common blocks by default, less its ONNX-ML operators).
-COORDINATE_OPS = ("NonMaxSuppression", "TopK", "RoiAlign", "Range", "CumSum", "Min", "Max",
+COORDINATE_OPS = ("NonMaxSuppression", "TopK", "RoiAlign", "Upsample", "Range", "CumSum", "Min", "Max",
                   "RandomUniformLike", "RandomNormalLike", "RandomUniform", "RandomNormal", "EyeLike")
 # Operators that compute in FP16 on their data while some inputs stay FP32 (input index ->
 # kept FP32). ONNX Resize-11/13/18/19: X is T1, roi T2 (float16|float|double), scales
-# tensor(float) only; Upsample-9: scales tensor(float). So the data and the output go FP16,
-# the roi and scales do not (onnxconverter-common blocks the whole operator instead).
-FP32_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}
+# tensor(float) only. So the data and the output go FP16, the roi and scales do not
+# (onnxconverter-common blocks the whole operator; NVIDIA Model Optimizer's AutoCast keeps
+# only Resize's scales FP32, and Upsample, deprecated since opset 10, FP32 whole, as here).
+FP32_INPUTS = {"Resize": (1, 2)}
 # Explicit quantization: QuantizeLinear/DequantizeLinear and their scales stay FP32 in an
 # FP16 copy of a Q/DQ model. TensorRT (NvInfer.h release/11.1, IQuantizeLayer): "For
 # strongly typed networks, if the scale data type is DataType::kHALF or DataType::kBF16, it
