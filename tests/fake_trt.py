@@ -388,6 +388,8 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
 
         def parse_from_file(self, model):
             fake.calls.append(("parse", model))
+            with open(model, "rb") as f:  # what was parsed, for tests (the builder may parse a temporary copy)
+                fake.parsed_models.append(f.read())
             for plugin in plugin_layers:
                 # onnx-tensorrt's fallback plugin importer: "Plugin not found, are the plugin name,
                 # version, and namespace correct?" when the creator is not registered (R1).
@@ -992,7 +994,8 @@ def make_fake_trt(feats, inputs=(("input", (-1, 1, 8, 8)),), outputs=(("logits",
                                  registry=None, surface=surf,
                                  valid_timing_caches={b"TIMING"}, plugin_load_fails=False,
                                  creators=set(), library_creators=dict(library_creators or {}), double_loads=[],
-                                 live_contexts=weakref.WeakSet(), dds_rows=3, parse_plugin_missing=None)
+                                 live_contexts=weakref.WeakSet(), dds_rows=3, parse_plugin_missing=None,
+                                 parsed_models=[])
 
     def synchronize(stream):
         """The tests' CUDA stand-in calls this for cuStreamSynchronize (R3)."""

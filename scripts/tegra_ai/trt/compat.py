@@ -311,11 +311,25 @@ def create_network(trt, feats: Features, builder, strongly_typed: bool):
     return network
 
 
+def fp16_copy_for_build(feats: Features, precision: str, has_qdq: bool) -> bool:
+    """Whether the build parses an FP16 copy of the model (:mod:`tegra_ai.onnx_fp16`): only
+    where the release has no FP16 builder flag (TensorRT 11, TensorRT-RTX: strongly typed
+    only; NvInfer.h release/11.1 has no BuilderFlag::kFP16/kINT8) and FP16 is wanted:
+    ``--precision fp16`` of a float model, or a Q/DQ model at any precision but ``fp32``,
+    whose unquantized layers would otherwise run FP32 (8.5-10.x run them FP16 through the
+    flag, :func:`resolve_typing`)."""
+    if not feats.strongly_typed_only:
+        return False
+    return precision == "fp16" or (has_qdq and precision in ("auto", "fp16", "int8", "best"))
+
+
 def resolve_typing(feats: Features, precision: str, has_qdq: bool, strongly_typed: bool | None,
                    has_calibration: bool) -> dict:
     """Decide strong vs weak typing and the builder flags for ``precision``.
 
-    Returns ``{"strongly_typed": bool, "flags": [names], "notes": [str]}``; raises a clear
+    Returns ``{"strongly_typed": bool, "flags": [names], "notes": [str], "fp16_copy": bool,
+    "float_precision": {"path", "why"}}`` (``fp16_copy``: the builder parses an FP16 copy of
+    the model, :func:`fp16_copy_for_build`); raises a clear
     error when the precision cannot be had on this release."""
     notes = []
     if strongly_typed is None:
@@ -329,6 +343,7 @@ def resolve_typing(feats: Features, precision: str, has_qdq: bool, strongly_type
     if strongly_typed and not feats.strongly_typed:
         raise TegraAIError(f"{feats.describe()} has no strongly typed networks (they arrived in TensorRT 9.0)",
                            exit_code=EXIT_USAGE)
+    asked = precision
     if precision == "auto":
         # Strongly typed: the model's own types. Weakly typed: FP16 (Jetson's fast default),
         # plus INT8 where the model is Q/DQ.
@@ -337,7 +352,8 @@ def resolve_typing(feats: Features, precision: str, has_qdq: bool, strongly_type
         raise TegraAIError(f"{feats.describe()} only builds strongly typed networks", exit_code=EXIT_USAGE)
     flags = []
     if strongly_typed:
-        if precision in ("fp16", "best") and not has_qdq:
+        fp16_copy = fp16_copy_for_build(feats, asked, has_qdq)
+        if precision in ("fp16", "best") and not has_qdq and not fp16_copy:
             raise TegraAIError(
                 f"--precision {precision} needs weakly typed builder flags, which {feats.describe()} does not have",
                 hint="convert the model first: tensorrt-optimize convert-fp16 MODEL.onnx -o MODEL.fp16.onnx",
@@ -347,12 +363,24 @@ def resolve_typing(feats: Features, precision: str, has_qdq: bool, strongly_type
                 f"--precision int8 on {feats.describe()} needs a Q/DQ (explicitly quantized) ONNX model",
                 hint="quantize it first: calibration-dataset, then tensorrt-optimize quantize; build the Q/DQ model",
                 exit_code=EXIT_USAGE)
-        if precision != "fp32" and has_qdq:
-            notes.append(f"--precision {precision}: the strongly typed network takes its precisions from the Q/DQ model")
-        why = ("strongly typed: layers run in the model's own types" +
-               ("; the Q/DQ model's unquantized layers run FP32" if has_qdq else ""))
-        return {"strongly_typed": True, "flags": flags, "notes": notes,
-                "float_precision": {"path": "model-types", "why": why}}
+        if fp16_copy and has_qdq:
+            notes.append(f"Q/DQ model on {feats.describe()} (no FP16 builder flag): built from a copy whose "
+                         "unquantized layers are FP16 (tegra_ai.onnx_fp16; Q/DQ nodes with their FP32 scales, "
+                         "inputs/outputs, sensitive ops and the accuracy gate's float layers stay FP32)")
+            why = ("no FP16 builder flag on this release: the Q/DQ model's unquantized layers were converted to "
+                   "FP16 on the host; Q/DQ nodes and their scales stay FP32")
+        elif fp16_copy:
+            notes.append(f"--precision fp16 on {feats.describe()}: built from an FP16 copy of the model "
+                         "(tegra_ai.onnx_fp16; inputs/outputs and sensitive ops FP32)")
+            why = "no FP16 flag on this release: built from an FP16 copy of the model (tegra_ai.onnx_fp16)"
+        else:
+            if precision != "fp32" and has_qdq:
+                notes.append(f"--precision {precision}: the strongly typed network takes its precisions from the "
+                             "Q/DQ model")
+            why = ("strongly typed: layers run in the model's own types" +
+                   (f"; the Q/DQ model's unquantized layers run FP32 (--precision {precision})" if has_qdq else ""))
+        return {"strongly_typed": True, "flags": flags, "notes": notes, "fp16_copy": fp16_copy,
+                "float_precision": {"path": "fp16-copy" if fp16_copy else "model-types", "why": why}}
     # INT8 on a weakly typed network also sets FP16 (trtexec's --int8 --fp16): a layer with
     # no INT8 kernel, or left unquantized, then runs FP16 instead of falling back to FP32.
     if precision in ("fp16", "best", "int8"):
@@ -373,7 +401,7 @@ def resolve_typing(feats: Features, precision: str, has_qdq: bool, strongly_type
         notes.append(f"{feats.describe()} deprecates implicit INT8 calibration; Q/DQ models are the way forward")
     fp = ({"path": "fp16-flag", "why": "weakly typed with BuilderFlag.FP16: layers without INT8 run FP16"}
           if "FP16" in flags else {"path": "fp32", "why": f"--precision {precision}: no FP16 flag"})
-    return {"strongly_typed": False, "flags": flags, "notes": notes, "float_precision": fp}
+    return {"strongly_typed": False, "flags": flags, "notes": notes, "fp16_copy": False, "float_precision": fp}
 
 
 def set_builder_flags(trt, config, flag_names: list) -> None:
