@@ -57,6 +57,11 @@ FP32_INPUTS = {"Resize": (1, 2)}
 # must match the input data type", so an FP32 scale is the one type valid on every release;
 # ONNX QuantizeLinear-19/21 types x and y_scale alike (T1) and QuantizeLinear-13 takes a
 # float scale only, so the Q/DQ nodes compute FP32 behind Casts.
+# What the FP16 copy of a strongly typed build is made by: part of the engine cache key on
+# releases that build such copies (TensorRT 11, TensorRT-RTX), so an engine is rebuilt when the
+# conversion changes. Bump it with every change to what the conversion writes.
+RECIPE = "tegra-ai-fp16/2"
+
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 # The nodes the accuracy gate (tegra_ai.quant.fallback) kept in float on purpose, as the
 # quantizer records them in the Q/DQ model's metadata_props (a JSON list of node names).

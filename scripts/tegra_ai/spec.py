@@ -556,12 +556,14 @@ _FIELD_NAMES = {
 
 
 def key_material(model_sha256: str, options: BuildOptions, tensorrt: dict, device: dict,
-                 plugins: dict | None = None) -> dict:
+                 plugins: dict | None = None, transform: str | None = None) -> dict:
     """What the cache key hashes. ``tensorrt`` has flavor, version (the bindings') and
     library_version (libnvinfer's; on meta-tegra master they differ); ``device`` has
     compute capability, SM count, Jetson module (part number), CUDA driver and L4T release
     (never the carrier board's name); ``plugins`` maps plugin
-    library basenames to their sha256 (a new plugin build means a new engine)."""
+    library basenames to their sha256 (a new plugin build means a new engine); ``transform``
+    names what rewrites the model before the parser sees it (the FP16 copy of strongly typed
+    releases), present only where one can (so other keys do not change)."""
     if not isinstance(model_sha256, str) or not _HEX64.match(model_sha256):
         raise _usage(f"model sha256 {model_sha256!r}: expected a sha256 hex digest")
     if not isinstance(options, BuildOptions):
@@ -576,6 +578,7 @@ def key_material(model_sha256: str, options: BuildOptions, tensorrt: dict, devic
         "tensorrt": trt,
         "device": {k: (device or {}).get(k) for k in DEVICE_FIELDS},
         "plugins": dict(sorted((plugins or {}).items())),
+        **({"transform": transform} if transform else {}),
     }
 
 

@@ -122,7 +122,10 @@ def target_facts(feats, compute_capability: str | None):
 
 
 def engine_key(model_sha256: str, options: BuildOptions, feats, facts, plugins: dict | None = None) -> tuple:
-    material = key_material(model_sha256, options, tensorrt_identity(feats), facts.to_dict(), plugins)
+    transform = None
+    if feats.strongly_typed_only:   # these releases may parse an FP16 copy (compat.fp16_copy_for_build)
+        from tegra_ai.onnx_fp16 import RECIPE as transform
+    material = key_material(model_sha256, options, tensorrt_identity(feats), facts.to_dict(), plugins, transform)
     return cache_key(material), material
 
 
