@@ -24,10 +24,12 @@ def kernel_name(spec: PreprocessSpec) -> str:
     """The entry point for ``spec``: one per source format, ``_aa`` for PIL resampling."""
     return KERNEL_NAMES[spec.input_format] + ("_aa" if spec.antialias else "")
 
-# Must equal TAI_PX_PER_THREAD, TAI_BLOCK_X, TAI_BLOCK_Y, TAI_AA_ROWS_PER_THREAD in preprocess.cu.
+# Must equal TAI_PX_PER_THREAD, TAI_BLOCK_X, TAI_BLOCK_Y, TAI_AA_BLOCK_Y and TAI_AA_ROWS_PER_THREAD
+# in preprocess.cu.
 PX_PER_THREAD = 4
 BLOCK = (32, 8, 1)
-AA_ROWS_PER_THREAD = 1
+AA_BLOCK = (32, 8, 1)
+AA_ROWS_PER_THREAD = 2
 
 NMS_TILE = 64
 NMS_RANK_THREADS = 128
@@ -171,10 +173,14 @@ def preprocess_grid(spec: PreprocessSpec, batch: int):
         raise TegraAIError("batch must be at least 1")
     if batch > 65535:
         raise TegraAIError(f"batch {batch} exceeds the 65535 images of one launch")
-    per_block_x = BLOCK[0] * (1 if spec.antialias else PX_PER_THREAD)  # the _aa kernels: 1 pixel per thread
-    per_block_y = BLOCK[1] * (AA_ROWS_PER_THREAD if spec.antialias else 1)
+    if spec.antialias:  # the _aa kernels: 1 pixel along x, AA_ROWS_PER_THREAD rows per thread
+        block = AA_BLOCK
+        per_block_x, per_block_y = block[0], block[1] * AA_ROWS_PER_THREAD
+    else:
+        block = BLOCK
+        per_block_x, per_block_y = block[0] * PX_PER_THREAD, block[1]
     grid = (-(-spec.width // per_block_x), -(-spec.height // per_block_y), batch)
-    return grid, BLOCK
+    return grid, block
 
 
 def output_nbytes(spec: PreprocessSpec, batch: int) -> int:

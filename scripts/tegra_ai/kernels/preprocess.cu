@@ -297,16 +297,26 @@ static __device__ __forceinline__ void tai_preprocess_body(const TaiPreprocessPa
 // Tiles whose footprint does not fit (downscales beyond about 7x horizontally at 3 bytes
 // per pixel, or 15x on either axis) or that hold no image pixel take the per-pixel path.
 #ifndef TAI_AA_ROWS_PER_THREAD
-#define TAI_AA_ROWS_PER_THREAD 1   // kernels/layout.py AA_ROWS_PER_THREAD: the launch grid
+#define TAI_AA_ROWS_PER_THREAD 2   // kernels/layout.py AA_ROWS_PER_THREAD: the launch grid
 #endif
-#define TAI_AA_TILE_H (TAI_BLOCK_Y * TAI_AA_ROWS_PER_THREAD)
+#ifndef TAI_AA_BLOCK_Y
+#define TAI_AA_BLOCK_Y 8           // kernels/layout.py AA_BLOCK: threads of an _aa block are 32 x this
+#endif
+#define TAI_AA_TILE_H (TAI_AA_BLOCK_Y * TAI_AA_ROWS_PER_THREAD)
 #ifndef TAI_AA_VCAP
-#define TAI_AA_VCAP 768            // floats per tile row of the vertical pass's result
+#define TAI_AA_VCAP 640            // floats per tile row of the vertical pass's result
 #endif
-#define TAI_AA_TMAX 32             // filter taps per output pixel and axis
+#define TAI_AA_TMAX 32             // horizontal filter taps per output pixel (table size)
 #define TAI_AA_WBITS 22            // fixed-point bits of the vertical weights (Pillow's PRECISION_BITS)
-
-static_assert(TAI_AA_TILE_H <= TAI_BLOCK_X * TAI_BLOCK_Y - 64, "row tables: one thread per tile row");
+#ifndef TAI_AA_MIN_BLOCKS
+#define TAI_AA_MIN_BLOCKS 4        // resident blocks per SM the register budget must allow
+#endif
+#ifndef TAI_AA_VEC
+#define TAI_AA_VEC 16              // bytes per load when the image and its pitch are that aligned
+#endif
+#ifndef TAI_AA_INFLIGHT
+#define TAI_AA_INFLIGHT 4          // vertical taps loaded before they are summed
+#endif
 
 static __device__ __forceinline__ void tai_normalise(const TaiPreprocessParams& p, bool gray_src, float r, float g,
                                                      float b, float& v0, float& v1, float& v2) {
@@ -344,34 +354,63 @@ static __device__ __forceinline__ void tai_acc_bytes(int* acc, unsigned v, int w
     acc[3] += w * (int)__byte_perm(v, 0u, 0x4443);
 }
 
-// Vertical pass, one item: the nt taps of chunk c, rows q, q + pitch, ... with weights w.
-// VEC 16: the image and its pitch are 16-byte aligned, so 16-byte aligned chunk c holds the
-// same columns in every row (q: the chunk in the first row).
-template <int VEC>
-struct TaiAaColumn;
+__device__ __forceinline__ void tai_acc_more(int* acc, const uint4& v, int w) {
+    tai_acc_bytes(acc, v.z, w);
+    tai_acc_bytes(acc + 4, v.w, w);
+}
+__device__ __forceinline__ void tai_acc_more(int*, const uint2&, int) {}
 
-template <>
-struct TaiAaColumn<16> {
-    static __device__ __forceinline__ void run(int* acc, const unsigned char* q, int pitch, int nt, const int* w,
-                                               int, int) {
-#pragma unroll 4
-        for (int t = 0; t < nt; ++t) {
-            const uint4 v = __ldg((const uint4*)(q + (long long)t * pitch));
-            const int wt = w[t];
-            tai_acc_bytes(acc, v.x, wt);
-            tai_acc_bytes(acc + 4, v.y, wt);
-            tai_acc_bytes(acc + 8, v.z, wt);
-            tai_acc_bytes(acc + 12, v.w, wt);
+// Fixed-point vertical weight of source row y (as float) under the filter centred at c with
+// 1/support inv: Pillow's triangle weight scaled by inv << TAI_AA_WBITS, so that one output's
+// weights sum to about 1 << TAI_AA_WBITS (at most twice that: 255 * sum fits an int).
+static __device__ __forceinline__ int tai_aa_iweight(float y, float c, float inv) {
+    return __float2int_rn(fmaxf(0.f, 1.f - fabsf((y - c + 0.5f) * inv)) * (inv * (float)(1 << TAI_AA_WBITS)));
+}
+
+// Vertical pass, one item: the nt taps of chunk c, source rows lo, lo + 1, ... (q: the chunk
+// in row lo) under the filter (cy, iy); returns the sum of the weights.
+// Aligned chunks (VEC 8 or 16): the image and its pitch are VEC-byte aligned, so chunk c
+// holds the same columns in every row.
+template <int VEC> struct TaiAaVec;
+template <> struct TaiAaVec<16> { typedef uint4 T; };
+template <> struct TaiAaVec<8> { typedef uint2 T; };
+
+template <int VEC>
+struct TaiAaColumn {
+    static __device__ __forceinline__ int run(int* acc, const unsigned char* q, int pitch, int lo, int nt, float cy,
+                                              float iy, int, int) {
+        typedef typename TaiAaVec<VEC>::T T;
+        int wsum = 0;
+        // TAI_AA_INFLIGHT taps' loads are issued before their arithmetic (predicated, not a
+        // remainder loop): a tile row's ~2*scale+1 taps cost one or two memory latencies.
+        for (int t0 = 0; t0 < nt; t0 += TAI_AA_INFLIGHT) {
+            T v[TAI_AA_INFLIGHT];
+#pragma unroll
+            for (int u = 0; u < TAI_AA_INFLIGHT; ++u)
+                if (t0 + u < nt) v[u] = __ldg((const T*)(q + (long long)(t0 + u) * pitch));
+            const float y0 = (float)(lo + t0);
+#pragma unroll
+            for (int u = 0; u < TAI_AA_INFLIGHT; ++u) {
+                if (t0 + u < nt) {
+                    const int wt = tai_aa_iweight(y0 + (float)u, cy, iy);
+                    wsum += wt;
+                    tai_acc_bytes(acc, v[u].x, wt);
+                    tai_acc_bytes(acc + 4, v[u].y, wt);
+                    tai_acc_more(acc + 8, v[u], wt);
+                }
+            }
         }
+        return wsum;
     }
 };
 
-// VEC 4, rows at any alignment: the aligned word holding the chunk's first byte (q: in the
-// first row), funnel-shifted with the next word when that one holds a footprint byte.
+// VEC 4, rows at any alignment: the aligned word holding the chunk's first byte, funnel-shifted
+// with the next word when that one holds a footprint byte.
 template <>
 struct TaiAaColumn<4> {
-    static __device__ __forceinline__ void run(int* acc, const unsigned char* q, int pitch, int nt, const int* w,
-                                               int c, int nbytes) {
+    static __device__ __forceinline__ int run(int* acc, const unsigned char* q, int pitch, int lo, int nt, float cy,
+                                              float iy, int c, int nbytes) {
+        int wsum = 0;
 #pragma unroll 4
         for (int t = 0; t < nt; ++t) {
             const size_t a = (size_t)(q + (long long)t * pitch);
@@ -380,38 +419,52 @@ struct TaiAaColumn<4> {
             unsigned v = __ldg(wp);
             if (mis != 0 && c * 4 + 4 - (int)mis < nbytes) v = __funnelshift_r(v, __ldg(wp + 1), 8 * mis);
             else v >>= 8 * mis;
-            tai_acc_bytes(acc, v, w[t]);
+            const int wt = tai_aa_iweight((float)(lo + t), cy, iy);
+            wsum += wt;
+            tai_acc_bytes(acc, v, wt);
         }
+        return wsum;
     }
 };
 
-// Vertical pass of the tiled kernel. Item (j, c): tile row j, bytes [c*VEC, c*VEC + VEC) of
-// the footprint rows (VEC 16: of the 16-byte aligned span holding them, the footprint from
-// byte b0 & 15; VEC 4: from the footprint's first byte). Only chunks and words that hold at
-// least one footprint byte are read.
+// Vertical pass of the tiled kernel. Item (j, c): resized row ry0 + j, bytes [c*VEC, c*VEC + VEC)
+// of the footprint rows (VEC 8/16: of the VEC-aligned span holding them, the footprint from
+// byte b0 % VEC; VEC 4: from the footprint's first byte). Only chunks and words that hold at
+// least one footprint byte are read. Each thread computes its own taps and weights: no wait
+// for tables, the loads start at once.
 template <int VEC>
-static __device__ __forceinline__ void tai_aa_vertical(const unsigned char* img, int pitch, int b0, int nbytes,
-                                                       int nch, int rows, const int* ylo, const int* yn,
-                                                       const int* wy, float* vbuf, int tid) {
-    for (int it = tid; it < rows * nch; it += TAI_BLOCK_X * TAI_BLOCK_Y) {
+static __device__ __forceinline__ void tai_aa_vertical(const TaiImageDesc& d, int ry0, int b0, int nbytes, int nch,
+                                                       int rows, float* vbuf, int tid) {
+    const unsigned char* img = (const unsigned char*)d.src + (VEC == 4 ? b0 : (b0 & ~(VEC - 1)));
+    for (int it = tid; it < rows * nch; it += TAI_BLOCK_X * TAI_AA_BLOCK_Y) {
         const int j = it / nch, c = it - j * nch;
+        float cy, iy;
+        int lo, hi;
+        tai_aa_taps(ry0 + j, d.scale_y, d.src_h, cy, iy, lo, hi);
         int acc[VEC];
 #pragma unroll
         for (int k = 0; k < VEC; ++k) acc[k] = 0;
-        const unsigned char* q = img + (long long)ylo[j] * pitch + (VEC == 16 ? (b0 & ~15) : b0) + c * VEC;
-        TaiAaColumn<VEC>::run(acc, q, pitch, yn[j], wy + j * TAI_AA_TMAX, c, nbytes);
+        const int wsum = TaiAaColumn<VEC>::run(acc, img + (long long)lo * d.src_pitch + c * VEC, d.src_pitch, lo,
+                                               hi - lo, cy, iy, c, nbytes);
+        const float inv = 1.f / (float)wsum;
         float* o = vbuf + j * TAI_AA_VCAP + c * VEC;
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) o[k] = (float)acc[k] * (1.f / (float)(1 << TAI_AA_WBITS));
+        for (int k = 0; k < VEC; ++k) o[k] = (float)acc[k] * inv;
     }
+}
+
+// The per-pixel path out of line: inlined, its registers (a tap array per pixel) would set the
+// tiled kernel's budget and halve the blocks an SM holds.
+template <int FMT>
+static __device__ __noinline__ void tai_aa_fallback(const TaiPreprocessParams& p, int n, int y, int x) {
+    tai_preprocess_body<FMT, true>(p, n, y, x);
 }
 
 template <int FMT>
 static __device__ __forceinline__ void tai_preprocess_aa_tiled(const TaiPreprocessParams& p) {
     __shared__ __align__(16) float vbuf[TAI_AA_TILE_H * TAI_AA_VCAP];
     __shared__ float wx[TAI_BLOCK_X * TAI_AA_TMAX];
-    __shared__ int wy[TAI_AA_TILE_H * TAI_AA_TMAX];
-    __shared__ int xlo_s[TAI_BLOCK_X], xn_s[TAI_BLOCK_X], ylo_s[TAI_AA_TILE_H], yn_s[TAI_AA_TILE_H];
+    __shared__ int xlo_s[TAI_BLOCK_X], xn_s[TAI_BLOCK_X];
     constexpr int bpp = FMT == TAI_FMT_GRAY8 ? 1 : 3;
     const int n = blockIdx.z;
     if (n >= p.batch) return;
@@ -423,9 +476,8 @@ static __device__ __forceinline__ void tai_preprocess_aa_tiled(const TaiPreproce
     const int ry0 = max(oy0 - d.roi_top, 0);
     const int ry1 = min(min(oy0 + TAI_AA_TILE_H, p.out_h) - d.roi_top, d.roi_h);
     // Everything below up to the tables is uniform per block.
-    bool tiled = rx0 < rx1 && ry0 < ry1 &&
-                 2.f * fmaxf(d.scale_x, 1.f) + 2.f <= (float)TAI_AA_TMAX &&   // taps <= 2 * support + 1
-                 2.f * fmaxf(d.scale_y, 1.f) + 2.f <= (float)TAI_AA_TMAX;
+    const bool tiled = rx0 < rx1 && ry0 < ry1 &&
+                       2.f * fmaxf(d.scale_x, 1.f) + 2.f <= (float)TAI_AA_TMAX;   // taps <= 2 * support + 1
     int x_lo = 0, x_hi = 0;
     if (tiled) {
         float c_, i_;
@@ -434,19 +486,17 @@ static __device__ __forceinline__ void tai_preprocess_aa_tiled(const TaiPreproce
         tai_aa_taps(rx1 - 1, d.scale_x, d.src_w, c_, i_, unused, x_hi);   // the index: the first and last
     }                                                                     // pixels bound the footprint
     const int b0 = x_lo * bpp, nbytes = (x_hi - x_lo) * bpp;
-    const bool vec16 = (((size_t)d.src | (size_t)d.src_pitch) & 15) == 0;
-    const int hoff = vec16 ? (b0 & 15) : 0;                  // where footprint byte 0 sits in a vbuf row
-    const int nch = vec16 ? (hoff + nbytes + 15) >> 4 : (nbytes + 3) >> 2;
-    if (!tiled || nch * (vec16 ? 16 : 4) > TAI_AA_VCAP) {
+    const bool aligned = (((size_t)d.src | (size_t)d.src_pitch) & (TAI_AA_VEC - 1)) == 0;
+    const int hoff = aligned ? (b0 & (TAI_AA_VEC - 1)) : 0;  // where footprint byte 0 sits in a vbuf row
+    const int nch = aligned ? (hoff + nbytes + TAI_AA_VEC - 1) / TAI_AA_VEC : (nbytes + 3) >> 2;
+    if (!tiled || nch * (aligned ? TAI_AA_VEC : 4) > TAI_AA_VCAP) {
         for (int k = 0; k < TAI_AA_ROWS_PER_THREAD; ++k)
-            tai_preprocess_body<FMT, true>(p, n, oy0 + threadIdx.y + k * TAI_BLOCK_Y, ox0 + threadIdx.x);
+            tai_aa_fallback<FMT>(p, n, oy0 + threadIdx.y + k * TAI_AA_BLOCK_Y, ox0 + threadIdx.x);
         return;
     }
     const int tid = threadIdx.y * TAI_BLOCK_X + threadIdx.x;
-    const int rows = ry1 - ry0;
 
-    // 1. Filter tables: warp 0 the columns (normalised float weights), warps 2.. the rows
-    // (weights normalised to 1 << TAI_AA_WBITS).
+    // 1. Column filter table (warp 0): first source column, tap count, normalised weights.
     if (tid < rx1 - rx0) {
         float cx, ix;
         int lo, hi;
@@ -457,24 +507,11 @@ static __device__ __forceinline__ void tai_preprocess_aa_tiled(const TaiPreproce
         for (int t = 0; t < hi - lo; ++t) wx[tid * TAI_AA_TMAX + t] = tai_aa_weight(lo + t, cx, ix) * inv;
         xlo_s[tid] = lo;
         xn_s[tid] = hi - lo;
-    } else if (tid >= 64 && tid < 64 + rows) {
-        const int j = tid - 64;
-        float cy, iy;
-        int lo, hi;
-        tai_aa_taps(ry0 + j, d.scale_y, d.src_h, cy, iy, lo, hi);
-        float ws = 0.f;
-        for (int y = lo; y < hi; ++y) ws += tai_aa_weight(y, cy, iy);
-        const float k = (float)(1 << TAI_AA_WBITS) / ws;
-        for (int t = 0; t < hi - lo; ++t) wy[j * TAI_AA_TMAX + t] = __float2int_rn(tai_aa_weight(lo + t, cy, iy) * k);
-        ylo_s[j] = lo;
-        yn_s[j] = hi - lo;
     }
-    __syncthreads();
 
-    // 2. Vertical pass into vbuf.
-    const unsigned char* img = (const unsigned char*)d.src;
-    if (vec16) tai_aa_vertical<16>(img, d.src_pitch, b0, nbytes, nch, rows, ylo_s, yn_s, wy, vbuf, tid);
-    else tai_aa_vertical<4>(img, d.src_pitch, b0, nbytes, nch, rows, ylo_s, yn_s, wy, vbuf, tid);
+    // 2. Vertical pass into vbuf (no table, so no barrier before it).
+    if (aligned) tai_aa_vertical<TAI_AA_VEC>(d, ry0, b0, nbytes, nch, ry1 - ry0, vbuf, tid);
+    else tai_aa_vertical<4>(d, ry0, b0, nbytes, nch, ry1 - ry0, vbuf, tid);
     __syncthreads();
 
     // 3. Horizontal pass: output pixel (ox, oy) per thread and tile row.
@@ -483,7 +520,7 @@ static __device__ __forceinline__ void tai_preprocess_aa_tiled(const TaiPreproce
     const int rx = ox - d.roi_left;
     const bool col_in = rx >= 0 && rx < d.roi_w;
     for (int k = 0; k < TAI_AA_ROWS_PER_THREAD; ++k) {
-        const int oy = oy0 + threadIdx.y + k * TAI_BLOCK_Y;
+        const int oy = oy0 + threadIdx.y + k * TAI_AA_BLOCK_Y;
         if (oy >= p.out_h) break;
         const int ry = oy - d.roi_top;
         float v0 = p.pad_out[0], v1 = p.pad_out[1], v2 = p.pad_out[2];
@@ -521,24 +558,24 @@ static __device__ __forceinline__ void tai_preprocess_aa_tiled(const TaiPreproce
                                         (blockIdx.x * TAI_BLOCK_X + threadIdx.x) * TAI_PX_PER_THREAD); \
     }
 #define TAI_PREPROCESS_AA_PIXEL(NAME, FMT)                                                       \
-    extern "C" __global__ void __launch_bounds__(TAI_BLOCK_X * TAI_BLOCK_Y)                    \
+    extern "C" __global__ void __launch_bounds__(TAI_BLOCK_X * TAI_AA_BLOCK_Y)                    \
     NAME(const TaiPreprocessParams p) {                                                          \
         for (int k = 0; k < TAI_AA_ROWS_PER_THREAD; ++k)                                         \
             tai_preprocess_body<FMT, true>(p, blockIdx.z,                                        \
-                                           blockIdx.y * TAI_AA_TILE_H + threadIdx.y + k * TAI_BLOCK_Y, \
+                                           blockIdx.y * TAI_AA_TILE_H + threadIdx.y + k * TAI_AA_BLOCK_Y, \
                                            blockIdx.x * TAI_BLOCK_X + threadIdx.x);              \
     }
-#define TAI_PREPROCESS_AA_TILED(NAME, FMT)                                          \
-    extern "C" __global__ void __launch_bounds__(TAI_BLOCK_X * TAI_BLOCK_Y)       \
+#define TAI_PREPROCESS_AA_TILED(NAME, FMT, MIN_BLOCKS)                              \
+    extern "C" __global__ void __launch_bounds__(TAI_BLOCK_X * TAI_AA_BLOCK_Y, MIN_BLOCKS) \
     NAME(const TaiPreprocessParams p) { tai_preprocess_aa_tiled<FMT>(p); }
 
 TAI_PREPROCESS_ENTRY(tai_preprocess_bgr8, TAI_FMT_BGR8)
 TAI_PREPROCESS_ENTRY(tai_preprocess_rgb8, TAI_FMT_RGB8)
 TAI_PREPROCESS_ENTRY(tai_preprocess_gray8, TAI_FMT_GRAY8)
 TAI_PREPROCESS_ENTRY(tai_preprocess_nv12, TAI_FMT_NV12)
-TAI_PREPROCESS_AA_TILED(tai_preprocess_bgr8_aa, TAI_FMT_BGR8)
-TAI_PREPROCESS_AA_TILED(tai_preprocess_rgb8_aa, TAI_FMT_RGB8)
-TAI_PREPROCESS_AA_TILED(tai_preprocess_gray8_aa, TAI_FMT_GRAY8)
+TAI_PREPROCESS_AA_TILED(tai_preprocess_bgr8_aa, TAI_FMT_BGR8, TAI_AA_MIN_BLOCKS)
+TAI_PREPROCESS_AA_TILED(tai_preprocess_rgb8_aa, TAI_FMT_RGB8, TAI_AA_MIN_BLOCKS)
+TAI_PREPROCESS_AA_TILED(tai_preprocess_gray8_aa, TAI_FMT_GRAY8, TAI_AA_MIN_BLOCKS - 1)  // 64 registers spill
 TAI_PREPROCESS_AA_PIXEL(tai_preprocess_nv12_aa, TAI_FMT_NV12)
 
 #endif  // TAI_PREPROCESS_CU
