@@ -308,6 +308,9 @@ static __device__ __forceinline__ void tai_preprocess_body(const TaiPreprocessPa
 #endif
 #define TAI_AA_TMAX 32             // horizontal filter taps per output pixel (table size)
 #define TAI_AA_WBITS 22            // fixed-point bits of the vertical weights (Pillow's PRECISION_BITS)
+#ifndef TAI_AA_ROW_TABLE
+#define TAI_AA_ROW_TABLE 0         // 1: vertical weights from a per-block table (a barrier before the loads)
+#endif
 #ifndef TAI_AA_MIN_BLOCKS
 #define TAI_AA_MIN_BLOCKS 4        // resident blocks per SM the register budget must allow
 #endif
@@ -367,8 +370,19 @@ static __device__ __forceinline__ int tai_aa_iweight(float y, float c, float inv
     return __float2int_rn(fmaxf(0.f, 1.f - fabsf((y - c + 0.5f) * inv)) * (inv * (float)(1 << TAI_AA_WBITS)));
 }
 
+// The vertical weights of one item: computed per tap (TaiAaWeightsCalc) or read from the
+// block's table (TaiAaWeightsTable, TAI_AA_ROW_TABLE).
+struct TaiAaWeightsCalc {
+    float y0, cy, iy;  // y0: the first tap's row
+    __device__ __forceinline__ int operator()(int t) const { return tai_aa_iweight(y0 + (float)t, cy, iy); }
+};
+struct TaiAaWeightsTable {
+    const int* w;
+    __device__ __forceinline__ int operator()(int t) const { return w[t]; }
+};
+
 // Vertical pass, one item: the nt taps of chunk c, source rows lo, lo + 1, ... (q: the chunk
-// in row lo) under the filter (cy, iy); returns the sum of the weights.
+// in row lo) with weights wf(t); returns the sum of the weights.
 // Aligned chunks (VEC 8 or 16): the image and its pitch are VEC-byte aligned, so chunk c
 // holds the same columns in every row.
 template <int VEC> struct TaiAaVec;
@@ -377,8 +391,9 @@ template <> struct TaiAaVec<8> { typedef uint2 T; };
 
 template <int VEC>
 struct TaiAaColumn {
-    static __device__ __forceinline__ int run(int* acc, const unsigned char* q, int pitch, int lo, int nt, float cy,
-                                              float iy, int, int) {
+    template <class W>
+    static __device__ __forceinline__ int run(int* acc, const unsigned char* q, int pitch, int nt, const W& wf, int,
+                                              int) {
         typedef typename TaiAaVec<VEC>::T T;
         int wsum = 0;
         // TAI_AA_INFLIGHT taps' loads are issued before their arithmetic (predicated, not a
@@ -388,11 +403,10 @@ struct TaiAaColumn {
 #pragma unroll
             for (int u = 0; u < TAI_AA_INFLIGHT; ++u)
                 if (t0 + u < nt) v[u] = __ldg((const T*)(q + (long long)(t0 + u) * pitch));
-            const float y0 = (float)(lo + t0);
 #pragma unroll
             for (int u = 0; u < TAI_AA_INFLIGHT; ++u) {
                 if (t0 + u < nt) {
-                    const int wt = tai_aa_iweight(y0 + (float)u, cy, iy);
+                    const int wt = wf(t0 + u);
                     wsum += wt;
                     tai_acc_bytes(acc, v[u].x, wt);
                     tai_acc_bytes(acc + 4, v[u].y, wt);
@@ -408,8 +422,9 @@ struct TaiAaColumn {
 // with the next word when that one holds a footprint byte.
 template <>
 struct TaiAaColumn<4> {
-    static __device__ __forceinline__ int run(int* acc, const unsigned char* q, int pitch, int lo, int nt, float cy,
-                                              float iy, int c, int nbytes) {
+    template <class W>
+    static __device__ __forceinline__ int run(int* acc, const unsigned char* q, int pitch, int nt, const W& wf, int c,
+                                              int nbytes) {
         int wsum = 0;
 #pragma unroll 4
         for (int t = 0; t < nt; ++t) {
@@ -419,7 +434,7 @@ struct TaiAaColumn<4> {
             unsigned v = __ldg(wp);
             if (mis != 0 && c * 4 + 4 - (int)mis < nbytes) v = __funnelshift_r(v, __ldg(wp + 1), 8 * mis);
             else v >>= 8 * mis;
-            const int wt = tai_aa_iweight((float)(lo + t), cy, iy);
+            const int wt = wf(t);
             wsum += wt;
             tai_acc_bytes(acc, v, wt);
         }
@@ -434,7 +449,7 @@ struct TaiAaColumn<4> {
 // for tables, the loads start at once.
 template <int VEC>
 static __device__ __forceinline__ void tai_aa_vertical(const TaiImageDesc& d, int ry0, int b0, int nbytes, int nch,
-                                                       int rows, float* vbuf, int tid) {
+                                                       int rows, const int* wy, float* vbuf, int tid) {
     const unsigned char* img = (const unsigned char*)d.src + (VEC == 4 ? b0 : (b0 & ~(VEC - 1)));
     for (int it = tid; it < rows * nch; it += TAI_BLOCK_X * TAI_AA_BLOCK_Y) {
         const int j = it / nch, c = it - j * nch;
@@ -444,8 +459,13 @@ static __device__ __forceinline__ void tai_aa_vertical(const TaiImageDesc& d, in
         int acc[VEC];
 #pragma unroll
         for (int k = 0; k < VEC; ++k) acc[k] = 0;
-        const int wsum = TaiAaColumn<VEC>::run(acc, img + (long long)lo * d.src_pitch + c * VEC, d.src_pitch, lo,
-                                               hi - lo, cy, iy, c, nbytes);
+        const unsigned char* q = img + (long long)lo * d.src_pitch + c * VEC;
+#if TAI_AA_ROW_TABLE
+        const TaiAaWeightsTable wf = {wy + j * TAI_AA_TMAX};
+#else
+        const TaiAaWeightsCalc wf = {(float)lo, cy, iy};
+#endif
+        const int wsum = TaiAaColumn<VEC>::run(acc, q, d.src_pitch, hi - lo, wf, c, nbytes);
         const float inv = 1.f / (float)wsum;
         float* o = vbuf + j * TAI_AA_VCAP + c * VEC;
 #pragma unroll
@@ -477,7 +497,8 @@ static __device__ __forceinline__ void tai_preprocess_aa_tiled(const TaiPreproce
     const int ry1 = min(min(oy0 + TAI_AA_TILE_H, p.out_h) - d.roi_top, d.roi_h);
     // Everything below up to the tables is uniform per block.
     const bool tiled = rx0 < rx1 && ry0 < ry1 &&
-                       2.f * fmaxf(d.scale_x, 1.f) + 2.f <= (float)TAI_AA_TMAX;   // taps <= 2 * support + 1
+                       2.f * fmaxf(d.scale_x, 1.f) + 2.f <= (float)TAI_AA_TMAX &&  // taps <= 2 * support + 1
+                       (!TAI_AA_ROW_TABLE || 2.f * fmaxf(d.scale_y, 1.f) + 2.f <= (float)TAI_AA_TMAX);
     int x_lo = 0, x_hi = 0;
     if (tiled) {
         float c_, i_;
@@ -509,9 +530,24 @@ static __device__ __forceinline__ void tai_preprocess_aa_tiled(const TaiPreproce
         xn_s[tid] = hi - lo;
     }
 
-    // 2. Vertical pass into vbuf (no table, so no barrier before it).
-    if (aligned) tai_aa_vertical<TAI_AA_VEC>(d, ry0, b0, nbytes, nch, ry1 - ry0, vbuf, tid);
-    else tai_aa_vertical<4>(d, ry0, b0, nbytes, nch, ry1 - ry0, vbuf, tid);
+#if TAI_AA_ROW_TABLE
+    // Row weights table (threads 64..): one thread per tile row.
+    __shared__ int wy[TAI_AA_TILE_H * TAI_AA_TMAX];
+    if (tid >= 64 && tid < 64 + ry1 - ry0) {
+        const int j = tid - 64;
+        float cy, iy;
+        int lo, hi;
+        tai_aa_taps(ry0 + j, d.scale_y, d.src_h, cy, iy, lo, hi);
+        for (int t = 0; t < hi - lo; ++t) wy[j * TAI_AA_TMAX + t] = tai_aa_iweight((float)(lo + t), cy, iy);
+    }
+    __syncthreads();
+#else
+    const int* wy = nullptr;
+#endif
+
+    // 2. Vertical pass into vbuf.
+    if (aligned) tai_aa_vertical<TAI_AA_VEC>(d, ry0, b0, nbytes, nch, ry1 - ry0, wy, vbuf, tid);
+    else tai_aa_vertical<4>(d, ry0, b0, nbytes, nch, ry1 - ry0, wy, vbuf, tid);
     __syncthreads();
 
     // 3. Horizontal pass: output pixel (ox, oy) per thread and tile row.
