@@ -84,12 +84,12 @@ def main(argv=None):
                 # The bytes the crop's filters must read (each image's footprint: PIL's bilinear
                 # support is the scale on each side) and write; copies rotate over buffers that
                 # together exceed twice the L2, so that HBM serves them, as it serves the kernel.
-                s = SRC_H / new_h
-                lo = lambda i: int((i + 0.5) * s - s + 0.5)  # noqa: E731
-                hi = lambda i: int((i + 0.5) * s + s + 0.5)  # noqa: E731
-                rows = min(hi(top + DST - 1), SRC_H) - max(lo(top), 0)
-                cols = min(hi(left + DST - 1), SRC_W) - max(lo(left), 0)
-                fp_total = batch * rows * cols * 3 + out_bytes
+                def span(first, last, sc, size):  # source pixels under outputs first..last
+                    return min(int((last + 0.5) * sc + sc + 0.5), size) - max(int((first + 0.5) * sc - sc + 0.5), 0)
+
+                fp_rows = span(top, top + DST - 1, SRC_H / new_h, SRC_H)
+                fp_cols = span(left, left + DST - 1, SRC_W / new_w, SRC_W)
+                fp_total = batch * fp_rows * fp_cols * 3 + out_bytes
                 l2 = torch.cuda.get_device_properties(0).L2_cache_size
                 pairs = max(1, -(-2 * l2 // fp_total))
                 fbufs = [(torch.empty(fp_total // 2, dtype=torch.uint8, device="cuda"),

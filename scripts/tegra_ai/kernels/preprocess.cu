@@ -283,19 +283,24 @@ static __device__ __forceinline__ void tai_preprocess_body(const TaiPreprocessPa
 }
 
 // Antialiased resampling of packed formats (bgr8, rgb8, gray8), separable through shared
-// memory, vertical pass first. A block computes a TAI_BLOCK_X x TAI_AA_TILE_H output tile:
-//  1. filter tables: per tile column its first source column and normalised weights, per
-//     tile row its first source row and fixed-point weights (computed once per block);
+// memory, vertical pass first. A block of 32 x TAI_AA_BLOCK_Y threads computes a
+// 32 x TAI_AA_TILE_H output tile (TAI_AA_ROWS_PER_THREAD rows per thread):
+//  1. column filter table (warp 0): per tile column its first source column and normalised
+//     weights;
 //  2. vertical pass: each (tile row, chunk of source bytes across the tile's column
-//     footprint) item sums its source rows' chunks with integer weights. One filter serves
-//     every byte of a row, so channels need no unpacking: a thread loads 16 bytes a tap
-//     (4 when rows are not 16-byte aligned) and spends a byte permute and an integer
-//     multiply-add per byte, no int-to-float conversion per tap (quarter rate: it bounded
-//     the horizontal-first version, which converted 3-4 values per tap);
+//     footprint) item sums its source rows' chunks with integer weights (Pillow's fixed
+//     point, computed by the thread itself). One filter serves every byte of a row, so
+//     channels need no unpacking: a thread loads 16 bytes a tap (4, funnel-shifted, when the
+//     image or its pitch is not 16-byte aligned) and spends a byte permute and an integer
+//     multiply-add per byte, with no int-to-float conversion per tap (quarter rate: it
+//     bounded the horizontal-first version, which converted 3-4 values per tap);
 //  3. horizontal pass: one output pixel per thread and tile row, from the float results.
 // Only the footprint of the tile's filters is read, once per tile, with coalesced loads.
-// Tiles whose footprint does not fit (downscales beyond about 7x horizontally at 3 bytes
-// per pixel, or 15x on either axis) or that hold no image pixel take the per-pixel path.
+// What set the speed on an H200 (benchmarks/RESULTS.md): resident blocks per SM (64
+// registers: 4 blocks) and rows per tile (16: the per-block fixed latency is paid once per
+// 16 rows); more loads in flight per thread or 8-byte loads did not help.
+// Tiles whose footprint does not fit (downscales beyond about 6x horizontally at 3 bytes
+// per pixel, 15x at 1 byte) or that hold no image pixel take the per-pixel path.
 #ifndef TAI_AA_ROWS_PER_THREAD
 #define TAI_AA_ROWS_PER_THREAD 2   // kernels/layout.py AA_ROWS_PER_THREAD: the launch grid
 #endif
@@ -308,9 +313,6 @@ static __device__ __forceinline__ void tai_preprocess_body(const TaiPreprocessPa
 #endif
 #define TAI_AA_TMAX 32             // horizontal filter taps per output pixel (table size)
 #define TAI_AA_WBITS 22            // fixed-point bits of the vertical weights (Pillow's PRECISION_BITS)
-#ifndef TAI_AA_ROW_TABLE
-#define TAI_AA_ROW_TABLE 0         // 1: vertical weights from a per-block table (a barrier before the loads)
-#endif
 #ifndef TAI_AA_MIN_BLOCKS
 #define TAI_AA_MIN_BLOCKS 4        // resident blocks per SM the register budget must allow
 #endif
@@ -370,15 +372,11 @@ static __device__ __forceinline__ int tai_aa_iweight(float y, float c, float inv
     return __float2int_rn(fmaxf(0.f, 1.f - fabsf((y - c + 0.5f) * inv)) * (inv * (float)(1 << TAI_AA_WBITS)));
 }
 
-// The vertical weights of one item: computed per tap (TaiAaWeightsCalc) or read from the
-// block's table (TaiAaWeightsTable, TAI_AA_ROW_TABLE).
-struct TaiAaWeightsCalc {
+// The vertical weights of one item, computed per tap by the thread that uses them: a per-block
+// table (one more barrier, before the loads) measured 5 % slower on an H200.
+struct TaiAaWeights {
     float y0, cy, iy;  // y0: the first tap's row
     __device__ __forceinline__ int operator()(int t) const { return tai_aa_iweight(y0 + (float)t, cy, iy); }
-};
-struct TaiAaWeightsTable {
-    const int* w;
-    __device__ __forceinline__ int operator()(int t) const { return w[t]; }
 };
 
 // Vertical pass, one item: the nt taps of chunk c, source rows lo, lo + 1, ... (q: the chunk
@@ -449,7 +447,7 @@ struct TaiAaColumn<4> {
 // for tables, the loads start at once.
 template <int VEC>
 static __device__ __forceinline__ void tai_aa_vertical(const TaiImageDesc& d, int ry0, int b0, int nbytes, int nch,
-                                                       int rows, const int* wy, float* vbuf, int tid) {
+                                                       int rows, float* vbuf, int tid) {
     const unsigned char* img = (const unsigned char*)d.src + (VEC == 4 ? b0 : (b0 & ~(VEC - 1)));
     for (int it = tid; it < rows * nch; it += TAI_BLOCK_X * TAI_AA_BLOCK_Y) {
         const int j = it / nch, c = it - j * nch;
@@ -460,11 +458,7 @@ static __device__ __forceinline__ void tai_aa_vertical(const TaiImageDesc& d, in
 #pragma unroll
         for (int k = 0; k < VEC; ++k) acc[k] = 0;
         const unsigned char* q = img + (long long)lo * d.src_pitch + c * VEC;
-#if TAI_AA_ROW_TABLE
-        const TaiAaWeightsTable wf = {wy + j * TAI_AA_TMAX};
-#else
-        const TaiAaWeightsCalc wf = {(float)lo, cy, iy};
-#endif
+        const TaiAaWeights wf = {(float)lo, cy, iy};
         const int wsum = TaiAaColumn<VEC>::run(acc, q, d.src_pitch, hi - lo, wf, c, nbytes);
         const float inv = 1.f / (float)wsum;
         float* o = vbuf + j * TAI_AA_VCAP + c * VEC;
@@ -497,8 +491,7 @@ static __device__ __forceinline__ void tai_preprocess_aa_tiled(const TaiPreproce
     const int ry1 = min(min(oy0 + TAI_AA_TILE_H, p.out_h) - d.roi_top, d.roi_h);
     // Everything below up to the tables is uniform per block.
     const bool tiled = rx0 < rx1 && ry0 < ry1 &&
-                       2.f * fmaxf(d.scale_x, 1.f) + 2.f <= (float)TAI_AA_TMAX &&  // taps <= 2 * support + 1
-                       (!TAI_AA_ROW_TABLE || 2.f * fmaxf(d.scale_y, 1.f) + 2.f <= (float)TAI_AA_TMAX);
+                       2.f * fmaxf(d.scale_x, 1.f) + 2.f <= (float)TAI_AA_TMAX;   // taps <= 2 * support + 1
     int x_lo = 0, x_hi = 0;
     if (tiled) {
         float c_, i_;
@@ -530,24 +523,9 @@ static __device__ __forceinline__ void tai_preprocess_aa_tiled(const TaiPreproce
         xn_s[tid] = hi - lo;
     }
 
-#if TAI_AA_ROW_TABLE
-    // Row weights table (threads 64..): one thread per tile row.
-    __shared__ int wy[TAI_AA_TILE_H * TAI_AA_TMAX];
-    if (tid >= 64 && tid < 64 + ry1 - ry0) {
-        const int j = tid - 64;
-        float cy, iy;
-        int lo, hi;
-        tai_aa_taps(ry0 + j, d.scale_y, d.src_h, cy, iy, lo, hi);
-        for (int t = 0; t < hi - lo; ++t) wy[j * TAI_AA_TMAX + t] = tai_aa_iweight((float)(lo + t), cy, iy);
-    }
-    __syncthreads();
-#else
-    const int* wy = nullptr;
-#endif
-
-    // 2. Vertical pass into vbuf.
-    if (aligned) tai_aa_vertical<TAI_AA_VEC>(d, ry0, b0, nbytes, nch, ry1 - ry0, wy, vbuf, tid);
-    else tai_aa_vertical<4>(d, ry0, b0, nbytes, nch, ry1 - ry0, wy, vbuf, tid);
+    // 2. Vertical pass into vbuf (no table to wait for: the loads start at once).
+    if (aligned) tai_aa_vertical<TAI_AA_VEC>(d, ry0, b0, nbytes, nch, ry1 - ry0, vbuf, tid);
+    else tai_aa_vertical<4>(d, ry0, b0, nbytes, nch, ry1 - ry0, vbuf, tid);
     __syncthreads();
 
     // 3. Horizontal pass: output pixel (ox, oy) per thread and tile row.
