@@ -6,8 +6,8 @@ same number of bytes, PyTorch on the GPU (interpolate bilinear [antialias] + cro
 normalise + half) and the CPU path a user would take (OpenCV resize + border + cvtColor +
 normalise + transpose + half; for center_crop PIL resize + crop, torchvision's CPU path).
 For center_crop also "%fp copy": against a copy of only the bytes the crop's filters read
-(its footprint, ~945x945 of each 1080p frame) plus the output, rotated over buffers larger
-than the L2 (stricter: the full-frame copy moves twice those bytes).
+(its footprint, 950x950 of each 1080p frame) plus the output, rotated over buffers larger
+than the L2 (stricter: the full-frame copy moves 2.2x those bytes).
 
 Goals: issue #3 >= 60% of copy bandwidth at batch 16, >= 3x PyTorch, >= 50x OpenCV;
 issue #18 part 6: center_crop at batch 16 >= 70% of copy bandwidth.
