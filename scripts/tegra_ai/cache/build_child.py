@@ -30,6 +30,7 @@ import sys
 import time
 
 from tegra_ai.errors import EXIT_FAILURE, EXIT_USAGE, TegraAIError
+from tegra_ai.util.jsonfile import JSONFileError, read_json_file
 
 LOG = logging.getLogger("tegra_ai.ensure")
 KILL_GRACE_SECONDS = 5.0
@@ -117,9 +118,8 @@ def build_in_child(request, *, temp_prefix: str, timeout: float | None = None, s
         seconds = time.monotonic() - started
         result = None
         try:
-            with open(req["result_out"]) as f:
-                result = json.load(f)
-        except (OSError, ValueError):
+            result = read_json_file(req["result_out"])
+        except JSONFileError:
             pass
         if proc.returncode < 0:
             raise TegraAIError(f"the engine build crashed ({_signal_name(-proc.returncode)}) after {seconds:.0f} s",
@@ -195,8 +195,11 @@ def child_main(request_path: str) -> int:
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
     log.propagate = False
-    with open(request_path) as f:
-        req = json.load(f)
+    try:
+        req = read_json_file(request_path)
+    except JSONFileError as exc:
+        log.error("build request %s: %s", request_path, exc)
+        return EXIT_USAGE
     _die_with_parent(req.get("parent_pid"))
     log.setLevel(logging.DEBUG if req.get("verbose") else logging.INFO)
 

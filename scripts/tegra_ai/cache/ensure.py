@@ -109,13 +109,13 @@ class RekeySource(EngineSource):
 
     def fetch(self, entry, key, material, cache):
         import hashlib
-        import json
+
+        from tegra_ai.util.jsonfile import JSONFileError, read_json_file
 
         for _name, side, _sc in cache.entries(entry.name):
             try:
-                with open(side, "rb") as f:
-                    data = json.loads(f.read(1 << 22))
-            except (OSError, ValueError):
+                data = read_json_file(side, max_bytes=1 << 22)
+            except JSONFileError:   # a hostile sidecar: that engine is no candidate
                 continue
             if not isinstance(data, dict) or not rekeyable(data.get("key_material"), material):
                 continue

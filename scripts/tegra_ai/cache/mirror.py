@@ -59,6 +59,8 @@ from tegra_ai.cache.ensure import EngineSource
 from tegra_ai.cache.store import engine_relpath
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
 from tegra_ai.spec import Sidecar, key_differences, sidecar_path
+from tegra_ai.util.jsonfile import JSONFileError, read_json_file
+from tegra_ai.util.jsonfile import loads as json_loads
 
 LOG = logging.getLogger("tegra_ai.mirror")
 
@@ -500,11 +502,10 @@ def load_mirror_state(cache_root: str) -> dict:
     """{mirror URL: {"sequence": newest index sequence seen, "seen": ISO-8601}} of a cache."""
     path = os.path.join(cache_root, MIRROR_STATE)
     try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, RecursionError) as exc:
+        data = read_json_file(path)
+    except JSONFileError as exc:
+        if exc.missing:
+            return {}
         LOG.warning("%s is unreadable (%s); starting without the mirrors' sequence numbers", path, exc)
         return {}
     mirrors = data.get("mirrors") if isinstance(data, dict) and data.get("format") == MIRROR_STATE_FORMAT else None
@@ -604,9 +605,9 @@ class MirrorSource(EngineSource):
             return self.index
         attempt["bytes"] += len(raw)
         try:
-            doc = json.loads(raw)
-        except (ValueError, RecursionError):
-            raise self._refuse_index(f"{MIRROR_INDEX} is not JSON") from None
+            doc = json_loads(raw)
+        except JSONFileError as exc:
+            raise self._refuse_index(f"{MIRROR_INDEX} is {exc}") from None
         if not isinstance(doc, dict) or doc.get("format") != MIRROR_INDEX_FORMAT \
                 or doc.get("version") != MIRROR_INDEX_VERSION or not isinstance(doc.get("signed"), dict):
             raise self._refuse_index(f"{MIRROR_INDEX} is not a version {MIRROR_INDEX_VERSION} tegra-ai mirror index "
@@ -663,12 +664,12 @@ class MirrorSource(EngineSource):
                                 + ", ".join(k.key_id for k in self.policy.keys) + ")")
             attempt["key_id"] = key_id
         try:
-            sidecar = Sidecar.from_dict(json.loads(raw_sidecar), where=self.url + "/" + sidecar_path(rel))
-        except (ValueError, RecursionError):
-            raise _Rejected(f"{sidecar_path(rel)} is not JSON (or nested too deeply)") from None
+            sidecar = Sidecar.from_dict(json_loads(raw_sidecar), where=self.url + "/" + sidecar_path(rel))
+        except JSONFileError as exc:
+            raise _Rejected(f"{sidecar_path(rel)} is {exc}") from None
         except TegraAIError as exc:
             raise _Rejected(exc.message) from None
-        canonical = json.loads(json.dumps(material))
+        canonical = json_loads(json.dumps(material))   # the material as a JSON reader sees it
         if sidecar.cache_key != key or sidecar.key_material != canonical:
             diffs = key_differences(canonical, sidecar.key_material) or ["cache key"]
             raise _Rejected("the engine was built for something else: " + "; ".join(diffs[:4]))

@@ -26,7 +26,6 @@ import base64
 import contextlib
 import datetime
 import hashlib
-import json
 import logging
 import math
 import os
@@ -38,6 +37,8 @@ from tegra_ai.cache.store import EngineCache, engine_relpath
 from tegra_ai.errors import EXIT_FAILURE, EXIT_USAGE, TegraAIError
 from tegra_ai.spec import Sidecar, check_model_name, sidecar_path
 from tegra_ai.util.atomic import atomic_write_bytes, atomic_write_json, create_exclusive, make_dirs
+from tegra_ai.util.jsonfile import JSONFileError, read_json_file
+from tegra_ai.util.jsonfile import loads as json_loads
 
 LOG = logging.getLogger("tegra_ai.publish")
 MIRROR_MARKER = ".tegra-ai-mirror"
@@ -138,9 +139,8 @@ def _read_index_file(mirror: str) -> dict:
     """The index's engines and sequence as this publisher wrote them (version 1 had no
     signature and no sequence)."""
     try:
-        with open(os.path.join(mirror, MIRROR_INDEX)) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
+        data = read_json_file(os.path.join(mirror, MIRROR_INDEX))
+    except JSONFileError:
         return {}
     if not isinstance(data, dict) or data.get("format") != MIRROR_INDEX_FORMAT:
         return {}
@@ -243,7 +243,13 @@ def publish(cache_dir: str, mirror_dir: str, private_key: str, *, names=(), key_
                 continue
             raw_sidecar = _read(sidecar_path(engine_path), 1 << 22)
             engine = _read(engine_path)
-            check = Sidecar.from_dict(json.loads(raw_sidecar), where=sidecar_path(engine_path))
+            try:
+                check = Sidecar.from_dict(json_loads(raw_sidecar), where=sidecar_path(engine_path))
+            except (JSONFileError, TegraAIError):
+                check = None
+            if check is None:
+                row.update(status="skipped", reason="its sidecar changed while it was read and is no longer valid")
+                continue
             if check.cache_key != sidecar.cache_key or hashlib.sha256(engine).hexdigest() != check.engine_sha256:
                 row.update(status="skipped", reason="the engine changed while it was read")
                 continue

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
 import re
 
@@ -19,6 +18,7 @@ from tegra_ai.errors import EXIT_USAGE, TegraAIError
 from tegra_ai.spec import Sidecar, check_model_name, short_key, sidecar_path, write_engine_files
 from tegra_ai.util.atomic import FILE_MODE, atomic_write_json, create_exclusive, make_dirs
 from tegra_ai.util.hashing import HashMemo
+from tegra_ai.util.jsonfile import JSONFileError, read_json_file
 
 MODEL_MARKER = ".tegra-ai-model"
 INDEX_NAME = "index.json"
@@ -262,9 +262,8 @@ class EngineCache:
 
     def read_index(self) -> dict:
         try:
-            with open(os.path.join(self.root, INDEX_NAME)) as f:
-                old = json.load(f)
-        except (OSError, ValueError):
+            old = read_json_file(os.path.join(self.root, INDEX_NAME))
+        except JSONFileError:   # missing, FIFO, huge, too deep, not JSON: rebuilt by write_index
             return {}
         models = old.get("models") if isinstance(old, dict) and old.get("format") == INDEX_FORMAT else None
         return models if isinstance(models, dict) else {}

@@ -255,14 +255,9 @@ def _detections(args) -> dict:
             raise TegraAIError(f"--detection {item!r}: expected NAME=SPEC.json", exit_code=EXIT_USAGE)
         check_model_name(name)
         try:
-            with open(path) as f:
-                text = f.read()
-        except OSError as exc:
-            raise TegraAIError(f"--detection {path}: {exc.strerror or exc}", exit_code=EXIT_USAGE) from None
-        try:
-            out[name] = DetectionSpec.from_json(text)
+            out[name] = DetectionSpec.load(path)
         except TegraAIError as exc:
-            raise TegraAIError(f"--detection {path}: {exc.message}", exit_code=EXIT_USAGE) from None
+            raise TegraAIError(f"--detection {exc.message}", exit_code=EXIT_USAGE) from None
     return out
 
 
