@@ -227,11 +227,13 @@ class _FileTransport:
             raise _Miss(rel) from None
         except OSError as exc:
             raise _Fault(f"cannot read {path}: {exc.strerror or exc}") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise _Rejected(f"{path} is not a regular file")
         with os.fdopen(fd, "rb") as f:
-            data, n = _drain(f.readinto, limit, deadline, rel, exact)
+            # the file's own size, not the size a sidecar claims, sizes the first buffer
+            data, n = _drain(f.readinto, limit, deadline, rel, exact, first=st.st_size + 1)
         if exact and n != limit:
             raise _Fault(f"{rel} truncated ({n} of {limit} bytes)")
         return data
@@ -462,17 +464,30 @@ class _HttpTransport:
             return data
 
 
+def _memory_bytes() -> int:
+    """This device's physical memory (an engine is held whole in memory until it is stored)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return MAX_ENGINE
+
+
 def _reason(exc) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
 
 
-def _drain(readinto, limit: int, deadline: float, what: str, exact: bool = False):
+def _drain(readinto, limit: int, deadline: float, what: str, exact: bool = False, first: int = 1 << 16):
     """Read to the end, at most ``limit`` bytes (one more is the sign of an oversize body);
-    returns (bytearray, bytes read). ``exact``: ``limit`` is the expected size, read into
-    one preallocated buffer (an engine: no copies)."""
-    buf = bytearray(limit if exact else min(limit, 1 << 16))
+    returns (bytearray, bytes read). ``exact``: ``limit`` is the expected size (an engine:
+    the size its sidecar claims).
+
+    The buffer grows with the bytes actually received (doubling from ``first``: a file
+    mirror passes its file's size), never to ``limit`` up front: the sidecar of an
+    unsigned mirror can claim any size up to the cap, and a claim is not a reason to
+    allocate gigabytes on an 8 GB Jetson before the first byte arrived."""
+    buf = bytearray(max(1, min(limit, first)))
     view = memoryview(buf)
     n = 0
     while True:
@@ -674,9 +689,12 @@ class MirrorSource(EngineSource):
             diffs = key_differences(canonical, sidecar.key_material) or ["cache key"]
             raise _Rejected("the engine was built for something else: " + "; ".join(diffs[:4]))
         size, sha = sidecar.engine_size, sidecar.engine_sha256
-        if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= self.policy.max_engine \
-                or not _HEX64.match(sha or ""):
-            raise _Rejected(f"the sidecar's engine size/sha256 are not usable ({size!r}, {sha!r})")
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or not _HEX64.match(sha or ""):
+            raise _Rejected(f"the sidecar's engine size/sha256 are not usable ({size!r:.40}, {sha!r:.80})")
+        cap = min(self.policy.max_engine, _memory_bytes())
+        if size > cap:
+            raise _Rejected(f"the sidecar claims a {size}-byte engine, more than the {cap} bytes a fetch may hold "
+                            "(at most MAX_ENGINE and this device's memory); not downloaded")
         if listed is not None and (listed.get("sha256") != sha or listed.get("key") != key):
             raise _Rejected("the engine is not the one the mirror's signed index lists (an old or withdrawn engine)")
         engine = self.transport.get(rel, size, deadline, exact=True)

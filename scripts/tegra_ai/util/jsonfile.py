@@ -100,8 +100,19 @@ def read_bytes(path: str, max_bytes: int = MAX_BYTES) -> bytes:
             raise JSONFileError("not a regular file")
         if st.st_size > max_bytes:
             raise JSONFileError(f"larger than {max_bytes} bytes")
+        # Sized by the file (read(n) allocates n bytes up front: read(64 MiB) for a 2 KiB
+        # sidecar would cost 64 MiB per read); a file that grows meanwhile is read on in
+        # chunks, at most one byte past the cap.
+        want = min(st.st_size, max_bytes) + 1
+        parts, n = [], 0
         with os.fdopen(fd, "rb", closefd=False) as f:
-            raw = f.read(max_bytes + 1)
+            while n <= max_bytes:
+                chunk = f.read(min(max(want - n, 1 << 16), max_bytes + 1 - n))
+                if not chunk:
+                    break
+                parts.append(chunk)
+                n += len(chunk)
+        raw = b"".join(parts)
     except OSError as exc:
         raise JSONFileError(exc.strerror or str(exc), exc.errno) from None
     finally:
