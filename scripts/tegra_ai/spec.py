@@ -737,5 +737,13 @@ def write_engine_files(engine_path: str, engine: bytes, sidecar: Sidecar, sha256
 
     sidecar.with_engine(engine_path, engine, sha256)
     atomic_write_bytes(engine_path, engine)
-    atomic_write_json(sidecar_path(engine_path), sidecar.to_dict())
+    try:
+        atomic_write_json(sidecar_path(engine_path), sidecar.to_dict())
+    except TegraAIError:
+        # no sidecar, no engine: the engine just written would only take space (on a full disk)
+        try:
+            os.unlink(engine_path)
+        except OSError:
+            pass
+        raise
     return sidecar

@@ -34,7 +34,7 @@ import time
 
 from tegra_ai.cache.mirror import MIRROR_INDEX, MIRROR_INDEX_FORMAT, MIRROR_INDEX_VERSION, signature_path
 from tegra_ai.cache.store import EngineCache, engine_relpath
-from tegra_ai.errors import EXIT_FAILURE, EXIT_USAGE, TegraAIError
+from tegra_ai.errors import EXIT_FAILURE, EXIT_USAGE, TegraAIError, not_writable
 from tegra_ai.spec import Sidecar, check_model_name, sidecar_path
 from tegra_ai.util.atomic import atomic_write_bytes, atomic_write_json, create_exclusive, make_dirs
 from tegra_ai.util.jsonfile import JSONFileError, read_json_file
@@ -55,13 +55,15 @@ def _check_mirror_dir(path: str) -> bool:
         parent = os.path.dirname(os.path.abspath(path))
         while not os.path.exists(parent):
             parent = os.path.dirname(parent)
-        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        if not os.path.isdir(parent):
             raise _usage(f"cannot create mirror directory {path}: {parent} is not writable")
+        if not os.access(parent, os.W_OK):
+            raise not_writable(parent)     # read-only (EROFS) or not ours (EACCES): 73
         return True
     if not os.path.isdir(path):
         raise _usage(f"mirror {path} exists and is not a directory")
     if not os.access(path, os.W_OK):
-        raise _usage(f"mirror directory {path} is not writable")
+        raise not_writable(path)
     # A concurrent publish may be creating the marker right now: only other files count.
     if not os.path.isfile(os.path.join(path, MIRROR_MARKER)) and \
             [n for n in os.listdir(path) if n not in (MIRROR_MARKER, ".publish.lock")]:
@@ -255,9 +257,17 @@ def publish(cache_dir: str, mirror_dir: str, private_key: str, *, names=(), key_
                 continue
             # Engine, signature, then the sidecar: a reader that finds a sidecar finds the rest.
             signature = key.sign(raw_sidecar)
-            atomic_write_bytes(dest, engine)
-            atomic_write_bytes(signature_path(dest), signature)
-            atomic_write_bytes(sidecar_path(dest), raw_sidecar)
+            try:
+                atomic_write_bytes(dest, engine)
+                atomic_write_bytes(signature_path(dest), signature)
+                atomic_write_bytes(sidecar_path(dest), raw_sidecar)
+            except TegraAIError:
+                # A full or read-only mirror: what this engine got so far goes again (a
+                # lone engine would read as foreign files next time); the index is untouched.
+                for path in (signature_path(dest), dest):
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+                raise
             row["status"] = "published"
             # The digests of all three files: an image build fetches them as SRC_URI entries
             # with checksums known at parse time (tensorrt_engine.bbclass, TEGRA_AI_PREBUILT_INDEX).
