@@ -30,6 +30,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEEP = b"[" * 100000 + b"]" * 100000
 
 
+@pytest.fixture(autouse=True)
+def no_hang():
+    """A reader blocking on a FIFO fails its case instead of holding the suite."""
+    import signal
+
+    def _alarm(*_):
+        raise AssertionError("blocked (reading a FIFO?)")
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(120)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory):
     d = tmp_path_factory.mktemp("hostile")
