@@ -421,3 +421,15 @@ def test_reading_a_small_file_costs_its_size(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20, peak
+
+
+def test_model_metadata_nested_deep():
+    """A Q/DQ model's gate metadata (onnx_fp16.gate_keep_fp32) is read through the bounded reader."""
+    onnx = pytest.importorskip("onnx")
+    from tegra_ai.onnx_fp16 import KEEP_FP32_METADATA, gate_keep_fp32
+
+    model = onnx.ModelProto()
+    entry = model.metadata_props.add()
+    entry.key, entry.value = KEEP_FP32_METADATA, DEEP.decode()
+    with pytest.raises(TegraAIError, match="not a JSON list of node names"):
+        gate_keep_fp32(model)
