@@ -129,7 +129,7 @@ def test_sidecar_round_trip_and_tamper_detection(tmp_path):
     path.write_text(json.dumps(bad))
     with pytest.raises(TegraAIError, match="does not match its key material"):
         Sidecar.load(str(path))
-    for content, words in [("[]", "expected a JSON object"), ("{", "not JSON"), ('{"format": "x"}', "not a tegra-ai"),
+    for content, words in [("[]", "expected a JSON object"), ("{", "not valid JSON"), ('{"format": "x"}', "not a tegra-ai"),
                            (json.dumps(dict(sc.to_dict(), version=1)), "version 1")]:
         path.write_text(content)
         with pytest.raises(TegraAIError, match=words):

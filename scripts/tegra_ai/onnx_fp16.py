@@ -25,7 +25,6 @@ nodes, their scales and the layers the accuracy gate kept in float stay FP32).""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -34,6 +33,7 @@ import numpy as np
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
 from tegra_ai.onnx_graph import load_onnx, name_nodes
 from tegra_ai.util.atomic import atomic_write_bytes
+from tegra_ai.util.jsonfile import loads as json_loads
 from tegra_ai.util.lazy import require
 
 log = logging.getLogger("tegra_ai.onnx_fp16")
@@ -319,7 +319,7 @@ def gate_keep_fp32(model) -> list:
     if raw is None:
         return []
     try:
-        names = json.loads(raw)
+        names = json_loads(raw)   # the bounded reader: a model's metadata is input too
     except ValueError:
         names = None
     if not isinstance(names, list) or not all(isinstance(x, str) for x in names):

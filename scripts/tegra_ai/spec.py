@@ -45,6 +45,7 @@ KEY_LENGTH = 24         # hex digits of the key in file names; the sidecar keeps
 SIDECAR_FORMAT = "tegra-ai-engine"
 SIDECAR_VERSION = 2
 SIDECAR_SUFFIX = ".json"
+SIDECAR_MAX_BYTES = 1 << 22   # a sidecar is a few kilobytes; bigger is not one of ours
 MAX_OPT_LEVEL = 5
 MAX_DLA_CORE = 15       # TensorRT's own bound is the device's DLA count, checked where the engine is built
 MAX_CONTEXTS = 64       # execution contexts one dynamic-shape engine serves (one profile set each)
@@ -700,14 +701,14 @@ class Sidecar:
 
     @classmethod
     def load(cls, path: str) -> "Sidecar":
+        from tegra_ai.util.jsonfile import JSONFileError, read_json_file
+
         try:
-            with open(path, "rb") as f:
-                raw = f.read(1 << 22)
-            data = json.loads(raw)
-        except OSError as exc:
-            raise _usage(f"cannot read sidecar {path}: {exc.strerror or exc}") from None
-        except ValueError:
-            raise _usage(f"{path}: not a sidecar (not JSON)") from None
+            data = read_json_file(path, max_bytes=SIDECAR_MAX_BYTES)
+        except JSONFileError as exc:
+            if exc.errno is not None:
+                raise _usage(f"cannot read sidecar {path}: {exc}") from None
+            raise _usage(f"{path}: not a sidecar ({exc})") from None
         return cls.from_dict(data, where=path)
 
     @classmethod
@@ -781,5 +782,13 @@ def write_engine_files(engine_path: str, engine: bytes, sidecar: Sidecar, sha256
 
     sidecar.with_engine(engine_path, engine, sha256)
     atomic_write_bytes(engine_path, engine)
-    atomic_write_json(sidecar_path(engine_path), sidecar.to_dict())
+    try:
+        atomic_write_json(sidecar_path(engine_path), sidecar.to_dict())
+    except TegraAIError:
+        # no sidecar, no engine: the engine just written would only take space (on a full disk)
+        try:
+            os.unlink(engine_path)
+        except OSError:
+            pass
+        raise
     return sidecar

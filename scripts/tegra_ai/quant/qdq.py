@@ -285,7 +285,9 @@ def quantize(model_path: str, calibration: str, output: str, *, target: str = "j
     out_dir = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(out_dir):
         raise _usage(f"output directory {out_dir} does not exist")
-    with tempfile.TemporaryDirectory(prefix=".tegra-ai-quant-", dir=out_dir) as tmp:
+    from tegra_ai.util.atomic import write_errors_named
+
+    with write_errors_named(out_dir), tempfile.TemporaryDirectory(prefix=".tegra-ai-quant-", dir=out_dir) as tmp:
         src = os.path.join(tmp, "named.onnx")
         onnx.save(model, src)
         dst = os.path.join(tmp, "quantized.onnx")

@@ -780,10 +780,12 @@ def engine_weights(trt, engine) -> dict:
 def inspector_json(trt, feats: Features, engine) -> dict:
     if not feats.engine_inspector:
         return {}
-    import json as _json
+    from tegra_ai.util.jsonfile import loads as json_loads
+
     inspector = engine.create_engine_inspector()
     text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
     try:
-        return _json.loads(text)
+        data = json_loads(text)
     except ValueError:
         return {}
+    return data if isinstance(data, dict) else {}
