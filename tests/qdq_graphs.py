@@ -51,7 +51,7 @@ class _Builder:
         return m
 
 
-def concat_pool_model(c=4):
+def concat_pool_model(c=16):
     """Two convolution branches with ranges 10x apart, each also read by its own Conv; the
     second through a MaxPool (also read by a Conv); a Concat of the first branch and the
     pooled one, read by a Conv. TensorRT ties a, b, p and the Concat output to one scale."""
@@ -85,7 +85,7 @@ def sppf(b, x, c):
     return b.conv_silu(b.node("Concat", pools, "sppf_concat", axis=1), 2 * c, c, k=1)
 
 
-def yolo_block_model(c=16):
+def yolo_block_model(c=32):
     """A YOLOv8n-style backbone tail: stem Conv -> C2f (2 bottlenecks) -> stride-2 Conv -> C2f
     -> SPPF -> 1x1 head Conv."""
     b = _Builder(2)
@@ -97,7 +97,7 @@ def yolo_block_model(c=16):
     return b.model([("x", ["N", 3, 32, 32])], [b.conv(x, c, 8, k=1)])
 
 
-def fusion_model(c=8):
+def fusion_model(c=16):
     """Conv -> BatchNorm -> Relu (the BatchNorm output also read by a second Conv), Conv ->
     SiLU, and Flatten -> MatMul -> bias Add -> Relu -> MatMul -> bias Add: each weighted layer
     with the epilogue TensorRT fuses into it."""
