@@ -83,33 +83,52 @@ def builtin(workdir: str) -> list:
     return out
 
 
-def _constant(t, producer, inits) -> bool:
-    """A weight or constant, also behind DequantizeLinear(QuantizeLinear(...))."""
+def _constant(t, producer, consts) -> bool:
+    """A weight or another constant (``qdq.constant_tensors``), also behind Q/DQ."""
     for _ in range(3):
-        if t in inits:
+        if t in consts:
             return True
         p = producer.get(t)
-        if p is None:
-            return False
-        if p.op_type == "Constant":
-            return True
-        if p.op_type not in ("DequantizeLinear", "QuantizeLinear", "Cast"):
+        if p is None or p.op_type not in ("DequantizeLinear", "QuantizeLinear", "Cast"):
             return False
         t = p.input[0]
     return False
 
 
+def constant_qdq(model) -> int:
+    """Q nodes on a constant that is not a Conv/ConvTranspose/Gemm/MatMul weight (a bias, say)."""
+    from tegra_ai.quant import qdq
+
+    g = model.graph
+    consts = qdq.constant_tensors(g)
+    readers = {}
+    for n in g.node:
+        for k, i in enumerate(n.input):
+            readers.setdefault(i, []).append((n, k))
+    count = 0
+    for q in g.node:
+        if q.op_type != "QuantizeLinear" or q.input[0] not in consts:
+            continue
+        dqs = [n for n, _ in readers.get(q.output[0], []) if n.op_type == "DequantizeLinear"]
+        uses = [(n, k) for d in dqs for n, k in readers.get(d.output[0], [])]
+        if not all(n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") and k >= 1 for n, k in uses):
+            count += 1
+    return count
+
+
 def quantized_inputs(model) -> dict:
     """(node name, input index) -> (op type, quantized?) for each activation input of KINDS."""
+    from tegra_ai.quant import qdq
+
     g = model.graph
-    inits = {i.name for i in g.initializer}
+    consts = qdq.constant_tensors(g)
     producer = {o: n for n in g.node for o in n.output}
     out = {}
     for n in g.node:
         if n.op_type not in KINDS:
             continue
         for k, t in enumerate(n.input):
-            if not t or _constant(t, producer, inits):
+            if not t or _constant(t, producer, consts):
                 continue
             p = producer.get(t)
             out[(n.name, k)] = (n.op_type, p is not None and p.op_type == "DequantizeLinear")
@@ -170,6 +189,7 @@ def compare_model(name, path, shape, workdir, samples=8, method="entropy", ours_
     return {"model": name, "rows": rows, "disagreements": diffs, "notes": notes,
             "requantizations": {"ours": len(qdq.scale_conflicts(a)), "modelopt": len(qdq.scale_conflicts(b))},
             "fusion_splits": {"ours": qdq.fusion_splits(a), "modelopt": qdq.fusion_splits(b)},
+            "constant_qdq": {"ours": constant_qdq(a), "modelopt": constant_qdq(b)},
             "qdq_nodes": {"ours": sum(nd.op_type in ("QuantizeLinear", "DequantizeLinear") for nd in a.graph.node),
                           "modelopt": sum(nd.op_type in ("QuantizeLinear", "DequantizeLinear") for nd in b.graph.node)}}
 
@@ -185,13 +205,15 @@ def markdown(results, versions) -> str:
                 lines.append(f"| {r['model']} | {op} | {c['inputs']} | {c['both']} | {c['ours_only']} | "
                              f"{c['modelopt_only']} | {c['neither']} |")
     lines += ["", "| model | inputs agreeing | disagreeing | Q/DQ nodes ours / MO | requantizations ours / MO "
-              "| Q/DQ splitting a fusion ours / MO |", "| --- | --- | --- | --- | --- | --- |"]
+              "| Q/DQ splitting a fusion ours / MO | Q/DQ on a non-weight constant ours / MO |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         total = sum(c["inputs"] for c in r["rows"].values())
         dis = len(r["disagreements"])
         lines.append(f"| {r['model']} | {total - dis} | {dis} | {r['qdq_nodes']['ours']} / {r['qdq_nodes']['modelopt']} "
                      f"| {r['requantizations']['ours']} / {r['requantizations']['modelopt']} "
-                     f"| {len(r['fusion_splits']['ours'])} / {len(r['fusion_splits']['modelopt'])} |")
+                     f"| {len(r['fusion_splits']['ours'])} / {len(r['fusion_splits']['modelopt'])} "
+                     f"| {r['constant_qdq']['ours']} / {r['constant_qdq']['modelopt']} |")
     lines += ["", "Disagreements, grouped (operator, input from, quantized by: count):", ""]
     for r in results:
         groups = {}

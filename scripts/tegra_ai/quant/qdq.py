@@ -400,6 +400,18 @@ def _conv_branch(name, producer, depth=4) -> bool:
     return False
 
 
+def constant_tensors(graph) -> set:
+    """Initializers, Constant outputs and what nodes compute from them alone (a bias exported
+    as Reshape(initializer, shape), as PaddlePaddle's exporter writes a Conv's bias): values the
+    builder folds, never activations. Nodes are in topological order (ONNX requires it)."""
+    out = {i.name for i in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant" or (n.input and n.op_type not in ("QuantizeLinear", "DequantizeLinear")
+                                       and all(not i or i in out for i in n.input)):
+            out.update(o for o in n.output if o)
+    return out
+
+
 def quantize_residual_inputs(model, absmax: dict | None = None) -> dict:
     """TensorRT's placement for a residual Add (developer guide, "Q/DQ Layer-Placement
     Recommendations": quantize the residual input in skip connections): the skip input gets
@@ -421,7 +433,7 @@ def quantize_residual_inputs(model, absmax: dict | None = None) -> dict:
     for n in g.node:
         for i in n.input:
             fanout[i] = fanout.get(i, 0) + 1
-    constant = {i.name for i in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    constant = constant_tensors(g)
     done, no_scale, out = [], [], []
     for n in g.node:
         # a residual Add: two activations (an Add of a constant is a bias, not a skip connection)
@@ -601,14 +613,18 @@ _WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 def fusion_splits(model) -> list:
     """Q/DQ pairs that split a fusion: between a Conv/ConvTranspose/Gemm/MatMul (or the
-    BatchNorm or bias Add already fused into it) and its BatchNorm, bias Add or activation
-    (SiLU and hard swish as Mul(x, Sigmoid(x)) included). Returns [(producer, consumer)] names."""
+    BatchNorm / constant scale or bias already fused into it) and its BatchNorm, bias Add,
+    constant scale, or activation (SiLU and hard swish as Mul(x, Sigmoid(x)), a decomposed
+    hard swish's x + 3 included). Returns [(producer, consumer)] node names."""
     g = model.graph
-    constant = {i.name for i in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    constant = constant_tensors(g)
     producer = {o: n for n in g.node for o in n.output}
     q_in = {n.output[0]: n.input[0] for n in g.node if n.op_type == "QuantizeLinear"}
     dq_src = {n.output[0]: q_in[n.input[0]] for n in g.node
               if n.op_type == "DequantizeLinear" and n.input[0] in q_in}
+
+    def affine(n):  # a bias Add, a per-channel scale, an activation's offset: x op constant
+        return n.op_type in ("Add", "Sub", "Mul", "Div") and len(n.input) == 2 and sum(i in constant for i in n.input) == 1
 
     def head(t, depth=6):
         """The weighted layer whose fused chain ends in tensor t, or None."""
@@ -622,8 +638,8 @@ def fusion_splits(model) -> list:
                 t = p.input[0]
             elif p.op_type == "DequantizeLinear" and p.input[0] in q_in:  # an earlier split
                 t = q_in[p.input[0]]
-            elif p.op_type == "Add" and len(p.input) == 2 and sum(i in constant for i in p.input) == 1:
-                t = next(i for i in p.input if i not in constant)  # bias Add
+            elif affine(p):
+                t = next(i for i in p.input if i not in constant)
             else:
                 return None
         return None
@@ -637,11 +653,10 @@ def fusion_splits(model) -> list:
             h = head(src)
             if h is None:
                 continue
-            bias_add = n.op_type == "Add" and len(n.input) == 2 and any(x in constant for x in n.input)
             silu = n.op_type == "Mul" and any(producer.get(x) is not None and producer[x].op_type
                                               in ("Sigmoid", "HardSigmoid") and producer[x].input[0] in (src, i)
                                               for x in n.input if x != i)
-            if n.op_type in ("BatchNormalization",) + _POINTWISE or bias_add or silu:
+            if n.op_type in ("BatchNormalization",) + _POINTWISE or affine(n) or silu:
                 out.append((h.name, n.name))
     return out
 
