@@ -245,7 +245,7 @@ def main(argv=None) -> int:
     except ImportError as e:
         print(f"error: {e.name} is not importable here: run this with an interpreter that has nvidia-modelopt[onnx]",
               file=sys.stderr)
-        return 3
+        return 69  # EXIT_UNAVAILABLE, as the tools
     import onnx
 
     results = []

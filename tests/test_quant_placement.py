@@ -206,3 +206,19 @@ def test_yolov8_from_pypi(yolov8_model, tmp_path):
     shared = [n for n in res.notes if "Concat/MaxPool group(s)" in n]
     assert shared and int(shared[0].split()[0]) >= 4, res.notes
     assert qdq.scale_conflicts(q) == [] and qdq.fusion_splits(q) == []
+
+
+def test_a_bias_computed_from_constants_is_not_a_skip_input(tmp_path):
+    """PaddlePaddle exports a Conv's bias as Add(Conv, Reshape(bias, shape)): that Add is not
+    a residual one, and its bias gets no Q/DQ (it did: the PP-OCR classifier's 18 SE biases)."""
+    b = qdq_graphs._Builder(4)
+    c = b.node("Conv", ["x", b.const(b.rng.standard_normal((8, 3, 3, 3)) * 0.3)], "conv", pads=[1] * 4)
+    bias = b.node("Reshape", [b.const(b.rng.standard_normal(8)), b.const(np.array([1, 8, 1, 1], np.int64), "shape")],
+                  "reshape")
+    y = b.node("Relu", [b.node("Add", [c, bias], "bias_add")], "relu")
+    src, calib = _save(b.model([("x", ["N", 3, 8, 8])], [b.conv(y, 8, 8)]), tmp_path, "bias", (3, 8, 8))
+    res = qdq.quantize(src, calib, str(tmp_path / "q.onnx"))
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    assert not any("residual" in n for n in res.notes), res.notes
+    assert not [n for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == bias]
+    assert qdq.fusion_splits(q) == []

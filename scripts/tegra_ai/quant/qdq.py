@@ -15,13 +15,18 @@ with ONNX Runtime's quantization tool (``onnxruntime.quantization.quantize_stati
   it INT8 (developer guide, Q/DQ layer-placement recommendations: "quantize the residual
   input in skip connections"; :func:`quantize_residual_inputs`); other non-quantized
   consumers get their float input back (:func:`unquantize_other_consumers`);
+- one scale for the quantized tensors a Concat or a MaxPool ties together (TensorRT propagates
+  Q/DQ across them; :func:`share_concat_pool_scales`), so they run INT8 without requantizing;
+- no Q/DQ pair between a weighted layer and the BatchNorm, bias or activation TensorRT fuses
+  into it (:func:`fusion_splits`; a model that has one is not written);
 - biases stay float (``QuantizeBias=False``): TensorRT quantizes them itself;
 - ``--target jetpack5`` (TensorRT 8.5): opset <= 17 and float weights behind a Q->DQ
   pair (``AddQDQPairToWeight``), the form 8.5's parser folds; newer targets get INT8
   weight initializers behind a DequantizeLinear (4x smaller files).
 
 NVIDIA Model Optimizer's ONNX PTQ (``modelopt.onnx.quantization``) is used instead when
-``backend="modelopt"`` and it is installed; it is never required."""
+``backend="modelopt"`` and it is installed (its placement is kept as it is); it is never
+required."""
 
 from __future__ import annotations
 
