@@ -139,7 +139,13 @@ def test_no_qdq_pair_splits_a_fusion(tmp_path):
     assert qdq.fusion_splits(q) == []
     dq_out = {n.output[0] for n in q.graph.node if n.op_type == "DequantizeLinear"}
     readers = {n.op_type for n in q.graph.node if any(i in dq_out for i in n.input)}
-    assert readers == {"Conv", "MatMul"}, readers  # BatchNorm, Relu, Sigmoid, Mul, Add read float
+    assert readers == {"Conv", "MatMul", "Add"}, readers  # BatchNorm, Relu, Sigmoid, Mul, bias Adds read float
+    # The Add of two convolution branches: the plain Conv output is the side TensorRT fuses
+    # (Conv + Add), the SiLU branch is the one quantized (Model Optimizer picks the same)
+    orig = next(n for n in model.graph.node if n.name.startswith("merge"))
+    merge = next(n for n in q.graph.node if n.name == orig.name)
+    fused = orig.input[1]
+    assert merge.input[1] == fused and merge.input[0] in dq_out, list(merge.input)
     bn = next(n for n in model.graph.node if n.op_type == "BatchNormalization")
     bias = next(n for n in model.graph.node if n.op_type == "Add" and n.input[0].startswith("matmul"))
     silu = next(n for n in model.graph.node if n.op_type == "Sigmoid")
@@ -222,3 +228,21 @@ def test_a_bias_computed_from_constants_is_not_a_skip_input(tmp_path):
     assert not any("residual" in n for n in res.notes), res.notes
     assert not [n for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == bias]
     assert qdq.fusion_splits(q) == []
+
+
+def test_resnet_downsample_add_quantizes_the_shortcut_conv(tmp_path):
+    """ResNet's downsample block adds two plain Conv outputs: the main branch (the longer path
+    from the block input) is the one TensorRT fuses with the Add; the shortcut Conv's output
+    gets the Q/DQ (Model Optimizer's lowest-common-ancestor rule)."""
+    b = qdq_graphs._Builder(5)
+    x = b.node("Relu", [b.conv("x", 3, 16)], "stem")
+    main = b.conv(b.node("Relu", [b.conv(x, 16, 16)], "relu"), 16, 16)
+    short = b.conv(x, 16, 16, k=1)
+    y = b.node("Relu", [b.node("Add", [main, short], "block_add")], "relu")
+    src, calib = _save(b.model([("x", ["N", 3, 8, 8])], [b.conv(y, 16, 8)]), tmp_path, "res", (3, 8, 8))
+    res = qdq.quantize(src, calib, str(tmp_path / "q.onnx"))
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    add = next(n for n in q.graph.node if n.op_type == "Add")
+    producer = {o: n for n in q.graph.node for o in n.output}
+    assert add.input[0] == main and producer[add.input[1]].op_type == "DequantizeLinear", list(add.input)
+    assert any(n.startswith("1 residual Add(s)") for n in res.notes), res.notes

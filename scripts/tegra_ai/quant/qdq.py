@@ -405,6 +405,54 @@ def _conv_branch(name, producer, depth=4) -> bool:
     return False
 
 
+def _direct_conv(name, producer, constant, depth=4) -> bool:
+    """Tensor ``name`` is a Conv's output through only what folds into it (BatchNorm, a
+    constant scale or bias), no activation: the canonical Conv + Add fusion."""
+    for _ in range(depth):
+        p = producer.get(name)
+        if p is None:
+            return False
+        if p.op_type in ("Conv", "ConvTranspose"):
+            return True
+        if p.op_type == "BatchNormalization":
+            name = p.input[0]
+        elif p.op_type in ("Add", "Mul") and len(p.input) == 2 and sum(i in constant for i in p.input) == 1:
+            name = next(i for i in p.input if i not in constant)
+        else:
+            return False
+    return False
+
+
+def _fused_side(inputs, producer, constant, limit=64) -> list:
+    """For an Add of two convolution branches that both feed only the Add: which one TensorRT
+    fuses with it ([True, False] or [False, True]; [False, False] when undecided). The one that
+    is a Conv's output with no activation in between (Conv + Add); else the branch with the
+    longer path from their lowest common ancestor (the other is the skip; Model Optimizer's
+    ``build_non_residual_input_map`` uses the same distance)."""
+    direct = [_direct_conv(i, producer, constant) for i in inputs]
+    if direct.count(True) == 1:
+        return direct
+    dist = []
+    for t in inputs:  # hops from each input back to every ancestor tensor
+        d, frontier = {t: 0}, [t]
+        while frontier and len(d) < limit * 8:
+            nxt = []
+            for x in frontier:
+                p = producer.get(x)
+                for i in (p.input if p is not None else ()):
+                    if i and i not in constant and i not in d:
+                        d[i] = d[x] + 1
+                        nxt.append(i)
+            frontier = nxt
+        dist.append(d)
+    common = dist[0].keys() & dist[1].keys()
+    if not common:
+        return [False, False]
+    lca = min(common, key=lambda x: dist[0][x] + dist[1][x])
+    a, b = dist[0][lca], dist[1][lca]
+    return [a > b, b > a]
+
+
 def constant_tensors(graph) -> set:
     """Initializers, Constant outputs and what nodes compute from them alone (a bias exported
     as Reshape(initializer, shape), as PaddlePaddle's exporter writes a Conv's bias): values the
@@ -449,6 +497,8 @@ def quantize_residual_inputs(model, absmax: dict | None = None) -> dict:
                 # Both come from convolutions: the skip is the one that also feeds the block
                 # (fans out); the other is the branch TensorRT fuses with the Add.
                 sides = [fanout.get(i, 0) == 1 for i in n.input]
+                if sides.count(True) != 1:
+                    sides = _fused_side(n.input, producer, constant)
             if sides.count(True) == 1:
                 k = sides.index(False)
                 skip = n.input[k]
