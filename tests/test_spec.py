@@ -246,3 +246,24 @@ def test_one_definition_of_each_rule():
     assert not hits, hits
     lib = open(os.path.join(root, "lib", "tegra_ai_layer", "engines.py")).read()
     assert "_spec.parse_size" in lib and "_spec.parse_profile" in lib
+
+
+def test_fp16_copy_recipe_is_in_the_key_of_strongly_typed_releases_only(monkeypatch):
+    """TensorRT 11 / RTX may parse an FP16 copy the converter makes: a new converter recipe
+    means new engines there, and changes no key of 8.5-10.x (whose parser sees the model)."""
+    from tegra_ai import onnx_fp16
+    from tegra_ai.platform import DeviceFacts
+    from tegra_ai.trt import compat
+    from tegra_ai.trt.builder import engine_key
+
+    facts = DeviceFacts(compute_capability="11.0", device_name="Thor")
+    opts = BuildOptions.from_request(precision="int8")
+    keys = {}
+    for version in ("10.3.0.30", "11.1.0"):
+        feats = compat.features_for(version)
+        before, material = engine_key("0" * 64, opts, feats, facts)
+        monkeypatch.setattr(onnx_fp16, "RECIPE", "tegra-ai-fp16/next")
+        after, _ = engine_key("0" * 64, opts, feats, facts)
+        monkeypatch.undo()
+        keys[version] = (before != after, "transform" in material)
+    assert keys == {"10.3.0.30": (False, False), "11.1.0": (True, True)}

@@ -78,6 +78,8 @@ def parse_model_shapes(items, models) -> dict:
             raise _usage(f"--shapes gives {key} twice; join its inputs with commas")
         dims = {}
         for s in parse_profile(spec):
+            if s.values:
+                raise _usage(f"--shapes {item!r}: shape-tensor values (NAME=...) are a build option; give NAME:DIMS")
             if s.min != s.max:
                 raise _usage(f"--shapes {item!r}: give one shape per input (NAME:DIMS), not MIN:OPT:MAX")
             dims[s.name] = tuple(s.opt)

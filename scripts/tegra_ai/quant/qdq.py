@@ -31,6 +31,7 @@ required."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import tempfile
@@ -323,6 +324,11 @@ def quantize(model_path: str, calibration: str, output: str, *, target: str = "j
         if splits:
             notes.append(f"{len(splits)} Q/DQ pair(s) split a fusion ({splits[0][0]} -> {splits[0][1]}, ...)")
         q.producer_name = "meta-tegra-ai quantize"
+        if keep_float:  # what the accuracy gate kept in float: an FP16 copy for TensorRT 11 keeps it FP32
+            from tegra_ai.onnx_fp16 import KEEP_FP32_METADATA
+
+            onnx.helper.set_model_props(q, {**{p.key: p.value for p in q.metadata_props},
+                                            KEEP_FP32_METADATA: json.dumps(sorted(set(keep_float)))})
         onnx.save(q, dst)
         problems = check_for_target(dst, target)
         if problems:  # our placement broke a rule of the target's TensorRT: never hand that out
