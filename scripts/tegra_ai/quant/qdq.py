@@ -545,10 +545,10 @@ def quantize_residual_inputs(model, absmax: dict | None = None) -> dict:
 
 
 # Scale sharing across Concat and max pooling. TensorRT developer guide, "Explicit
-# Quantization" > "Q/DQ Fusion": a Q layer is propagated backward and a DQ layer forward
-# through the layers that commute with quantization (max pooling, concatenation, slicing,
-# reshaping, ...; its figure "DQ forward-propagation and Q backward-propagation" shows a
-# MaxPool). A Q after a Concat therefore lands on every Concat input, and a Q after a MaxPool
+# Quantization" > "Q/DQ Fusion" (paraphrased; figure "An illustration depicting a DQ
+# forward-propagation and Q backward-propagation"): a Q layer is propagated backward and a DQ
+# layer forward through the layers that commute with quantization (max pooling, concatenation,
+# slicing, reshaping, ...). A Q after a Concat therefore lands on every Concat input, and a Q after a MaxPool
 # on the MaxPool's input. When such a tensor also has its own Q (it feeds a Conv too) with a
 # different scale, the producer has to write two INT8 tensors or requantize (a DQ->Q pair
 # TensorRT keeps as a reformat); with one scale the two Qs are the same and merge, and the
