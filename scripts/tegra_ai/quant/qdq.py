@@ -172,15 +172,15 @@ def _quantize_ort(model, src_path, output, batch_list, method, excluded, op_type
              "AddQDQPairToWeight": target == "jetpack5", "DedicatedQDQPair": True,
              "CalibPercentile": 99.99, "CalibMovingAverage": False}
     kwargs = {}
-    has_cache = "calibration_cache_path" in inspect.signature(quantize_static).parameters  # ONNX Runtime >= 1.23
+    has_cache = "calibration_cache_path" in inspect.signature(quantize_static).parameters  # ONNX Runtime >= 1.27 (1.26.0 has none: checked in the wheels)
     if range_cache and has_cache:
         kwargs["calibration_cache_path"] = range_cache  # ranges computed once, reused
     if method == "entropy":
         # quantize_static's own Entropy is min-max (128 bins = 128 quantized bins): TensorRT's
         # 2048-bin KL thresholds instead, handed over through the calibration cache.
         if not has_cache:
-            raise TegraAIError("--method entropy needs onnxruntime >= 1.23 (quantize_static's calibration_cache_path)",
-                               hint="pip install -U onnxruntime, or use --method minmax / percentile",
+            raise TegraAIError("--method entropy needs onnxruntime >= 1.27 (quantize_static's calibration_cache_path)",
+                               hint="pip install -U onnxruntime (1.27 and later need Python >= 3.11), or use --method minmax / percentile",
                                exit_code=EXIT_UNAVAILABLE)
         from onnxruntime.quantization.calibrate import save_tensors_data
 
