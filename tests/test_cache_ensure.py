@@ -127,7 +127,7 @@ def test_ota_changes_rebuild_and_prune(bundle, tmp_path, change):
         rt = runtime(facts=platform.DeviceFacts("8.7", "Orin", "p3701-0004", "36.4.3", 14, "12.6"))
     else:
         m = json.load(open(os.path.join(bundle, "manifest.json")))
-        m["models"][0]["options"]["precision"] = "fp32"
+        m["models"][0]["request"]["options"]["precision"] = "fp32"
         json.dump(m, open(os.path.join(bundle, "manifest.json"), "w"))
     b = FakeBuilder()
     s = run(bundle, cache, b, rt=rt)
@@ -333,7 +333,7 @@ def test_verify_cache_names_the_differing_input(bundle, tmp_path):
     # against the manifest: options and model
     assert verify_cache(cache, manifests=(bundle,))["problems"] == []
     m = json.load(open(os.path.join(bundle, "manifest.json")))
-    m["models"][0]["options"]["precision"] = "fp32"
+    m["models"][0]["request"]["options"]["precision"] = "fp32"
     json.dump(m, open(os.path.join(bundle, "manifest.json"), "w"))
     problems = verify_cache(cache, manifests=(bundle,))["problems"]
     assert len(problems) == 1 and "build option precision" in problems[0]
