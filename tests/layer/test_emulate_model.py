@@ -48,8 +48,10 @@ def test_bundle_and_install_as_bitbake_runs_them(tmp_path, series):
     assert bundle + "/manifest.json" in files
     manifest = json.load(open(d.getVar("D") + bundle + "/manifest.json"))
     (model,) = manifest["models"]
-    assert model["name"] == "digits" and model["options"]["precision"] == "fp16"
-    assert model["options"]["workspace"] == 64 << 20
+    # the bundle holds the request the class wrote, whole (its model now the bundle's copy)
+    request = json.load(open(os.path.join(d.getVar("TEGRA_AI_REQUEST_DIR"), "digits.json")))
+    assert request["options"]["precision"] == "fp16" and request["options"]["workspace"] == 64 << 20
+    assert model["name"] == "digits" and model["request"] == dict(request, model="digits/digits.onnx")
     split = emulate.package_split(d, files)
     assert list(split) == [d.getVar("PN")], split.get(None)
 

@@ -475,7 +475,10 @@ def build_parser():
     _add_build_options(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bundle)
-    p.set_defaults(bundle_defaults={dest: p.get_default(dest) for dest, _flag in _REQUEST_FLAGS})
+    defaults = {}
+    for action in p._actions:       # as parse_args fills them in: the first action of a dest wins
+        defaults.setdefault(action.dest, action.default)
+    p.set_defaults(bundle_defaults={dest: defaults[dest] for dest, _flag in _REQUEST_FLAGS})
 
     p = sub.add_parser("ensure", parents=common, help="every model in the manifests gets a valid engine in the cache (first boot)")
     p.add_argument("--manifest", action="append", required=True, metavar="PATH",
