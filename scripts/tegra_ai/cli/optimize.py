@@ -145,7 +145,7 @@ def _request_from_file(path: str):
     except TegraAIError as exc:
         raise bad(exc.message.removeprefix("build request: ")) from None
     base = os.path.dirname(os.path.abspath(path))
-    request = request.map_files(lambda p: os.path.join(base, p))    # an absolute path stays as it is
+    request = request.map_files(lambda p: os.path.normpath(os.path.join(base, p)))   # absolute: as it is
     try:
         digest = hash_calibration(request.calibration_data, request.calibration_cache)
     except TegraAIError as exc:
