@@ -125,6 +125,30 @@ def test_class_request_is_the_clis_request(tmp_path, monkeypatch):
         assert json.load(f)["options"]["opt_level"] == 4
 
 
+def test_calibration_not_fetched_stops_the_task_naming_the_variable(tmp_path):
+    """The request is constructed after do_unpack (the calibration cache is hashed): a file
+    SRC_URI did not bring stops do_compile with one line naming the variable, no bundle."""
+    import logging
+
+    import bb
+    d = parse(tmp_path, TEGRA_AI_ONNX_CHECK="0")
+    d.setVarFlag("TEGRA_AI_MODEL_digits", "precision", "int8")
+    d.setVarFlag("TEGRA_AI_MODEL_digits", "calibration", "digits.calib")
+    emulate.unpack(d)
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger("BitBake").addHandler(handler)
+    try:
+        with pytest.raises(bb.BBHandledException):
+            emulate.run(d, "do_compile", env=native_tool(tmp_path))
+    finally:
+        logging.getLogger("BitBake").removeHandler(handler)
+    (line,) = [m for m in messages if "TEGRA_AI_MODEL_digits" in m]
+    assert "calibration cache" in line and "digits.calib does not exist" in line and "\n" not in line
+    assert not os.path.exists(d.getVar("TEGRA_AI_BUNDLE_DIR"))
+
+
 def test_preflight_runs_at_build_time(tmp_path):
     """TEGRA_AI_ONNX_CHECK = "1": `bundle --target trt-10.3` checks the ONNX (onnx needed)."""
     pytest.importorskip("onnx", reason="the preflight needs the onnx package (pip install onnx)")
