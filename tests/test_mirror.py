@@ -449,6 +449,19 @@ def test_publish_signs_a_previously_unsigned_engine(tmp_path, bundle, mirror, ke
     assert sorted(row["status"] for row in r["engines"]) == ["present", "signed"] and os.path.isfile(sig)
 
 
+def test_resigned_engine_gets_its_new_digests_in_the_index(tmp_path, bundle, mirror, keys):
+    """Signed again with another key (the old signature lost): the index row names the new key
+    and the new signature's digest, so an image build that fetches by checksum gets it."""
+    _e, _s, sig = engine_files(mirror)
+    os.unlink(sig)
+    new_key = signing.generate_keypair(str(tmp_path / "key2"))
+    publish(str(tmp_path / "reference-cache"), mirror, new_key["private_key"])
+    rows = json.load(open(os.path.join(mirror, MIRROR_INDEX)))["signed"]["engines"]
+    row = next(v for rel, v in rows.items() if os.path.join(mirror, *rel.split("/")) + ".sig" == sig)
+    assert row["key_id"] == new_key["key_id"]
+    assert row["signature_sha256"] == hashlib.sha256(open(sig, "rb").read()).hexdigest()
+
+
 # --------------------------------------------------------------------------- signatures
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command is not installed")

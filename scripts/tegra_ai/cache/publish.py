@@ -177,6 +177,15 @@ def check_index_expiry(days):
     return float(days)
 
 
+def _index_entry(name: str, sidecar: Sidecar, raw_sidecar: bytes, signature: bytes, key, now: str) -> dict:
+    """One engine's row in the signed index: its identity and the digests of its three files."""
+    return {"name": name, "key": sidecar.cache_key, "size": sidecar.engine_size,
+            "sha256": sidecar.engine_sha256, "tensorrt": sidecar.tensorrt, "device": sidecar.device,
+            "sidecar_sha256": hashlib.sha256(raw_sidecar).hexdigest(),
+            "signature_sha256": hashlib.sha256(signature).hexdigest(),
+            "key_id": key.key_id, "published": now}
+
+
 def publish(cache_dir: str, mirror_dir: str, private_key: str, *, names=(), key_backend: str | None = None,
             index_expiry_days: float | None = None) -> dict:
     """Sign and copy every valid engine of ``cache_dir`` (or of ``names``) into ``mirror_dir``,
@@ -240,6 +249,11 @@ def publish(cache_dir: str, mirror_dir: str, private_key: str, *, names=(), key_
                 if not os.path.exists(signature_path(dest)):   # published unsigned before: sign what is there
                     atomic_write_bytes(signature_path(dest), key.sign(_read(sidecar_path(dest), 1 << 22)))
                     row["status"] = "signed"
+                if row["status"] == "signed" or rel not in index:
+                    # the index lists every engine with its three digests (an image build fetches
+                    # them by checksum): a newly signed or earlier unlisted engine joins it too
+                    index[rel] = _index_entry(name, sidecar, _read(sidecar_path(dest), 1 << 22),
+                                              _read(signature_path(dest), 1 << 16), key, now)
                 continue
             raw_sidecar = _read(sidecar_path(engine_path), 1 << 22)
             engine = _read(engine_path)
@@ -255,11 +269,7 @@ def publish(cache_dir: str, mirror_dir: str, private_key: str, *, names=(), key_
             row["status"] = "published"
             # The digests of all three files: an image build fetches them as SRC_URI entries
             # with checksums known at parse time (tensorrt_engine.bbclass, TEGRA_AI_PREBUILT_INDEX).
-            index[rel] = {"name": name, "key": sidecar.cache_key, "size": sidecar.engine_size,
-                          "sha256": sidecar.engine_sha256, "tensorrt": sidecar.tensorrt, "device": sidecar.device,
-                          "sidecar_sha256": hashlib.sha256(raw_sidecar).hexdigest(),
-                          "signature_sha256": hashlib.sha256(signature).hexdigest(),
-                          "key_id": key.key_id, "published": now}
+            index[rel] = _index_entry(name, sidecar, raw_sidecar, signature, key, now)
             LOG.info("%s: published %s", name, rel)
         sequence = max(index_sequence(mirror) + 1, int(time.time()))
         expires = None if index_expiry_days is None else \
