@@ -29,6 +29,9 @@
 #   [contexts]       execution contexts that may run a dynamic-shape engine at once
 #                    (pipeline streams, runtime workers): one profile set each (default 1)
 # A wrong option stops parsing with a message naming the variable and flag.
+# At do_compile each model's options become one build request (tegra_ai.spec.BuildRequest,
+# ${TEGRA_AI_REQUEST_DIR}/<name>.json) that `tensorrt-optimize bundle --request` records
+# whole in the bundle's manifest; the device's `ensure` builds exactly that request.
 #
 # Where engines are built:
 #  * By default (TEGRA_AI_ENGINE_BUILDER empty) on the device at first boot, by
