@@ -41,6 +41,7 @@ def _add_build_options(p):
                         "runtime workers); the engine gets one copy of the profiles per context (default 1)")
     g.add_argument("--compute-capability", metavar="M.m",
                    help="TensorRT-RTX only: the GPU architecture to build for (8.0, 8.6, 8.9, 12.0)")
+    return g
 
 
 def _request_from_args(args):
@@ -118,15 +119,6 @@ def cmd_check(args):
     return 0 if report.ok else 1
 
 
-# bundle's flags that the build request holds: refused together with --request (the
-# request file is the whole request; a flag beside it would be silently one or the other)
-_REQUEST_FLAGS = (("precision", "--precision"), ("shapes", "--shapes"), ("workspace", "--workspace"),
-                  ("strongly_typed", "--strongly-typed/--weakly-typed"), ("dla_core", "--dla-core"),
-                  ("gpu_fallback", "--gpu-fallback"), ("opt_level", "--opt-level"), ("calibration", "--calibration"),
-                  ("calibration_cache", "--calibration-cache"), ("plugin", "--plugin"), ("contexts", "--contexts"),
-                  ("compute_capability", "--compute-capability"), ("timing_cache", "--timing-cache"))
-
-
 def _request_from_file(path: str):
     """``bundle --request FILE``: a BuildRequest as ``BuildRequest.to_dict`` writes it (the
     Yocto class writes one per model), taken whole. Relative paths are relative to the
@@ -157,8 +149,9 @@ def _request_from_file(path: str):
     return request
 
 
-def _bundle_request(args, parser_defaults: dict):
-    """The one BuildRequest of ``bundle``: from --request FILE, or from MODEL and the flags."""
+def _bundle_request(args):
+    """The one BuildRequest of ``bundle``: from --request FILE, or from MODEL and the flags
+    (``args.request_flags``: bundle's flags that the request holds, with their defaults)."""
     if args.request is None:
         if args.model is None:
             raise TegraAIError("bundle needs MODEL.onnx (with build flags) or --request FILE", exit_code=EXIT_USAGE)
@@ -166,7 +159,8 @@ def _bundle_request(args, parser_defaults: dict):
     if args.model is not None:
         raise TegraAIError(f"bundle: give the model in --request {args.request} or as MODEL ({args.model}), "
                            "not both", exit_code=EXIT_USAGE)
-    given = [flag for dest, flag in _REQUEST_FLAGS if getattr(args, dest) != parser_defaults.get(dest)]
+    # the request file is the whole request: a flag beside it would silently be one or the other
+    given = [flag for dest, flag, default in args.request_flags if getattr(args, dest) != default]
     if given:
         raise TegraAIError(f"bundle --request {args.request}: the request file holds the build options; "
                            f"drop {', '.join(given)} (or change the request)", exit_code=EXIT_USAGE)
@@ -177,7 +171,7 @@ def cmd_bundle(args):
     from tegra_ai.cache.manifest import add_to_bundle
     from tegra_ai.onnx_files import model_digest
 
-    request = _bundle_request(args, args.bundle_defaults)
+    request = _bundle_request(args)
     options = request.options
     preprocess = None
     if args.preprocess:
@@ -471,14 +465,17 @@ def build_parser():
     p.add_argument("--preprocess", metavar="SPEC.json", help="preprocessing spec to record with the model")
     p.add_argument("--target", help="run the preflight for this target first and refuse a failing model")
     p.add_argument("--no-check", action="store_true", help="skip the preflight (no onnx package needed)")
-    p.add_argument("--timing-cache", metavar="FILE", help="a timing cache to ship with the model (seeds the device's)")
-    _add_build_options(p)
+    timing = p.add_argument("--timing-cache", metavar="FILE",
+                            help="a timing cache to ship with the model (seeds the device's)")
+    group = _add_build_options(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bundle)
-    defaults = {}
-    for action in p._actions:       # as parse_args fills them in: the first action of a dest wins
-        defaults.setdefault(action.dest, action.default)
-    p.set_defaults(bundle_defaults={dest: defaults[dest] for dest, _flag in _REQUEST_FLAGS})
+    # refused beside --request: every build option, and the timing cache (a file of the request)
+    names, defaults = {}, {}
+    for action in list(group._group_actions) + [timing]:
+        names.setdefault(action.dest, []).extend(action.option_strings)
+        defaults.setdefault(action.dest, action.default)    # as parse_args fills them in: the first wins
+    p.set_defaults(request_flags=[(dest, "/".join(opts), defaults[dest]) for dest, opts in names.items()])
 
     p = sub.add_parser("ensure", parents=common, help="every model in the manifests gets a valid engine in the cache (first boot)")
     p.add_argument("--manifest", action="append", required=True, metavar="PATH",
