@@ -56,10 +56,6 @@ def _request_from_args(args):
         compute_capability=args.compute_capability, contexts=args.contexts)
 
 
-def _options_from_args(args):
-    return _request_from_args(args).options
-
-
 # --------------------------------------------------------------------------- commands
 
 def cmd_build(args):
