@@ -223,8 +223,8 @@ def test_unsigned_needs_opt_in(tmp_path, bundle, mirror, keys):
 
 
 @pytest.mark.parametrize("content, reason", [
-    (b"<html>not found</html>", "not JSON"),
-    (b"[" * 100000 + b"]" * 100000, "nested too deeply"),
+    (b"<html>not found</html>", "not valid JSON"),
+    (b"[" * 100000 + b"]" * 100000, "nested too deep"),
     (json.dumps({"format": "tegra-ai-engine", "version": 2}).encode(), "incomplete sidecar"),
 ], ids=["html", "deeply-nested", "incomplete"])
 def test_garbage_sidecars_never_stop_the_build(tmp_path, bundle, mirror, content, reason):

@@ -26,6 +26,7 @@ NVIDIA Model Optimizer's ONNX PTQ (``modelopt.onnx.quantization``) is used inste
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import tempfile
@@ -284,7 +285,9 @@ def quantize(model_path: str, calibration: str, output: str, *, target: str = "j
     out_dir = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(out_dir):
         raise _usage(f"output directory {out_dir} does not exist")
-    with tempfile.TemporaryDirectory(prefix=".tegra-ai-quant-", dir=out_dir) as tmp:
+    from tegra_ai.util.atomic import write_errors_named
+
+    with write_errors_named(out_dir), tempfile.TemporaryDirectory(prefix=".tegra-ai-quant-", dir=out_dir) as tmp:
         src = os.path.join(tmp, "named.onnx")
         onnx.save(model, src)
         dst = os.path.join(tmp, "quantized.onnx")
@@ -307,6 +310,11 @@ def quantize(model_path: str, calibration: str, output: str, *, target: str = "j
             notes.append(f"{len(residual['no_scale'])} residual Add(s) left float: the skip tensor has no "
                          "calibrated scale")
         q.producer_name = "meta-tegra-ai quantize"
+        if keep_float:  # what the accuracy gate kept in float: an FP16 copy for TensorRT 11 keeps it FP32
+            from tegra_ai.onnx_fp16 import KEEP_FP32_METADATA
+
+            onnx.helper.set_model_props(q, {**{p.key: p.value for p in q.metadata_props},
+                                            KEEP_FP32_METADATA: json.dumps(sorted(set(keep_float)))})
         onnx.save(q, dst)
         problems = check_for_target(dst, target)
         if problems:  # our placement broke a rule of the target's TensorRT: never hand that out
