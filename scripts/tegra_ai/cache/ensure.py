@@ -224,19 +224,20 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
             if sha != entry.sha256:
                 raise TegraAIError(f"{entry.onnx} does not match its manifest (sha256 differs): the bundle is corrupt "
                                    "or was changed after it was made")
-            facts = facts_for(entry.options)
+            request = entry.request       # the bundle's build request, whole: key and build both take it
+            facts = facts_for(request.options)
             record["device"] = facts.to_dict()
             this_release = this_release or facts.l4t_release
             # Plugins first: their creators must be registered before an engine using
             # them is deserialized or built, and their digests are part of the key.
-            for lib in entry.plugins:
+            for lib in request.plugins:
                 if load_plugin is not None and lib not in loaded_plugins:   # once per process
                     load_plugin(lib)
                     loaded_plugins.add(lib)
-            plugins = plugin_digests(entry.plugins)
+            plugins = plugin_digests(request.plugins)
             if plugins:
                 record["plugins"] = plugins
-            key, material = engine_key(sha, entry.options, feats, facts, plugins)
+            key, material = engine_key(sha, request.options, feats, facts, plugins)
             record["key"] = key
             with cache.lock(entry.name):
                 found = cache.lookup(entry.name, key)
