@@ -277,6 +277,24 @@ def test_tampered_model_is_refused(bundle, tmp_path):
     assert s["exit_code"] == 1 and "does not match its manifest" in s["models"][0]["error"]
 
 
+def test_tampered_calibration_is_refused_before_a_build(tmp_path, static_model):
+    """The bundle's calibration cache changed on the device: building with it would store an
+    engine under a key that names other data. Refused; the intact bundle builds."""
+    from tegra_ai.spec import BuildRequest
+
+    (tmp_path / "c.cache").write_bytes(b"TRT-8500-EntropyCalibration2\n")
+    request = BuildRequest.from_request(static_model, calibration_cache=str(tmp_path / "c.cache"), precision="int8")
+    out = str(tmp_path / "bundle")
+    sha, files = model_digest(static_model)
+    (entry,) = load_manifest(add_to_bundle(out, "net", files, sha, request))
+    with open(entry.calibration_cache, "ab") as f:
+        f.write(b"input: 3c010a14\n")
+    b = FakeBuilder()
+    s = run(out, str(tmp_path / "cache"), b)
+    assert s["exit_code"] == 1 and b.calls == []
+    assert "calibration.cache does not match its manifest" in s["models"][0]["error"]
+
+
 def test_no_tensorrt_exit_69(bundle, tmp_path, monkeypatch):
     def missing():
         raise TegraAIError("TensorRT is not available on this machine", exit_code=69)

@@ -143,6 +143,19 @@ class RekeySource(EngineSource):
         return None
 
 
+def _check_calibration(request) -> None:
+    """The calibration data a build reads must be the data its key names (the bundle's
+    copy can rot or be edited on the device): checked before a build, not on a cache hit."""
+    from tegra_ai.spec import hash_calibration
+
+    want = request.options.calibration_sha256
+    if want and request.has_calibration:
+        if hash_calibration(request.calibration_data, request.calibration_cache) != want:
+            where = request.calibration_data or request.calibration_cache
+            raise TegraAIError(f"{where} does not match its manifest (sha256 differs): the bundle is corrupt "
+                               "or was changed after it was made")
+
+
 def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builder=None, loader="default",
            runtime=None, seeds: tuple = (), sources: tuple = (), show_progress: bool = True, verbose: bool = False,
            model_timeout: float | None = None, load_plugin=None, log=LOG.info) -> dict:
@@ -255,6 +268,7 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
                             record["source"] = source.label
                             break
                 if found is None:
+                    _check_calibration(request)
                     log(f"{entry.name}: building engine (key {key[:12]})")
                     result = builder(entry)
                     if result.sidecar.cache_key != key:
