@@ -20,7 +20,7 @@ import time
 from tegra_ai.cache.build_child import ChildProcessBuilder
 from tegra_ai.cache.manifest import find_manifests, load_manifest
 from tegra_ai.cache.store import VOLATILE_FILESYSTEMS, EngineCache
-from tegra_ai.errors import EXIT_FAILURE, EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError
+from tegra_ai.errors import EXIT_CANTCREAT, EXIT_FAILURE, EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError, write_error
 from tegra_ai.onnx_files import model_digest
 from tegra_ai.spec import KEY_FORMAT, Sidecar, sidecar_path
 
@@ -109,13 +109,13 @@ class RekeySource(EngineSource):
 
     def fetch(self, entry, key, material, cache):
         import hashlib
-        import json
+
+        from tegra_ai.util.jsonfile import JSONFileError, read_json_file
 
         for _name, side, _sc in cache.entries(entry.name):
             try:
-                with open(side, "rb") as f:
-                    data = json.loads(f.read(1 << 22))
-            except (OSError, ValueError):
+                data = read_json_file(side, max_bytes=1 << 22)
+            except JSONFileError:   # a hostile sidecar: that engine is no candidate
                 continue
             if not isinstance(data, dict) or not rekeyable(data.get("key_material"), material):
                 continue
@@ -141,6 +141,19 @@ class RekeySource(EngineSource):
                         os.unlink(old)
             return stored[0], stored[1], "rekeyed"
         return None
+
+
+def _check_calibration(request) -> None:
+    """The calibration data a build reads must be the data its key names (the bundle's
+    copy can rot or be edited on the device): checked before a build, not on a cache hit."""
+    from tegra_ai.spec import hash_calibration
+
+    want = request.options.calibration_sha256
+    if want and request.has_calibration:
+        if hash_calibration(request.calibration_data, request.calibration_cache) != want:
+            where = request.calibration_data or request.calibration_cache
+            raise TegraAIError(f"{where} does not match its manifest (sha256 differs): the bundle is corrupt "
+                               "or was changed after it was made")
 
 
 def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builder=None, loader="default",
@@ -224,19 +237,20 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
             if sha != entry.sha256:
                 raise TegraAIError(f"{entry.onnx} does not match its manifest (sha256 differs): the bundle is corrupt "
                                    "or was changed after it was made")
-            facts = facts_for(entry.options)
+            request = entry.request       # the bundle's build request, whole: key and build both take it
+            facts = facts_for(request.options)
             record["device"] = facts.to_dict()
             this_release = this_release or facts.l4t_release
             # Plugins first: their creators must be registered before an engine using
             # them is deserialized or built, and their digests are part of the key.
-            for lib in entry.plugins:
+            for lib in request.plugins:
                 if load_plugin is not None and lib not in loaded_plugins:   # once per process
                     load_plugin(lib)
                     loaded_plugins.add(lib)
-            plugins = plugin_digests(entry.plugins)
+            plugins = plugin_digests(request.plugins)
             if plugins:
                 record["plugins"] = plugins
-            key, material = engine_key(sha, entry.options, feats, facts, plugins)
+            key, material = engine_key(sha, request.options, feats, facts, plugins)
             record["key"] = key
             with cache.lock(entry.name):
                 found = cache.lookup(entry.name, key)
@@ -254,6 +268,7 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
                             record["source"] = source.label
                             break
                 if found is None:
+                    _check_calibration(request)
                     log(f"{entry.name}: building engine (key {key[:12]})")
                     result = builder(entry)
                     if result.sidecar.cache_key != key:
@@ -280,9 +295,13 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
             index[entry.name] = {"engine": engine_path, "sidecar": sidecar_path(engine_path), "key": key,
                                  "link": link, "preprocess": entry.preprocess, "tensorrt": sidecar.tensorrt,
                                  "device": sidecar.device}
-        except TegraAIError as exc:
+        except (TegraAIError, OSError) as exc:
+            if isinstance(exc, OSError):   # a lock, marker or link the cache could not write
+                exc = write_error(exc.filename or cache.root, exc)
             record["status"] = "failed"
             record["error"] = str(exc)
+            if exc.exit_code == EXIT_CANTCREAT:
+                record["exit_code"] = EXIT_CANTCREAT
             summary["failed"] += 1
             log(f"{entry.name}: FAILED: {exc}")
         record["seconds"] = round(time.monotonic() - t0, 3)
@@ -295,10 +314,18 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
     if prune == "unlisted":
         summary["pruned_models"] = cache.prune_unlisted({e.name for e in entries}, l4t_release=this_release)
         dropped |= set(summary["pruned_models"])
-    cache.write_index(index, drop=dropped)
+    try:
+        cache.write_index(index, drop=dropped)
+    except TegraAIError as exc:        # a full or read-only cache: the engines are there, the index is not
+        summary["error"] = exc.message
+        summary["failed_index"] = True
+        log(f"FAILED: {exc}")
     cache.memo.save()
     summary["seconds"] = round(time.monotonic() - started, 3)
-    summary["exit_code"] = EXIT_FAILURE if summary["failed"] else 0
+    # 73 when the cache could not be written (a model's files, its link or the index): a
+    # full disk or read-only cache, named in each failed model's error; else 1 if any failed
+    cant_write = summary.get("failed_index") or any(r.get("exit_code") == EXIT_CANTCREAT for r in summary["models"])
+    summary["exit_code"] = EXIT_CANTCREAT if cant_write else EXIT_FAILURE if summary["failed"] else 0
     return summary
 
 
