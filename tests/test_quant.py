@@ -336,6 +336,21 @@ def test_entropy_threshold_is_tensorrts_kl_search():
     assert entropy_threshold(*np.histogram(u, bins=2048)) == pytest.approx(u.max(), rel=1e-3)
 
 
+def test_entropy_threshold_ignores_the_relu_zero_spike():
+    """After a ReLU 90 % of the values are exactly 0. NVIDIA's reference replaces the zero
+    bin's count by its neighbour's; without that the spike swamps the divergence and the
+    threshold collapses to a small fraction of the real values (what took the PP-OCRv4
+    detector's INT8 F-score down 71 points)."""
+    from tegra_ai.quant.calibrate import entropy_threshold
+
+    rng = np.random.default_rng(1)
+    pos = np.abs(rng.normal(0, 1, 20_000))
+    x = np.concatenate([np.zeros(180_000), pos])
+    t = entropy_threshold(*np.histogram(x, bins=2048))
+    t_pos = entropy_threshold(*np.histogram(pos, bins=2048, range=(0, x.max())))
+    assert t > 0.5 * t_pos and t > 2.0, (t, t_pos)
+
+
 def _activation_scales(path):
     m = onnx.load(path)
     inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
@@ -351,7 +366,7 @@ def test_entropy_scales_differ_from_minmax(digits_data, digits_int8, tmp_path):
     ent, mm = _activation_scales(digits_int8[0]), _activation_scales(out)
     assert ent.keys() == mm.keys() and len(ent) >= 2
     inner = [k for k in ent if k != "input"]  # the [0, 1] image input is near-uniform: KL keeps its max
-    differ = [k for k in inner if abs(ent[k] - mm[k]) > 0.05 * mm[k]]
+    differ = [k for k in inner if abs(ent[k] - mm[k]) > 0.01 * mm[k]]
     assert inner and differ == inner, (ent, mm)
     assert all(ent[k] <= mm[k] * (1 + 1e-6) for k in ent)  # a KL threshold never exceeds the max
 

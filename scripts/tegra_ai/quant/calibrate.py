@@ -30,9 +30,16 @@ NUM_QUANTIZED_BINS = 128
 def entropy_threshold(hist, edges, num_quantized_bins: int = NUM_QUANTIZED_BINS, start_bin: int | None = None) -> float:
     """The ``|x|`` threshold with the smallest KL divergence for a histogram of ``|x|``
     (``hist``: counts, ``edges``: len(hist) + 1 bin edges starting at 0)."""
-    hist = np.asarray(hist, dtype=np.float64)
+    hist = np.array(hist, dtype=np.float64)   # a copy: bin 0 is changed below
     edges = np.asarray(edges, dtype=np.float64)
     n = hist.size
+    if n > 1:
+        # The first bin takes the second's count, as NVIDIA's reference does
+        # (TensorRT tools/pytorch-quantization, calib/histogram.py, _compute_amax_entropy:
+        # ``bins[0] = bins[1]``): after a ReLU most values are exactly 0, and that spike would
+        # dominate both distributions, so clipping the tail would cost almost no divergence and
+        # the threshold would collapse (measured: the PP-OCRv4 detector's F-score fell 71 points).
+        hist[0] = hist[1]
     total = hist.sum()
     if total == 0 or n <= num_quantized_bins:
         return float(edges[-1])
