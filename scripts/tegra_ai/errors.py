@@ -6,6 +6,7 @@ from __future__ import annotations
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE: a required library (TensorRT) is missing
+EXIT_TEMPFAIL = 75     # sysexits EX_TEMPFAIL: another process held a lock past --lock-timeout; retry later
 
 
 class TegraAIError(Exception):
