@@ -5,9 +5,16 @@ replaced by a builder that writes bytes and a real sidecar, or crashes, or hangs
 command. It claims nothing about TensorRT; it exercises our process handling.
 
 TEGRA_AI_TEST_BUILD = "MODEL=ACTION,...", or "*=ACTION" for every model; ACTION is
-``ok``, ``segv`` (the builder segfaults), ``sleep`` (hangs for 120 s) or ``fail`` (a
-TegraAIError). TEGRA_AI_TEST_MARK: a directory where each build writes ``MODEL.pid``
-(the builder's process id) when it starts."""
+``ok``, ``segv`` (the builder segfaults), ``sleep`` (hangs for 120 s), ``fail`` (a
+TegraAIError) or ``slow`` (what the kill test uses: a build of 100-400 ms, like the
+fastest real ones, of an engine of TEGRA_AI_TEST_ENGINE_BYTES bytes, default 4 MiB,
+whose bytes follow from its key). TEGRA_AI_TEST_MARK: a directory where each build
+writes ``MODEL.pid`` (the builder's process id) when it starts.
+
+TEGRA_AI_TEST_PHASES (the kill test, tests/killtest.py): a file where the process appends
+one line ``PID MONOTONIC-SECONDS PHASE`` as it enters each step of ensure and publish that a kill could
+interrupt (lock waits, the build, each atomic write, link updates, prunes), so the kill
+test can tell where each SIGKILL landed."""
 
 import os
 
@@ -48,7 +55,78 @@ if _spec:
         from tegra_ai.onnx_files import model_digest
 
         sha, _files = model_digest(model_path)
-        _key, material = _builder.engine_key(sha, options, FEATS, FACTS, _builder.plugin_digests(plugin_libraries))
-        return _builder.BuildResult(engine=f"engine of {name}".encode(), sidecar=Sidecar.new(material, build_seconds=0.0))
+        key, material = _builder.engine_key(sha, options, FEATS, FACTS, _builder.plugin_digests(plugin_libraries))
+        engine = f"engine of {name}".encode()
+        if action == "slow":
+            import random
+
+            time.sleep(random.uniform(0.1, 0.4))
+            size = int(os.environ.get("TEGRA_AI_TEST_ENGINE_BYTES", 4 << 20))
+            engine = random.Random(key).randbytes(size)   # one key, one engine: publish sees no conflict
+        return _builder.BuildResult(engine=engine, sidecar=Sidecar.new(material, build_seconds=0.0))
 
     _builder.build_engine = build_engine
+
+_phases = os.environ.get("TEGRA_AI_TEST_PHASES")
+if _phases:
+    import contextlib
+    import time
+
+    from tegra_ai.cache import build_child as _build_child
+    from tegra_ai.cache import publish as _publish
+    from tegra_ai.cache import store as _store
+    from tegra_ai.util import atomic as _atomic
+
+    _fd = os.open(_phases, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def _mark(phase):
+        # one write: lines never interleave; CLOCK_MONOTONIC is one clock for all processes
+        os.write(_fd, f"{os.getpid()} {time.monotonic():.4f} {phase}\n".encode())
+
+    def _kind(path):
+        base = os.path.basename(os.fspath(path))
+        for suffix, kind in ((".engine.json", "sidecar"), (".engine.sig", "signature"), (".engine", "engine"),
+                             ("index.json", "index"), (".hashmemo.json", "memo")):
+            if base.endswith(suffix):
+                return kind
+        return "other"
+
+    def _around(owner, attr, phase, context=False):
+        real = getattr(owner, attr)
+        if context:
+            @contextlib.contextmanager
+            def wrapped(*a, **k):
+                _mark(phase + "-wait")
+                with real(*a, **k) as value:
+                    _mark(phase + "-held")
+                    yield value
+                _mark(phase + "-released")
+        else:
+            def wrapped(*a, **k):
+                _mark(phase)
+                try:
+                    return real(*a, **k)
+                finally:
+                    _mark(phase + "-done")
+        setattr(owner, attr, wrapped)
+
+    _real_writer = _atomic.atomic_writer
+
+    @contextlib.contextmanager
+    def _writer(path, *a, **k):
+        _mark("write-" + _kind(path))
+        with _real_writer(path, *a, **k) as f:
+            yield f
+        _mark("wrote-" + _kind(path))
+
+    _atomic.atomic_writer = _writer
+    _around(_store.EngineCache, "lock", "model-lock", context=True)
+    _around(_store.EngineCache, "cache_lock", "cache-lock", context=True)
+    _around(_store.EngineCache, "update_link", "link")
+    _around(_store.EngineCache, "remove_link", "unlink")
+    _around(_store.EngineCache, "prune", "prune")
+    _around(_store.EngineCache, "prune_unlisted", "prune-unlisted")
+    _around(_store, "_remove_tree", "rmtree")
+    _around(_build_child.ChildProcessBuilder, "__call__", "build")
+    _around(_publish, "_publish_lock", "publish-lock", context=True)
+    _mark("started")
