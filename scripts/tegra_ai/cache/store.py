@@ -196,7 +196,7 @@ class EngineCache:
             elif not self.is_model_dir(name):
                 raise FileNotFoundError(directory)
 
-        with file_lock(os.path.join(directory, ".lock"), what=f"{name}: the engine cache lock",
+        with file_lock(os.path.join(directory, ".lock"), what=name,
                        timeout=DEFAULT_LOCK_TIMEOUT if timeout is None else timeout, prepare=prepare,
                        on_wait=on_wait, hint="another tensorrt-optimize (ensure) is using this model; it goes on "
                                              "when that one ends: retry later, or stop that process if it hangs"):
