@@ -13,7 +13,9 @@ interrupted. The cache and mirror are on the test's own filesystem (fsync is rea
 Rounds pick a scenario: one ensure, two concurrent ensures with different manifests
 (models dropped with ``--prune unlisted``, a model whose options change and whose old
 engine is pruned as stale), one publish, two publishes, or ensure and publish together;
-one process (sometimes both) is killed after a random delay. A survivor must exit 0.
+one process (sometimes both) is killed after a random delay, mostly aimed into a step
+that recent unkilled runs went through (so short steps, the writes, renames and prunes,
+are hit as often as long ones). A survivor must exit 0.
 Then, before anything else runs:
 
 * no dangling stable link (``CACHE/NAME.engine[.json]``),
@@ -25,7 +27,7 @@ Then, before anything else runs:
 
 Then a recovery ``ensure`` (the killed run's manifests, ``--lock-timeout 30``: a lock
 left behind would fail it with exit 75) and, when a publish took part, a recovery
-``publish`` must exit 0 and leave no temp file, no engine without a sidecar, an index
+``publish`` (after a killed publish) must exit 0 and leave no temp file, no engine without a sidecar, an index
 listing exactly the manifests' models, and a mirror index listing every complete set.
 
 Prints the seed, kills per scenario and per phase, and every violation; exit 1 when
@@ -70,7 +72,7 @@ def sha256_file(path: str) -> str:
 
 
 class World:
-    def __init__(self, work: str):
+    def __init__(self, work: str, build_seconds: str = "0.1,0.4", engine_bytes: int = 4 << 20):
         from onnx_models import make_model
         from tegra_ai.cache.manifest import add_to_bundle
         from tegra_ai.cache.signing import generate_keypair
@@ -92,7 +94,8 @@ class World:
                 add_to_bundle(out, name, files, sha, BuildOptions(precision=precision))
             self.bundles[bundle] = out
         self.key = generate_keypair(os.path.join(work, "keys"))["private_key"]
-        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([SCRIPTS, STAND_INS]), TEGRA_AI_TEST_BUILD="*=slow")
+        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([SCRIPTS, STAND_INS]), TEGRA_AI_TEST_BUILD="*=slow",
+                        TEGRA_AI_TEST_BUILD_SECONDS=build_seconds, TEGRA_AI_TEST_ENGINE_BYTES=str(engine_bytes))
         self.env.pop("TEGRA_AI_TEST_MARK", None)
         self.count = 0
 
@@ -252,14 +255,17 @@ def wait_all(procs, timeout=180):
             p.hung = True
 
 
-def run(kills: int, seed: int, work: str, out=print, max_rounds: int | None = None) -> dict:
+def run(kills: int, seed: int, work: str, out=print, max_rounds: int | None = None, build_seconds: str = "0.1,0.4",
+        engine_bytes: int = 4 << 20) -> dict:
     rng = random.Random(seed)
-    world = World(work)
+    world = World(work, build_seconds, engine_bytes)
     out(f"kill test: seed {seed}, target {kills} kills, work {work}")
     estimate = {"ensure": 2.0, "publish": 0.8, "startup": 0.3}   # seconds, learnt from unkilled runs
     stats = {"seed": seed, "kills": 0, "rounds": 0, "completed_before_kill": 0, "recovery_runs": 0,
              "by_scenario": collections.Counter(), "by_phase": collections.Counter(), "violations": []}
     t_start = time.monotonic()
+
+    timelines = {"ensure": collections.deque(maxlen=20), "publish": collections.deque(maxlen=20)}
 
     def learn(p):
         if p.returncode == 0:
@@ -267,6 +273,19 @@ def run(kills: int, seed: int, work: str, out=print, max_rounds: int | None = No
             steps = world.steps(p)
             if steps:   # the interpreter's start-up: kills before it hit nothing of ours
                 estimate["startup"] = 0.7 * estimate["startup"] + 0.3 * (steps[0][0] - p.t0)
+                timelines[p.op].append([(t - p.t0, step) for t, step in steps])
+
+    def aim(op):
+        """(step, occurrence, extra delay) to kill at: mostly a step a recent unkilled run
+        went through, each as likely as any other however short (writes, renames and prunes
+        take milliseconds where start-up and builds take a second), killed 0-20 ms after it
+        began; else (None, 0, delay): anywhere in the run by time alone."""
+        if timelines[op] and rng.random() < 0.75:
+            line = rng.choice(timelines[op])
+            step = rng.choice(line)[1]
+            return step, rng.randrange(sum(1 for _t, s in line if s == step)) + 1, rng.uniform(0, 0.02)
+        low = 0.0 if rng.random() < 0.3 else 0.9 * estimate["startup"]
+        return None, 0, rng.uniform(low, max(low + 0.05, 1.1 * estimate[op]))
 
     first = world.spawn("ensure", "abc")        # a filled cache to start from
     wait_all([first])
@@ -287,12 +306,17 @@ def run(kills: int, seed: int, work: str, out=print, max_rounds: int | None = No
             if len(procs) == 1 and rng.random() < 0.5:
                 time.sleep(rng.uniform(0, 0.3))   # the second starts a little later
         victims = procs if len(procs) > 1 and rng.random() < 0.3 else [rng.choice(procs)]
-        # most kills after the start-up (where our code runs), some during it
-        low = 0.0 if rng.random() < 0.1 else 0.9 * estimate["startup"]
-        delay = rng.uniform(low, max(low + 0.05, 1.1 * max(estimate[v.op] for v in victims)))
-        deadline = victims[0].t0 + delay
-        while time.monotonic() < deadline and any(v.poll() is None for v in victims):
-            time.sleep(0.005)
+        step, nth, delay = aim(victims[0].op)
+        if step is None:
+            deadline = victims[0].t0 + delay
+            while time.monotonic() < deadline and any(v.poll() is None for v in victims):
+                time.sleep(0.005)
+        else:
+            limit = time.monotonic() + 120
+            while any(v.poll() is None for v in victims) and time.monotonic() < limit and \
+                    sum(1 for _t, s in world.steps(victims[0]) if s == step) < nth:
+                time.sleep(0.002)
+            time.sleep(delay)
         killed = []
         for v in victims:
             if v.poll() is None:
@@ -339,7 +363,7 @@ def run(kills: int, seed: int, work: str, out=print, max_rounds: int | None = No
         else:
             learn(rec)
             bad += world.check_cache({}, set(), strict_listed=world.listed(rec.set_name))
-        if any(p.op == "publish" for p in procs):
+        if any(p.op == "publish" for p in killed):
             pub = world.spawn("publish", lock_timeout=30)
             wait_all([pub])
             stats["recovery_runs"] += 1

@@ -296,7 +296,9 @@ def test_kill_test_small_count(tmp_path):
 
     lines = []
     seed = int(os.environ.get("TEGRA_AI_KILLTEST_SEED", "0")) or int(time.time())
-    stats = killtest.run(30, seed, str(tmp_path / "work"), out=lines.append)
+    # CI: shorter stand-in builds and 1 MiB engines (the full run: 100-400 ms, 4 MiB)
+    stats = killtest.run(30, seed, str(tmp_path / "work"), out=lines.append, build_seconds="0.05,0.15",
+                         engine_bytes=1 << 20)
     report = "\n".join(lines)
     print(report)
     assert stats["violations"] == [], report

@@ -7,7 +7,7 @@ command. It claims nothing about TensorRT; it exercises our process handling.
 TEGRA_AI_TEST_BUILD = "MODEL=ACTION,...", or "*=ACTION" for every model; ACTION is
 ``ok``, ``segv`` (the builder segfaults), ``sleep`` (hangs for 120 s), ``fail`` (a
 TegraAIError) or ``slow`` (what the kill test uses: a build of 100-400 ms, like the
-fastest real ones, of an engine of TEGRA_AI_TEST_ENGINE_BYTES bytes, default 4 MiB,
+fastest real ones, or TEGRA_AI_TEST_BUILD_SECONDS="LOW,HIGH", of an engine of TEGRA_AI_TEST_ENGINE_BYTES bytes, default 4 MiB,
 whose bytes follow from its key). TEGRA_AI_TEST_MARK: a directory where each build
 writes ``MODEL.pid`` (the builder's process id) when it starts.
 
@@ -60,15 +60,24 @@ if _spec:
         if action == "slow":
             import random
 
-            time.sleep(random.uniform(0.1, 0.4))
+            low, high = (float(x) for x in os.environ.get("TEGRA_AI_TEST_BUILD_SECONDS", "0.1,0.4").split(","))
+            time.sleep(random.uniform(low, high))
             size = int(os.environ.get("TEGRA_AI_TEST_ENGINE_BYTES", 4 << 20))
             engine = random.Random(key).randbytes(size)   # one key, one engine: publish sees no conflict
         return _builder.BuildResult(engine=engine, sidecar=Sidecar.new(material, build_seconds=0.0))
 
     _builder.build_engine = build_engine
 
+def _is_build_child():
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            return b"tegra_ai.cache.build_child" in f.read()
+    except OSError:
+        return False
+
+
 _phases = os.environ.get("TEGRA_AI_TEST_PHASES")
-if _phases:
+if _phases and not _is_build_child():     # the ensure or publish process itself
     import contextlib
     import time
 
@@ -120,6 +129,10 @@ if _phases:
         _mark("wrote-" + _kind(path))
 
     _atomic.atomic_writer = _writer
+    from tegra_ai.cache import ensure as _ensure
+
+    _around(_ensure, "ensure", "ensure")            # the CLI imports these when the command runs
+    _around(_publish, "publish", "publish")
     _around(_store.EngineCache, "lock", "model-lock", context=True)
     _around(_store.EngineCache, "cache_lock", "cache-lock", context=True)
     _around(_store.EngineCache, "update_link", "link")

@@ -264,8 +264,12 @@ def publish(cache_dir: str, mirror_dir: str, private_key: str, *, names=(), key_
                     index[rel] = _index_entry(name, sidecar, raw_sidecar, signature, key, now)
                     row["status"] = "published"
                 continue
-            raw_sidecar = _read(sidecar_path(engine_path), 1 << 22)
-            engine = _read(engine_path)
+            try:
+                raw_sidecar = _read(sidecar_path(engine_path), 1 << 22)
+                engine = _read(engine_path)
+            except OSError:     # a concurrent ensure pruned it (publish takes no cache lock)
+                row.update(status="skipped", reason="the engine was removed from the cache while it was read")
+                continue
             check = Sidecar.from_dict(json.loads(raw_sidecar), where=sidecar_path(engine_path))
             if check.cache_key != sidecar.cache_key or hashlib.sha256(engine).hexdigest() != check.engine_sha256:
                 row.update(status="skipped", reason="the engine changed while it was read")
