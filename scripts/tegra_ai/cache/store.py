@@ -83,7 +83,15 @@ def file_lock(path: str, *, timeout: float, what: str, hint: str | None = None, 
     while True:
         if prepare is not None:
             prepare()
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        except FileNotFoundError:
+            if prepare is None or time.monotonic() > deadline:
+                raise
+            continue        # its directory was removed just after prepare() made it: make it again
+        except OSError as exc:
+            raise TegraAIError(f"{what}: cannot open the lock file {path}: {exc.strerror or exc}",
+                               exit_code=EXIT_USAGE) from None
         try:
             delay = 0.005
             while True:
