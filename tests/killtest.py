@@ -328,6 +328,8 @@ def run(kills: int, seed: int, work: str, out=print, max_rounds: int | None = No
             else:
                 stats["completed_before_kill"] += 1
         stats["kills"] += len(killed)
+        if killed and stats["kills"] // 25 != (stats["kills"] - len(killed)) // 25:
+            out(f"... {stats['kills']} kills, {stats['rounds']} rounds, {time.monotonic() - t_start:.0f} s")
         if killed:
             stats["by_scenario"][scenario] += len(killed)
         survivors = [p for p in procs if p not in killed]

@@ -244,7 +244,7 @@ def test_killed_runs_leftovers_are_removed_by_the_next_run(tmp_path, model_facto
     cache = str(tmp_path / "cache")
     run([bundle], cache, FakeBuilder())
     stale = [os.path.join(cache, ".alpha.engine.4242.tmp"), os.path.join(cache, ".alpha.engine.json.4242.tmp"),
-             os.path.join(cache, ".index.json.abcd1234.tmp"), os.path.join(cache, ".hashmemo.json.abcd1234.tmp")]
+             os.path.join(cache, ".index.json.abcd1234.tmp"), os.path.join(cache, "..hashmemo.json.abcd1234.tmp")]
     os.symlink("alpha/nothing", stale[0])
     os.symlink("alpha/nothing.json", stale[1])
     for p in stale[2:]:

@@ -224,7 +224,8 @@ class EngineCache:
                        hint="another tensorrt-optimize ensure is finishing on this cache; retry later"):
             # Under it no other run writes index.json or the memo, or removes a directory:
             # temp files of those are a killed run's.
-            for pattern in (f".{INDEX_NAME}.*.tmp", ".hashmemo.json.*.tmp"):
+            # util.atomic's temp names: "." + the file's name + ".XXXXXXXX.tmp"
+            for pattern in (f".{INDEX_NAME}.*.tmp", f".{glob.escape(os.path.basename(self.memo.memo_path or 'x'))}.*.tmp"):
                 self._remove_stale_temp_files(self.root, pattern)
             for n in os.listdir(self.root):
                 if _PRUNED_DIR.match(n) and os.path.isfile(os.path.join(self.root, n, MODEL_MARKER)):
