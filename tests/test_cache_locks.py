@@ -239,6 +239,24 @@ def test_unlisted_model_with_another_slots_engine_keeps_no_dangling_link(tmp_pat
     assert not os.path.lexists(os.path.join(cache, "gone.engine"))      # removed, not left dangling
 
 
+def test_model_directory_appears_with_its_marker(tmp_path, monkeypatch):
+    """A kill between mkdir and the marker left a directory no run would prune (found by
+    the kill test: an unlisted model's folder that --prune unlisted kept)."""
+    from tegra_ai.cache import store
+
+    cache = EngineCache(str(tmp_path / "cache"))
+    seen = []
+    real = store.create_exclusive
+
+    def spy(path, text):
+        seen.append(os.path.isdir(cache.model_dir("m")))     # is m/ visible before its marker?
+        return real(path, text)
+    monkeypatch.setattr(store, "create_exclusive", spy)
+    with cache.lock("m", timeout=0):
+        pass
+    assert seen == [False] and cache.is_model_dir("m")
+
+
 def test_killed_runs_leftovers_are_removed_by_the_next_run(tmp_path, model_factory):
     bundle = bundle_of(tmp_path, model_factory, ["alpha"])
     cache = str(tmp_path / "cache")
@@ -250,12 +268,20 @@ def test_killed_runs_leftovers_are_removed_by_the_next_run(tmp_path, model_facto
     for p in stale[2:]:
         open(p, "w").write("{")
     trash = os.path.join(cache, ".old.pruned-4242.tmp")
-    os.makedirs(trash)
-    open(os.path.join(trash, ".tegra-ai-model"), "w").write("")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()                                              # a process id no longer running
+    half = os.path.join(cache, f".new.new-{dead.pid}-abcd1234.tmp")
+    for d in (trash, half):
+        os.makedirs(d)
+        open(os.path.join(d, ".tegra-ai-model"), "w").write("")
+    busy = os.path.join(cache, f".other.new-{os.getpid()}-abcd1234.tmp")      # its maker is alive
+    os.makedirs(busy)
+    open(os.path.join(busy, ".tegra-ai-model"), "w").write("")
     foreign = os.path.join(cache, ".somebody.tmp")
     open(foreign, "w").write("x")
     assert run([bundle], cache, FakeBuilder())["exit_code"] == 0
-    assert not any(os.path.lexists(p) for p in stale + [trash])
+    assert not any(os.path.lexists(p) for p in stale + [trash, half])
+    assert os.path.isdir(busy)
     assert os.path.exists(foreign)                          # not a name of ours: left alone
 
 

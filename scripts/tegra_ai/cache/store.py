@@ -19,7 +19,7 @@ import time
 
 from tegra_ai.errors import EXIT_TEMPFAIL, EXIT_USAGE, TegraAIError
 from tegra_ai.spec import Sidecar, check_model_name, short_key, sidecar_path, write_engine_files
-from tegra_ai.util.atomic import FILE_MODE, atomic_write_json, create_exclusive, make_dirs
+from tegra_ai.util.atomic import DIR_MODE, FILE_MODE, atomic_write_json, create_exclusive, make_dirs
 from tegra_ai.util.hashing import HashMemo
 
 MODEL_MARKER = ".tegra-ai-model"
@@ -29,6 +29,7 @@ _ENGINE_FILE = re.compile(r"^(?P<name>.+)-(?P<key>[0-9a-f]{24})\.engine$")
 CACHE_LOCK = ".cache.lock"       # cache-wide: index.json, the hash memo, pruning unlisted models
 DEFAULT_LOCK_TIMEOUT = 3600.0    # seconds a lock is waited for (ensure: at least --model-timeout + 5 min)
 _PRUNED_DIR = re.compile(r"^\.(?P<name>.+)\.pruned-[0-9]+\.tmp$")   # a model directory being removed
+_NEW_DIR = re.compile(r"^\.(?P<name>.+)\.new-(?P<pid>[0-9]+)-\w+\.tmp$")  # one being made by process PID
 
 
 class LockTimeout(TegraAIError):
@@ -181,12 +182,26 @@ class EngineCache:
             raise TegraAIError(f"{directory} exists and was not made by tegra-ai (no {MODEL_MARKER}); "
                                "refusing to use it", hint="choose another --cache directory or remove it",
                                exit_code=EXIT_USAGE)
-        make_dirs(directory)
+        text = "engines of this model are managed by tensorrt-optimize ensure\n"
+        if not os.path.isdir(directory):
+            # Made with its marker under a temp name, then renamed into place: a kill leaves
+            # no model directory without its marker (one no run could prove is its own).
+            import tempfile
+
+            tmp = tempfile.mkdtemp(prefix=f".{name}.new-{os.getpid()}-", suffix=".tmp", dir=self.root)
+            os.chmod(tmp, DIR_MODE)
+            create_exclusive(os.path.join(tmp, MODEL_MARKER), text)
+            try:
+                os.rename(tmp, directory)       # over nothing, or an empty directory
+            except OSError:
+                _remove_tree(tmp)               # a concurrent run made it first
+                if not os.path.isdir(directory):
+                    raise
         marker = os.path.join(directory, MODEL_MARKER)
         if not os.path.exists(marker):
             # Its existence is the mark (no temp file: a concurrent ensure holding the lock
             # removes stale temp files).
-            create_exclusive(marker, "engines of this model are managed by tensorrt-optimize ensure\n")
+            create_exclusive(marker, text)
         return directory
 
     @contextlib.contextmanager
@@ -228,7 +243,9 @@ class EngineCache:
             for pattern in (f".{INDEX_NAME}.*.tmp", f".{glob.escape(os.path.basename(self.memo.memo_path or 'x'))}.*.tmp"):
                 self._remove_stale_temp_files(self.root, pattern)
             for n in os.listdir(self.root):
-                if _PRUNED_DIR.match(n) and os.path.isfile(os.path.join(self.root, n, MODEL_MARKER)):
+                new = _NEW_DIR.match(n)
+                if (_PRUNED_DIR.match(n) or (new and not _alive(int(new.group("pid"))))) and \
+                        os.path.isfile(os.path.join(self.root, n, MODEL_MARKER)):
                     _remove_tree(os.path.join(self.root, n))
             yield
 
@@ -468,6 +485,17 @@ def _mtime(path: str) -> float:
         return os.lstat(path).st_mtime
     except OSError:
         return float("-inf")
+
+
+def _alive(pid: int) -> bool:
+    """Model directories are made without the cache lock: only a dead maker's is removed."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _remove_tree(path: str) -> None:
