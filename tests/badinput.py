@@ -13,11 +13,13 @@ import hashlib
 import io
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 
 
 def tree_state(root: str) -> dict:
-    """relative path -> sha256 (files), 'dir' (directories) or 'link:target' (symlinks)."""
+    """relative path -> sha256 (files), 'dir' (directories), 'link:target' (symlinks) or
+    'special:MODE' (FIFOs and devices)."""
     state = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for d in dirnames:
@@ -28,6 +30,9 @@ def tree_state(root: str) -> dict:
             rel = os.path.relpath(p, root)
             if os.path.islink(p):
                 state[rel] = "link:" + os.readlink(p)
+                continue
+            if not stat.S_ISREG(os.lstat(p).st_mode):     # a FIFO case: never opened (it would block)
+                state[rel] = f"special:{stat.S_IFMT(os.lstat(p).st_mode):o}"
                 continue
             with open(p, "rb") as fh:
                 state[rel] = hashlib.sha256(fh.read()).hexdigest()

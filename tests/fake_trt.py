@@ -348,14 +348,16 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
             fake.log.append((severity, msg))
 
     class ITensor:
-        def _setup(self, name, shape, dtype):
-            self._values.update(name=name, shape=tuple(shape), dtype=dtype)
+        def _setup(self, name, shape, dtype, is_shape_tensor=False):
+            self._values.update(name=name, shape=tuple(shape), dtype=dtype, is_shape_tensor=bool(is_shape_tensor))
 
     class INetworkDefinition:
         def _setup(self, flags):
             self._flags = flags
-            # an input may name its DataType third: ("input", (1, 3, 8, 8), "HALF")
-            self._inputs = [trt.ITensor._new(i[0], i[1], getattr(trt.DataType, i[2] if len(i) > 2 else "FLOAT"))
+            # an input may name its DataType third: ("input", (1, 3, 8, 8), "HALF"), and fourth
+            # "shape" for a shape-tensor input: ("k", (), "INT32", "shape")
+            self._inputs = [trt.ITensor._new(i[0], i[1], getattr(trt.DataType, i[2] if len(i) > 2 else "FLOAT"),
+                                             len(i) > 3 and i[3] == "shape")
                             for i in inputs]
             self._outputs = [trt.ITensor._new(n, s, trt.DataType.FLOAT) for n, s in outputs]
             self._values.update(num_inputs=len(self._inputs), num_outputs=len(self._outputs))
@@ -386,6 +388,8 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
 
         def parse_from_file(self, model):
             fake.calls.append(("parse", model))
+            with open(model, "rb") as f:  # what was parsed, for tests (the builder may parse a temporary copy)
+                fake.parsed_models.append(f.read())
             for plugin in plugin_layers:
                 # onnx-tensorrt's fallback plugin importer: "Plugin not found, are the plugin name,
                 # version, and namespace correct?" when the creator is not registered (R1).
@@ -404,6 +408,7 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
     class IOptimizationProfile:
         def _setup(self):
             self._shapes = {}
+            self._shape_values = {}
 
         def set_shape(self, input, min, opt, max):
             mn, op, mx = _dims(min), _dims(opt), _dims(max)
@@ -418,6 +423,29 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
 
         def get_shape(self, input):
             return list(self._shapes.get(input, ()))
+
+        def set_shape_input(self, input, min, opt, max):
+            # pyCore.cpp opt_profile_set_shape_input: std::vector<int32_t> to setShapeValues up to
+            # 10.10 (release/8.5, release/10.3 l.58-67), std::vector<int64_t> to setShapeValuesV2 from
+            # 10.11 (release/10.13.3, release/10.16, release/11.1 l.59-67): pybind11 refuses a value
+            # that does not fit (TypeError); a false return raises RuntimeError with these messages.
+            bits = 64 if tuple(int(x) for x in release.split(".")) >= (10, 11) else 32
+            sets = []
+            for vals in (min, opt, max):
+                vals = list(vals)
+                if not all(isinstance(v, int) and not isinstance(v, bool) and -(1 << (bits - 1)) <= v < (1 << (bits - 1))
+                           for v in vals):
+                    raise TypeError("set_shape_input(): incompatible function arguments")
+                sets.append(tuple(vals))
+            # NvInferRuntime.h setShapeValues (8.5 l.1188-1189, 10.3 l.2214-2215): "the same nbValues must be
+            # supplied" each time; nbValues >= 1 (l.1209: "the number of shape tensor elements (>= 1)").
+            for which, vals in zip(("min", "opt", "max"), sets):
+                if not vals or len(vals) != len(sets[0]):
+                    raise RuntimeError(f"{which} input provided for shape tensor is inconsistent with other inputs.")
+            self._shape_values[input] = tuple(sets)
+
+        def get_shape_input(self, input):
+            return [list(v) for v in self._shape_values.get(input, ())]
 
     class ITimingCache:
         def _setup(self, data=b""):
@@ -515,10 +543,38 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
         def build_serialized_network(self, network, config):
             fake.calls.append("build")
             dynamic = [t for t in network._inputs if any(int(d) < 0 for d in t.shape)]
+            shape_inputs = [t for t in network._inputs if t._values["is_shape_tensor"]]
             profiles = [p._shapes for p in config._profiles]
             errors = []
-            if dynamic and not profiles:
+            if (dynamic or shape_inputs) and not profiles:
                 errors.append("Network has dynamic or shape inputs, but no optimization profile has been defined.")
+            for i, p in enumerate(config._profiles):
+                # NvInferRuntime.h IOptimizationProfile::setShapeValues (8.5 l.1182-1184, 10.3 l.2210-2212,
+                # 10.13.3 l.2849-2851 (V2), 11.1 l.2684-2686): "This function must be called three times
+                # for every input tensor t that is a shape tensor ... This function must not be called for
+                # any input tensor that is not a shape tensor"; "it must be true that minVals[i] <=
+                # optVals[i] <= maxVals[i]"; nbValues is "1 if the tensor rank is 0, or dims.d[0]" (the
+                # volume from 10.0: "For multidimensional tensors, the array is in row-major order").
+                # "a full validation can only be performed at engine build time": here.
+                for t in shape_inputs:
+                    if t.name not in p._shape_values:
+                        errors.append(f"Optimization profile {i}: shape tensor input {t.name} has no shape values "
+                                      "(IOptimizationProfile::setShapeValues)")
+                        continue
+                    mn, op, mx = p._shape_values[t.name]
+                    volume = 1
+                    for d in t.shape:
+                        volume *= int(d)
+                    if len(op) != volume:
+                        errors.append(f"Optimization profile {i}: {len(op)} shape values for {t.name}, which has "
+                                      f"{volume} element(s)")
+                    elif not all(a <= b <= c for a, b, c in zip(mn, op, mx)):
+                        errors.append(f"Optimization profile {i}: shape values of {t.name} need min <= opt <= max")
+                for name in p._shape_values:
+                    t = next((x for x in network._inputs if x.name == name), None)
+                    if t is None or not t._values["is_shape_tensor"]:
+                        errors.append(f"Optimization profile {i}: setShapeValues called for {name}, which is not a "
+                                      "shape tensor input of the network")
             for i, shapes in enumerate(profiles):
                 for t in dynamic:
                     if t.name not in shapes:
@@ -552,9 +608,12 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
             if build_result is not ENCODE:
                 return build_result
             desc = {"release": release, "flags": sorted(f.name for f in config._flags),
-                    "io": [[t.name, "INPUT", list(t.shape)] for t in network._inputs]
+                    "io": [[t.name, "INPUT", list(t.shape)] + (["shape", t.dtype.name] if t._values["is_shape_tensor"]
+                                                                  else []) for t in network._inputs]
                     + [[t.name, "OUTPUT", list(t.shape)] for t in network._outputs],
                     "profiles": [{n: [list(s) for s in v] for n, v in p.items()} for p in profiles],
+                    "shape_values": [{n: [list(s) for s in v] for n, v in p._shape_values.items()}
+                                     for p in config._profiles],
                     "device": str(config._values.get("default_device_type", "")), "plugins": list(plugin_layers)}
             return ENGINE_MAGIC + json.dumps(desc, sort_keys=True).encode()
 
@@ -672,6 +731,12 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
             if not 0 <= profile_index < len(profiles) or name not in profiles[profile_index]:
                 raise RuntimeError(f"no profile shape for {name} in profile {profile_index}")
             return [trt.Dims._new(s) for s in profiles[profile_index][name]]
+
+        def get_tensor_profile_values(self, name, profile_index):
+            values = self._desc.get("shape_values", [])
+            if not 0 <= profile_index < len(values) or name not in values[profile_index]:
+                raise RuntimeError(f"no profile values for {name} in profile {profile_index}")
+            return [list(v) for v in values[profile_index][name]]
 
         def create_execution_context(self, *args, **kwargs):
             # R3: 8.5 (NvInferRuntime.h l.2845-2849): "For the first execution context that is created for
@@ -929,7 +994,8 @@ def make_fake_trt(feats, inputs=(("input", (-1, 1, 8, 8)),), outputs=(("logits",
                                  registry=None, surface=surf,
                                  valid_timing_caches={b"TIMING"}, plugin_load_fails=False,
                                  creators=set(), library_creators=dict(library_creators or {}), double_loads=[],
-                                 live_contexts=weakref.WeakSet(), dds_rows=3, parse_plugin_missing=None)
+                                 live_contexts=weakref.WeakSet(), dds_rows=3, parse_plugin_missing=None,
+                                 parsed_models=[])
 
     def synchronize(stream):
         """The tests' CUDA stand-in calls this for cuStreamSynchronize (R3)."""

@@ -23,6 +23,9 @@ def ws(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "notes.txt").write_text("hello")
     np.savez(tmp_path / "floats.npz", x=np.zeros((2, 8, 8), np.float32), y=np.zeros(3))
+    # what calibration-dataset writes: uint8 pixels (CHW, already resized) beside its manifest
+    np.savez(tmp_path / "calib.npz", input=np.zeros((2, 1, 8, 8), np.uint8),
+             _manifest=np.frombuffer(b'{"format": "tegra-ai-calibration-dataset"}', np.uint8))
     return tmp_path
 
 
@@ -60,6 +63,7 @@ CASES = [
     (lambda ws: [E, "--npz", "notes.txt"], 2, "not a readable .npz"),
     (lambda ws: [E, "--npz", G, "--npz-key", "pictures"], 2, "no array 'pictures'"),
     (lambda ws: [E, "--npz", "floats.npz"], 2, "no uint8 image array"),
+    (lambda ws: [E, "--npz", "calib.npz"], 2, "a calibration-dataset file"),
     (lambda ws: [E, "--npz", G, "--labels", "nope"], 2, "--labels nope: not an array"),
     (lambda ws: [E, "--synthetic", "1", "--labels", "labels"], 2, "--labels needs --npz"),
     (lambda ws: [E, "--images", "empty"], 2, "holds no images"),

@@ -107,8 +107,8 @@ def test_kernel_descriptor_center_crop():
     assert image_desc(PreprocessSpec(8, 8), SourceImage(0x1000, 16, 16)).antialias == 0
     from tegra_ai.kernels.layout import kernel_name, preprocess_grid
 
-    # the _aa kernels compute one output pixel per thread (32x8 tiles), the others four
-    assert kernel_name(spec) == "tai_preprocess_bgr8_aa" and preprocess_grid(spec, 16)[0] == (7, 28, 16)
+    # the _aa kernels compute one output pixel per thread along x and two rows (32x16 tiles), the others four
+    assert kernel_name(spec) == "tai_preprocess_bgr8_aa" and preprocess_grid(spec, 16)[0] == (7, 14, 16)
     assert kernel_name(PreprocessSpec(224, 224)) == "tai_preprocess_bgr8"
     assert preprocess_grid(PreprocessSpec(224, 224), 16)[0] == (2, 28, 16)
     m = box_mapping(spec, 480, 640)

@@ -73,15 +73,35 @@ def test_resolve_typing(version, precision, qdq, calib, strong, flags):
 
 
 @pytest.mark.parametrize("version,precision,qdq,calib,match", [
-    ("11.0", "fp16", False, False, "weakly typed builder flags"),
+    ("11.0", "best", False, False, "weakly typed builder flags"),   # fp16 converts (fp16_copy); best does not
     ("11.0", "int8", False, True, "needs a Q/DQ"),
     ("10.3", "int8", False, False, "needs calibration data"),
-    ("1.7", "fp16", False, False, "weakly typed builder flags"),
+    ("1.7", "best", False, False, "weakly typed builder flags"),
 ])
 def test_impossible_precisions(version, precision, qdq, calib, match):
     flavor = compat.FLAVOR_RTX if version == "1.7" else compat.FLAVOR_TENSORRT
     with pytest.raises(TegraAIError, match=match):
         compat.resolve_typing(compat.features_for(version, flavor), precision, qdq, None, calib)
+
+
+@pytest.mark.parametrize("version,flavor,precision,qdq,strong,copy", [
+    ("11.0", compat.FLAVOR_TENSORRT, "fp16", False, None, True),     # float model, --precision fp16
+    ("11.0", compat.FLAVOR_TENSORRT, "fp32", False, None, False),
+    ("11.0", compat.FLAVOR_TENSORRT, "auto", False, None, False),    # auto: the model's own types
+    ("11.0", compat.FLAVOR_TENSORRT, "auto", True, None, True),      # Q/DQ: float parts FP16 as on 10.x
+    ("11.0", compat.FLAVOR_TENSORRT, "int8", True, None, True),
+    ("11.0", compat.FLAVOR_TENSORRT, "best", True, None, True),
+    ("11.0", compat.FLAVOR_TENSORRT, "fp32", True, None, False),     # asked for FP32 float parts
+    ("1.7", compat.FLAVOR_RTX, "int8", True, None, True),
+    ("10.16", compat.FLAVOR_TENSORRT, "int8", True, None, False),    # the FP16 flag does it
+    ("10.3", compat.FLAVOR_TENSORRT, "int8", True, True, False),     # --strongly-typed where flags exist: as asked
+])
+def test_fp16_copy_only_where_no_fp16_flag(version, flavor, precision, qdq, strong, copy):
+    feats = compat.features_for(version, flavor)
+    out = compat.resolve_typing(feats, precision, qdq, strong, False)
+    assert out["fp16_copy"] is copy and compat.fp16_copy_for_build(feats, precision, qdq) is (copy and feats.strongly_typed_only)
+    assert (out["float_precision"]["path"] == "fp16-copy") is copy
+    assert not out["strongly_typed"] or out["flags"] == []
 
 
 def test_strongly_typed_refused_on_85():
@@ -196,5 +216,8 @@ def test_float_precision_recorded():
     q10 = compat.resolve_typing(compat.features_for("10.3"), "int8", True, None, False)
     assert q10["float_precision"]["path"] == "fp16-flag" and any("run FP16" in n for n in q10["notes"])
     q11 = compat.resolve_typing(compat.features_for("11.0"), "int8", True, None, False)
+    assert q11["float_precision"]["path"] == "fp16-copy" and q11["fp16_copy"] and "FP16" in q11["float_precision"]["why"]
+    q11 = compat.resolve_typing(compat.features_for("11.0"), "fp32", True, None, False)
     assert q11["float_precision"]["path"] == "model-types" and "FP32" in q11["float_precision"]["why"]
+    assert not q11["fp16_copy"]
     assert compat.resolve_typing(compat.features_for("10.3"), "fp32", False, None, False)["float_precision"]["path"] == "fp32"

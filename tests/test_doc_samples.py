@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -52,3 +53,34 @@ def test_skeleton_catches_a_changed_row():
     a = "metric (ms)  min\nlatency  0.5  1.2%\n"
     assert skeleton(a) == skeleton("metric (ms) min\nlatency 7 3%\n")
     assert skeleton(a) != skeleton("metric (ms) min\nlatency (host) 7 3%\n")
+
+
+def readme_command_and_output(prefix: str):
+    """The command in README that starts with ``prefix`` (with its continuation lines) and the
+    comment lines right after it (``#   output``), as README shows a command's output."""
+    lines = open(os.path.join(ROOT, "README.md")).read().splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith(prefix))
+    cmd = lines[i]
+    while cmd.endswith("\\"):
+        i += 1
+        cmd = cmd[:-1] + " " + lines[i].strip()
+    out = []
+    for line in lines[i + 1:]:
+        if not line.startswith("#   "):
+            break
+        out.append(line[4:])
+    return shlex.split(cmd), "\n".join(out)
+
+
+def test_model_ensemble_sample_output_matches_the_command():
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    argv, sample = readme_command_and_output("model-ensemble scripts/tegra_ai/models/digits-ensemble.json")
+    assert argv[0] == "model-ensemble" and sample
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "scripts"))
+    proc = subprocess.run([sys.executable, "-m", "tegra_ai.cli.ensemble", *argv[1:], "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert skeleton(sample) == skeleton(proc.stdout)
+    # the accuracy is deterministic (ONNX Runtime on the CPU, fixed samples): shown as printed
+    acc = re.compile(r"accuracy \S+")
+    assert acc.findall(sample) == acc.findall(proc.stdout)

@@ -127,6 +127,11 @@ def test_readme_host_workflow_in_a_fresh_venv(tmp_path):
     result = json.loads(out[out.index("{"):])
     assert result["steps"]["preflight"].get("skipped") is None, result["steps"]["preflight"]
     assert "skipped" not in result["steps"]["reference_accuracy"], result["steps"]["reference_accuracy"]
+    # what the quick start says example prints: the accuracy on N held-out digits
+    acc = result["steps"]["reference_accuracy"]
+    prose = open(os.path.join(ROOT, "README.md")).read()
+    assert f"accuracy on {acc['samples']}\nheld-out digits" in prose or f"accuracy on {acc['samples']} held-out" in prose
+    assert f"({100 * acc['top1']:.1f} %)" in prose, acc
 
     # README's INT8 and FP16 block, verbatim: image folders -> calibration-dataset -> quantize -> compare -> fp16
     log = sh(readme_block("## INT8 and FP16 on the host"))

@@ -223,8 +223,8 @@ def test_unsigned_needs_opt_in(tmp_path, bundle, mirror, keys):
 
 
 @pytest.mark.parametrize("content, reason", [
-    (b"<html>not found</html>", "not JSON"),
-    (b"[" * 100000 + b"]" * 100000, "nested too deeply"),
+    (b"<html>not found</html>", "not valid JSON"),
+    (b"[" * 100000 + b"]" * 100000, "nested too deep"),
     (json.dumps({"format": "tegra-ai-engine", "version": 2}).encode(), "incomplete sidecar"),
 ], ids=["html", "deeply-nested", "incomplete"])
 def test_garbage_sidecars_never_stop_the_build(tmp_path, bundle, mirror, content, reason):
@@ -447,6 +447,19 @@ def test_publish_signs_a_previously_unsigned_engine(tmp_path, bundle, mirror, ke
     os.unlink(sig)
     r = publish(str(tmp_path / "reference-cache"), mirror, keys["private_key"])
     assert sorted(row["status"] for row in r["engines"]) == ["present", "signed"] and os.path.isfile(sig)
+
+
+def test_resigned_engine_gets_its_new_digests_in_the_index(tmp_path, bundle, mirror, keys):
+    """Signed again with another key (the old signature lost): the index row names the new key
+    and the new signature's digest, so an image build that fetches by checksum gets it."""
+    _e, _s, sig = engine_files(mirror)
+    os.unlink(sig)
+    new_key = signing.generate_keypair(str(tmp_path / "key2"))
+    publish(str(tmp_path / "reference-cache"), mirror, new_key["private_key"])
+    rows = json.load(open(os.path.join(mirror, MIRROR_INDEX)))["signed"]["engines"]
+    row = next(v for rel, v in rows.items() if os.path.join(mirror, *rel.split("/")) + ".sig" == sig)
+    assert row["key_id"] == new_key["key_id"]
+    assert row["signature_sha256"] == hashlib.sha256(open(sig, "rb").read()).hexdigest()
 
 
 # --------------------------------------------------------------------------- signatures

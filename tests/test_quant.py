@@ -454,3 +454,18 @@ def test_yolo_bottleneck_add_quantizes_the_skip(tmp_path):
     dq_out = {n.output[0] for n in qdq if n.op_type == "DequantizeLinear"}
     add = next(n for n in m.graph.node if n.op_type == "Add")
     assert add.input[0] in dq_out and add.input[1] == "m2", list(add.input)
+
+
+def test_compare_pads_a_static_batch_instead_of_refusing(tmp_path):
+    """10 samples on a model with a static batch of 4: compare runs 4 + 4 + 2 (the last batch
+    padded, its padding dropped) and every sample's output is the model's, none left out."""
+    from tegra_ai.backend.onnxruntime import OnnxRuntimeRunner
+    from tegra_ai.quant.compare import run_model
+
+    path = _dense_model(str(tmp_path / "st.onnx"), 4)
+    w = numpy_helper.to_array(onnx.load(path).graph.initializer[0])
+    x = np.random.default_rng(2).random((10, 8)).astype(np.float32)
+    with OnnxRuntimeRunner(path) as runner:
+        out = run_model(runner, {"x": x})
+    assert out["y"].shape == (10, 4)
+    np.testing.assert_allclose(out["y"], x @ w, rtol=1e-5, atol=1e-5)

@@ -384,3 +384,94 @@ def test_pipeline_live_source_slow_consumer_drops_and_keeps_order():
     assert got == sorted(got) and got[-1] == 39
     assert stats.dropped_queue > 0 and stats.dropped_source == cam.dropped
     assert len(got) + stats.dropped_queue + stats.dropped_source == 40
+
+
+class _Held:
+    """A capture buffer: ``release`` (sources.Frame.release) must come exactly once, and
+    for a frame read in place only after its lane is done with it. ``early`` records
+    frames given back while their lane still held them (staged frames)."""
+
+    def __init__(self, log, seq, early=None):
+        self.log, self.seq, self.lane, self.early = log, seq, None, early
+
+    def __call__(self):
+        assert self.seq not in self.log, f"frame {self.seq} released twice"
+        holding = self.lane is not None and self.lane.pending is not None and self.lane.pending.index == self.seq
+        if holding and not getattr(self.lane, "staged", False):
+            raise AssertionError(f"frame {self.seq} released while its lane reads it")
+        if holding and self.early is not None:
+            self.early.append(self.seq)
+        self.log.append(self.seq)
+
+
+def _ring_frames(released, early, n=60):
+    from tegra_ai.runtime.sources import Frame
+
+    t = time.perf_counter()
+    return [Frame(np.full((2, 2), k, np.uint8), t, k, _Held(released, k, early)) for k in range(n)]
+
+
+def _ring_lane(frames, staged):
+    class Lane(_StandInLane):
+        def start(self, index, image, serial):
+            super().start(index, image, serial)
+            self.staged = staged
+            frames[index].release.lane = self
+            return self
+    return Lane(_ClockGPU(0.002))
+
+
+@pytest.mark.parametrize("staged", [False, True])
+def test_pipeline_gives_every_capture_buffer_back_once(staged):
+    """Frames with a release (a capture ring's buffers) go back to the source exactly
+    once: after the result for a frame read in place, right after start for a staged
+    (copied) frame, and when dropped by drop-oldest."""
+    from tegra_ai.runtime.pipeline import PipelineStats, stream_results
+
+    released, early = [], []
+    frames = _ring_frames(released, early)
+    stats = PipelineStats()
+    gen = stream_results([_ring_lane(frames, staged) for _ in range(2)], iter(frames), stats=stats,
+                         capacity=3, policy="drop-oldest")
+    got = [next(gen).index]
+    time.sleep(0.05)                     # a slow consumer: the reader drops queued frames
+    got += [r.index for r in gen]
+    assert stats.dropped_queue > 0 and len(got) + stats.dropped_queue == 60
+    assert sorted(released) == list(range(60))
+    assert sorted(early) == (got if staged else [])
+
+
+@pytest.mark.parametrize("staged", [False, True])
+def test_pipeline_gives_capture_buffers_back_when_the_consumer_stops(staged):
+    from tegra_ai.runtime.pipeline import PipelineStats, stream_results
+
+    released, taken = [], []
+    frames = _ring_frames(released, None)
+
+    def source():
+        for f in frames:
+            taken.append(f.sequence)
+            yield f
+
+    gen = stream_results([_ring_lane(frames, staged) for _ in range(2)], source(), stats=PipelineStats(),
+                         capacity=3, policy="block")
+    next(gen)
+    time.sleep(0.05)                     # lanes busy, the queue full, the reader blocked on one more
+    gen.close()                          # in-flight, queued and the blocked frame come back
+    assert len(taken) >= 4 and sorted(released) == taken
+
+
+def test_pipeline_releases_a_frame_its_lane_rejects():
+    from tegra_ai.runtime.pipeline import PipelineStats, stream_results
+
+    released = []
+
+    class Bad(_StandInLane):
+        def start(self, index, image, serial):
+            raise TegraAIError("frame does not fit")
+
+    gen = stream_results([Bad(_ClockGPU(0))], _ring_frames(released, None, 1), stats=PipelineStats(), capacity=2,
+                         policy="block")
+    with pytest.raises(TegraAIError, match="does not fit"):
+        list(gen)
+    assert released == [0]

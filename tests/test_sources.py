@@ -121,3 +121,79 @@ def test_paced_source_errors():
         sources.PacedSource([], fps=0)
     with pytest.raises(TegraAIError, match="buffers must be at least 1"):
         sources.PacedSource([], fps=30, buffers=0)
+
+
+def test_paced_source_capture_ring_buffers_come_back_only_when_released():
+    """memory="pageable": frames are read-only views of the ring's buffers (written by
+    the simulated driver), a buffer is busy until its frame is released (VIDIOC_QBUF),
+    and a frame captured while no buffer was given back is lost."""
+    clock = _FakeClock()
+    images = [np.full((3, 5), k, np.uint8) for k in range(12)]
+    src = sources.PacedSource(images, fps=10, buffers=2, clock=clock, sleep=clock.sleep, memory="pageable")
+    it = iter(src)
+    f0, f1 = next(it), next(it)
+    ring = src.ring
+    assert ring.registration is None and ring.shape == (3, 5)
+    assert not f0.image.flags.writeable and int(f0.image[0, 0]) == 0 and int(f1.image[0, 0]) == 1
+    assert any(np.shares_memory(f0.image, b) for b in ring.buffers)   # in the ring, not the source's array
+    assert ring.free == 0
+    clock.t += 0.3 + 1e-9            # frames 2..4 captured while both buffers are held: lost
+    f0.release()
+    f2 = next(it)                    # the next capture after the buffer came back
+    assert f2.sequence == 5 and int(f2.image[0, 0]) == 5 and src.dropped == 3
+    with pytest.raises(TegraAIError, match="released twice"):
+        f0.release()
+    f1.release()
+    f2.release()
+    rest = []
+    for f in it:
+        rest.append(f.sequence)
+        f.release()
+    assert rest == list(range(6, 12)) and ring.free == 2 and src.captured == 12
+
+
+def test_paced_source_capture_ring_is_filled_before_the_capture_time():
+    """The simulated driver writes the next frame into a free buffer while the reader
+    waits for its capture time (a DMA completes before its end-of-frame timestamp), so a
+    frame's copy is not inside its latency; a frame the reader never took gives its
+    buffer back when the iteration stops."""
+    clock = _FakeClock()
+    seen_free = []
+
+    def sleep(s):
+        seen_free.append((round(clock.t + s, 6), src.ring.free))
+        clock.sleep(s)
+
+    src = sources.PacedSource(sources.synthetic(4, 4, 6), fps=25, buffers=3, clock=clock, sleep=sleep,
+                              memory="pageable")
+    it = iter(src)
+    f0 = next(it)
+    f0.release()
+    f1 = next(it)
+    # Slept until 2 ms before frame 1's capture with 3 buffers free, wrote it, then slept
+    # until its capture time with 2 free: the write is done by the timestamp.
+    assert seen_free == [(100.038, 3), (100.04, 2)] and f1.sequence == 1 and f1.timestamp == 100 + 1 / 25
+    it.close()                        # the consumer stops: the buffer filled for frame 2 is free again
+    f1.release()
+    assert src.ring.free == 3
+
+
+def test_paced_source_memory_errors():
+    with pytest.raises(TegraAIError, match="memory must be one of"):
+        sources.PacedSource([], fps=30, memory="pinned")
+    src = sources.PacedSource([np.zeros((2, 2), np.uint8), np.zeros((3, 2), np.uint8)], fps=1000,
+                              memory="pageable")
+    with pytest.raises(TegraAIError, match="does not change format"):
+        for f in src:
+            f.release()
+    with pytest.raises(TegraAIError, match="at least 1 buffer"):
+        sources.CaptureRing(0, (2, 2))
+
+
+def test_page_aligned_buffers():
+    for n in (1, 4095, 4097, 6220800):
+        a = sources.page_aligned(n)
+        assert a.ctypes.data % sources.PAGE == 0 and a.nbytes % sources.PAGE == 0 and a.nbytes >= n
+    ring = sources.CaptureRing(3, (1080, 1920, 3))
+    assert all(b.ctypes.data % sources.PAGE == 0 for b in ring.buffers)
+    assert not any(np.shares_memory(ring.buffers[0], b) for b in ring.buffers[1:])

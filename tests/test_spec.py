@@ -129,7 +129,7 @@ def test_sidecar_round_trip_and_tamper_detection(tmp_path):
     path.write_text(json.dumps(bad))
     with pytest.raises(TegraAIError, match="does not match its key material"):
         Sidecar.load(str(path))
-    for content, words in [("[]", "expected a JSON object"), ("{", "not JSON"), ('{"format": "x"}', "not a tegra-ai"),
+    for content, words in [("[]", "expected a JSON object"), ("{", "not valid JSON"), ('{"format": "x"}', "not a tegra-ai"),
                            (json.dumps(dict(sc.to_dict(), version=1)), "version 1")]:
         path.write_text(content)
         with pytest.raises(TegraAIError, match=words):
@@ -246,3 +246,24 @@ def test_one_definition_of_each_rule():
     assert not hits, hits
     lib = open(os.path.join(root, "lib", "tegra_ai_layer", "engines.py")).read()
     assert "_spec.parse_size" in lib and "_spec.parse_profile" in lib
+
+
+def test_fp16_copy_recipe_is_in_the_key_of_strongly_typed_releases_only(monkeypatch):
+    """TensorRT 11 / RTX may parse an FP16 copy the converter makes: a new converter recipe
+    means new engines there, and changes no key of 8.5-10.x (whose parser sees the model)."""
+    from tegra_ai import onnx_fp16
+    from tegra_ai.platform import DeviceFacts
+    from tegra_ai.trt import compat
+    from tegra_ai.trt.builder import engine_key
+
+    facts = DeviceFacts(compute_capability="11.0", device_name="Thor")
+    opts = BuildOptions.from_request(precision="int8")
+    keys = {}
+    for version in ("10.3.0.30", "11.1.0"):
+        feats = compat.features_for(version)
+        before, material = engine_key("0" * 64, opts, feats, facts)
+        monkeypatch.setattr(onnx_fp16, "RECIPE", "tegra-ai-fp16/next")
+        after, _ = engine_key("0" * 64, opts, feats, facts)
+        monkeypatch.undo()
+        keys[version] = (before != after, "transform" in material)
+    assert keys == {"10.3.0.30": (False, False), "11.1.0": (True, True)}

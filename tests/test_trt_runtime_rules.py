@@ -383,6 +383,111 @@ def test_shape_tensor_on_the_device_is_refused_by_the_stand_in(monkeypatch, tmp_
     assert any("must be in host memory" in m for _s, m in trt._fake.log)
 
 
+# --------------------------------------------------------------------------- shape-tensor profiles (builder)
+
+def _shape_net(feats, k_dims=()):
+    """A network with an execution input x and a shape-tensor input k (int32 on 8.x, as
+    setShapeValues requires there; int64 allowed from 10.0)."""
+    dtype = "INT32" if feats.version[0] < 10 else "INT64"
+    return dict(inputs=(("x", (1, 4)), ("k", k_dims, dtype, "shape")), outputs=(("y", (-1, -1)),))
+
+
+def _shape_build(tmp_path, default_model, shapes):
+    from tegra_ai.trt.builder import build_engine
+
+    return build_engine(default_model, BuildOptions.from_request(shapes=shapes), show_progress=False)
+
+
+@pytest.mark.parametrize("name", TARGETS)
+def test_shape_tensor_profile_takes_values(monkeypatch, tmp_path, default_model, name):
+    """--shapes k=1:5:10 reaches IOptimizationProfile.set_shape_input as values on every
+    release; the engine and its sidecar carry them; the stand-in accepts the build."""
+    library, version, _ = compat.API_TARGETS[name]
+    feats = compat.features_for(version, library_version=library)
+    trt, _ = target(monkeypatch, name, **_shape_net(feats))
+    r = _shape_build(tmp_path, default_model, ["k=1:5:10"])
+    assert r.sidecar.profiles == [[{"name": "x", "min": [1, 4], "opt": [1, 4], "max": [1, 4]},
+                                   {"name": "k", "min": [1], "opt": [5], "max": [10], "values": True}]]
+    desc = __import__("json").loads(r.engine.split(b"\n", 1)[1])
+    assert desc["shape_values"] == [{"k": [[1], [5], [10]]}] and ["k", "INPUT", [], "shape"] == desc["io"][1][:4]
+    assert trt._fake.config._profiles[0].get_shape_input("k") == [[1], [5], [10]]
+    from tegra_ai.trt.builder import write_engine
+    from tegra_ai.trt.inspect import inspect_engine
+
+    path = str(tmp_path / "k.engine")
+    write_engine(r, path)
+    profile = inspect_engine(path)["profiles"][0]
+    # the engine's own record: values through get_tensor_profile_values where the bindings have it (10.0+)
+    assert ({"name": "k", "min": [1], "opt": [5], "max": [10], "values": True} in profile) is (feats.version[0] >= 10)
+
+
+@pytest.mark.parametrize("name", TARGETS)
+def test_shape_tensor_dims_or_missing_values_are_refused(monkeypatch, tmp_path, default_model, name):
+    library, version, _ = compat.API_TARGETS[name]
+    feats = compat.features_for(version, library_version=library)
+    target(monkeypatch, name, **_shape_net(feats, k_dims=(2,)))
+    with pytest.raises(TegraAIError, match="takes values, not dimensions") as exc:
+        _shape_build(tmp_path, default_model, ["k:2"])
+    assert exc.value.exit_code == 2
+    with pytest.raises(TegraAIError, match="need their values in --shapes"):
+        _shape_build(tmp_path, default_model, [])
+    with pytest.raises(TegraAIError, match="'x' is not a shape tensor"):
+        _shape_build(tmp_path, default_model, ["x=1x4,k=2x2"])
+    _shape_build(tmp_path, default_model, ["k=1x1:2x3:4x6"])
+
+
+@pytest.mark.parametrize("name", ["jetpack5", "jetpack6", "trt-11"])
+def test_stand_in_rejects_dims_on_a_shape_tensor_and_values_on_an_execution_tensor(monkeypatch, name):
+    """Mutations our resolve_profiles prevents, made on the stand-in directly: a profile
+    that gives k dims (no values) or x values fails the build as setShapeValues' contract
+    says (NvInferRuntime.h 8.5 l.1182-1184, 10.3 l.2210-2212, 11.1 l.2684-2686)."""
+    from tegra_ai.spec import InputShapes
+
+    library, version, _ = compat.API_TARGETS[name]
+    feats = compat.features_for(version, library_version=library)
+    trt, _ = target(monkeypatch, name, **_shape_net(feats, k_dims=(2,)))
+    for shapes, message in (([InputShapes("k", (2,), (2,), (2,))], "k has no shape values"),
+                            ([InputShapes("k", (1, 1), (2, 2), (3, 3), True),
+                              InputShapes("x", (1, 4), (1, 4), (1, 4), True)], "x, which is not a shape tensor")):
+        builder = trt.Builder(trt.Logger())
+        network = builder.create_network(0 if feats.version[0] >= 10 else 1)
+        config = builder.create_builder_config()
+        compat.add_optimization_profile(builder, config, shapes, feats)
+        assert builder.build_serialized_network(network, config) is None
+        assert any(message in m for _s, m in trt._fake.log), message
+
+
+@pytest.mark.parametrize("name", TARGETS)
+def test_shape_values_range_per_release(monkeypatch, tmp_path, default_model, name):
+    """Up to 10.10 the binding takes int32 values (setShapeValues), from 10.11 int64
+    (setShapeValuesV2): 3e9 is refused with one line before the build, or built."""
+    library, version, _ = compat.API_TARGETS[name]
+    feats = compat.features_for(version, library_version=library)
+    trt, _ = target(monkeypatch, name, **_shape_net(feats))
+    big = ["k=1:5:3000000000"]
+    if feats.shape_values_int64:
+        _shape_build(tmp_path, default_model, big)
+    else:
+        with pytest.raises(TegraAIError, match="shape-tensor values of 32 bits") as exc:
+            _shape_build(tmp_path, default_model, big)
+        assert exc.value.exit_code == 2
+        with pytest.raises(TypeError):    # the stand-in's binding, as pybind11's int32 caster refuses it
+            trt.Builder(trt.Logger()).create_optimization_profile().set_shape_input("k", [1], [5], [3000000000])
+
+
+@pytest.mark.parametrize("name", TARGETS)
+def test_shape_tensor_rank_per_release(monkeypatch, tmp_path, default_model, name):
+    """A 2x2 shape tensor: 8.x-9.x take rank 0 or 1 only, 10.0+ any rank up to 64 values."""
+    library, version, _ = compat.API_TARGETS[name]
+    feats = compat.features_for(version, library_version=library)
+    target(monkeypatch, name, **_shape_net(feats, k_dims=(2, 2)))
+    if feats.shape_tensor_any_rank:
+        assert _shape_build(tmp_path, default_model, ["k=1x1x1x1:2x2x2x2:4x4x4x4"]).sidecar.profiles
+    else:
+        with pytest.raises(TegraAIError, match="rank 0 or 1 only"):
+            _shape_build(tmp_path, default_model, ["k=1x1x1x1"])
+
+
 # --------------------------------------------------------------------------- one build request
 
 def test_build_request_travels_whole(tmp_path, default_model):

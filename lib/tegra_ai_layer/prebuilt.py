@@ -22,7 +22,6 @@ Plain Python (no ``bb``): called from ``tensorrt_engine.bbclass``.
 """
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -52,15 +51,16 @@ def read_index(path, keys=()):
     from tegra_ai.cache.mirror import MIRROR_INDEX_FORMAT, MIRROR_INDEX_VERSION
     from tegra_ai.cache.signing import canonical_json
 
+    from tegra_ai.util.jsonfile import JSONFileError, read_json_file
+
     where = "TEGRA_AI_PREBUILT_INDEX = %r" % path
     try:
-        with open(path) as f:
-            data = json.load(f)
-    except OSError as e:
-        raise PrebuiltError("%s: cannot read it (%s); copy the mirror's index.json to the build host"
-                            % (where, e.strerror or e))
-    except ValueError:
-        raise PrebuiltError("%s: not JSON" % where)
+        data = read_json_file(path)
+    except JSONFileError as e:
+        if e.errno is not None:
+            raise PrebuiltError("%s: cannot read it (%s); copy the mirror's index.json to the build host"
+                                % (where, e))
+        raise PrebuiltError("%s: %s" % (where, e))
     if not isinstance(data, dict) or data.get("format") != MIRROR_INDEX_FORMAT or \
             data.get("version") != MIRROR_INDEX_VERSION or not isinstance(data.get("signed"), dict):
         raise PrebuiltError("%s: not a version %d engine mirror index (index.json written by "
@@ -189,8 +189,13 @@ def take(d, log=None):
     if not os.path.isdir(src):
         return [], []
     keys = load_public_keys((d.getVar("TEGRA_AI_MIRROR_PUBKEYS") or "").split())
-    with open(os.path.join(d.getVar("TEGRA_AI_BUNDLE_DIR"), "manifest.json")) as f:
-        models = {m["name"]: m for m in json.load(f)["models"]}
+    from tegra_ai.util.jsonfile import JSONFileError, read_json_file
+
+    manifest = os.path.join(d.getVar("TEGRA_AI_BUNDLE_DIR"), "manifest.json")
+    try:
+        models = {m["name"]: m for m in read_json_file(manifest)["models"]}
+    except (JSONFileError, KeyError, TypeError) as e:
+        raise PrebuiltError("%s: not a bundle manifest (%s)" % (manifest, e))
     target = _target(d)
     out_dir = d.getVar("TEGRA_AI_ENGINE_DIR")
     taken, rejected = [], []
@@ -211,6 +216,8 @@ def take(d, log=None):
 
 
 def _check(engine, name, model, keys, target, Sidecar, TegraAIError):
+    from tegra_ai.util.jsonfile import loads as json_loads
+
     try:
         raw = open(engine + ".json", "rb").read(1 << 22)
         signature = open(engine + ".sig", "rb").read(4096)
@@ -219,8 +226,8 @@ def _check(engine, name, model, keys, target, Sidecar, TegraAIError):
     if not any(k.verify(raw, signature) for k in keys):
         return "the sidecar's signature does not verify with TEGRA_AI_MIRROR_PUBKEYS"
     try:
-        sidecar = Sidecar.from_dict(json.loads(raw), where=engine + ".json")
-    except (ValueError, TegraAIError) as e:
+        sidecar = Sidecar.from_dict(json_loads(raw), where=engine + ".json")
+    except (ValueError, TegraAIError) as e:     # JSONFileError (hostile JSON) is a ValueError
         return "bad sidecar: %s" % getattr(e, "message", e)
     data = open(engine, "rb").read()
     if len(data) != sidecar.engine_size or hashlib.sha256(data).hexdigest() != sidecar.engine_sha256:

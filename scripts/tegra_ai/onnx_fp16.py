@@ -8,11 +8,20 @@ operator FP16): inputs and outputs stay FP32 (the application's buffers do not c
 and numerically sensitive operators stay FP32 behind Casts — reductions,
 Softmax/LogSoftmax, normalisations and the pieces of a decomposed LayerNorm
 (ReduceMean, Pow, Sqrt, Reciprocal), Exp/Log — as do operators whose float inputs are
-coordinates or scales (Resize, TopK, NMS, RoiAlign, Range, CumSum, Min/Max), the list
-onnxconverter-common uses. Check the result with :func:`tegra_ai.quant.compare.compare`.
+coordinates or scales (TopK, NMS, RoiAlign, Upsample, Range, CumSum, Min/Max), the list
+onnxconverter-common uses less Resize: it computes in FP16 with its ``roi``/``scales``
+inputs left FP32 (ONNX types those inputs apart from the data;
+nearest-neighbour resizing of FP16 data is exact). Check the result with :func:`tegra_ai.quant.compare.compare`.
+
+So that the file halves, weights held in Constant nodes convert like initializers,
+BatchNormalization after a Conv is folded into the Conv's weights in FP32 first (what
+TensorRT does at build time anyway), redundant Casts are folded and the converter's own
+shape-inference results are not written.
 
 For the builder: :func:`fp16_model_for_build` writes an FP16 copy of a model into a
-directory the caller owns, for a strongly typed ``--precision fp16`` build."""
+directory the caller owns, for a strongly typed build on releases without the FP16 builder
+flag: ``--precision fp16`` of a float model, and the float parts of a Q/DQ model (Q/DQ
+nodes, their scales and the layers the accuracy gate kept in float stay FP32)."""
 
 from __future__ import annotations
 
@@ -24,6 +33,7 @@ import numpy as np
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
 from tegra_ai.onnx_graph import load_onnx, name_nodes
 from tegra_ai.util.atomic import atomic_write_bytes
+from tegra_ai.util.jsonfile import loads as json_loads
 from tegra_ai.util.lazy import require
 
 log = logging.getLogger("tegra_ai.onnx_fp16")
@@ -33,8 +43,33 @@ SENSITIVE_OPS = ("ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL1", "Redu
                  "GroupNormalization", "InstanceNormalization", "Exp", "Log", "Pow", "Sqrt", "Reciprocal")
 # Kept in FP32 because their float inputs are coordinates, scales or indices, not activations
 # (what onnxconverter-common blocks by default, less its ONNX-ML operators).
-COORDINATE_OPS = ("NonMaxSuppression", "TopK", "RoiAlign", "Resize", "Upsample", "Range", "CumSum", "Min", "Max",
+COORDINATE_OPS = ("NonMaxSuppression", "TopK", "RoiAlign", "Upsample", "Range", "CumSum", "Min", "Max",
                   "RandomUniformLike", "RandomNormalLike", "RandomUniform", "RandomNormal", "EyeLike")
+# Operators that compute in FP16 on their data while some inputs stay FP32 (input index ->
+# kept FP32). ONNX Resize-11/13/18/19: X is T1, roi T2 (float16|float|double), scales
+# tensor(float) only. So the data and the output go FP16, the roi and scales do not
+# (onnxconverter-common blocks the whole operator; NVIDIA Model Optimizer's AutoCast keeps
+# only Resize's scales FP32, and Upsample, deprecated since opset 10, FP32 whole, as here).
+FP32_INPUTS = {"Resize": (1, 2)}
+# Explicit quantization: QuantizeLinear/DequantizeLinear and their scales stay FP32 in an
+# FP16 copy of a Q/DQ model. TensorRT (NvInfer.h release/11.1, IQuantizeLayer): "For
+# strongly typed networks, if the scale data type is DataType::kHALF or DataType::kBF16, it
+# must match the input data type", so an FP32 scale is the one type valid on every release;
+# ONNX QuantizeLinear-19/21 types x and y_scale alike (T1) and QuantizeLinear-13 takes a
+# float scale only, so the Q/DQ nodes compute FP32 behind Casts.
+# What the FP16 copy of a strongly typed build is made by: part of the engine cache key on
+# releases that build such copies (TensorRT 11, TensorRT-RTX), so an engine is rebuilt when the
+# conversion changes. Bump it with every change to what the conversion writes.
+RECIPE = "tegra-ai-fp16/2"
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+# The nodes the accuracy gate (tegra_ai.quant.fallback) kept in float on purpose, as the
+# quantizer records them in the Q/DQ model's metadata_props (a JSON list of node names).
+KEEP_FP32_METADATA = "tegra_ai.keep_fp32"
+# Exact in any type (they move data): computed in the type their input already has, so an
+# FP32 tensor (a graph input, a sensitive op's result) is not narrowed to FP16 just to be
+# reshaped, and a Softmax -> Identity -> output keeps its FP32 values.
+DATA_MOVEMENT_OPS = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose")
 # Their output type is set by an attribute: left as they are, consumers get a Cast.
 TYPE_DEFINING_OPS = ("Cast", "CastLike", "Constant", "ConstantOfShape")
 FLOAT, FLOAT16 = 1, 10
@@ -43,6 +78,77 @@ FP16_MAX = 65504.0
 
 def block_list(extra=()) -> list:
     return sorted(set(SENSITIVE_OPS) | set(COORDINATE_OPS) | set(extra))
+
+
+def _constant_arrays(g) -> dict:
+    """name -> (numpy array, holder) of the float initializers and Constant-node values of a
+    graph (not of initializers that are also graph inputs: those can be fed)."""
+    import onnx
+    from onnx import numpy_helper
+
+    inputs = {i.name for i in g.input}
+    out = {i.name: (numpy_helper.to_array(i), i) for i in g.initializer if i.name not in inputs}
+    for n in g.node:
+        if n.op_type == "Constant" and len(n.output) == 1:
+            attr = next((a for a in n.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR), None)
+            if attr is not None:
+                out[n.output[0]] = (numpy_helper.to_array(attr.t), n)
+    return out
+
+
+def fold_batchnorm(model, skip_nodes=()) -> int:
+    """Fold each inference-mode BatchNormalization that alone reads a Conv's output into that
+    Conv's weights and bias, in FP32: w' = w * s, b' = (b - mean) * s + beta with
+    s = scale / sqrt(var + epsilon) (ONNX BatchNormalization-15). TensorRT fuses the pair at
+    build time the same way; folded on the host, the FP16 file holds one bias instead of four
+    per-channel vectors and the FP16 weights are rounded once. Returns how many were folded."""
+    from onnx import numpy_helper
+
+    g = model.graph
+    consts = _constant_arrays(g)
+    consumers = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in g.output}
+    producer = {o: n for n in g.node for o in n.output}
+    folded, drop = 0, set()
+    for bn in g.node:
+        if bn.op_type != "BatchNormalization" or len(bn.output) != 1 or len(bn.input) != 5 or bn.name in skip_nodes:
+            continue
+        conv = producer.get(bn.input[0])
+        if (conv is None or conv.op_type != "Conv" or conv.name in skip_nodes or conv.output[0] in outputs
+                or len(consumers.get(conv.output[0], [])) != 1 or len(conv.input) < 2):
+            continue
+        vals = [consts.get(x) for x in list(bn.input[1:]) + [conv.input[1]] + list(conv.input[2:3])]
+        if any(v is None or v[0].dtype != np.float32 for v in vals):
+            continue
+        gamma, beta, mean, var, w = (v[0].astype(np.float64) for v in vals[:5])
+        b = vals[5][0].astype(np.float64) if len(vals) > 5 else np.zeros(w.shape[0])
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        if gamma.shape != (w.shape[0],) or any(x.shape != gamma.shape for x in (beta, mean, var, b)):
+            continue
+        scale = gamma / np.sqrt(var + eps)
+        w_name, b_name = f"{conv.output[0]}_bnfold_w", f"{conv.output[0]}_bnfold_b"
+        g.initializer.extend([
+            numpy_helper.from_array((w * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32), w_name),
+            numpy_helper.from_array(((b - mean) * scale + beta).astype(np.float32), b_name)])
+        del conv.input[1:]
+        conv.input.extend([w_name, b_name])
+        conv.output[0] = bn.output[0]
+        drop.add(id(bn))
+        folded += 1
+    if not folded:
+        return 0
+    keep = [n for n in g.node if id(n) not in drop]
+    used = {i for n in keep for i in n.input} | outputs
+    keep = [n for n in keep if n.op_type != "Constant" or any(o in used for o in n.output)]
+    del g.node[:]
+    g.node.extend(keep)
+    unused = [i for i in g.initializer if i.name not in used]
+    for i in unused:
+        g.initializer.remove(i)
+    return folded
 
 
 def to_fp16(model, op_block_list=(), node_block_list=()):
@@ -55,6 +161,12 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
     import onnx
     from onnx import helper, numpy_helper, shape_inference
 
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)  # the caller's model stays as it was
+    model = copy
+    original_value_info = list(model.graph.value_info)
+    if "BatchNormalization" not in op_block_list and "Conv" not in op_block_list:
+        fold_batchnorm(model, skip_nodes=set(node_block_list))
     model = shape_inference.infer_shapes(model)
     g = model.graph
     types = {}
@@ -67,6 +179,7 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
     blocked_ops, blocked_nodes = set(op_block_list), set(node_block_list)
 
     half, kept = {}, []
+    fp32 = {i.name for i in g.input if types.get(i.name) == FLOAT and i.name not in inits}
     for n in g.node:
         names = [x for x in list(n.input) + list(n.output) if x]
         has_float = any(types.get(x) == FLOAT for x in names)
@@ -74,9 +187,12 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
         subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)
         is_half = (has_float and not unknown and not subgraph and n.op_type not in TYPE_DEFINING_OPS
                    and n.op_type not in blocked_ops and n.name not in blocked_nodes)
-        half[n.name] = is_half
+        follows = n.op_type in DATA_MOVEMENT_OPS and n.input and n.input[0] in fp32
+        half[n.name] = is_half and not follows
         if has_float and not is_half and n.op_type not in TYPE_DEFINING_OPS:
             kept.append(n.name)
+        if not half[n.name] and n.op_type not in ("Constant", "ConstantOfShape"):  # constants convert
+            fp32.update(o for o in n.output if types.get(o) == FLOAT)
 
     consumers = {}
     for n in g.node:
@@ -87,10 +203,17 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
         for o in n.output:
             if types.get(o) == FLOAT:
                 new_type[o] = FLOAT16 if half[n.name] else FLOAT
+
+    def wants_half(node, index) -> bool:  # the type a node computes its input ``index`` in
+        return half[node.name] and index not in FP32_INPUTS.get(node.op_type, ())
+
+    def all_half(name) -> bool:
+        uses = [(c, i) for c in consumers.get(name, []) for i, x in enumerate(c.input) if x == name]
+        return bool(uses) and all(wants_half(c, i) for c, i in uses)
+
     for name, init in inits.items():
         if init.data_type == FLOAT:
-            users = consumers.get(name, [])
-            if users and all(half[c.name] for c in users):
+            if all_half(name):
                 arr = numpy_helper.to_array(init).astype(np.float32)
                 init.CopyFrom(numpy_helper.from_array(np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16), name))
                 new_type[name] = FLOAT16
@@ -103,8 +226,7 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
         if n.op_type != "Constant" or len(n.output) != 1 or types.get(n.output[0]) != FLOAT:
             continue
         attr = next((a for a in n.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR), None)
-        users = consumers.get(n.output[0], [])
-        if attr is None or not users or not all(half[c.name] for c in users):
+        if attr is None or not all_half(n.output[0]):
             continue
         arr = numpy_helper.to_array(attr.t).astype(np.float32)
         attr.t.CopyFrom(numpy_helper.from_array(np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16), attr.t.name))
@@ -112,8 +234,8 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
 
     nodes, casts = [], {}
     for n in g.node:
-        want = FLOAT16 if half[n.name] else FLOAT
         for idx, name in enumerate(n.input):
+            want = FLOAT16 if wants_half(n, idx) else FLOAT
             if not name or types.get(name) != FLOAT or new_type.get(name, FLOAT) == want:
                 continue
             key = (name, want)
@@ -137,6 +259,12 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
     if fold_casts(model):
         del model.graph.value_info[:]
         model = shape_inference.infer_shapes(model)
+    # Our shape inference's results are not part of the model (a tenth of a small model's
+    # FP16 file): the input's own value_info, typed as converted, is what stays.
+    wanted = {vi.name for vi in original_value_info}
+    kept_info = [vi for vi in model.graph.value_info if vi.name in wanted]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept_info)
     return model, kept
 
 
@@ -184,16 +312,35 @@ def fold_casts(model) -> int:
     return removed
 
 
-def convert_fp16(model_path: str, output: str, keep_fp32=(), keep_io_types: bool = True) -> dict:
+def gate_keep_fp32(model) -> list:
+    """The node names a Q/DQ model's ``metadata_props`` says the accuracy gate kept in float
+    (:data:`KEEP_FP32_METADATA`, written by :func:`tegra_ai.quant.qdq.quantize`); [] if none."""
+    raw = next((p.value for p in model.metadata_props if p.key == KEEP_FP32_METADATA), None)
+    if raw is None:
+        return []
+    try:
+        names = json_loads(raw)   # the bounded reader: a model's metadata is input too
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+        raise TegraAIError(f"metadata {KEEP_FP32_METADATA} is not a JSON list of node names", exit_code=EXIT_USAGE)
+    return names
+
+
+def convert_fp16(model_path: str, output: str, keep_fp32=(), keep_io_types: bool = True, *,
+                 qdq: bool = False) -> dict:
     """Write an FP16 copy of ``model_path`` to ``output``; ``keep_fp32``: more node names or
-    op types to keep in FP32. Returns a summary (nodes converted / kept)."""
+    op types to keep in FP32. ``qdq``: the model may be explicitly quantized; its Q/DQ nodes
+    (with their scales) and the nodes its metadata says the accuracy gate kept in float stay
+    FP32, the other float layers become FP16. Returns a summary (nodes converted / kept)."""
     onnx = require("onnx", extra="onnx", purpose="FP16 conversion")
 
     if not keep_io_types:
         raise TegraAIError("FP16 inputs/outputs are not supported: the application's buffers stay FP32",
                            exit_code=EXIT_USAGE)
     model = load_onnx(model_path)
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+    has_qdq = any(n.op_type in QDQ_OPS for n in model.graph.node)
+    if has_qdq and not qdq:
         raise TegraAIError(f"{model_path} has Q/DQ nodes; convert the FP32 model", exit_code=EXIT_USAGE)
     if not any(i.data_type == onnx.TensorProto.FLOAT for i in model.graph.initializer) and \
             any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer):
@@ -205,9 +352,15 @@ def convert_fp16(model_path: str, output: str, keep_fp32=(), keep_io_types: bool
     if unknown:
         raise TegraAIError(f"--keep-fp32 {unknown[0]!r} is neither a node name nor an operator type of the model",
                            exit_code=EXIT_USAGE)
-    ops = block_list(k for k in keep_fp32 if k in types)
-    nodes = [k for k in keep_fp32 if k in names]
+    gate = gate_keep_fp32(model) if has_qdq else []
+    missing = [k for k in gate if k not in names]
+    if missing:
+        raise TegraAIError(f"{model_path}: {KEEP_FP32_METADATA} names {missing[0]!r}, which is not a node of the model",
+                           hint="quantize the model again", exit_code=EXIT_USAGE)
+    ops = block_list(list(k for k in keep_fp32 if k in types) + (list(QDQ_OPS) if has_qdq else []))
+    nodes = [k for k in keep_fp32 if k in names] + gate
     casts_before = sum(1 for n in model.graph.node if n.op_type == "Cast")
+    nodes_before = len(model.graph.node)
     try:
         converted, kept = to_fp16(model, op_block_list=ops, node_block_list=nodes)
         onnx.checker.check_model(converted)
@@ -218,15 +371,18 @@ def convert_fp16(model_path: str, output: str, keep_fp32=(), keep_io_types: bool
     converted.producer_name = "meta-tegra-ai convert-fp16"
     atomic_write_bytes(output, converted.SerializeToString())
     casts = sum(1 for n in converted.graph.node if n.op_type == "Cast") - casts_before
-    return {"output": output, "nodes": len(model.graph.node), "kept_fp32": sorted(kept), "casts_added": casts,
-            "keep_io_types": keep_io_types}
+    return {"output": output, "nodes": nodes_before, "kept_fp32": sorted(kept), "casts_added": casts,
+            "keep_io_types": keep_io_types, "gate_fp32": sorted(gate), "qdq": has_qdq}
 
 
-def fp16_model_for_build(model_path: str, workdir: str) -> str:
-    """Builder hook: an FP16 copy of ``model_path`` in ``workdir`` (for strongly typed
-    ``--precision fp16`` on TensorRT 11 / TensorRT-RTX). External data is not supported
-    by this path: models over 2 GB should be converted ahead with ``convert-fp16``."""
+def fp16_model_for_build(model_path: str, workdir: str) -> dict:
+    """Builder hook: an FP16 copy of ``model_path`` in ``workdir``, for a strongly typed build
+    on a release without the FP16 builder flag (TensorRT 11, TensorRT-RTX): a float model's
+    ``--precision fp16``, or the float parts of a Q/DQ model (Q/DQ, their scales and the
+    gate's FP32 nodes stay FP32). Returns :func:`convert_fp16`'s summary (``output``: the
+    copy). External data is not supported by this path: models over 2 GB should be converted
+    ahead with ``convert-fp16``."""
     out = os.path.join(workdir, os.path.splitext(os.path.basename(model_path))[0] + ".fp16.onnx")
-    convert_fp16(model_path, out)
+    summary = convert_fp16(model_path, out, qdq=True)
     log.info("converted %s to FP16 for a strongly typed build: %s", model_path, out)
-    return out
+    return summary

@@ -45,6 +45,7 @@ KEY_LENGTH = 24         # hex digits of the key in file names; the sidecar keeps
 SIDECAR_FORMAT = "tegra-ai-engine"
 SIDECAR_VERSION = 2
 SIDECAR_SUFFIX = ".json"
+SIDECAR_MAX_BYTES = 1 << 22   # a sidecar is a few kilobytes; bigger is not one of ours
 MAX_OPT_LEVEL = 5
 MAX_DLA_CORE = 15       # TensorRT's own bound is the device's DLA count, checked where the engine is built
 MAX_CONTEXTS = 64       # execution contexts one dynamic-shape engine serves (one profile set each)
@@ -52,6 +53,8 @@ MAX_CONTEXTS = 64       # execution contexts one dynamic-shape engine serves (on
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")  # fullmatch: "$" would accept a trailing newline
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?$", re.IGNORECASE)
 _DIMS = re.compile(r"^\d+(x\d+)*$")
+_VALUES = re.compile(r"^-?\d+(x-?\d+)*$")   # shape-tensor values: integers, any sign, joined by 'x'
+INT64 = (-(1 << 63), (1 << 63) - 1)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -140,50 +143,85 @@ def parse_contexts(value) -> int:
 
 # --------------------------------------------------------------------------- shapes
 
-_SHAPES_HINT = "expected NAME:DIMS or NAME:MIN:OPT:MAX, e.g. images:1x3x320x320:1x3x640x640:4x3x1280x1280"
+_SHAPES_HINT = ("expected NAME:DIMS or NAME:MIN:OPT:MAX, e.g. images:1x3x320x320:1x3x640x640:4x3x1280x1280; "
+                "a shape-tensor input's values: NAME=VALUES or NAME=MIN:OPT:MAX, e.g. k=1:5:10")
 
 
 @dataclass(frozen=True)
 class InputShapes:
-    """One input of one optimization profile."""
+    """One input of one optimization profile: its dimensions, or with ``values`` the
+    min/opt/max *values* of a shape-tensor input (``IOptimizationProfile.set_shape_input``:
+    integers of any sign, one per element, e.g. a TopK's K or a Reshape's -1 wildcard)."""
     name: str
     min: tuple
     opt: tuple
     max: tuple
+    values: bool = False
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+        d = {"name": self.name, "min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+        if self.values:   # only then: profiles of execution tensors keep their keys
+            d["values"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d) -> "InputShapes":
-        if not isinstance(d, dict) or set(d) != {"name", "min", "opt", "max"}:
-            raise _usage(f"profile entry {d!r}: expected an object with name, min, opt and max")
+        if not isinstance(d, dict) or not {"name", "min", "opt", "max"} <= set(d) <= {"name", "min", "opt", "max",
+                                                                                      "values"}:
+            raise _usage(f"profile entry {d!r}: expected an object with name, min, opt and max (and values)")
         name = d["name"]
         if not isinstance(name, str) or not name:
             raise _usage(f"profile entry {d!r}: name must be a non-empty string")
+        values = d.get("values", False)
+        if not isinstance(values, bool):
+            raise _usage(f"profile entry {name!r}: values must be true or false, got {values!r}")
         dims = []
         for k in ("min", "opt", "max"):
             v = d[k]
-            if not isinstance(v, list) or not v or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0
-                                                            for x in v):
+            ok = isinstance(v, list) and v and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+            if values and not (ok and all(INT64[0] <= x <= INT64[1] for x in v)):
+                raise _usage(f"profile entry {name!r}: {k} must be a list of 64-bit integers, got {v!r}")
+            if not values and not (ok and all(x > 0 for x in v)):
                 raise _usage(f"profile entry {name!r}: {k} must be a list of positive integers, got {v!r}")
             dims.append(tuple(v))
-        return _checked(name, *dims, spec=json.dumps(d))
+        return _checked(name, *dims, spec=json.dumps(d), values=values)
 
     def format(self) -> str:
         fmt = lambda dims: "x".join(str(v) for v in dims)  # noqa: E731
+        sep = "=" if self.values else ":"
         if self.min == self.opt == self.max:
-            return f"{self.name}:{fmt(self.opt)}"
-        return f"{self.name}:{fmt(self.min)}:{fmt(self.opt)}:{fmt(self.max)}"
+            return f"{self.name}{sep}{fmt(self.opt)}"
+        return f"{self.name}{sep}{fmt(self.min)}:{fmt(self.opt)}:{fmt(self.max)}"
 
 
-def _checked(name, mn, opt, mx, spec) -> InputShapes:
+def _checked(name, mn, opt, mx, spec, values=False) -> InputShapes:
+    what = "values" if values else "ranks"
     if not (len(mn) == len(opt) == len(mx)):
-        raise _usage(f"min, opt and max of {name!r} have different ranks in {spec!r}", _SHAPES_HINT)
+        raise _usage(f"min, opt and max of {name!r} have different {what} in {spec!r}", _SHAPES_HINT)
     for i, (a, b, c) in enumerate(zip(mn, opt, mx)):
         if not a <= b <= c:
-            raise _usage(f"{spec!r}: dimension {i} of {name!r} needs min <= opt <= max, got {a}, {b}, {c}")
-    return InputShapes(name, tuple(mn), tuple(opt), tuple(mx))
+            raise _usage(f"{spec!r}: {'value' if values else 'dimension'} {i} of {name!r} needs min <= opt <= max, "
+                         f"got {a}, {b}, {c}")
+    return InputShapes(name, tuple(mn), tuple(opt), tuple(mx), values)
+
+
+def _shape_values(spec: str):
+    """``NAME=VALUES`` or ``NAME=MIN:OPT:MAX`` (a shape-tensor input's values) -> InputShapes,
+    or None when ``spec`` is not of that form (a name may contain '=' as it may ':')."""
+    name, sep, tail = str(spec).strip().rpartition("=")
+    parts = tail.split(":")
+    if not sep or not all(_VALUES.match(p) for p in parts):
+        return None
+    if not name:
+        raise _usage(f"missing input name in --shapes {spec!r}", _SHAPES_HINT)
+    if len(parts) not in (1, 3):
+        raise _usage(f"--shapes {spec!r} has {len(parts)} sets of values; give one (fixed) or three (min:opt:max)")
+    sets = [tuple(int(v) for v in p.split("x")) for p in parts]
+    if any(not INT64[0] <= v <= INT64[1] for vals in sets for v in vals):
+        raise _usage(f"--shapes {spec!r}: shape-tensor values must fit in 64 bits")
+    if len(sets) == 1:
+        return InputShapes(name, sets[0], sets[0], sets[0], True)
+    return _checked(name, *sets, f"--shapes {spec}", values=True)
 
 
 def _dims(text: str, spec: str) -> tuple:
@@ -196,7 +234,12 @@ def _dims(text: str, spec: str) -> tuple:
 
 
 def parse_input_shapes(spec: str) -> InputShapes:
-    """``NAME:DIMS`` or ``NAME:MIN:OPT:MAX``; names may contain ':' (dims are taken from the right)."""
+    """``NAME:DIMS`` or ``NAME:MIN:OPT:MAX``; names may contain ':' (dims are taken from the right).
+    ``NAME=VALUES`` or ``NAME=MIN:OPT:MAX``: a shape-tensor input's values (integers of any
+    sign joined by 'x', one per element), not its dims."""
+    values = _shape_values(spec)
+    if values is not None:
+        return values
     parts = str(spec).strip().split(":")
     dims_parts = []
     while parts and len(dims_parts) < 3 and _DIMS.match(parts[-1]):
@@ -514,12 +557,14 @@ _FIELD_NAMES = {
 
 
 def key_material(model_sha256: str, options: BuildOptions, tensorrt: dict, device: dict,
-                 plugins: dict | None = None) -> dict:
+                 plugins: dict | None = None, transform: str | None = None) -> dict:
     """What the cache key hashes. ``tensorrt`` has flavor, version (the bindings') and
     library_version (libnvinfer's; on meta-tegra master they differ); ``device`` has
     compute capability, SM count, Jetson module (part number), CUDA driver and L4T release
     (never the carrier board's name); ``plugins`` maps plugin
-    library basenames to their sha256 (a new plugin build means a new engine)."""
+    library basenames to their sha256 (a new plugin build means a new engine); ``transform``
+    names what rewrites the model before the parser sees it (the FP16 copy of strongly typed
+    releases), present only where one can (so other keys do not change)."""
     if not isinstance(model_sha256, str) or not _HEX64.match(model_sha256):
         raise _usage(f"model sha256 {model_sha256!r}: expected a sha256 hex digest")
     if not isinstance(options, BuildOptions):
@@ -534,6 +579,7 @@ def key_material(model_sha256: str, options: BuildOptions, tensorrt: dict, devic
         "tensorrt": trt,
         "device": {k: (device or {}).get(k) for k in DEVICE_FIELDS},
         "plugins": dict(sorted((plugins or {}).items())),
+        **({"transform": transform} if transform else {}),
     }
 
 
@@ -655,14 +701,14 @@ class Sidecar:
 
     @classmethod
     def load(cls, path: str) -> "Sidecar":
+        from tegra_ai.util.jsonfile import JSONFileError, read_json_file
+
         try:
-            with open(path, "rb") as f:
-                raw = f.read(1 << 22)
-            data = json.loads(raw)
-        except OSError as exc:
-            raise _usage(f"cannot read sidecar {path}: {exc.strerror or exc}") from None
-        except ValueError:
-            raise _usage(f"{path}: not a sidecar (not JSON)") from None
+            data = read_json_file(path, max_bytes=SIDECAR_MAX_BYTES)
+        except JSONFileError as exc:
+            if exc.errno is not None:
+                raise _usage(f"cannot read sidecar {path}: {exc}") from None
+            raise _usage(f"{path}: not a sidecar ({exc})") from None
         return cls.from_dict(data, where=path)
 
     @classmethod
@@ -736,5 +782,13 @@ def write_engine_files(engine_path: str, engine: bytes, sidecar: Sidecar, sha256
 
     sidecar.with_engine(engine_path, engine, sha256)
     atomic_write_bytes(engine_path, engine)
-    atomic_write_json(sidecar_path(engine_path), sidecar.to_dict())
+    try:
+        atomic_write_json(sidecar_path(engine_path), sidecar.to_dict())
+    except TegraAIError:
+        # no sidecar, no engine: the engine just written would only take space (on a full disk)
+        try:
+            os.unlink(engine_path)
+        except OSError:
+            pass
+        raise
     return sidecar

@@ -284,3 +284,46 @@ def test_ensemble_on_gpu_equals_cpu():
             assert a["pair"]["class"] == b["pair"]["class"]
             assert [(d["box"], d["label"]) for d in a["cascade"]["detections"]] == \
                    [(d["box"], d["label"]) for d in b["cascade"]["detections"]]
+
+
+def test_registered_capture_ring_is_uploaded_in_place(rng):
+    """A PacedSource whose ring is registered once with CUDA (cuMemHostRegister): its
+    frames are page-locked and read-only, so the lanes upload them from the ring (no
+    staging buffer, stage_in 0), each result equals the reference of its own frame (a
+    buffer is not refilled while its upload may read it), every buffer comes back, and
+    close() unregisters. Arbitrary NumPy frames are staged and their copy is timed."""
+    from tegra_ai.cuda.driver import HostRegistration, is_page_locked
+    from tegra_ai.errors import TegraAIError
+    from tegra_ai.preprocess.reference import preprocess_reference
+    from tegra_ai.runtime import sources
+    from tegra_ai.runtime.pipeline import Pipeline
+
+    mem = sources.page_aligned(1 << 20)
+    assert not is_page_locked(mem.ctypes.data, mem.nbytes)
+    with HostRegistration(mem) as reg:
+        assert is_page_locked(mem.ctypes.data, mem.nbytes) and reg.seconds > 0
+        with pytest.raises(TegraAIError, match="cuMemHostRegister"):
+            HostRegistration(mem[:4096])          # already registered: CUDA refuses
+    assert not is_page_locked(mem.ctypes.data, mem.nbytes)
+
+    spec = PreprocessSpec(48, 64, resize="letterbox")
+    images = [rng.integers(0, 256, (90, 120, 3), dtype=np.uint8) for _ in range(30)]
+    cam = sources.PacedSource(images, fps=300, buffers=4, memory="registered")
+    pipe = Pipeline(spec, EchoRunner((1,) + spec.output_shape, spin_us=300), streams=2)
+    got = list(pipe.run(cam))
+    ring = cam.ring
+    assert ring.registration is not None and is_page_locked(ring.memory.ctypes.data, ring.memory.nbytes)
+    assert all(lane.src_host is None for lane in pipe._lanes)   # nothing was staged
+    s = pipe.stats()
+    assert len(got) + s["dropped"]["queue"] + s["dropped"]["source"] == 30 and len(got) >= 10
+    for r in got:
+        np.testing.assert_allclose(r.outputs["out"][0], preprocess_reference(spec, images[r.index]), atol=1e-5)
+    assert all(r.stages_ms["stage_in"] == 0.0 for r in got)
+    assert ring.free == 4                                       # every buffer given back
+    cam.close()
+    assert not is_page_locked(ring.memory.ctypes.data, ring.memory.nbytes)
+
+    pipe.reset_stats()
+    got = list(pipe.run(images[:6]))                            # arbitrary NumPy frames: staged, copy timed
+    assert all(r.stages_ms["stage_in"] > 0 for r in got)
+    assert pipe.stats()["stage_ms"]["stage_in"] > 0

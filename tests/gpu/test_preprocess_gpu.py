@@ -270,6 +270,33 @@ def test_antialias_stretch_and_letterbox_match_reference(rng, fmt, resize):
         check_close(spec, got[0], preprocess_reference(spec, img), REF_TOL_LEVELS)
 
 
+@pytest.mark.parametrize("fmt", ["bgr8", "gray8"])
+def test_antialias_tiles_at_every_row_alignment(rng, fmt):
+    # The tiled kernel reads 16-byte chunks when the image and its pitch are 16-byte
+    # aligned and funnel-shifted 4-byte words otherwise; each (pitch, offset) below takes
+    # one of those paths with the crop's footprint starting at various byte offsets.
+    from tegra_ai.cuda.driver import DeviceBuffer, copy_dtoh
+    from tegra_ai.kernels import Preprocessor, SourceImage
+
+    bpp = 3 if fmt == "bgr8" else 1
+    h, w = 300, 500
+    spec = PreprocessSpec(height=64, width=64, input_format=fmt, resize="center_crop", resize_short=72,
+                          antialias=True, dtype="float32", scale=1 / 255.0)
+    img = random_image(rng, fmt, h, w)
+    ref = preprocess_reference(spec, img)
+    row = w * bpp
+    for pitch, offset in [(row + (-row) % 16, 0), (row + (-row) % 16, 16), (row + (-row) % 16 + 4, 0),
+                          (row + 1, 0), (row + (-row) % 16, 3)]:
+        buf = np.zeros(offset + (h - 1) * pitch + row, np.uint8)
+        for y in range(h):
+            buf[offset + y * pitch: offset + y * pitch + row] = img[y].reshape(-1)
+        src = DeviceBuffer(buf.nbytes).upload(buf)
+        out = DeviceBuffer(spec.channels * 64 * 64 * 4)
+        Preprocessor(spec).run_device([SourceImage(src.ptr + offset, h, w, pitch=pitch)], out.ptr)
+        got = copy_dtoh(np.empty((spec.channels, 64, 64), np.float32), out.ptr)
+        check_close(spec, got, ref, REF_TOL_LEVELS)
+
+
 def test_center_crop_antialias_equals_pil_on_photos():
     from PIL import Image
 

@@ -80,10 +80,23 @@ def test_preprocess_grid_covers_the_output(h, w, batch, grid):
     assert (g[0] - 1) * block[0] * layout.PX_PER_THREAD < w and (g[1] - 1) * block[1] < h
 
 
+@pytest.mark.parametrize("h,w", [(224, 224), (1, 1), (97, 129)])
+def test_antialias_grid_covers_the_output(h, w):
+    # the _aa kernels: one pixel per thread along x, AA_ROWS_PER_THREAD rows per thread
+    spec = PreprocessSpec(height=h, width=w, resize="center_crop", resize_short=max(h, w), antialias=True)
+    g, block = layout.preprocess_grid(spec, 3)
+    rows = block[1] * layout.AA_ROWS_PER_THREAD
+    assert block == layout.AA_BLOCK and g[2] == 3
+    assert g[0] * block[0] >= w and (g[0] - 1) * block[0] < w
+    assert g[1] * rows >= h and (g[1] - 1) * rows < h
+
+
 def test_geometry_constants_match_the_sources():
     src = open(layout.__file__.rsplit("/", 1)[0] + "/preprocess.cu").read()
     assert f"#define TAI_PX_PER_THREAD {layout.PX_PER_THREAD}" in src
     assert f"#define TAI_BLOCK_X {layout.BLOCK[0]}" in src and f"#define TAI_BLOCK_Y {layout.BLOCK[1]}" in src
+    assert layout.AA_BLOCK[0] == layout.BLOCK[0] and f"#define TAI_AA_BLOCK_Y {layout.AA_BLOCK[1]} " in src
+    assert f"#define TAI_AA_ROWS_PER_THREAD {layout.AA_ROWS_PER_THREAD} " in src
     nms = open(layout.__file__.rsplit("/", 1)[0] + "/nms.cu").read()
     assert f"#define TAI_NMS_TILE {layout.NMS_TILE}" in nms
     assert f"#define TAI_NMS_RANK_THREADS {layout.NMS_RANK_THREADS}" in nms

@@ -59,7 +59,7 @@ CASES = [
     (MODEL, dict(PREBUILT, TEGRA_AI_MIRROR_PUBKEYS=""), "TEGRA_AI_MIRROR_PUBKEYS is empty"),
     (MODEL, dict(PREBUILT, TEGRA_AI_MIRROR_PUBKEYS="fleet.pub"), "TEGRA_AI_MIRROR_PUBKEYS: 'fleet.pub' is not an existing"),
     (MODEL, dict(PREBUILT, TEGRA_AI_PREBUILT_INDEX="/nonexistent/index.json"), "cannot read it"),
-    (MODEL, PREBUILT, "not JSON"),
+    (MODEL, PREBUILT, "not valid JSON"),
     (MODEL, dict(PREBUILT, TEGRA_AI_ENGINE_BUILDER=SSH), "not both"),
     (MODEL, dict(PREBUILT, TEGRA_AI_ENGINE_MODULE="Orin Nano"), "TEGRA_AI_ENGINE_MODULE = 'Orin Nano': the module's part"),
     (MODEL, dict(PREBUILT, TEGRA_AI_MIRROR_PUBKEYS=__file__), "is not a PEM key file"),

@@ -57,7 +57,8 @@ def test_unit_contract():
     # the whole run may take hours; each model has its own limit (TEGRA_AI_MODEL_TIMEOUT)
     assert s["TimeoutStartSec"] == "24h" and "TEGRA_AI_MODEL_TIMEOUT=3600" in s["Environment"]
     assert s["Restart"] == "on-failure"          # retried after a failure
-    assert set(s["RestartPreventExitStatus"].split()) == {"2", "69", "143"}  # bad input, no TensorRT, stopped
+    # bad input, no TensorRT, cache not writable (full, read-only), stopped
+    assert set(s["RestartPreventExitStatus"].split()) == {"2", "69", "73", "143"}
     assert u["Unit"]["StartLimitBurst"] == "4"
     assert u["Install"]["WantedBy"] == "multi-user.target"
     # applications order themselves After= this unit; it must not hold up the whole boot

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import datetime
 import io
-import json
 import math
 
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
@@ -71,15 +70,16 @@ def _plain(obj):
 
 
 def load_report(path: str, what: str = "previous report") -> dict:
+    from tegra_ai.util.jsonfile import JSONFileError, read_json_file
+
     try:
-        with open(path, "rb") as f:
-            data = json.loads(f.read().decode("utf-8"))
-    except FileNotFoundError:
-        raise TegraAIError(f"{what} {path} does not exist", exit_code=EXIT_USAGE) from None
-    except OSError as exc:
-        raise TegraAIError(f"cannot read {what} {path}: {exc.strerror}", exit_code=EXIT_USAGE) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TegraAIError(f"{path} is not JSON ({exc.__class__.__name__})",
+        data = read_json_file(path)
+    except JSONFileError as exc:
+        if exc.missing:
+            raise TegraAIError(f"{what} {path} does not exist", exit_code=EXIT_USAGE) from None
+        if exc.errno is not None:
+            raise TegraAIError(f"cannot read {what} {path}: {exc}", exit_code=EXIT_USAGE) from None
+        raise TegraAIError(f"{path} is not JSON we can read ({exc})",
                            hint="give a report written by model-benchmark --json", exit_code=EXIT_USAGE) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise TegraAIError(f"{path} is not a model-benchmark report (no \"format\": \"{FORMAT}\")",

@@ -76,6 +76,10 @@ def batch_of(shapes: dict, metas) -> int:
 
 def shapes_dict(profile) -> dict:
     """``parse_profile`` result (InputShapes list) -> {name: opt dims}."""
+    for s in profile or []:
+        if s.values:   # NAME=VALUES sets a shape tensor's profile values at build time, not a shape
+            raise _usage(f"--shapes {s.format()}: shape-tensor values are a build option (tensorrt-optimize build); "
+                         "model-benchmark takes input dimensions, NAME:DIMS")
     return {s.name: tuple(s.opt) for s in (profile or [])}
 
 

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -78,6 +77,8 @@ def parse_model_shapes(items, models) -> dict:
             raise _usage(f"--shapes gives {key} twice; join its inputs with commas")
         dims = {}
         for s in parse_profile(spec):
+            if s.values:
+                raise _usage(f"--shapes {item!r}: shape-tensor values (NAME=...) are a build option; give NAME:DIMS")
             if s.min != s.max:
                 raise _usage(f"--shapes {item!r}: give one shape per input (NAME:DIMS), not MIN:OPT:MAX")
             dims[s.name] = tuple(s.opt)
@@ -272,10 +273,11 @@ def run_suite(models, precisions, batches, backend, out_dir, *, config: harness.
 
 
 def _load_cell(path: str, settings: dict):
+    from tegra_ai.util.jsonfile import JSONFileError, read_json_file
+
     try:
-        with open(path) as f:
-            rep = json.load(f)
-    except (OSError, ValueError):
+        rep = read_json_file(path)
+    except JSONFileError:     # an unreadable earlier cell is run again
         return None
     if not isinstance(rep, dict) or rep.get("format") != report_mod.FORMAT or rep.get("suite") != settings:
         return None

@@ -29,7 +29,8 @@ import subprocess
 import sys
 import time
 
-from tegra_ai.errors import EXIT_FAILURE, EXIT_USAGE, TegraAIError
+from tegra_ai.errors import EXIT_CANTCREAT, EXIT_FAILURE, EXIT_USAGE, TegraAIError, write_error
+from tegra_ai.util.jsonfile import JSONFileError, read_json_file
 
 LOG = logging.getLogger("tegra_ai.ensure")
 KILL_GRACE_SECONDS = 5.0
@@ -94,8 +95,11 @@ def build_in_child(request, *, temp_prefix: str, timeout: float | None = None, s
     temps = (req["engine_out"], req["sidecar_out"], req["result_out"], req["request"])
     proc = None
     try:
-        with open(req["request"], "w") as f:
-            json.dump(req, f)
+        try:
+            with open(req["request"], "w") as f:
+                json.dump(req, f)
+        except OSError as exc:
+            raise write_error(os.path.dirname(os.path.abspath(temp_prefix)), exc) from None
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
         # stdout of the child (TensorRT prints there at times) goes to our stderr:
@@ -117,14 +121,17 @@ def build_in_child(request, *, temp_prefix: str, timeout: float | None = None, s
         seconds = time.monotonic() - started
         result = None
         try:
-            with open(req["result_out"]) as f:
-                result = json.load(f)
-        except (OSError, ValueError):
+            result = read_json_file(req["result_out"])
+        except JSONFileError:
             pass
         if proc.returncode < 0:
             raise TegraAIError(f"the engine build crashed ({_signal_name(-proc.returncode)}) after {seconds:.0f} s",
                                hint="run 'tensorrt-optimize build' on this model with --verbose for TensorRT's log")
         if not isinstance(result, dict) or result.get("ok") is not True:
+            if result is None and proc.returncode == EXIT_CANTCREAT:
+                raise TegraAIError(f"cannot write into {os.path.dirname(os.path.abspath(temp_prefix))}: the build "
+                                   "could not write its engine or result there (a full disk or a read-only cache; "
+                                   "the line above names the error)", exit_code=EXIT_CANTCREAT)
             if isinstance(result, dict) and result.get("error"):
                 raise TegraAIError(str(result["error"]), hint=result.get("hint"),
                                    exit_code=int(result.get("exit_code") or EXIT_FAILURE))
@@ -195,8 +202,11 @@ def child_main(request_path: str) -> int:
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
     log.propagate = False
-    with open(request_path) as f:
-        req = json.load(f)
+    try:
+        req = read_json_file(request_path)
+    except JSONFileError as exc:
+        log.error("build request %s: %s", request_path, exc)
+        return EXIT_USAGE
     _die_with_parent(req.get("parent_pid"))
     log.setLevel(logging.DEBUG if req.get("verbose") else logging.INFO)
 
@@ -210,20 +220,26 @@ def child_main(request_path: str) -> int:
 
         built = build_engine(BuildRequest.from_dict(req["build"]), show_progress=bool(req.get("show_progress")),
                              verbose=bool(req.get("verbose")))
-        with open(req["engine_out"], "wb") as f:
-            f.write(built.engine)
-        built.sidecar.with_engine(req["engine_out"], built.engine)
-        with open(req["sidecar_out"], "w") as f:
-            json.dump(built.sidecar.to_dict(), f)
-        result({"ok": True, "notes": list(built.notes)})
-        return 0
+        try:
+            with open(req["engine_out"], "wb") as f:
+                f.write(built.engine)
+            built.sidecar.with_engine(req["engine_out"], built.engine)
+            with open(req["sidecar_out"], "w") as f:
+                json.dump(built.sidecar.to_dict(), f)
+        except OSError as exc:   # a full disk or read-only cache: named, 73 (the parent removes the temps)
+            raise write_error(os.path.dirname(os.path.abspath(req["engine_out"])), exc) from None
+        outcome, code = {"ok": True, "notes": list(built.notes)}, 0
     except TegraAIError as exc:
-        result({"ok": False, "error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code})
-        return 1
+        outcome, code = {"ok": False, "error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}, 1
     except Exception as exc:  # reported by the parent as this model's failure
         first = str(exc).splitlines()[0] if str(exc) else ""
-        result({"ok": False, "error": f"internal error in the build: {type(exc).__name__}: {first}"})
-        return 1
+        outcome, code = {"ok": False, "error": f"internal error in the build: {type(exc).__name__}: {first}"}, 1
+    try:
+        result(outcome)
+    except OSError as exc:       # not even the small result fits: one line here, 73 tells the parent
+        log.error("%s", write_error(req["result_out"], exc).message)
+        return EXIT_CANTCREAT
+    return code
 
 
 if __name__ == "__main__":

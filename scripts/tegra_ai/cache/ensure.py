@@ -21,7 +21,8 @@ from tegra_ai.cache.build_child import ChildProcessBuilder
 from tegra_ai.cache.manifest import find_manifests, load_manifest
 from tegra_ai.cache.store import (DEFAULT_LOCK_TIMEOUT, VOLATILE_FILESYSTEMS, EngineCache, LockTimeout,
                                   check_lock_timeout)
-from tegra_ai.errors import EXIT_FAILURE, EXIT_TEMPFAIL, EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError
+from tegra_ai.errors import (EXIT_CANTCREAT, EXIT_FAILURE, EXIT_TEMPFAIL, EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError,
+                             write_error)
 from tegra_ai.onnx_files import model_digest
 from tegra_ai.spec import KEY_FORMAT, Sidecar, sidecar_path
 
@@ -110,13 +111,13 @@ class RekeySource(EngineSource):
 
     def fetch(self, entry, key, material, cache):
         import hashlib
-        import json
+
+        from tegra_ai.util.jsonfile import JSONFileError, read_json_file
 
         for _name, side, _sc in cache.entries(entry.name):
             try:
-                with open(side, "rb") as f:
-                    data = json.loads(f.read(1 << 22))
-            except (OSError, ValueError):
+                data = read_json_file(side, max_bytes=1 << 22)
+            except JSONFileError:   # a hostile sidecar: that engine is no candidate
                 continue
             if not isinstance(data, dict) or not rekeyable(data.get("key_material"), material):
                 continue
@@ -294,11 +295,15 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
             index[entry.name] = {"engine": engine_path, "sidecar": sidecar_path(engine_path), "key": key,
                                  "link": link, "preprocess": entry.preprocess, "tensorrt": sidecar.tensorrt,
                                  "device": sidecar.device}
-        except TegraAIError as exc:
+        except (TegraAIError, OSError) as exc:
+            if isinstance(exc, OSError):   # a lock, marker or link the cache could not write
+                exc = write_error(exc.filename or cache.root, exc)
             record["status"] = "failed"
             record["error"] = str(exc)
             if isinstance(exc, LockTimeout):
                 record["lock_holder"] = exc.holder      # its link and index entry are the holder's
+            if exc.exit_code == EXIT_CANTCREAT:
+                record["exit_code"] = EXIT_CANTCREAT
             summary["failed"] += 1
             log(f"{entry.name}: FAILED: {exc}")
         record["seconds"] = round(time.monotonic() - t0, 3)
@@ -311,7 +316,7 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
     for r in failed:
         if "lock_holder" in r:
             continue
-        with contextlib.suppress(LockTimeout, FileNotFoundError, TegraAIError):
+        with contextlib.suppress(FileNotFoundError, TegraAIError):      # LockTimeout is one
             with cache.lock(r["name"], timeout=lock_timeout, create=False):
                 if not cache.linked_since(r["name"], since):
                     cache.remove_link(r["name"])
@@ -328,10 +333,19 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
         summary["warnings"].append(f"{exc} (index.json not updated)")
         log(f"warning: {exc}; index.json not updated")
         summary["index_lock_timeout"] = True
+    except TegraAIError as exc:        # a full or read-only cache: the engines are there, the index is not
+        summary["error"] = exc.message
+        summary["failed_index"] = True
+        log(f"FAILED: {exc}")
     summary["seconds"] = round(time.monotonic() - started, 3)
-    busy_only = failed and all("lock_holder" in r for r in failed)
-    summary["exit_code"] = (EXIT_TEMPFAIL if busy_only or (not failed and summary.get("index_lock_timeout"))
-                            else EXIT_FAILURE if failed else 0)
+    # 73 when the cache could not be written (a model's files, its link or the index): a
+    # full disk or read-only cache, named in each failed model's error; 75 when the only
+    # failures are models (or the index) another process held past --lock-timeout; else
+    # 1 if any failed
+    cant_write = summary.get("failed_index") or any(r.get("exit_code") == EXIT_CANTCREAT for r in summary["models"])
+    busy_only = all("lock_holder" in r for r in failed) and (failed or summary.get("index_lock_timeout"))
+    summary["exit_code"] = EXIT_CANTCREAT if cant_write else EXIT_TEMPFAIL if busy_only else \
+        EXIT_FAILURE if summary["failed"] else 0
     return summary
 
 

@@ -145,8 +145,10 @@ def find_manifests(paths: list) -> list:
     for p in paths:
         if os.path.isdir(p):
             direct = os.path.join(p, MANIFEST_NAME)
-            found += [direct] if os.path.isfile(direct) else sorted(glob.glob(os.path.join(p, "*", MANIFEST_NAME)))
-        elif os.path.isfile(p):
+            # lexists, not isfile: a FIFO or device named manifest.json is refused by the
+            # bounded reader with one line ("not a regular file"), not skipped in silence
+            found += [direct] if os.path.lexists(direct) else sorted(glob.glob(os.path.join(p, "*", MANIFEST_NAME)))
+        elif os.path.lexists(p) and not os.path.isdir(p):
             found.append(p)
         else:
             raise TegraAIError(f"manifest {p} does not exist", exit_code=EXIT_USAGE)

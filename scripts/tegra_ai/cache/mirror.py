@@ -59,6 +59,8 @@ from tegra_ai.cache.ensure import EngineSource
 from tegra_ai.cache.store import engine_relpath
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
 from tegra_ai.spec import Sidecar, key_differences, sidecar_path
+from tegra_ai.util.jsonfile import JSONFileError, read_json_file
+from tegra_ai.util.jsonfile import loads as json_loads
 
 LOG = logging.getLogger("tegra_ai.mirror")
 
@@ -225,11 +227,13 @@ class _FileTransport:
             raise _Miss(rel) from None
         except OSError as exc:
             raise _Fault(f"cannot read {path}: {exc.strerror or exc}") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise _Rejected(f"{path} is not a regular file")
         with os.fdopen(fd, "rb") as f:
-            data, n = _drain(f.readinto, limit, deadline, rel, exact)
+            # the file's own size, not the size a sidecar claims, sizes the first buffer
+            data, n = _drain(f.readinto, limit, deadline, rel, exact, first=st.st_size + 1)
         if exact and n != limit:
             raise _Fault(f"{rel} truncated ({n} of {limit} bytes)")
         return data
@@ -460,17 +464,30 @@ class _HttpTransport:
             return data
 
 
+def _memory_bytes() -> int:
+    """This device's physical memory (an engine is held whole in memory until it is stored)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return MAX_ENGINE
+
+
 def _reason(exc) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
 
 
-def _drain(readinto, limit: int, deadline: float, what: str, exact: bool = False):
+def _drain(readinto, limit: int, deadline: float, what: str, exact: bool = False, first: int = 1 << 16):
     """Read to the end, at most ``limit`` bytes (one more is the sign of an oversize body);
-    returns (bytearray, bytes read). ``exact``: ``limit`` is the expected size, read into
-    one preallocated buffer (an engine: no copies)."""
-    buf = bytearray(limit if exact else min(limit, 1 << 16))
+    returns (bytearray, bytes read). ``exact``: ``limit`` is the expected size (an engine:
+    the size its sidecar claims).
+
+    The buffer grows with the bytes actually received (doubling from ``first``: a file
+    mirror passes its file's size), never to ``limit`` up front: the sidecar of an
+    unsigned mirror can claim any size up to the cap, and a claim is not a reason to
+    allocate gigabytes on an 8 GB Jetson before the first byte arrived."""
+    buf = bytearray(max(1, min(limit, first)))
     view = memoryview(buf)
     n = 0
     while True:
@@ -500,11 +517,10 @@ def load_mirror_state(cache_root: str) -> dict:
     """{mirror URL: {"sequence": newest index sequence seen, "seen": ISO-8601}} of a cache."""
     path = os.path.join(cache_root, MIRROR_STATE)
     try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, RecursionError) as exc:
+        data = read_json_file(path)
+    except JSONFileError as exc:
+        if exc.missing:
+            return {}
         LOG.warning("%s is unreadable (%s); starting without the mirrors' sequence numbers", path, exc)
         return {}
     mirrors = data.get("mirrors") if isinstance(data, dict) and data.get("format") == MIRROR_STATE_FORMAT else None
@@ -604,9 +620,9 @@ class MirrorSource(EngineSource):
             return self.index
         attempt["bytes"] += len(raw)
         try:
-            doc = json.loads(raw)
-        except (ValueError, RecursionError):
-            raise self._refuse_index(f"{MIRROR_INDEX} is not JSON") from None
+            doc = json_loads(raw)
+        except JSONFileError as exc:
+            raise self._refuse_index(f"{MIRROR_INDEX} is {exc}") from None
         if not isinstance(doc, dict) or doc.get("format") != MIRROR_INDEX_FORMAT \
                 or doc.get("version") != MIRROR_INDEX_VERSION or not isinstance(doc.get("signed"), dict):
             raise self._refuse_index(f"{MIRROR_INDEX} is not a version {MIRROR_INDEX_VERSION} tegra-ai mirror index "
@@ -663,19 +679,22 @@ class MirrorSource(EngineSource):
                                 + ", ".join(k.key_id for k in self.policy.keys) + ")")
             attempt["key_id"] = key_id
         try:
-            sidecar = Sidecar.from_dict(json.loads(raw_sidecar), where=self.url + "/" + sidecar_path(rel))
-        except (ValueError, RecursionError):
-            raise _Rejected(f"{sidecar_path(rel)} is not JSON (or nested too deeply)") from None
+            sidecar = Sidecar.from_dict(json_loads(raw_sidecar), where=self.url + "/" + sidecar_path(rel))
+        except JSONFileError as exc:
+            raise _Rejected(f"{sidecar_path(rel)} is {exc}") from None
         except TegraAIError as exc:
             raise _Rejected(exc.message) from None
-        canonical = json.loads(json.dumps(material))
+        canonical = json_loads(json.dumps(material))   # the material as a JSON reader sees it
         if sidecar.cache_key != key or sidecar.key_material != canonical:
             diffs = key_differences(canonical, sidecar.key_material) or ["cache key"]
             raise _Rejected("the engine was built for something else: " + "; ".join(diffs[:4]))
         size, sha = sidecar.engine_size, sidecar.engine_sha256
-        if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= self.policy.max_engine \
-                or not _HEX64.match(sha or ""):
-            raise _Rejected(f"the sidecar's engine size/sha256 are not usable ({size!r}, {sha!r})")
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or not _HEX64.match(sha or ""):
+            raise _Rejected(f"the sidecar's engine size/sha256 are not usable ({size!r:.40}, {sha!r:.80})")
+        cap = min(self.policy.max_engine, _memory_bytes())
+        if size > cap:
+            raise _Rejected(f"the sidecar claims a {size}-byte engine, more than the {cap} bytes a fetch may hold "
+                            "(at most MAX_ENGINE and this device's memory); not downloaded")
         if listed is not None and (listed.get("sha256") != sha or listed.get("key") != key):
             raise _Rejected("the engine is not the one the mirror's signed index lists (an old or withdrawn engine)")
         engine = self.transport.get(rel, size, deadline, exact=True)

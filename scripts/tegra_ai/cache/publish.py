@@ -26,7 +26,6 @@ import base64
 import contextlib
 import datetime
 import hashlib
-import json
 import logging
 import math
 import os
@@ -35,9 +34,11 @@ import time
 
 from tegra_ai.cache.mirror import MIRROR_INDEX, MIRROR_INDEX_FORMAT, MIRROR_INDEX_VERSION, signature_path
 from tegra_ai.cache.store import DEFAULT_LOCK_TIMEOUT, EngineCache, check_lock_timeout, engine_relpath, file_lock
-from tegra_ai.errors import EXIT_FAILURE, EXIT_USAGE, TegraAIError
+from tegra_ai.errors import EXIT_FAILURE, EXIT_USAGE, TegraAIError, not_writable
 from tegra_ai.spec import Sidecar, check_model_name, sidecar_path
 from tegra_ai.util.atomic import atomic_write_bytes, atomic_write_json, create_exclusive, make_dirs
+from tegra_ai.util.jsonfile import JSONFileError, read_json_file
+from tegra_ai.util.jsonfile import loads as json_loads
 
 LOG = logging.getLogger("tegra_ai.publish")
 MIRROR_MARKER = ".tegra-ai-mirror"
@@ -54,13 +55,15 @@ def _check_mirror_dir(path: str) -> bool:
         parent = os.path.dirname(os.path.abspath(path))
         while not os.path.exists(parent):
             parent = os.path.dirname(parent)
-        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        if not os.path.isdir(parent):
             raise _usage(f"cannot create mirror directory {path}: {parent} is not writable")
+        if not os.access(parent, os.W_OK):
+            raise not_writable(parent)     # read-only (EROFS) or not ours (EACCES): 73
         return True
     if not os.path.isdir(path):
         raise _usage(f"mirror {path} exists and is not a directory")
     if not os.access(path, os.W_OK):
-        raise _usage(f"mirror directory {path} is not writable")
+        raise not_writable(path)
     # A concurrent publish may be creating the marker right now: only other files count.
     if not os.path.isfile(os.path.join(path, MIRROR_MARKER)) and \
             [n for n in os.listdir(path) if n not in (MIRROR_MARKER, ".publish.lock")]:
@@ -140,9 +143,8 @@ def _read_index_file(mirror: str) -> dict:
     """The index's engines and sequence as this publisher wrote them (version 1 had no
     signature and no sequence)."""
     try:
-        with open(os.path.join(mirror, MIRROR_INDEX)) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
+        data = read_json_file(os.path.join(mirror, MIRROR_INDEX))
+    except JSONFileError:
         return {}
     if not isinstance(data, dict) or data.get("format") != MIRROR_INDEX_FORMAT:
         return {}
@@ -179,7 +181,8 @@ def check_index_expiry(days):
     return float(days)
 
 
-def _index_entry(name, sidecar, raw_sidecar: bytes, signature: bytes, key, now: str) -> dict:
+def _index_entry(name: str, sidecar: Sidecar, raw_sidecar: bytes, signature: bytes, key, now: str) -> dict:
+    """One engine's row in the signed index: its identity and the digests of its three files."""
     return {"name": name, "key": sidecar.cache_key, "size": sidecar.engine_size,
             "sha256": sidecar.engine_sha256, "tensorrt": sidecar.tensorrt, "device": sidecar.device,
             "sidecar_sha256": hashlib.sha256(raw_sidecar).hexdigest(),
@@ -256,13 +259,11 @@ def publish(cache_dir: str, mirror_dir: str, private_key: str, *, names=(), key_
                 if not os.path.exists(signature_path(dest)):   # published unsigned before: sign what is there
                     atomic_write_bytes(signature_path(dest), key.sign(_read(sidecar_path(dest), 1 << 22)))
                     row["status"] = "signed"
-                elif rel not in index:
-                    # A publish killed after the sidecar, before the index: complete and list it.
-                    raw_sidecar = _read(sidecar_path(dest), 1 << 22)
-                    signature = key.sign(raw_sidecar)
-                    atomic_write_bytes(signature_path(dest), signature)
-                    index[rel] = _index_entry(name, sidecar, raw_sidecar, signature, key, now)
-                    row["status"] = "published"
+                if row["status"] == "signed" or rel not in index:
+                    # the index lists every engine with its three digests (an image build fetches
+                    # them by checksum): a newly signed or earlier unlisted engine joins it too
+                    index[rel] = _index_entry(name, sidecar, _read(sidecar_path(dest), 1 << 22),
+                                              _read(signature_path(dest), 1 << 16), key, now)
                 continue
             try:
                 raw_sidecar = _read(sidecar_path(engine_path), 1 << 22)
@@ -270,15 +271,29 @@ def publish(cache_dir: str, mirror_dir: str, private_key: str, *, names=(), key_
             except OSError:     # a concurrent ensure pruned it (publish takes no cache lock)
                 row.update(status="skipped", reason="the engine was removed from the cache while it was read")
                 continue
-            check = Sidecar.from_dict(json.loads(raw_sidecar), where=sidecar_path(engine_path))
+            try:
+                check = Sidecar.from_dict(json_loads(raw_sidecar), where=sidecar_path(engine_path))
+            except (JSONFileError, TegraAIError):
+                check = None
+            if check is None:
+                row.update(status="skipped", reason="its sidecar changed while it was read and is no longer valid")
+                continue
             if check.cache_key != sidecar.cache_key or hashlib.sha256(engine).hexdigest() != check.engine_sha256:
                 row.update(status="skipped", reason="the engine changed while it was read")
                 continue
             # Engine, signature, then the sidecar: a reader that finds a sidecar finds the rest.
             signature = key.sign(raw_sidecar)
-            atomic_write_bytes(dest, engine)
-            atomic_write_bytes(signature_path(dest), signature)
-            atomic_write_bytes(sidecar_path(dest), raw_sidecar)
+            try:
+                atomic_write_bytes(dest, engine)
+                atomic_write_bytes(signature_path(dest), signature)
+                atomic_write_bytes(sidecar_path(dest), raw_sidecar)
+            except TegraAIError:
+                # A full or read-only mirror: what this engine got so far goes again (a
+                # lone engine would read as foreign files next time); the index is untouched.
+                for path in (signature_path(dest), dest):
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+                raise
             row["status"] = "published"
             # The digests of all three files: an image build fetches them as SRC_URI entries
             # with checksums known at parse time (tensorrt_engine.bbclass, TEGRA_AI_PREBUILT_INDEX).

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import math
 import os
 import re
 import time
 
-from tegra_ai.errors import EXIT_TEMPFAIL, EXIT_USAGE, TegraAIError
+from tegra_ai.errors import EXIT_TEMPFAIL, EXIT_USAGE, WRITE_ERRNOS, TegraAIError, not_writable, write_error
 from tegra_ai.spec import Sidecar, check_model_name, short_key, sidecar_path, write_engine_files
 from tegra_ai.util.atomic import DIR_MODE, FILE_MODE, atomic_write_json, create_exclusive, make_dirs
 from tegra_ai.util.hashing import HashMemo
+from tegra_ai.util.jsonfile import JSONFileError, read_json_file
 
 MODEL_MARKER = ".tegra-ai-model"
 INDEX_NAME = "index.json"
@@ -91,6 +91,8 @@ def file_lock(path: str, *, timeout: float, what: str, hint: str | None = None, 
                 raise
             continue        # its directory was removed just after prepare() made it: make it again
         except OSError as exc:
+            if exc.errno in WRITE_ERRNOS:       # a read-only or full cache or mirror: 73, named
+                raise write_error(path, exc) from None
             raise TegraAIError(f"{what}: cannot open the lock file {path}: {exc.strerror or exc}",
                                exit_code=EXIT_USAGE) from None
         try:
@@ -150,13 +152,14 @@ class EngineCache:
             try:
                 make_dirs(self.root)
             except OSError as exc:
+                if exc.errno in WRITE_ERRNOS:      # read-only, full, not ours to write: 73, named
+                    raise write_error(self.root, exc) from None
                 raise TegraAIError(f"cannot create engine cache {self.root}: {exc.strerror or exc}",
                                    hint="choose a writable --cache directory", exit_code=EXIT_USAGE) from None
             if not os.path.isdir(self.root):
                 raise TegraAIError(f"engine cache {self.root} is not a directory", exit_code=EXIT_USAGE)
             if not os.access(self.root, os.W_OK):
-                raise TegraAIError(f"engine cache {self.root} is not writable",
-                                   hint="choose a writable --cache directory", exit_code=EXIT_USAGE)
+                raise not_writable(self.root)    # read-only (EROFS) or not ours (EACCES): 73
         self.memo = HashMemo(os.path.join(self.root, ".hashmemo.json") if create else None)
 
     # -- layout ---------------------------------------------------------------------
@@ -452,9 +455,8 @@ class EngineCache:
 
     def read_index(self) -> dict:
         try:
-            with open(os.path.join(self.root, INDEX_NAME)) as f:
-                old = json.load(f)
-        except (OSError, ValueError):
+            old = read_json_file(os.path.join(self.root, INDEX_NAME))
+        except JSONFileError:   # missing, FIFO, huge, too deep, not JSON: rebuilt by write_index
             return {}
         models = old.get("models") if isinstance(old, dict) and old.get("format") == INDEX_FORMAT else None
         return models if isinstance(models, dict) else {}

@@ -7,7 +7,7 @@ import os
 import sys
 import traceback
 
-from tegra_ai.errors import EXIT_FAILURE, EXIT_USAGE, TegraAIError
+from tegra_ai.errors import EXIT_FAILURE, EXIT_USAGE, WRITE_ERRNOS, TegraAIError, not_writable, write_error
 
 
 def setup_logging(verbose: bool) -> None:
@@ -120,17 +120,32 @@ def run_main(prog: str, parser, argv=None) -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
         _json_error(args, "interrupted (SIGINT)", EXIT_SIGINT)
         return EXIT_SIGINT
-    except Exception as exc:  # an unexpected failure still gets one line, unless --verbose
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            return _internal_error(prog, args, exc, verbose)
+        # a full disk, read-only filesystem or missing permission the command did not
+        # turn into its own message: still one line naming the path and the reason, 73
+        err = write_error(exc.filename or "the output", exc)
         if verbose:
             traceback.print_exc()
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"{prog}: internal error: {type(exc).__name__}: {first} (run with --verbose for details)",
-              file=sys.stderr)
-        _json_error(args, f"internal error: {type(exc).__name__}: {first}", EXIT_FAILURE)
-        return EXIT_FAILURE
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        _json_error(args, err.message, err.exit_code, err.hint)
+        return err.exit_code
+    except Exception as exc:  # an unexpected failure still gets one line, unless --verbose
+        return _internal_error(prog, args, exc, verbose)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _internal_error(prog, args, exc, verbose) -> int:
+    if verbose:
+        traceback.print_exc()
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    print(f"{prog}: internal error: {type(exc).__name__}: {first} (run with --verbose for details)",
+          file=sys.stderr)
+    _json_error(args, f"internal error: {type(exc).__name__}: {first}", EXIT_FAILURE)
+    return EXIT_FAILURE
 
 
 def print_json(obj) -> None:
@@ -145,5 +160,4 @@ def check_writable_output(path: str) -> None:
         raise TegraAIError(f"output directory {directory} does not exist", hint="create it or choose another -o",
                            exit_code=EXIT_USAGE)
     if not os.access(directory, os.W_OK):
-        raise TegraAIError(f"output directory {directory} is not writable", hint="choose another -o",
-                           exit_code=EXIT_USAGE)
+        raise not_writable(directory)   # read-only filesystem (EROFS) or permission (EACCES): 73

@@ -100,6 +100,12 @@ def _images(args):
             raise _usage(f"--npz {args.npz}: not a readable .npz ({str(exc).splitlines()[0]})") from None
         with data:
             keys = list(data.keys())
+            from tegra_ai.dataset.calibration import MANIFEST_KEY
+
+            if MANIFEST_KEY in keys:
+                raise _usage(f"--npz {args.npz}: a calibration-dataset file (model inputs already resized and "
+                             "stored for calibration), not images", hint="give the images it was made from "
+                             "(--images DIR)")
             key = args.npz_key or next((k for k in keys if data[k].dtype == np.uint8 and data[k].ndim >= 3), None)
             if key is None or key not in keys:
                 raise _usage(f"--npz {args.npz}: no array {args.npz_key!r}" if args.npz_key else

@@ -8,7 +8,7 @@ import sys
 
 from tegra_ai import __version__
 from tegra_ai.cli.common import check_writable_output, print_json, run_main, verbose_parent
-from tegra_ai.errors import EXIT_USAGE, TegraAIError
+from tegra_ai.errors import EXIT_CANTCREAT, EXIT_USAGE, TegraAIError
 
 PROG = "tensorrt-optimize"
 
@@ -209,11 +209,16 @@ def cmd_ensure(args):
                      verbose=args.verbose, model_timeout=args.model_timeout, lock_timeout=args.lock_timeout)
     if sources:
         summary["mirrors"] = [s.url for s in sources]
+    error = summary.get("error")
+    if summary["exit_code"] == EXIT_CANTCREAT and not error:   # a full or read-only cache: its one line
+        error = next((m["error"] for m in summary["models"] if m.get("exit_code") == EXIT_CANTCREAT), None)
     if args.json:
+        if error and summary["exit_code"] == EXIT_CANTCREAT:
+            print(f"{PROG}: error: {error}", file=sys.stderr)
         print_json(summary)
     else:
-        if "error" in summary:
-            print(f"{PROG}: error: {summary['error']}", file=sys.stderr)
+        if error:
+            print(f"{PROG}: error: {error}", file=sys.stderr)
         for m in summary["models"]:
             extra = f" ({m['error']})" if m.get("error") else f" -> {m.get('engine')}"
             if m.get("source"):
@@ -256,14 +261,9 @@ def _detections(args) -> dict:
             raise TegraAIError(f"--detection {item!r}: expected NAME=SPEC.json", exit_code=EXIT_USAGE)
         check_model_name(name)
         try:
-            with open(path) as f:
-                text = f.read()
-        except OSError as exc:
-            raise TegraAIError(f"--detection {path}: {exc.strerror or exc}", exit_code=EXIT_USAGE) from None
-        try:
-            out[name] = DetectionSpec.from_json(text)
+            out[name] = DetectionSpec.load(path)
         except TegraAIError as exc:
-            raise TegraAIError(f"--detection {path}: {exc.message}", exit_code=EXIT_USAGE) from None
+            raise TegraAIError(f"--detection {exc.message}", exit_code=EXIT_USAGE) from None
     return out
 
 

@@ -114,9 +114,10 @@ def cmd_convert_fp16(args):
         import tempfile
 
         from tegra_ai.quant.compare import compare
-        from tegra_ai.util.atomic import atomic_write_bytes
+        from tegra_ai.util.atomic import atomic_write_bytes, write_errors_named
 
-        with tempfile.TemporaryDirectory(prefix=".tegra-ai-fp16-", dir=os.path.dirname(os.path.abspath(args.output))) as tmp:
+        out_dir = os.path.dirname(os.path.abspath(args.output))
+        with write_errors_named(out_dir), tempfile.TemporaryDirectory(prefix=".tegra-ai-fp16-", dir=out_dir) as tmp:
             tmp_out = os.path.join(tmp, "fp16.onnx")
             summary = convert_fp16(args.model, tmp_out, keep_fp32=args.keep_fp32)
             report = compare(args.model, tmp_out, args.data, labels=args.labels, gate=gate)

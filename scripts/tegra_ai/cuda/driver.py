@@ -150,6 +150,62 @@ class HostBuffer:
             pass
 
 
+class HostRegistration:
+    """An existing host array page-locked for CUDA once (``cuMemHostRegister``) until
+    :meth:`close`: the way to make a capture library's own buffers (a V4L2 USERPTR ring,
+    a GStreamer pool) uploadable without a staging copy. CUDA Driver API,
+    cuMemHostRegister: "Page-locks the memory range ... added to the same tracking
+    mechanism as cuMemHostAlloc"; "best used sparingly to register staging areas"
+    (pinning is slow, milliseconds for megabytes: register a ring once, never per frame,
+    ``seconds`` says what it cost); "supported only on I/O coherent devices that have a
+    non-zero value for the device attribute CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED"
+    (checked first, not guessed from the SoC: CUDA for Tegra, "I/O Coherency");
+    "The memory page-locked by this
+    function must be unregistered with cuMemHostUnregister()", whose "base address must
+    be the same one specified to cuMemHostRegister()". The registration keeps a
+    reference to ``array`` so that its memory cannot be freed while registered, and
+    unregisters before letting it go. Flags 0: with unified addressing (every 64-bit
+    CUDA platform) the host pointer itself is valid in cuMemcpy*. Registering a range
+    that overlaps a registered one fails (CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED): a
+    page-aligned allocation per ring (``sources.page_aligned``) avoids sharing a page."""
+
+    def __init__(self, array: np.ndarray, ordinal: int = 0):
+        import time
+
+        if not isinstance(array, np.ndarray) or not array.flags.c_contiguous or array.nbytes == 0:
+            raise TegraAIError("only a non-empty C-contiguous NumPy array can be registered with CUDA")
+        drv = compat.driver()
+        device = ensure_context(ordinal)
+        supported = check(drv.cuDeviceGetAttribute(
+            drv.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED, device))
+        if not int(supported):
+            raise TegraAIError("this GPU cannot page-lock existing host memory (CU_DEVICE_ATTRIBUTE_HOST_REGISTER_"
+                               "SUPPORTED is 0)", hint="capture into HostBuffer (cuMemHostAlloc) memory instead",
+                               exit_code=EXIT_UNAVAILABLE)
+        self.ptr, self.nbytes = int(array.ctypes.data), int(array.nbytes)
+        t0 = time.perf_counter()
+        check(drv.cuMemHostRegister(self.ptr, self.nbytes, 0), f"cuMemHostRegister({self.nbytes} bytes)")
+        self.seconds = time.perf_counter() - t0
+        self.array = array
+
+    def close(self):
+        if getattr(self, "array", None) is not None:
+            check(compat.driver().cuMemHostUnregister(self.ptr), "cuMemHostUnregister")
+            self.array = None   # only now may the memory be freed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
 def is_page_locked(ptr: int, nbytes: int) -> bool:
     """True when host memory ``[ptr, ptr + nbytes)`` is page-locked (``cuMemHostAlloc`` or
     ``cuMemHostRegister``), so the GPU can copy from it asynchronously without staging:

@@ -47,6 +47,7 @@ from tegra_ai.preprocess.spec import PreprocessSpec, center_crop_geometry, lette
 from tegra_ai.preprocess.stored import STORAGE_UINT8, decode_stored, normalisation, normalize_pixels, uint8_exact
 from tegra_ai.util.atomic import atomic_writer
 from tegra_ai.util.hashing import sha256_file
+from tegra_ai.util.jsonfile import loads as json_loads
 from tegra_ai.util.lazy import is_available, require
 from tegra_ai.util.progress import Progress
 
@@ -213,7 +214,7 @@ def _array_members(path: str) -> list:
             return [("", np.load(path, mmap_mode="r", allow_pickle=False))]
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files if not k.startswith("_")}
-            manifest = json.loads(bytes(data[MANIFEST_KEY]).decode("utf-8")) if MANIFEST_KEY in data.files else None
+            manifest = json_loads(bytes(data[MANIFEST_KEY])) if MANIFEST_KEY in data.files else None
         return list(decode_stored(arrays, manifest).items())  # a compactly stored dataset: its model inputs
     except ValueError as exc:
         if "pickle" in str(exc).lower() or "python objects" in str(exc).lower():
@@ -478,7 +479,7 @@ def read_manifest(path: str) -> dict | None:
     with np.load(path, allow_pickle=False) as data:
         if MANIFEST_KEY not in data.files:
             return None
-        return json.loads(bytes(data[MANIFEST_KEY]).decode("utf-8"))
+        return json_loads(bytes(data[MANIFEST_KEY]))
 
 
 def build_dataset(sources, output: str, spec: PreprocessSpec, input_name: str = "input", count: int | None = None,

@@ -24,9 +24,12 @@ def kernel_name(spec: PreprocessSpec) -> str:
     """The entry point for ``spec``: one per source format, ``_aa`` for PIL resampling."""
     return KERNEL_NAMES[spec.input_format] + ("_aa" if spec.antialias else "")
 
-# Must equal TAI_PX_PER_THREAD, TAI_BLOCK_X, TAI_BLOCK_Y in preprocess.cu.
+# Must equal TAI_PX_PER_THREAD, TAI_BLOCK_X, TAI_BLOCK_Y, TAI_AA_BLOCK_Y and TAI_AA_ROWS_PER_THREAD
+# in preprocess.cu.
 PX_PER_THREAD = 4
 BLOCK = (32, 8, 1)
+AA_BLOCK = (32, 8, 1)
+AA_ROWS_PER_THREAD = 2
 
 NMS_TILE = 64
 NMS_RANK_THREADS = 128
@@ -164,14 +167,20 @@ def preprocess_params(spec: PreprocessSpec, images_ptr: int, out_ptr: int, batch
 
 
 def preprocess_grid(spec: PreprocessSpec, batch: int):
-    """(grid, block) of one batched launch: 4 output pixels per thread along x (1 antialiased)."""
+    """(grid, block) of one batched launch: 4 output pixels per thread along x; antialiased
+    (the _aa kernels): 1 pixel along x and AA_ROWS_PER_THREAD rows per thread."""
     if batch <= 0:
         raise TegraAIError("batch must be at least 1")
     if batch > 65535:
         raise TegraAIError(f"batch {batch} exceeds the 65535 images of one launch")
-    per_block_x = BLOCK[0] * (1 if spec.antialias else PX_PER_THREAD)  # the _aa kernels: 1 pixel per thread
-    grid = (-(-spec.width // per_block_x), -(-spec.height // BLOCK[1]), batch)
-    return grid, BLOCK
+    if spec.antialias:  # the _aa kernels: 1 pixel along x, AA_ROWS_PER_THREAD rows per thread
+        block = AA_BLOCK
+        per_block_x, per_block_y = block[0], block[1] * AA_ROWS_PER_THREAD
+    else:
+        block = BLOCK
+        per_block_x, per_block_y = block[0] * PX_PER_THREAD, block[1]
+    grid = (-(-spec.width // per_block_x), -(-spec.height // per_block_y), batch)
+    return grid, block
 
 
 def output_nbytes(spec: PreprocessSpec, batch: int) -> int:

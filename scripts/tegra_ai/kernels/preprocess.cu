@@ -191,14 +191,12 @@ static __device__ __forceinline__ void tai_sample_aa(const TaiImageDesc& d, int 
     b = sb * inv;
 }
 
+// Output pixels (y, xb .. xb + PX - 1) of image n, each from its own source taps.
 template <int FMT, bool AA>
-static __device__ __forceinline__ void tai_preprocess_body(const TaiPreprocessParams& p) {
-    const int n = blockIdx.z;
-    const int y = blockIdx.y * TAI_BLOCK_Y + threadIdx.y;
+static __device__ __forceinline__ void tai_preprocess_body(const TaiPreprocessParams& p, int n, int y, int xb) {
     // INTER_LINEAR: 4 output pixels per thread (vector stores); antialiased: 1, so that a
     // warp's loads stay within a few cache lines (its filter windows are wide).
     constexpr int PX = AA ? 1 : TAI_PX_PER_THREAD;
-    const int xb = (blockIdx.x * TAI_BLOCK_X + threadIdx.x) * PX;
     if (n >= p.batch || y >= p.out_h || xb >= p.out_w) return;
     const TaiImageDesc d = ((const TaiImageDesc*)p.images)[n];
     const int channels = p.out_order == 2 ? 1 : 3;
@@ -284,14 +282,46 @@ static __device__ __forceinline__ void tai_preprocess_body(const TaiPreprocessPa
     }
 }
 
-// Antialiased resampling of packed formats, separable through shared memory: a block
-// computes a 32x8 output tile; it stages the source rectangle under the tile's filters
-// (coalesced loads), filters it horizontally into hbuf, then vertically. A tile whose
-// rectangle does not fit (downscales beyond about 5x vertically or 6x horizontally) or
-// that holds no image pixel takes the per-pixel path above.
-#define TAI_AA_RAW_BYTES 24576
-#define TAI_AA_ROWS 56
-#define TAI_AA_HSTRIDE (TAI_AA_ROWS * 3 + 1)   // floats per tile column of hbuf (odd: no bank conflicts)
+// Antialiased resampling of packed formats (bgr8, rgb8, gray8), separable through shared
+// memory, vertical pass first. A block of 32 x TAI_AA_BLOCK_Y threads computes a
+// 32 x TAI_AA_TILE_H output tile (TAI_AA_ROWS_PER_THREAD rows per thread):
+//  1. column filter table (warp 0): per tile column its first source column and normalised
+//     weights;
+//  2. vertical pass: each (tile row, chunk of source bytes across the tile's column
+//     footprint) item sums its source rows' chunks with integer weights (Pillow's fixed
+//     point, computed by the thread itself). One filter serves every byte of a row, so
+//     channels need no unpacking: a thread loads 16 bytes a tap (4, funnel-shifted, when the
+//     image or its pitch is not 16-byte aligned) and spends a byte permute and an integer
+//     multiply-add per byte, with no int-to-float conversion per tap (quarter rate: it
+//     bounded the horizontal-first version, which converted 3-4 values per tap);
+//  3. horizontal pass: one output pixel per thread and tile row, from the float results.
+// Only the footprint of the tile's filters is read, once per tile, with coalesced loads.
+// What set the speed on an H200 (benchmarks/RESULTS.md): resident blocks per SM (64
+// registers: 4 blocks) and rows per tile (16: the per-block fixed latency is paid once per
+// 16 rows); more loads in flight per thread or 8-byte loads did not help.
+// Tiles whose footprint does not fit (downscales beyond about 6x horizontally at 3 bytes
+// per pixel, 15x at 1 byte) or that hold no image pixel take the per-pixel path.
+#ifndef TAI_AA_ROWS_PER_THREAD
+#define TAI_AA_ROWS_PER_THREAD 2   // kernels/layout.py AA_ROWS_PER_THREAD: the launch grid
+#endif
+#ifndef TAI_AA_BLOCK_Y
+#define TAI_AA_BLOCK_Y 8           // kernels/layout.py AA_BLOCK: threads of an _aa block are 32 x this
+#endif
+#define TAI_AA_TILE_H (TAI_AA_BLOCK_Y * TAI_AA_ROWS_PER_THREAD)
+#ifndef TAI_AA_VCAP
+#define TAI_AA_VCAP 640            // floats per tile row of the vertical pass's result
+#endif
+#define TAI_AA_TMAX 32             // horizontal filter taps per output pixel (table size)
+#define TAI_AA_WBITS 22            // fixed-point bits of the vertical weights (Pillow's PRECISION_BITS)
+#ifndef TAI_AA_MIN_BLOCKS
+#define TAI_AA_MIN_BLOCKS 4        // resident blocks per SM the register budget must allow
+#endif
+#ifndef TAI_AA_VEC
+#define TAI_AA_VEC 16              // bytes per load when the image and its pitch are that aligned
+#endif
+#ifndef TAI_AA_INFLIGHT
+#define TAI_AA_INFLIGHT 4          // vertical taps loaded before they are summed
+#endif
 
 static __device__ __forceinline__ void tai_normalise(const TaiPreprocessParams& p, bool gray_src, float r, float g,
                                                      float b, float& v0, float& v1, float& v2) {
@@ -321,131 +351,245 @@ static __device__ __forceinline__ void tai_store_pixel(const TaiPreprocessParams
     }
 }
 
+// acc[k] += w * byte k of v (byte permute + integer multiply-add; no float conversion).
+static __device__ __forceinline__ void tai_acc_bytes(int* acc, unsigned v, int w) {
+    acc[0] += w * (int)__byte_perm(v, 0u, 0x4440);
+    acc[1] += w * (int)__byte_perm(v, 0u, 0x4441);
+    acc[2] += w * (int)__byte_perm(v, 0u, 0x4442);
+    acc[3] += w * (int)__byte_perm(v, 0u, 0x4443);
+}
+
+__device__ __forceinline__ void tai_acc_more(int* acc, const uint4& v, int w) {
+    tai_acc_bytes(acc, v.z, w);
+    tai_acc_bytes(acc + 4, v.w, w);
+}
+__device__ __forceinline__ void tai_acc_more(int*, const uint2&, int) {}
+
+// Fixed-point vertical weight of source row y (as float) under the filter centred at c with
+// 1/support inv: Pillow's triangle weight scaled by inv << TAI_AA_WBITS, so that one output's
+// weights sum to about 1 << TAI_AA_WBITS (at most twice that: 255 * sum fits an int).
+static __device__ __forceinline__ int tai_aa_iweight(float y, float c, float inv) {
+    return __float2int_rn(fmaxf(0.f, 1.f - fabsf((y - c + 0.5f) * inv)) * (inv * (float)(1 << TAI_AA_WBITS)));
+}
+
+// The vertical weights of one item, computed per tap by the thread that uses them: a per-block
+// table (one more barrier, before the loads) measured 5 % slower on an H200.
+struct TaiAaWeights {
+    float y0, cy, iy;  // y0: the first tap's row
+    __device__ __forceinline__ int operator()(int t) const { return tai_aa_iweight(y0 + (float)t, cy, iy); }
+};
+
+// Vertical pass, one item: the nt taps of chunk c, source rows lo, lo + 1, ... (q: the chunk
+// in row lo) with weights wf(t); returns the sum of the weights.
+// Aligned chunks (VEC 8 or 16): the image and its pitch are VEC-byte aligned, so chunk c
+// holds the same columns in every row.
+template <int VEC> struct TaiAaVec;
+template <> struct TaiAaVec<16> { typedef uint4 T; };
+template <> struct TaiAaVec<8> { typedef uint2 T; };
+
+template <int VEC>
+struct TaiAaColumn {
+    template <class W>
+    static __device__ __forceinline__ int run(int* acc, const unsigned char* q, int pitch, int nt, const W& wf, int,
+                                              int) {
+        typedef typename TaiAaVec<VEC>::T T;
+        int wsum = 0;
+        // TAI_AA_INFLIGHT taps' loads are issued before their arithmetic (predicated, no
+        // remainder loop). 8 in flight needed more registers and measured slower than 4.
+        for (int t0 = 0; t0 < nt; t0 += TAI_AA_INFLIGHT) {
+            T v[TAI_AA_INFLIGHT];
+#pragma unroll
+            for (int u = 0; u < TAI_AA_INFLIGHT; ++u)
+                if (t0 + u < nt) v[u] = __ldg((const T*)(q + (long long)(t0 + u) * pitch));
+#pragma unroll
+            for (int u = 0; u < TAI_AA_INFLIGHT; ++u) {
+                if (t0 + u < nt) {
+                    const int wt = wf(t0 + u);
+                    wsum += wt;
+                    tai_acc_bytes(acc, v[u].x, wt);
+                    tai_acc_bytes(acc + 4, v[u].y, wt);
+                    tai_acc_more(acc + 8, v[u], wt);
+                }
+            }
+        }
+        return wsum;
+    }
+};
+
+// VEC 4, rows at any alignment: the aligned word holding the chunk's first byte, funnel-shifted
+// with the next word when that one holds a footprint byte.
+template <>
+struct TaiAaColumn<4> {
+    template <class W>
+    static __device__ __forceinline__ int run(int* acc, const unsigned char* q, int pitch, int nt, const W& wf, int c,
+                                              int nbytes) {
+        int wsum = 0;
+#pragma unroll 4
+        for (int t = 0; t < nt; ++t) {
+            const size_t a = (size_t)(q + (long long)t * pitch);
+            const unsigned mis = (unsigned)(a & 3);
+            const unsigned* wp = (const unsigned*)(a & ~(size_t)3);
+            unsigned v = __ldg(wp);
+            if (mis != 0 && c * 4 + 4 - (int)mis < nbytes) v = __funnelshift_r(v, __ldg(wp + 1), 8 * mis);
+            else v >>= 8 * mis;
+            const int wt = wf(t);
+            wsum += wt;
+            tai_acc_bytes(acc, v, wt);
+        }
+        return wsum;
+    }
+};
+
+// Vertical pass of the tiled kernel. Item (j, c): resized row ry0 + j, bytes [c*VEC, c*VEC + VEC)
+// of the footprint rows (VEC 8/16: of the VEC-aligned span holding them, the footprint from
+// byte b0 % VEC; VEC 4: from the footprint's first byte). Only chunks and words that hold at
+// least one footprint byte are read. Each thread computes its own taps and weights: no wait
+// for tables, the loads start at once.
+template <int VEC>
+static __device__ __forceinline__ void tai_aa_vertical(const TaiImageDesc& d, int ry0, int b0, int nbytes, int nch,
+                                                       int rows, float* vbuf, int tid) {
+    const unsigned char* img = (const unsigned char*)d.src + (VEC == 4 ? b0 : (b0 & ~(VEC - 1)));
+    for (int it = tid; it < rows * nch; it += TAI_BLOCK_X * TAI_AA_BLOCK_Y) {
+        const int j = it / nch, c = it - j * nch;
+        float cy, iy;
+        int lo, hi;
+        tai_aa_taps(ry0 + j, d.scale_y, d.src_h, cy, iy, lo, hi);
+        int acc[VEC];
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) acc[k] = 0;
+        const unsigned char* q = img + (long long)lo * d.src_pitch + c * VEC;
+        const TaiAaWeights wf = {(float)lo, cy, iy};
+        const int wsum = TaiAaColumn<VEC>::run(acc, q, d.src_pitch, hi - lo, wf, c, nbytes);
+        const float inv = 1.f / (float)wsum;
+        float* o = vbuf + j * TAI_AA_VCAP + c * VEC;
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) o[k] = (float)acc[k] * inv;
+    }
+}
+
+// The per-pixel path out of line: inlined, its registers (a tap array per pixel) would set the
+// tiled kernel's budget and halve the blocks an SM holds.
+template <int FMT>
+static __device__ __noinline__ void tai_aa_fallback(const TaiPreprocessParams& p, int n, int y, int x) {
+    tai_preprocess_body<FMT, true>(p, n, y, x);
+}
+
 template <int FMT>
 static __device__ __forceinline__ void tai_preprocess_aa_tiled(const TaiPreprocessParams& p) {
-    __shared__ unsigned int raw_words[TAI_AA_RAW_BYTES / 4];
-    __shared__ float hbuf[TAI_BLOCK_X * TAI_AA_HSTRIDE];
+    __shared__ __align__(16) float vbuf[TAI_AA_TILE_H * TAI_AA_VCAP];
+    __shared__ float wx[TAI_BLOCK_X * TAI_AA_TMAX];
+    __shared__ int xlo_s[TAI_BLOCK_X], xn_s[TAI_BLOCK_X];
     constexpr int bpp = FMT == TAI_FMT_GRAY8 ? 1 : 3;
     const int n = blockIdx.z;
     if (n >= p.batch) return;
     const TaiImageDesc d = ((const TaiImageDesc*)p.images)[n];
-    const int ox0 = blockIdx.x * TAI_BLOCK_X, oy0 = blockIdx.y * TAI_BLOCK_Y;
+    const int ox0 = blockIdx.x * TAI_BLOCK_X, oy0 = blockIdx.y * TAI_AA_TILE_H;
     // The tile's pixels in resized-image coordinates: [rx0, rx1) x [ry0, ry1).
     const int rx0 = max(ox0 - d.roi_left, 0);
     const int rx1 = min(min(ox0 + TAI_BLOCK_X, p.out_w) - d.roi_left, d.roi_w);
     const int ry0 = max(oy0 - d.roi_top, 0);
-    const int ry1 = min(min(oy0 + TAI_BLOCK_Y, p.out_h) - d.roi_top, d.roi_h);
-    if (rx0 >= rx1 || ry0 >= ry1) {  // padding only (uniform per block)
-        tai_preprocess_body<FMT, true>(p);
+    const int ry1 = min(min(oy0 + TAI_AA_TILE_H, p.out_h) - d.roi_top, d.roi_h);
+    // Everything below up to the tables is uniform per block.
+    const bool tiled = rx0 < rx1 && ry0 < ry1 &&
+                       2.f * fmaxf(d.scale_x, 1.f) + 2.f <= (float)TAI_AA_TMAX;   // taps <= 2 * support + 1
+    int x_lo = 0, x_hi = 0;
+    if (tiled) {
+        float c_, i_;
+        int unused;
+        tai_aa_taps(rx0, d.scale_x, d.src_w, c_, i_, x_lo, unused);       // windows move right with
+        tai_aa_taps(rx1 - 1, d.scale_x, d.src_w, c_, i_, unused, x_hi);   // the index: the first and last
+    }                                                                     // pixels bound the footprint
+    const int b0 = x_lo * bpp, nbytes = (x_hi - x_lo) * bpp;
+    const bool aligned = (((size_t)d.src | (size_t)d.src_pitch) & (TAI_AA_VEC - 1)) == 0;
+    const int hoff = aligned ? (b0 & (TAI_AA_VEC - 1)) : 0;  // where footprint byte 0 sits in a vbuf row
+    const int nch = aligned ? (hoff + nbytes + TAI_AA_VEC - 1) / TAI_AA_VEC : (nbytes + 3) >> 2;
+    if (!tiled || nch * (aligned ? TAI_AA_VEC : 4) > TAI_AA_VCAP) {
+        for (int k = 0; k < TAI_AA_ROWS_PER_THREAD; ++k)
+            tai_aa_fallback<FMT>(p, n, oy0 + threadIdx.y + k * TAI_AA_BLOCK_Y, ox0 + threadIdx.x);
         return;
     }
-    float c_, i_;
-    int x_lo, x_hi, y_lo, y_hi, unused;
-    tai_aa_taps(rx0, d.scale_x, d.src_w, c_, i_, x_lo, unused);       // windows move right with
-    tai_aa_taps(rx1 - 1, d.scale_x, d.src_w, c_, i_, unused, x_hi);   // the index: the first and
-    tai_aa_taps(ry0, d.scale_y, d.src_h, c_, i_, y_lo, unused);       // last pixels bound the
-    tai_aa_taps(ry1 - 1, d.scale_y, d.src_h, c_, i_, unused, y_hi);   // source rectangle
-    const int rows = y_hi - y_lo;
-    const int row_bytes = (x_hi - x_lo) * bpp;
-    // Words per staged row: the row's bytes from the 4-byte word holding its first byte
-    // (rows need not be word aligned) to the word holding its last; odd: rows in distinct banks.
-    const int words = (row_bytes + 6) >> 2;
-    const int stride = words | 1;
-    if (rows > TAI_AA_ROWS || stride * rows > TAI_AA_RAW_BYTES / 4) {
-        tai_preprocess_body<FMT, true>(p);
-        return;
-    }
-    unsigned char* raw = (unsigned char*)raw_words;
-    const unsigned char* src = (const unsigned char*)d.src + (long long)y_lo * d.src_pitch + x_lo * bpp;
     const int tid = threadIdx.y * TAI_BLOCK_X + threadIdx.x;
-    // Staging is latency-bound: aligned 32-bit loads over one flat (row, word) index space,
-    // unrolled so that each thread has several loads in flight (byte loads in a per-row loop
-    // kept one in flight and made the kernel 4x slower than its bytes allow). Only words that
-    // hold at least one byte of the row are read.
-#pragma unroll 6
-    for (int i = tid; i < rows * words; i += TAI_BLOCK_X * TAI_BLOCK_Y) {
-        const int r = i / words, w = i - r * words;
-        const size_t s = (size_t)(src + (long long)r * d.src_pitch);
-        if (w < (int)(((s & 3) + row_bytes + 3) >> 2))
-            raw_words[r * stride + w] = __ldg((const unsigned int*)(s & ~(size_t)3) + w);
-    }
-    __syncthreads();
 
-    // Horizontal pass: (staged row, tile column) items, rows fastest.
-    const int cols = rx1 - rx0;
-    for (int it = tid; it < rows * cols; it += TAI_BLOCK_X * TAI_BLOCK_Y) {
-        const int c = it / rows, r = it - c * rows;
+    // 1. Column filter table (warp 0): first source column, tap count, normalised weights.
+    if (tid < rx1 - rx0) {
         float cx, ix;
         int lo, hi;
-        tai_aa_taps(rx0 + c, d.scale_x, d.src_w, cx, ix, lo, hi);
-        const int misalign = (int)((size_t)(src + (long long)r * d.src_pitch) & 3);
-        const unsigned char* q = raw + r * stride * 4 + misalign + (lo - x_lo) * bpp;
-        float s0 = 0.f, s1 = 0.f, s2 = 0.f, ws = 0.f;
-        for (int x = lo; x < hi; ++x, q += bpp) {
-            const float w = tai_aa_weight(x, cx, ix);
-            ws += w;
-            s0 += w * (float)q[0];
-            if (bpp == 3) {
-                s1 += w * (float)q[1];
-                s2 += w * (float)q[2];
-            }
-        }
+        tai_aa_taps(rx0 + tid, d.scale_x, d.src_w, cx, ix, lo, hi);
+        float ws = 0.f;
+        for (int x = lo; x < hi; ++x) ws += tai_aa_weight(x, cx, ix);
         const float inv = 1.f / ws;
-        float* h = hbuf + c * TAI_AA_HSTRIDE + r * 3;
-        h[0] = s0 * inv;
-        h[1] = s1 * inv;
-        h[2] = s2 * inv;
+        for (int t = 0; t < hi - lo; ++t) wx[tid * TAI_AA_TMAX + t] = tai_aa_weight(lo + t, cx, ix) * inv;
+        xlo_s[tid] = lo;
+        xn_s[tid] = hi - lo;
     }
+
+    // 2. Vertical pass into vbuf (no table to wait for: the loads start at once).
+    if (aligned) tai_aa_vertical<TAI_AA_VEC>(d, ry0, b0, nbytes, nch, ry1 - ry0, vbuf, tid);
+    else tai_aa_vertical<4>(d, ry0, b0, nbytes, nch, ry1 - ry0, vbuf, tid);
     __syncthreads();
 
-    // Vertical pass: one output pixel per thread.
-    const int ox = ox0 + threadIdx.x, oy = oy0 + threadIdx.y;
-    if (ox >= p.out_w || oy >= p.out_h) return;
-    const int rx = ox - d.roi_left, ry = oy - d.roi_top;
-    float v0 = p.pad_out[0], v1 = p.pad_out[1], v2 = p.pad_out[2];
-    if (rx >= 0 && rx < d.roi_w && ry >= 0 && ry < d.roi_h) {
-        float cy, iy;
-        int lo, hi;
-        tai_aa_taps(ry, d.scale_y, d.src_h, cy, iy, lo, hi);
-        const float* h = hbuf + (rx - rx0) * TAI_AA_HSTRIDE + (lo - y_lo) * 3;
-        float s0 = 0.f, s1 = 0.f, s2 = 0.f, ws = 0.f;
-        for (int y = lo; y < hi; ++y, h += 3) {
-            const float w = tai_aa_weight(y, cy, iy);
-            ws += w;
-            s0 += w * h[0];
-            s1 += w * h[1];
-            s2 += w * h[2];
+    // 3. Horizontal pass: output pixel (ox, oy) per thread and tile row.
+    const int ox = ox0 + threadIdx.x;
+    if (ox >= p.out_w) return;
+    const int rx = ox - d.roi_left;
+    const bool col_in = rx >= 0 && rx < d.roi_w;
+    for (int k = 0; k < TAI_AA_ROWS_PER_THREAD; ++k) {
+        const int oy = oy0 + threadIdx.y + k * TAI_AA_BLOCK_Y;
+        if (oy >= p.out_h) break;
+        const int ry = oy - d.roi_top;
+        float v0 = p.pad_out[0], v1 = p.pad_out[1], v2 = p.pad_out[2];
+        if (col_in && ry >= 0 && ry < d.roi_h) {
+            const int col = rx - rx0;
+            const int nt = xn_s[col];
+            const float* w = wx + col * TAI_AA_TMAX;
+            const float* h = vbuf + (ry - ry0) * TAI_AA_VCAP + hoff + (xlo_s[col] - x_lo) * bpp;
+            float s0 = 0.f, s1 = 0.f, s2 = 0.f;
+            for (int t = 0; t < nt; ++t, h += bpp) {
+                const float wt = w[t];
+                s0 += wt * h[0];
+                if (bpp == 3) {
+                    s1 += wt * h[1];
+                    s2 += wt * h[2];
+                }
+            }
+            float r, g, b;
+            if (FMT == TAI_FMT_BGR8) { b = s0; g = s1; r = s2; }
+            else if (FMT == TAI_FMT_RGB8) { r = s0; g = s1; b = s2; }
+            else { r = g = b = s0; }
+            tai_normalise(p, FMT == TAI_FMT_GRAY8, r, g, b, v0, v1, v2);
         }
-        const float inv = 1.f / ws;
-        s0 *= inv;
-        s1 *= inv;
-        s2 *= inv;
-        float r, g, b;
-        if (FMT == TAI_FMT_BGR8) { b = s0; g = s1; r = s2; }
-        else if (FMT == TAI_FMT_RGB8) { r = s0; g = s1; b = s2; }
-        else { r = g = b = s0; }
-        tai_normalise(p, FMT == TAI_FMT_GRAY8, r, g, b, v0, v1, v2);
+        tai_store_pixel(p, n, oy, ox, v0, v1, v2);
     }
-    tai_store_pixel(p, n, oy, ox, v0, v1, v2);
 }
 
 // One entry point per source format; the _aa variants resample as PIL (descriptors with
-// antialias=1; one output pixel per thread), kept apart so the INTER_LINEAR kernels keep
-// their register budget.
-#define TAI_PREPROCESS_ENTRY(NAME, FMT, AA)                                         \
-    extern "C" __global__ void __launch_bounds__(TAI_BLOCK_X * TAI_BLOCK_Y)       \
-    NAME(const TaiPreprocessParams p) { tai_preprocess_body<FMT, AA>(p); }
-#define TAI_PREPROCESS_AA_TILED(NAME, FMT)                                          \
-    extern "C" __global__ void __launch_bounds__(TAI_BLOCK_X * TAI_BLOCK_Y)       \
+// antialias=1; one output pixel per thread and TAI_AA_ROWS_PER_THREAD rows), kept apart so
+// the INTER_LINEAR kernels keep their register budget.
+#define TAI_PREPROCESS_ENTRY(NAME, FMT)                                                          \
+    extern "C" __global__ void __launch_bounds__(TAI_BLOCK_X * TAI_BLOCK_Y)                    \
+    NAME(const TaiPreprocessParams p) {                                                          \
+        tai_preprocess_body<FMT, false>(p, blockIdx.z, blockIdx.y * TAI_BLOCK_Y + threadIdx.y,   \
+                                        (blockIdx.x * TAI_BLOCK_X + threadIdx.x) * TAI_PX_PER_THREAD); \
+    }
+#define TAI_PREPROCESS_AA_PIXEL(NAME, FMT)                                                       \
+    extern "C" __global__ void __launch_bounds__(TAI_BLOCK_X * TAI_AA_BLOCK_Y)                    \
+    NAME(const TaiPreprocessParams p) {                                                          \
+        for (int k = 0; k < TAI_AA_ROWS_PER_THREAD; ++k)                                         \
+            tai_preprocess_body<FMT, true>(p, blockIdx.z,                                        \
+                                           blockIdx.y * TAI_AA_TILE_H + threadIdx.y + k * TAI_AA_BLOCK_Y, \
+                                           blockIdx.x * TAI_BLOCK_X + threadIdx.x);              \
+    }
+#define TAI_PREPROCESS_AA_TILED(NAME, FMT, MIN_BLOCKS)                              \
+    extern "C" __global__ void __launch_bounds__(TAI_BLOCK_X * TAI_AA_BLOCK_Y, MIN_BLOCKS) \
     NAME(const TaiPreprocessParams p) { tai_preprocess_aa_tiled<FMT>(p); }
 
-TAI_PREPROCESS_ENTRY(tai_preprocess_bgr8, TAI_FMT_BGR8, false)
-TAI_PREPROCESS_ENTRY(tai_preprocess_rgb8, TAI_FMT_RGB8, false)
-TAI_PREPROCESS_ENTRY(tai_preprocess_gray8, TAI_FMT_GRAY8, false)
-TAI_PREPROCESS_ENTRY(tai_preprocess_nv12, TAI_FMT_NV12, false)
-TAI_PREPROCESS_AA_TILED(tai_preprocess_bgr8_aa, TAI_FMT_BGR8)
-TAI_PREPROCESS_AA_TILED(tai_preprocess_rgb8_aa, TAI_FMT_RGB8)
-TAI_PREPROCESS_AA_TILED(tai_preprocess_gray8_aa, TAI_FMT_GRAY8)
-TAI_PREPROCESS_ENTRY(tai_preprocess_nv12_aa, TAI_FMT_NV12, true)
+TAI_PREPROCESS_ENTRY(tai_preprocess_bgr8, TAI_FMT_BGR8)
+TAI_PREPROCESS_ENTRY(tai_preprocess_rgb8, TAI_FMT_RGB8)
+TAI_PREPROCESS_ENTRY(tai_preprocess_gray8, TAI_FMT_GRAY8)
+TAI_PREPROCESS_ENTRY(tai_preprocess_nv12, TAI_FMT_NV12)
+TAI_PREPROCESS_AA_TILED(tai_preprocess_bgr8_aa, TAI_FMT_BGR8, TAI_AA_MIN_BLOCKS)
+TAI_PREPROCESS_AA_TILED(tai_preprocess_rgb8_aa, TAI_FMT_RGB8, TAI_AA_MIN_BLOCKS)
+TAI_PREPROCESS_AA_TILED(tai_preprocess_gray8_aa, TAI_FMT_GRAY8, TAI_AA_MIN_BLOCKS - 1)  // 64 registers spill
+TAI_PREPROCESS_AA_PIXEL(tai_preprocess_nv12_aa, TAI_FMT_NV12)
 
 #endif  // TAI_PREPROCESS_CU

@@ -4,13 +4,13 @@ versions, with the ONNX-parser operator table to check against (data/)."""
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
 from dataclasses import dataclass
 
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
 from tegra_ai.spec import parse_version
+from tegra_ai.util.jsonfile import JSONFileError, read_json_file
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
 OPS_DIR = os.path.join(DATA_DIR, "trt_onnx_ops")
@@ -30,10 +30,10 @@ class Target:
 
 def _jetpack_targets() -> dict:
     try:
-        with open(os.path.join(DATA_DIR, "jetpack_targets.json")) as f:
-            return {k: v for k, v in json.load(f).items() if isinstance(v, dict) and "tensorrt" in v}
-    except (OSError, ValueError):
+        data = read_json_file(os.path.join(DATA_DIR, "jetpack_targets.json"))
+    except JSONFileError:
         return {}
+    return {k: v for k, v in data.items() if isinstance(v, dict) and "tensorrt" in v} if isinstance(data, dict) else {}
 
 
 def known_releases() -> list:
@@ -71,8 +71,7 @@ def op_tables() -> dict:
     """version tuple -> table dict, for every shipped table."""
     tables = {}
     for path in glob.glob(os.path.join(OPS_DIR, "*.json")):
-        with open(path) as f:
-            data = json.load(f)
+        data = read_json_file(path)   # shipped with the package; still the one bounded reader
         tables[parse_version(data["tensorrt_version"])[:2]] = data
     return dict(sorted(tables.items()))
 

@@ -33,12 +33,13 @@ Semantics, in order (every implementation must match :func:`reference`):
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
+from tegra_ai.util.jsonfile import JSONFileError, read_json_file
+from tegra_ai.util.jsonfile import loads as json_loads
 
 HEADS = ("yolov8", "yolov5", "boxes_scores")
 LAYOUTS = ("auto", "channels_first", "anchors_first")
@@ -109,11 +110,25 @@ class DetectionSpec:
         return cls(**d)
 
     @classmethod
-    def from_json(cls, text: str) -> "DetectionSpec":
+    def from_json(cls, text: str | bytes) -> "DetectionSpec":
         try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as exc:
-            _bad(f"not valid JSON ({exc})")
+            data = json_loads(text)
+        except JSONFileError as exc:
+            _bad(str(exc))
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str) -> "DetectionSpec":
+        """A spec from a JSON file through the bounded reader (a FIFO, a huge or deeply
+        nested file is one line, exit 2)."""
+        try:
+            data = read_json_file(path)
+        except JSONFileError as exc:
+            raise TegraAIError(f"detection spec {path}: {exc}", exit_code=EXIT_USAGE) from None
+        try:
+            return cls.from_dict(data)
+        except TegraAIError as exc:
+            raise TegraAIError(f"{path}: {exc.message}", exit_code=EXIT_USAGE) from None
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ import json
 from dataclasses import asdict, dataclass
 
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
+from tegra_ai.util.jsonfile import JSONFileError, read_json_file
+from tegra_ai.util.jsonfile import loads as json_loads
 
 INPUT_FORMATS = ("bgr8", "rgb8", "gray8", "nv12")
 CHANNEL_ORDERS = ("rgb", "bgr", "gray")
@@ -126,6 +128,9 @@ class PreprocessSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessSpec":
+        if not isinstance(d, dict):
+            raise TegraAIError(f"preprocessing spec: expected a JSON object, got {type(d).__name__}",
+                               exit_code=EXIT_USAGE)
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:
@@ -136,22 +141,25 @@ class PreprocessSpec:
             raise TegraAIError(f"preprocessing spec: {exc}") from None
 
     @classmethod
-    def from_json(cls, text: str) -> "PreprocessSpec":
+    def from_json(cls, text: str | bytes) -> "PreprocessSpec":
         try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as exc:
-            raise TegraAIError(f"preprocessing spec: not valid JSON ({exc})") from None
+            data = json_loads(text)
+        except JSONFileError as exc:
+            raise TegraAIError(f"preprocessing spec: {exc}", exit_code=EXIT_USAGE) from None
+        return cls.from_dict(data)
 
     @classmethod
     def load(cls, path: str) -> "PreprocessSpec":
-        """A spec from a JSON file; every failure is one line with exit code 2 (bad input)."""
+        """A spec from a JSON file (the bounded reader: no FIFO, size and nesting capped);
+        every failure is one line with exit code 2 (bad input)."""
         try:
-            with open(path, encoding="utf-8") as f:
-                return cls.from_json(f.read())
-        except OSError as exc:
-            raise TegraAIError(f"cannot read {path}: {exc.strerror or exc}", exit_code=EXIT_USAGE) from None
-        except UnicodeDecodeError:
-            raise TegraAIError(f"{path}: not a text (JSON) file", exit_code=EXIT_USAGE) from None
+            data = read_json_file(path)
+        except JSONFileError as exc:
+            if exc.errno is not None:
+                raise TegraAIError(f"cannot read {path}: {exc}", exit_code=EXIT_USAGE) from None
+            raise TegraAIError(f"{path}: {exc}", exit_code=EXIT_USAGE) from None
+        try:
+            return cls.from_dict(data)
         except TegraAIError as exc:
             raise TegraAIError(f"{path}: {exc.message}", hint=exc.hint, exit_code=EXIT_USAGE) from None
 

@@ -13,7 +13,7 @@ histogram bins and 128 quantized bins, so its KL search has a single candidate a
 min-max scales; ``quantize_static``'s extra_options cannot change that. Here ONNX
 Runtime's calibrator collects the ``|x|`` histograms (its percentile collector, 2048
 bins, symmetric), this module picks the thresholds, and ``quantize_static`` reads them
-through its calibration cache (``calibration_cache_path``, ONNX Runtime >= 1.23)."""
+through its calibration cache (``calibration_cache_path``, ONNX Runtime >= 1.27; 1.26 has none)."""
 
 from __future__ import annotations
 

@@ -177,15 +177,25 @@ def _static_batch(runner) -> int | None:
 def run_model(runner, feed: dict, default_batch: int = 64) -> dict:
     """Every output of ``runner`` over all samples (batched as the model allows)."""
     n = next(iter(feed.values())).shape[0]
-    b = _static_batch(runner)
-    if b is not None and n % b:
-        raise _usage(f"{n} samples do not split into the model's static batch of {b}")
-    b = b or default_batch
+    static = _static_batch(runner)
+    b = static or default_batch
     outs = {}
     for i in range(0, n, b):
-        res = runner.infer({k: v[i:i + b] for k, v in feed.items()})
+        chunk = {k: v[i:i + b] for k, v in feed.items()}
+        real = next(iter(chunk.values())).shape[0]
+        if static is not None and real < static:
+            # a static batch the samples do not fill: the last batch is padded with copies of its
+            # last sample and only the real rows are kept, so every sample is compared (none dropped)
+            chunk = {k: np.concatenate([v, np.repeat(v[-1:], static - real, axis=0)]) for k, v in chunk.items()}
+        res = runner.infer(chunk)
         for k, v in res.items():
-            outs.setdefault(k, []).append(np.asarray(v))
+            v = np.asarray(v)
+            if static is not None and real < static:
+                if v.ndim == 0 or v.shape[0] != static:
+                    raise _usage(f"output {k!r} has no batch dimension of {static}, so {n} samples cannot be "
+                                 f"padded to the model's static batch", hint=f"give a multiple of {static} samples")
+                v = v[:real]
+            outs.setdefault(k, []).append(v)
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 

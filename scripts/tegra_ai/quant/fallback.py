@@ -25,7 +25,7 @@ import numpy as np
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
 from tegra_ai.quant import compare as cmp
 from tegra_ai.quant.qdq import QuantizeResult, load_onnx, quantize
-from tegra_ai.util.atomic import atomic_write_bytes
+from tegra_ai.util.atomic import atomic_write_bytes, write_errors_named
 
 log = logging.getLogger("tegra_ai.quant.fallback")
 
@@ -75,7 +75,7 @@ def quantize_with_gate(model_path: str, calibration: str, output: str, gate_data
         if progress is not None:
             progress.update(msg)
 
-    with tempfile.TemporaryDirectory(prefix=".tegra-ai-fallback-", dir=out_dir) as tmp:
+    with write_errors_named(out_dir), tempfile.TemporaryDirectory(prefix=".tegra-ai-fallback-", dir=out_dir) as tmp:
         ranges = os.path.join(tmp, "ranges.json")
         ref_runner = cmp.make_runner(model_path)
         with ref_runner:

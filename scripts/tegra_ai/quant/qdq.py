@@ -15,17 +15,23 @@ with ONNX Runtime's quantization tool (``onnxruntime.quantization.quantize_stati
   it INT8 (developer guide, Q/DQ layer-placement recommendations: "quantize the residual
   input in skip connections"; :func:`quantize_residual_inputs`); other non-quantized
   consumers get their float input back (:func:`unquantize_other_consumers`);
+- one scale for the quantized tensors a Concat or a MaxPool ties together (TensorRT propagates
+  Q/DQ across them; :func:`share_concat_pool_scales`), so they run INT8 without requantizing;
+- no Q/DQ pair between a weighted layer and the BatchNorm, bias or activation TensorRT fuses
+  into it (:func:`fusion_splits`; a model that has one is not written);
 - biases stay float (``QuantizeBias=False``): TensorRT quantizes them itself;
 - ``--target jetpack5`` (TensorRT 8.5): opset <= 17 and float weights behind a Q->DQ
   pair (``AddQDQPairToWeight``), the form 8.5's parser folds; newer targets get INT8
   weight initializers behind a DequantizeLinear (4x smaller files).
 
 NVIDIA Model Optimizer's ONNX PTQ (``modelopt.onnx.quantization``) is used instead when
-``backend="modelopt"`` and it is installed; it is never required."""
+``backend="modelopt"`` and it is installed (its placement is kept as it is); it is never
+required."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import tempfile
@@ -166,15 +172,15 @@ def _quantize_ort(model, src_path, output, batch_list, method, excluded, op_type
              "AddQDQPairToWeight": target == "jetpack5", "DedicatedQDQPair": True,
              "CalibPercentile": 99.99, "CalibMovingAverage": False}
     kwargs = {}
-    has_cache = "calibration_cache_path" in inspect.signature(quantize_static).parameters  # ONNX Runtime >= 1.23
+    has_cache = "calibration_cache_path" in inspect.signature(quantize_static).parameters  # ONNX Runtime >= 1.27 (1.26.0 has none: checked in the wheels)
     if range_cache and has_cache:
         kwargs["calibration_cache_path"] = range_cache  # ranges computed once, reused
     if method == "entropy":
         # quantize_static's own Entropy is min-max (128 bins = 128 quantized bins): TensorRT's
         # 2048-bin KL thresholds instead, handed over through the calibration cache.
         if not has_cache:
-            raise TegraAIError("--method entropy needs onnxruntime >= 1.23 (quantize_static's calibration_cache_path)",
-                               hint="pip install -U onnxruntime, or use --method minmax / percentile",
+            raise TegraAIError("--method entropy needs onnxruntime >= 1.27 (quantize_static's calibration_cache_path)",
+                               hint="pip install -U onnxruntime (1.27 and later need Python >= 3.11), or use --method minmax / percentile",
                                exit_code=EXIT_UNAVAILABLE)
         from onnxruntime.quantization.calibrate import save_tensors_data
 
@@ -284,7 +290,9 @@ def quantize(model_path: str, calibration: str, output: str, *, target: str = "j
     out_dir = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(out_dir):
         raise _usage(f"output directory {out_dir} does not exist")
-    with tempfile.TemporaryDirectory(prefix=".tegra-ai-quant-", dir=out_dir) as tmp:
+    from tegra_ai.util.atomic import write_errors_named
+
+    with write_errors_named(out_dir), tempfile.TemporaryDirectory(prefix=".tegra-ai-quant-", dir=out_dir) as tmp:
         src = os.path.join(tmp, "named.onnx")
         onnx.save(model, src)
         dst = os.path.join(tmp, "quantized.onnx")
@@ -298,15 +306,31 @@ def quantize(model_path: str, calibration: str, output: str, *, target: str = "j
         if tgt.tensorrt < (9,) and model_opset(q) > JETPACK5_MAX_OPSET:
             raise TegraAIError(f"the quantizer raised the opset to {model_opset(q)}, above TensorRT "
                                f"{tgt.tensorrt_string}'s {JETPACK5_MAX_OPSET}")
-        unquantize_other_consumers(q, op_types)
-        residual = quantize_residual_inputs(q, _absmax_ranges(ranges) if backend != "modelopt" else {})
-        if residual["quantized"]:
-            notes.append(f"{len(residual['quantized'])} residual Add(s): skip input quantized, convolution input "
-                         "float (TensorRT fuses Conv+Add)")
-        if residual["no_scale"]:
-            notes.append(f"{len(residual['no_scale'])} residual Add(s) left float: the skip tensor has no "
-                         "calibrated scale")
+        if backend != "modelopt":  # Model Optimizer's output keeps its own placement
+            unquantize_other_consumers(q, op_types)
+            residual = quantize_residual_inputs(q, _absmax_ranges(ranges))
+            if residual["quantized"]:
+                notes.append(f"{len(residual['quantized'])} residual Add(s): skip input quantized, convolution "
+                             "input float (TensorRT fuses Conv+Add)")
+            if residual["no_scale"]:
+                notes.append(f"{len(residual['no_scale'])} residual Add(s) left float: the skip tensor has no "
+                             "calibrated scale")
+            shared = share_concat_pool_scales(q)
+            if shared["groups"]:
+                notes.append(f"{shared['groups']} Concat/MaxPool group(s): one scale for their {shared['tensors']} "
+                             "quantized tensors (TensorRT runs them INT8 without requantizing)")
+        splits = fusion_splits(q)
+        if splits and backend != "modelopt":  # our placement must never do this
+            raise TegraAIError(f"the quantized model has a Q/DQ pair between {splits[0][0]} and {splits[0][1]}, "
+                               "which TensorRT fuses", hint="report this; --exclude the layer named there meanwhile")
+        if splits:
+            notes.append(f"{len(splits)} Q/DQ pair(s) split a fusion ({splits[0][0]} -> {splits[0][1]}, ...)")
         q.producer_name = "meta-tegra-ai quantize"
+        if keep_float:  # what the accuracy gate kept in float: an FP16 copy for TensorRT 11 keeps it FP32
+            from tegra_ai.onnx_fp16 import KEEP_FP32_METADATA
+
+            onnx.helper.set_model_props(q, {**{p.key: p.value for p in q.metadata_props},
+                                            KEEP_FP32_METADATA: json.dumps(sorted(set(keep_float)))})
         onnx.save(q, dst)
         problems = check_for_target(dst, target)
         if problems:  # our placement broke a rule of the target's TensorRT: never hand that out
@@ -389,6 +413,66 @@ def _conv_branch(name, producer, depth=4) -> bool:
     return False
 
 
+def _direct_conv(name, producer, constant, depth=4) -> bool:
+    """Tensor ``name`` is a Conv's output through only what folds into it (BatchNorm, a
+    constant scale or bias), no activation: the canonical Conv + Add fusion."""
+    for _ in range(depth):
+        p = producer.get(name)
+        if p is None:
+            return False
+        if p.op_type in ("Conv", "ConvTranspose"):
+            return True
+        if p.op_type == "BatchNormalization":
+            name = p.input[0]
+        elif p.op_type in ("Add", "Mul") and len(p.input) == 2 and sum(i in constant for i in p.input) == 1:
+            name = next(i for i in p.input if i not in constant)
+        else:
+            return False
+    return False
+
+
+def _fused_side(inputs, producer, constant, limit=64) -> list:
+    """For an Add of two convolution branches that both feed only the Add: which one TensorRT
+    fuses with it ([True, False] or [False, True]; [False, False] when undecided). The one that
+    is a Conv's output with no activation in between (Conv + Add); else the branch with the
+    longer path from their lowest common ancestor (the other is the skip; Model Optimizer's
+    ``build_non_residual_input_map`` uses the same distance)."""
+    direct = [_direct_conv(i, producer, constant) for i in inputs]
+    if direct.count(True) == 1:
+        return direct
+    dist = []
+    for t in inputs:  # hops from each input back to every ancestor tensor
+        d, frontier = {t: 0}, [t]
+        while frontier and len(d) < limit * 8:
+            nxt = []
+            for x in frontier:
+                p = producer.get(x)
+                for i in (p.input if p is not None else ()):
+                    if i and i not in constant and i not in d:
+                        d[i] = d[x] + 1
+                        nxt.append(i)
+            frontier = nxt
+        dist.append(d)
+    common = dist[0].keys() & dist[1].keys()
+    if not common:
+        return [False, False]
+    lca = min(common, key=lambda x: dist[0][x] + dist[1][x])
+    a, b = dist[0][lca], dist[1][lca]
+    return [a > b, b > a]
+
+
+def constant_tensors(graph) -> set:
+    """Initializers, Constant outputs and what nodes compute from them alone (a bias exported
+    as Reshape(initializer, shape), as PaddlePaddle's exporter writes a Conv's bias): values the
+    builder folds, never activations. Nodes are in topological order (ONNX requires it)."""
+    out = {i.name for i in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant" or (n.input and n.op_type not in ("QuantizeLinear", "DequantizeLinear")
+                                       and all(not i or i in out for i in n.input)):
+            out.update(o for o in n.output if o)
+    return out
+
+
 def quantize_residual_inputs(model, absmax: dict | None = None) -> dict:
     """TensorRT's placement for a residual Add (developer guide, "Q/DQ Layer-Placement
     Recommendations": quantize the residual input in skip connections): the skip input gets
@@ -410,7 +494,7 @@ def quantize_residual_inputs(model, absmax: dict | None = None) -> dict:
     for n in g.node:
         for i in n.input:
             fanout[i] = fanout.get(i, 0) + 1
-    constant = {i.name for i in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    constant = constant_tensors(g)
     done, no_scale, out = [], [], []
     for n in g.node:
         # a residual Add: two activations (an Add of a constant is a bias, not a skip connection)
@@ -421,6 +505,8 @@ def quantize_residual_inputs(model, absmax: dict | None = None) -> dict:
                 # Both come from convolutions: the skip is the one that also feeds the block
                 # (fans out); the other is the branch TensorRT fuses with the Add.
                 sides = [fanout.get(i, 0) == 1 for i in n.input]
+                if sides.count(True) != 1:
+                    sides = _fused_side(n.input, producer, constant)
             if sides.count(True) == 1:
                 k = sides.index(False)
                 skip = n.input[k]
@@ -458,6 +544,184 @@ def quantize_residual_inputs(model, absmax: dict | None = None) -> dict:
     del g.node[:]
     g.node.extend(out)
     return {"quantized": done, "no_scale": no_scale}
+
+
+# Scale sharing across Concat and max pooling. TensorRT developer guide, "Explicit
+# Quantization" > "Q/DQ Fusion" (paraphrased; figure "An illustration depicting a DQ
+# forward-propagation and Q backward-propagation"): a Q layer is propagated backward and a DQ
+# layer forward through the layers that commute with quantization (max pooling, concatenation,
+# slicing, reshaping, ...). A Q after a Concat therefore lands on every Concat input, and a Q after a MaxPool
+# on the MaxPool's input. When such a tensor also has its own Q (it feeds a Conv too) with a
+# different scale, the producer has to write two INT8 tensors or requantize (a DQ->Q pair
+# TensorRT keeps as a reformat); with one scale the two Qs are the same and merge, and the
+# Concat runs INT8 without a reformat. NVIDIA Model Optimizer's ONNX PTQ does the same for
+# Concat ("concat_elimination": modelopt.onnx.quantization.graph_utils.
+# get_concat_eliminated_tensors, whose docstring describes the dq->q latency it avoids).
+# AveragePool is not in the list: the guide's "quantizable AveragePool" figure fuses DQ ->
+# AveragePool -> Q into one quantized layer, so its input and output may have different scales.
+SCALE_SHARING_OP_TYPES = ("MaxPool",)
+
+
+def _scale_groups(model):
+    """tensor -> group root, for the tensors TensorRT's Q/DQ propagation ties to one scale, and
+    tensor -> [activation QuantizeLinear nodes reading it]."""
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    qs = {}
+    for n in g.node:
+        if n.op_type == "QuantizeLinear" and n.input[0] not in inits and len(n.input) > 1 and n.input[1] in inits:
+            qs.setdefault(n.input[0], []).append(n)
+    parent = {}
+
+    def find(x):
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(a, b):
+        parent[find(a)] = find(b)
+
+    for n in g.node:
+        if n.op_type in SCALE_SHARING_OP_TYPES and n.input and n.output:
+            union(n.input[0], n.output[0])  # MaxPool's second output (indices) is not data
+    # A Concat joins its inputs' group only when a Q reaches its output (directly or through
+    # another commuting layer): otherwise it runs in float and nothing is propagated.
+    pending = [n for n in g.node if n.op_type == "Concat"]
+    while True:
+        quantized = {find(t) for t in qs}
+        ready = [n for n in pending if find(n.output[0]) in quantized]
+        if not ready:
+            break
+        for n in ready:
+            for i in n.input:
+                if i and i not in inits:
+                    union(i, n.output[0])
+            pending.remove(n)
+    return {t: find(t) for t in qs}, qs
+
+
+def scale_conflicts(model) -> list:
+    """Groups of quantized tensors that TensorRT's Q/DQ propagation ties together (Concat
+    inputs and output, MaxPool input and output) but whose Qs have different scales: each is
+    a requantization (a reformat) in the engine. Returns [{"tensors": [...], "scales": [...]}]."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    root, qs = _scale_groups(model)
+    groups = {}
+    for t, r in root.items():
+        groups.setdefault(r, []).append(t)
+    out = []
+    for tensors in groups.values():
+        scales = sorted({float(numpy_helper.to_array(inits[q.input[1]]).reshape(-1)[0])
+                         for t in tensors for q in qs[t]})
+        if len(scales) > 1:
+            out.append({"tensors": sorted(tensors), "scales": scales})
+    return out
+
+
+def share_concat_pool_scales(model) -> dict:
+    """Give every Q/DQ in a group that TensorRT's propagation ties together (see
+    :data:`SCALE_SHARING_OP_TYPES`) one scale, the largest of the group's (the union of the
+    calibrated ranges, as Model Optimizer's concat elimination merges the ranges), so the
+    Concat/MaxPool runs INT8 with no requantization; the price is a coarser step on the
+    tensors with the smaller ranges. Returns {"groups": groups changed, "tensors": tensors in them}."""
+    from onnx import numpy_helper
+
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    root, qs = _scale_groups(model)
+    groups = {}
+    for t, r in root.items():
+        groups.setdefault(r, []).append(t)
+    dq_of = {}
+    for n in g.node:
+        if n.op_type == "DequantizeLinear":
+            dq_of.setdefault(n.input[0], []).append(n)
+    changed = tensors_changed = 0
+    replaced = set()
+    for tensors in groups.values():
+        nodes = [q for t in sorted(tensors) for q in qs[t]]
+        scales = [float(numpy_helper.to_array(inits[q.input[1]]).reshape(-1)[0]) for q in nodes]
+        if len(set(scales)) < 2:
+            continue
+        name = f"{sorted(tensors)[0]}_shared_scale"
+        while name in inits:
+            name += "_"
+        t = numpy_helper.from_array(np.array(max(scales), np.float32), name)
+        g.initializer.append(t)
+        inits[name] = t
+        for q in nodes:
+            replaced.add(q.input[1])
+            q.input[1] = name
+            for dq in dq_of.get(q.output[0], ()):
+                dq.input[1] = name
+        changed += 1
+        tensors_changed += len(tensors)
+    used = {i for n in g.node for i in n.input}
+    for i in [i for i in g.initializer if i.name in replaced - used]:  # scales no node reads any more
+        g.initializer.remove(i)
+    return {"groups": changed, "tensors": tensors_changed}
+
+
+# What TensorRT fuses into a weighted layer (developer guide, "Explicit Quantization" >
+# "Q/DQ Layer-Placement Recommendations": do not simulate batch-normalization and ReLU fusions,
+# TensorRT fuses BatchNorm and the activation into the convolution and keeps the execution order;
+# a bias Add after a MatMul/Gemm is fused the same way). A Q/DQ pair between the layer and one
+# of these makes TensorRT run the layer and its epilogue apart, the layer's output in INT8.
+_WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def fusion_splits(model) -> list:
+    """Q/DQ pairs that split a fusion: between a Conv/ConvTranspose/Gemm/MatMul (or the
+    BatchNorm / constant scale or bias already fused into it) and its BatchNorm, bias Add,
+    constant scale, or activation (SiLU and hard swish as Mul(x, Sigmoid(x)), a decomposed
+    hard swish's x + 3 included). Returns [(producer, consumer)] node names."""
+    g = model.graph
+    constant = constant_tensors(g)
+    producer = {o: n for n in g.node for o in n.output}
+    q_in = {n.output[0]: n.input[0] for n in g.node if n.op_type == "QuantizeLinear"}
+    dq_src = {n.output[0]: q_in[n.input[0]] for n in g.node
+              if n.op_type == "DequantizeLinear" and n.input[0] in q_in}
+
+    def affine(n):  # a bias Add, a per-channel scale, an activation's offset: x op constant
+        return n.op_type in ("Add", "Sub", "Mul", "Div") and len(n.input) == 2 and sum(i in constant for i in n.input) == 1
+
+    def head(t, depth=6):
+        """The weighted layer whose fused chain ends in tensor t, or None."""
+        for _ in range(depth):
+            p = producer.get(t)
+            if p is None:
+                return None
+            if p.op_type in _WEIGHTED:
+                return p
+            if p.op_type == "BatchNormalization":
+                t = p.input[0]
+            elif p.op_type == "DequantizeLinear" and p.input[0] in q_in:  # an earlier split
+                t = q_in[p.input[0]]
+            elif affine(p):
+                t = next(i for i in p.input if i not in constant)
+            else:
+                return None
+        return None
+
+    out = []
+    for n in g.node:
+        for i in n.input:
+            src = dq_src.get(i)
+            if src is None:
+                continue
+            h = head(src)
+            if h is None:
+                continue
+            silu = n.op_type == "Mul" and any(producer.get(x) is not None and producer[x].op_type
+                                              in ("Sigmoid", "HardSigmoid") and producer[x].input[0] in (src, i)
+                                              for x in n.input if x != i)
+            if n.op_type in ("BatchNormalization",) + _POINTWISE or affine(n) or silu:
+                out.append((h.name, n.name))
+    return out
 
 
 def check_for_target(path: str, target: str) -> list:

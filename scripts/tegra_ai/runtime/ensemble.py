@@ -31,7 +31,6 @@ image must already be the model's input tensor.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -104,29 +103,37 @@ class EnsembleFile:
 
 
 def _read(path: str):
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        _bad(path, "no such file")
-    except IsADirectoryError:
+    """The description at ``path`` through the bounded reader (regular file, size and
+    nesting capped: a FIFO or a document nested thousands deep is one line, exit 2)."""
+    from tegra_ai.util.jsonfile import JSONFileError, check_depth, read_bytes
+    from tegra_ai.util.jsonfile import loads as json_loads
+
+    if os.path.isdir(path):
         _bad(path, "is a directory, not an ensemble description")
-    except OSError as exc:
-        _bad(path, f"cannot read: {exc.strerror}")
-    except UnicodeDecodeError:
-        _bad(path, "not a text file")
+    try:
+        raw = read_bytes(path)
+    except JSONFileError as exc:
+        _bad(path, "no such file" if exc.missing else f"cannot read: {exc}")
     if path.lower().endswith((".yaml", ".yml")):
         from tegra_ai.util.lazy import require
 
         yaml = require("yaml", extra="yaml", purpose="YAML ensemble descriptions (JSON needs nothing)")
         try:
+            text = raw.decode("utf-8")
+            check_depth(raw)    # flow style ([[[...]]]) is where YAML nests deep in few bytes
             return yaml.safe_load(text)
+        except UnicodeDecodeError:
+            _bad(path, "not a text file")
+        except JSONFileError as exc:
+            _bad(path, str(exc).replace("JSON", "YAML"))
+        except RecursionError:
+            _bad(path, "not valid YAML for this tool (nested too deep)")
         except yaml.YAMLError as exc:
             _bad(path, f"not valid YAML ({str(exc).splitlines()[0]})")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        _bad(path, f"not valid JSON ({exc})")
+        return json_loads(raw)
+    except JSONFileError as exc:
+        _bad(path, "not a text file" if "not UTF-8" in str(exc) else str(exc))
 
 
 def _check_keys(where, d, allowed):
@@ -237,6 +244,17 @@ def load(path: str) -> EnsembleFile:
 
 # --- running -----------------------------------------------------------------------
 
+def _index_engine(index: str, name: str) -> str:
+    """The engine path of model ``name`` in a cache's index.json (bounded reader:
+    JSONFileError, a ValueError, for a hostile index; KeyError/TypeError for no entry)."""
+    from tegra_ai.util.jsonfile import read_json_file
+
+    path = read_json_file(index)["models"][name]["engine"]
+    if not isinstance(path, str):
+        raise TypeError(name)
+    return path
+
+
 def _runner_factory(entry: ModelEntry, engine_cache: str):
     if entry.source == "onnx":
         if not os.path.isfile(entry.path):
@@ -251,9 +269,8 @@ def _runner_factory(entry: ModelEntry, engine_cache: str):
     if entry.source == "cached":
         index = os.path.join(engine_cache, "index.json")
         try:
-            with open(index, encoding="utf-8") as f:
-                path = json.load(f)["models"][entry.path]["engine"]
-        except (OSError, ValueError, KeyError, TypeError):
+            path = _index_engine(index, entry.path)
+        except (ValueError, KeyError, TypeError):
             raise TegraAIError(f"model {entry.name}: no engine {entry.path!r} in {index}", exit_code=EXIT_USAGE,
                                hint="run tensorrt-optimize ensure first, or give --cache") from None
     if not os.path.isfile(path):
@@ -309,9 +326,8 @@ def _model_io(entry: ModelEntry, engine_cache: str):
     path = entry.path
     if entry.source == "cached":
         try:
-            with open(os.path.join(engine_cache, "index.json"), encoding="utf-8") as f:
-                path = json.load(f)["models"][entry.path]["engine"]
-        except (OSError, ValueError, KeyError, TypeError):
+            path = _index_engine(os.path.join(engine_cache, "index.json"), entry.path)
+        except (ValueError, KeyError, TypeError):
             return None
     sc = Sidecar.read_if_ours(sidecar_path(path))
     if sc is None or not sc.inputs:

@@ -32,6 +32,14 @@ source itself lost (gaps in :class:`~tegra_ai.runtime.sources.Frame` sequence nu
 ``dropped.source``); results keep the source's frame numbers, so a drop is a gap in
 ``FrameResult.index``.
 
+A read-only frame in page-locked memory (a :class:`~tegra_ai.runtime.sources.CaptureRing`
+registered once with ``cuMemHostRegister``, as a capture path that writes into buffers the
+application allocated once) is uploaded from where it is; any other frame is first copied
+into the lane's pinned buffer, and that host copy is timed as the stage ``stage_in`` (work
+the frame needs, so it counts in the stage sum). A frame with ``release`` (a capture
+buffer, V4L2's ``VIDIOC_QBUF``) is given back once: right after that copy, or when its
+result is handed out, or when it is dropped or never started.
+
 The runner is a device runner: ``device_inputs`` / ``device_outputs`` (name -> device
 pointer), ``output_metadata()``, ``enqueue(stream)`` and ``fork()``
 (:class:`~tegra_ai.backend.workload.CudaWorkloadRunner`, or a TensorRT engine).
@@ -56,7 +64,10 @@ from tegra_ai.errors import EXIT_USAGE, TegraAIError
 
 log = logging.getLogger("tegra_ai.runtime.pipeline")
 
-STAGES = ("upload", "preprocess", "infer", "postprocess")
+# ``stage_in``: host time copying a pageable frame into the lane's pinned buffer (0 for a
+# frame uploaded in place); the others: device time between the lane's events.
+DEVICE_STAGES = ("upload", "preprocess", "infer", "postprocess")
+STAGES = ("stage_in",) + DEVICE_STAGES
 QUEUE_POLICIES = ("block", "drop-oldest")
 
 
@@ -116,7 +127,8 @@ class _Lane:
         self.done = Event(blocking=not pipe.spin_wait)
         self.src_host = self.src_dev = None
         self.src_shape = None
-        self.pending = None  # (index, host_ms, frame read by the GPU in place or None)
+        self.pending = None  # (index, host_ms, stage_in_ms, frame read by the GPU in place or None)
+        self.staged = False  # the last frame was copied (its source buffer is free again)
         self.post = None
         self.out_host = {}
         if pipe.detection is not None:
@@ -157,11 +169,15 @@ class _Lane:
         # first copied into this lane's pinned buffer (the source may reuse its memory).
         in_place = not frame.flags.writeable and is_page_locked(frame.ctypes.data, frame.nbytes)
         self._ensure_source(frame, staged=not in_place)
+        stage_in_ms = 0.0
         if in_place:
             src_ptr = frame.ctypes.data
         else:
+            t_copy = time.perf_counter()
             pipe._copy(self.src_host.array, frame)
+            stage_in_ms = (time.perf_counter() - t_copy) * 1e3
             src_ptr = self.src_host.ptr
+        self.staged = not in_place
         drv = compat.driver()
         ev[0].record(s)
         check(drv.cuMemcpyHtoDAsync(int(self.src_dev), src_ptr, frame.nbytes, stream_handle(s)),
@@ -183,7 +199,7 @@ class _Lane:
                                             stream_handle(s)), "cuMemcpyDtoHAsync")
         ev[4].record(s)
         self.done.record(s)
-        self.pending = (index, (time.perf_counter() - t0) * 1e3, frame if in_place else None)
+        self.pending = (index, (time.perf_counter() - t0) * 1e3, stage_in_ms, frame if in_place else None)
         return ev[3]
 
     def wait(self):
@@ -195,11 +211,12 @@ class _Lane:
         self.events[4].synchronize()
 
     def finish(self) -> FrameResult:
-        index, host_ms, _ = self.pending
+        index, host_ms, stage_in_ms, _ = self.pending
         ev = self.events
         ev[4].synchronize()  # already complete: returns at once
         self.pending = None
-        stages = {name: ev[i + 1].elapsed_ms(ev[i]) for i, name in enumerate(STAGES)}
+        stages = {"stage_in": stage_in_ms}
+        stages.update({name: ev[i + 1].elapsed_ms(ev[i]) for i, name in enumerate(DEVICE_STAGES)})
         r = FrameResult(index, stages_ms=stages)
         if self.post is not None:
             r.detections = self.post.results()[0]
@@ -243,11 +260,18 @@ class _Copier:
 
 
 def _unpack(item, counter):
-    """(index, image, capture time) of a source item: a sources.Frame or a plain array."""
+    """(index, image, capture time, release or None) of a source item: a sources.Frame
+    or a plain array."""
     seq = getattr(item, "sequence", None)
     if seq is not None and hasattr(item, "image") and hasattr(item, "timestamp"):
-        return int(seq), item.image, float(item.timestamp)
-    return counter, item, time.perf_counter()
+        return int(seq), item.image, float(item.timestamp), getattr(item, "release", None)
+    return counter, item, time.perf_counter(), None
+
+
+def _release(item):
+    """Give a frame's capture buffer back to its source (``sources.Frame.release``)."""
+    if item[3] is not None:
+        item[3]()
 
 
 class _Flow:
@@ -255,7 +279,7 @@ class _Flow:
 
     def __init__(self, capacity, policy, stats):
         self.cv = threading.Condition()
-        self.frames = collections.deque()   # (index, image, t_capture), read and not started
+        self.frames = collections.deque()   # (index, image, t_capture, release), read and not started
         self.capacity, self.policy, self.stats = capacity, policy, stats
         self.stop = False
         self.ended = False          # the reader has finished
@@ -268,22 +292,25 @@ def _reader(frames, flow):
     last = -1
     try:
         for counter, item in enumerate(frames):
-            index, image, t = _unpack(item, counter)
+            item = _unpack(item, counter)
+            index = item[0]
             with flow.cv:
                 if flow.stop:
+                    _release(item)
                     return
                 if index > last + 1:
                     flow.stats.dropped_source += index - last - 1
                 last = max(last, index)
                 while len(flow.frames) >= flow.capacity:
                     if flow.policy == "drop-oldest":
-                        flow.frames.popleft()
+                        _release(flow.frames.popleft())
                         flow.stats.dropped_queue += 1
                         break
                     flow.cv.wait()
                     if flow.stop:
+                        _release(item)
                         return
-                flow.frames.append((index, image, t))
+                flow.frames.append(item)
                 flow.cv.notify_all()
     except BaseException as exc:  # noqa: BLE001 - re-raised by the consumer after earlier frames
         with flow.cv:
@@ -318,7 +345,9 @@ def _completion(flow, todo):
 def stream_results(lanes, frames, *, stats, capacity, policy, serialize=True, flow_hook=None, thread_init=None):
     """Generator of results in frame order over ``lanes`` (objects with ``start(index,
     image, serial) -> serial``, ``wait()`` and ``sync()`` (until the frame's work is
-    done), ``finish() -> FrameResult`` and ``pending``). The scheduling of
+    done), ``finish() -> FrameResult`` and ``pending``; a lane whose ``staged`` is true
+    after ``start`` has copied the frame, so its source buffer is given back at once,
+    else when the frame's result is handed out). The scheduling of
     :meth:`Pipeline.run`, apart from CUDA so that it is testable with stand-in lanes.
 
     The consumer starts every frame it can (a free lane and a queued frame), hands out
@@ -330,7 +359,7 @@ def stream_results(lanes, frames, *, stats, capacity, policy, serialize=True, fl
         flow_hook(flow)
     todo = queue.SimpleQueue()
     free = collections.deque(lanes)
-    inflight = collections.deque()     # (ticket, lane, capture time), in frame order
+    inflight = collections.deque()     # (ticket, lane, capture time, release), in frame order
     tickets = 0
 
     def complete():
@@ -340,10 +369,18 @@ def stream_results(lanes, frames, *, stats, capacity, policy, serialize=True, fl
 
     def launch(item):
         nonlocal serial, tickets
-        index, image, t = item
+        index, image, t, release = item
         lane = free.popleft()
-        serial = lane.start(index, image, serial if serialize else None)
-        inflight.append((tickets, lane, t))
+        try:
+            serial = lane.start(index, image, serial if serialize else None)
+        except BaseException:
+            free.appendleft(lane)
+            _release(item)
+            raise
+        if release is not None and getattr(lane, "staged", False):
+            release()        # copied: the source may refill its buffer now
+            release = None
+        inflight.append((tickets, lane, t, release))
         todo.put((tickets, lane))
         tickets += 1
 
@@ -381,10 +418,12 @@ def stream_results(lanes, frames, *, stats, capacity, policy, serialize=True, fl
                     t_start = time.perf_counter()
                 launch(item)
                 continue
-            ticket, lane, t = inflight.popleft()
+            ticket, lane, t, release = inflight.popleft()
             lane.sync()   # at once if complete; with every lane busy, the wait is here
             r = lane.finish()
             free.append(lane)
+            if release is not None:
+                release()    # its upload is done: the buffer goes back to the source
             # Frames waiting for a lane go to the GPU before the consumer runs.
             while free:
                 with flow.cv:
@@ -405,13 +444,18 @@ def stream_results(lanes, frames, *, stats, capacity, policy, serialize=True, fl
         waiter.join()
         # A consumer that stopped early, or an error: the GPU may still write into the
         # lanes' buffers; wait for it before they are reused.
-        for _, lane, _ in inflight:
+        for _, lane, _, release in inflight:
             try:
                 lane.sync()
             except Exception:  # noqa: BLE001 - the first error is already propagating
                 pass
             lane.pending = None
+            if release is not None:
+                release()
         reader.join(timeout=5)
+        with flow.cv:
+            while flow.frames:   # read, never started: their buffers go back too
+                _release(flow.frames.popleft())
         if t_start is not None:
             stats.wall_s += time.perf_counter() - t_start
         if stats.dropped_queue or stats.dropped_source:
@@ -481,10 +525,14 @@ class Pipeline:
         loop a user writes by hand; benchmarks compare against it)."""
         lane = self._lanes[0]
         for i, item in enumerate(frames):
-            index, image, t = _unpack(item, i)
-            lane.start(index, image, None)
-            lane.sync()
-            r = lane.finish()
+            index, image, t, release = _unpack(item, i)
+            try:
+                lane.start(index, image, None)
+                lane.sync()
+                r = lane.finish()
+            finally:
+                if release is not None:
+                    release()
             r.latency_ms = (time.perf_counter() - t) * 1e3
             self._stats.frames += 1
             self._stats.latency_ms.append(r.latency_ms)

@@ -122,7 +122,10 @@ def target_facts(feats, compute_capability: str | None):
 
 
 def engine_key(model_sha256: str, options: BuildOptions, feats, facts, plugins: dict | None = None) -> tuple:
-    material = key_material(model_sha256, options, tensorrt_identity(feats), facts.to_dict(), plugins)
+    transform = None
+    if feats.strongly_typed_only:   # these releases may parse an FP16 copy (compat.fp16_copy_for_build)
+        from tegra_ai.onnx_fp16 import RECIPE as transform
+    material = key_material(model_sha256, options, tensorrt_identity(feats), facts.to_dict(), plugins, transform)
     return cache_key(material), material
 
 
@@ -139,7 +142,8 @@ def network_inputs(trt, network) -> list:
     for i in range(network.num_inputs):
         t = network.get_input(i)
         dims = tuple(int(d) if int(d) >= 0 else None for d in t.shape)
-        out.append(ModelInput(t.name, dims, compat.dtype_name(t.dtype)))
+        # ITensor.is_shape_tensor (every release's binding): its profile takes values, not dims.
+        out.append(ModelInput(t.name, dims, compat.dtype_name(t.dtype), shape_tensor=bool(t.is_shape_tensor)))
     return out
 
 
@@ -160,23 +164,27 @@ def parse_network(trt, feats, request: BuildRequest, *, verbose: bool = False,
     model_path, options = request.model, request.options
     model_sha, files = model_digest(model_path, memo)
     qdq = has_qdq(model_path)
-    precision, parse_path, workdir, fp16_notes = options.precision, model_path, None, []
-    if precision == "fp16" and feats.strongly_typed_only and not qdq:
-        # No FP16 flag on strongly typed-only releases: parse an FP16 copy made on the host.
+    parse_path, workdir = model_path, None
+    typing = compat.resolve_typing(feats, options.precision, qdq, options.strongly_typed,
+                                   has_calibration=request.has_calibration)
+    if typing["fp16_copy"]:
+        # No FP16 flag on strongly typed-only releases: parse an FP16 copy made on the host,
+        # here for every caller (build, the build child, ensure, Python users).
         import tempfile
 
         from tegra_ai.onnx_fp16 import fp16_model_for_build
 
         workdir = tempfile.TemporaryDirectory(prefix="tegra-ai-fp16-")
-        parse_path, precision = fp16_model_for_build(model_path, workdir.name), "fp32"
-        fp16_notes.append(f"--precision fp16 on {feats.describe()}: built from an FP16 copy of the model "
-                          "(tegra_ai.onnx_fp16; inputs/outputs and sensitive ops FP32)")
-    typing = compat.resolve_typing(feats, precision, qdq, options.strongly_typed,
-                                   has_calibration=request.has_calibration)
-    typing["notes"] = fp16_notes + typing["notes"]
-    if fp16_notes:
-        typing["float_precision"] = {"path": "fp16-copy", "why": "no FP16 flag on this release: built from an "
-                                     "FP16 copy of the model (tegra_ai.onnx_fp16)"}
+        try:
+            summary = fp16_model_for_build(model_path, workdir.name)
+        except BaseException:
+            workdir.cleanup()
+            raise
+        parse_path = summary["output"]
+        if summary["gate_fp32"]:
+            typing["float_precision"]["kept_fp32"] = list(summary["gate_fp32"])
+            typing["notes"].append(f"{len(summary['gate_fp32'])} layer(s) the accuracy gate kept in float stay FP32: "
+                                   + ", ".join(summary["gate_fp32"]))
     logger = _make_logger(trt, verbose)
     from tegra_ai.trt.loader import init_plugin_registry
 
@@ -185,9 +193,11 @@ def parse_network(trt, feats, request: BuildRequest, *, verbose: bool = False,
     network = compat.create_network(trt, feats, builder, typing["strongly_typed"])
     parser = trt.OnnxParser(network, logger)
     # parse_from_file resolves external data relative to the model's directory.
-    parsed_ok = parser.parse_from_file(parse_path)
-    if workdir is not None:
-        workdir.cleanup()  # the parser holds the weights now
+    try:
+        parsed_ok = parser.parse_from_file(parse_path)
+    finally:
+        if workdir is not None:
+            workdir.cleanup()  # the parser holds the weights now
     if not parsed_ok:
         errors = [f"node {node}: {desc}" if node else desc for node, desc in compat.parser_errors(parser)]
         detail = "; ".join(errors) or "; ".join(logger.errors) or "unknown parser error"
@@ -212,6 +222,9 @@ def configure(trt, feats, parsed: ParsedNetwork, request: BuildRequest) -> Confi
     calibration_data, calibration_cache = request.calibration_data, request.calibration_cache
     builder, typing, inputs = parsed.builder, parsed.typing, parsed.inputs
     notes = list(typing["notes"])
+    for inp in inputs:
+        if inp.shape_tensor:
+            compat.check_shape_tensor_input(feats, inp)
     profiles = resolve_profiles(inputs, options.profile_objects())
     config = builder.create_builder_config()
     if any(i.is_dynamic for i in inputs) or options.profiles:
@@ -221,7 +234,7 @@ def configure(trt, feats, parsed: ParsedNetwork, request: BuildRequest) -> Confi
         # profiles c*P .. c*P+P-1 (tegra_ai.trt.loader.LoadedEngine.acquire_context).
         for _context in range(options.contexts if any(i.is_dynamic for i in inputs) else 1):
             for profile in profiles:
-                compat.add_optimization_profile(builder, config, profile)
+                compat.add_optimization_profile(builder, config, profile, feats)
         if options.contexts > 1 and not any(i.is_dynamic for i in inputs):
             notes.append(f"--contexts {options.contexts}: the engine has static shapes; any number of execution "
                          "contexts may share its one profile")

@@ -26,7 +26,6 @@ it was not checked."""
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import os
 
@@ -35,6 +34,8 @@ import numpy as np
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
 from tegra_ai.trt import compat
 from tegra_ai.util.atomic import atomic_write_bytes, atomic_write_json
+from tegra_ai.util.jsonfile import JSONFileError, read_json_file
+from tegra_ai.util.jsonfile import loads as json_loads
 
 log = logging.getLogger("tegra_ai.trt.calibrator")
 
@@ -115,9 +116,9 @@ def _model_inputs(path: str, arrays: dict, manifest) -> dict:
     if manifest is None:
         return arrays
     try:
-        meta = json.loads(bytes(manifest).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise _usage(f"calibration data {path}: its _manifest is not UTF-8 JSON") from None
+        meta = json_loads(bytes(manifest))
+    except JSONFileError as exc:
+        raise _usage(f"calibration data {path}: its _manifest is {exc}") from None
     try:
         return decode_stored(arrays, meta if isinstance(meta, dict) else None)
     except TegraAIError as exc:
@@ -224,14 +225,15 @@ def check_cache(cache_path: str | None, provenance: dict | None) -> tuple:
     if provenance is None:
         return True, "no provenance to check"
     try:
-        with open(provenance_path(cache_path)) as f:
-            recorded = json.load(f)
-    except FileNotFoundError:  # a cache from trtexec or an older tool: usable, but said to be unchecked
-        return True, (f"calibration cache {cache_path} has no provenance record "
-                      f"({os.path.basename(provenance_path(cache_path))}): used as given, not checked against the "
-                      "model, TensorRT version or preprocessing")
-    except (OSError, ValueError) as exc:
+        recorded = read_json_file(provenance_path(cache_path))
+    except JSONFileError as exc:
+        if exc.missing:  # a cache from trtexec or an older tool: usable, but said to be unchecked
+            return True, (f"calibration cache {cache_path} has no provenance record "
+                          f"({os.path.basename(provenance_path(cache_path))}): used as given, not checked against "
+                          "the model, TensorRT version or preprocessing")
         return False, f"provenance record of {cache_path} is unreadable ({exc})"
+    if not isinstance(recorded, dict):
+        return False, f"provenance record of {cache_path} is unreadable (not a JSON object)"
     for key, what in (("model_sha256", "another model"), ("tensorrt", "another TensorRT version"),
                       ("preprocess", "another preprocessing spec")):
         if key == "preprocess" and provenance.get(key) is None:
@@ -255,9 +257,10 @@ def dataset_preprocess(path: str | None) -> dict | None:
         with np.load(path, allow_pickle=False) as data:
             if "_manifest" not in data.files:
                 return None
-            return json.loads(bytes(data["_manifest"]).decode("utf-8")).get("spec")
-    except (OSError, ValueError, EOFError):
+            meta = json_loads(bytes(data["_manifest"]))
+    except (OSError, ValueError, EOFError):   # JSONFileError is a ValueError
         return None
+    return meta.get("spec") if isinstance(meta, dict) else None
 
 
 # --------------------------------------------------------------------------- the calibrator

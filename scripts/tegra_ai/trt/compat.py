@@ -62,6 +62,17 @@ FEATURES = {
     # reallocateOutput for reallocateOutputAsync (NvInferRuntime.h release/10.3 l.3457-3487;
     # PyOutputAllocator calls reallocate_output_async, falling back to reallocate_output).
     "output_allocator_async": ((10, 0), None),
+    # Shape-tensor values of an optimization profile (IOptimizationProfile.set_shape_input).
+    # Up to 10.10 the binding passes std::vector<int32_t> to setShapeValues (pyCore.cpp
+    # release/8.5 and release/10.3 l.58-67; NvInferRuntime.h 10.3 l.2219-2220: the values
+    # "must fit in int32_t"); from 10.11 std::vector<int64_t> to setShapeValuesV2 (pyCore.cpp
+    # release/10.13.3, release/10.16 and release/11.1 l.59-67; NvInferRuntime.h 10.13.3
+    # l.2858-2859, 11.1 l.2693-2694: "must fit in int64_t"; 11.x has only the V2 call).
+    "shape_values_int64": ((10, 11), None),
+    # Rank of a shape-tensor input: 8.x-9.x "the datatype of t is DataType::kINT32, the rank
+    # is either 0 or 1" (NvInferRuntime.h 8.5 l.1183, 9.3 l.1481); from 10.0 any rank with
+    # "the volume does not exceed 64" (10.0 l.2130, 10.3 l.2211), int32 or int64.
+    "shape_tensor_any_rank": ((10, 0), None),
     "dla": (None, None),
 }
 
@@ -124,6 +135,8 @@ class Features:
     parser_error_node_name: bool
     dla: bool
     output_allocator_async: bool = False
+    shape_values_int64: bool = False
+    shape_tensor_any_rank: bool = False
     library_version: tuple = ()
 
     @property
@@ -298,11 +311,25 @@ def create_network(trt, feats: Features, builder, strongly_typed: bool):
     return network
 
 
+def fp16_copy_for_build(feats: Features, precision: str, has_qdq: bool) -> bool:
+    """Whether the build parses an FP16 copy of the model (:mod:`tegra_ai.onnx_fp16`): only
+    where the release has no FP16 builder flag (TensorRT 11, TensorRT-RTX: strongly typed
+    only; NvInfer.h release/11.1 has no BuilderFlag::kFP16/kINT8) and FP16 is wanted:
+    ``--precision fp16`` of a float model, or a Q/DQ model at any precision but ``fp32``,
+    whose unquantized layers would otherwise run FP32 (8.5-10.x run them FP16 through the
+    flag, :func:`resolve_typing`)."""
+    if not feats.strongly_typed_only:
+        return False
+    return precision == "fp16" or (has_qdq and precision in ("auto", "fp16", "int8", "best"))
+
+
 def resolve_typing(feats: Features, precision: str, has_qdq: bool, strongly_typed: bool | None,
                    has_calibration: bool) -> dict:
     """Decide strong vs weak typing and the builder flags for ``precision``.
 
-    Returns ``{"strongly_typed": bool, "flags": [names], "notes": [str]}``; raises a clear
+    Returns ``{"strongly_typed": bool, "flags": [names], "notes": [str], "fp16_copy": bool,
+    "float_precision": {"path", "why"}}`` (``fp16_copy``: the builder parses an FP16 copy of
+    the model, :func:`fp16_copy_for_build`); raises a clear
     error when the precision cannot be had on this release."""
     notes = []
     if strongly_typed is None:
@@ -316,6 +343,7 @@ def resolve_typing(feats: Features, precision: str, has_qdq: bool, strongly_type
     if strongly_typed and not feats.strongly_typed:
         raise TegraAIError(f"{feats.describe()} has no strongly typed networks (they arrived in TensorRT 9.0)",
                            exit_code=EXIT_USAGE)
+    asked = precision
     if precision == "auto":
         # Strongly typed: the model's own types. Weakly typed: FP16 (Jetson's fast default),
         # plus INT8 where the model is Q/DQ.
@@ -324,7 +352,8 @@ def resolve_typing(feats: Features, precision: str, has_qdq: bool, strongly_type
         raise TegraAIError(f"{feats.describe()} only builds strongly typed networks", exit_code=EXIT_USAGE)
     flags = []
     if strongly_typed:
-        if precision in ("fp16", "best") and not has_qdq:
+        fp16_copy = fp16_copy_for_build(feats, asked, has_qdq)
+        if precision in ("fp16", "best") and not has_qdq and not fp16_copy:
             raise TegraAIError(
                 f"--precision {precision} needs weakly typed builder flags, which {feats.describe()} does not have",
                 hint="convert the model first: tensorrt-optimize convert-fp16 MODEL.onnx -o MODEL.fp16.onnx",
@@ -334,12 +363,24 @@ def resolve_typing(feats: Features, precision: str, has_qdq: bool, strongly_type
                 f"--precision int8 on {feats.describe()} needs a Q/DQ (explicitly quantized) ONNX model",
                 hint="quantize it first: calibration-dataset, then tensorrt-optimize quantize; build the Q/DQ model",
                 exit_code=EXIT_USAGE)
-        if precision != "fp32" and has_qdq:
-            notes.append(f"--precision {precision}: the strongly typed network takes its precisions from the Q/DQ model")
-        why = ("strongly typed: layers run in the model's own types" +
-               ("; the Q/DQ model's unquantized layers run FP32" if has_qdq else ""))
-        return {"strongly_typed": True, "flags": flags, "notes": notes,
-                "float_precision": {"path": "model-types", "why": why}}
+        if fp16_copy and has_qdq:
+            notes.append(f"Q/DQ model on {feats.describe()} (no FP16 builder flag): built from a copy whose "
+                         "unquantized layers are FP16 (tegra_ai.onnx_fp16; Q/DQ nodes with their FP32 scales, "
+                         "inputs/outputs, sensitive ops and the accuracy gate's float layers stay FP32)")
+            why = ("no FP16 builder flag on this release: the Q/DQ model's unquantized layers were converted to "
+                   "FP16 on the host; Q/DQ nodes and their scales stay FP32")
+        elif fp16_copy:
+            notes.append(f"--precision fp16 on {feats.describe()}: built from an FP16 copy of the model "
+                         "(tegra_ai.onnx_fp16; inputs/outputs and sensitive ops FP32)")
+            why = "no FP16 flag on this release: built from an FP16 copy of the model (tegra_ai.onnx_fp16)"
+        else:
+            if precision != "fp32" and has_qdq:
+                notes.append(f"--precision {precision}: the strongly typed network takes its precisions from the "
+                             "Q/DQ model")
+            why = ("strongly typed: layers run in the model's own types" +
+                   (f"; the Q/DQ model's unquantized layers run FP32 (--precision {precision})" if has_qdq else ""))
+        return {"strongly_typed": True, "flags": flags, "notes": notes, "fp16_copy": fp16_copy,
+                "float_precision": {"path": "fp16-copy" if fp16_copy else "model-types", "why": why}}
     # INT8 on a weakly typed network also sets FP16 (trtexec's --int8 --fp16): a layer with
     # no INT8 kernel, or left unquantized, then runs FP16 instead of falling back to FP32.
     if precision in ("fp16", "best", "int8"):
@@ -360,7 +401,7 @@ def resolve_typing(feats: Features, precision: str, has_qdq: bool, strongly_type
         notes.append(f"{feats.describe()} deprecates implicit INT8 calibration; Q/DQ models are the way forward")
     fp = ({"path": "fp16-flag", "why": "weakly typed with BuilderFlag.FP16: layers without INT8 run FP16"}
           if "FP16" in flags else {"path": "fp32", "why": f"--precision {precision}: no FP16 flag"})
-    return {"strongly_typed": False, "flags": flags, "notes": notes, "float_precision": fp}
+    return {"strongly_typed": False, "flags": flags, "notes": notes, "fp16_copy": False, "float_precision": fp}
 
 
 def set_builder_flags(trt, config, flag_names: list) -> None:
@@ -493,11 +534,42 @@ def _set_shape(profile, name, mn, opt, mx) -> None:
                            f"{exc}", exit_code=EXIT_USAGE) from None
 
 
-def add_optimization_profile(builder, config, shapes) -> int:
-    """Add one optimization profile; ``shapes`` are ``trt.shapes.InputShapes`` (name, min, opt, max)."""
+def check_shape_tensor_input(feats: Features, inp) -> None:
+    """A shape-tensor input this release's profiles can describe (``inp``: trt.shapes.ModelInput)."""
+    rank, volume = len(inp.dims), inp.volume
+    if not feats.shape_tensor_any_rank and rank > 1:
+        raise TegraAIError(f"shape-tensor input {inp.name!r} has rank {rank}; {feats.describe()} takes shape tensors "
+                           "of rank 0 or 1 only (NvInferRuntime.h, setShapeValues)", exit_code=EXIT_USAGE)
+    if volume is None or volume > 64:
+        raise TegraAIError(f"shape-tensor input {inp.name!r} has {volume or 'dynamic'} elements; TensorRT takes "
+                           "shape tensors of fixed dimensions and at most 64 values", exit_code=EXIT_USAGE)
+
+
+def _set_shape_values(feats: Features, profile, s) -> None:
+    """``IOptimizationProfile.set_shape_input``: the min/opt/max values of a shape-tensor input
+    (the binding raises RuntimeError when setShapeValues(V2) returns false, TypeError when a
+    value does not fit its vector's integer type)."""
+    bits = 64 if feats is not None and feats.shape_values_int64 else 32
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if any(not lo <= v <= hi for vals in (s.min, s.opt, s.max) for v in vals):
+        raise TegraAIError(f"--shapes {s.format()}: {feats.describe() if feats else 'TensorRT'} takes shape-tensor "
+                           f"values of {bits} bits", exit_code=EXIT_USAGE)
+    try:
+        profile.set_shape_input(s.name, list(s.min), list(s.opt), list(s.max))
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise TegraAIError(f"TensorRT rejected the shape-tensor values of {s.name} (min {list(s.min)}, opt "
+                           f"{list(s.opt)}, max {list(s.max)}): {exc}", exit_code=EXIT_USAGE) from None
+
+
+def add_optimization_profile(builder, config, shapes, feats: Features | None = None) -> int:
+    """Add one optimization profile; ``shapes`` are ``trt.shapes.InputShapes`` (name, min, opt,
+    max; dims, or a shape-tensor input's values with ``values``)."""
     profile = builder.create_optimization_profile()
     for s in shapes:
-        _set_shape(profile, s.name, s.min, s.opt, s.max)
+        if s.values:
+            _set_shape_values(feats, profile, s)
+        else:
+            _set_shape(profile, s.name, s.min, s.opt, s.max)
     index = config.add_optimization_profile(profile)
     if index < 0:
         raise TegraAIError("TensorRT rejected an optimization profile: " + "; ".join(s.format() for s in shapes),
@@ -672,10 +744,21 @@ def engine_profiles(trt, engine) -> list:
     for p in range(engine.num_optimization_profiles):
         shapes = []
         for t in inputs:
+            if t["shape_tensor"]:
+                # A shape-tensor input's profile holds values: ICudaEngine.get_tensor_profile_values
+                # (bindings 10.0+; 8.x has only the binding-index get_profile_shape_input).
+                if hasattr(engine, "get_tensor_profile_values"):
+                    try:
+                        mn, opt, mx = engine.get_tensor_profile_values(t["name"], p)
+                    except Exception:  # noqa: BLE001 - no values for this profile
+                        continue
+                    shapes.append({"name": t["name"], "min": [int(v) for v in mn], "opt": [int(v) for v in opt],
+                                   "max": [int(v) for v in mx], "values": True})
+                continue
             try:
                 mn, opt, mx = engine.get_tensor_profile_shape(t["name"], p)
             except Exception:
-                continue  # shape tensors and others without a profile shape
+                continue  # others without a profile shape
             shapes.append({"name": t["name"], "min": list(mn), "opt": list(opt), "max": list(mx)})
         profiles.append(shapes)
     return profiles
@@ -697,10 +780,12 @@ def engine_weights(trt, engine) -> dict:
 def inspector_json(trt, feats: Features, engine) -> dict:
     if not feats.engine_inspector:
         return {}
-    import json as _json
+    from tegra_ai.util.jsonfile import loads as json_loads
+
     inspector = engine.create_engine_inspector()
     text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
     try:
-        return _json.loads(text)
+        data = json_loads(text)
     except ValueError:
         return {}
+    return data if isinstance(data, dict) else {}

@@ -135,7 +135,8 @@ def format_inspection(info: dict, show_layers: bool = False) -> str:
         lines.append(f"{t['mode']:6}  {t['name']} {t['shape']} {t['dtype']}")
     for i, prof in enumerate(info.get("profiles", [])):
         for s in prof:
-            lines.append(f"profile {i}: {s['name']} min {s['min']} opt {s['opt']} max {s['max']}")
+            what = "values " if s.get("values") else ""
+            lines.append(f"profile {i}: {s['name']} {what}min {s['min']} opt {s['opt']} max {s['max']}")
     if "precision_summary" in info:
         lines.append(f"layers: {len(info['layers'])}; by precision: "
                      + ", ".join(f"{k} {v}" for k, v in sorted(info["precision_summary"].items()))

@@ -11,13 +11,26 @@ import json
 import os
 import tempfile
 
-from tegra_ai.errors import TegraAIError
+from tegra_ai.errors import WRITE_ERRNOS, write_error
 
 # What every file and folder the tools write gets, whatever the umask (even 000): the
 # engine service writes as its own user and applications read as theirs, so engines,
 # sidecars, bundles and mirrors are world-readable and writable by their owner only.
 FILE_MODE = 0o644
 DIR_MODE = 0o755
+
+
+@contextlib.contextmanager
+def write_errors_named(path: str | os.PathLike):
+    """Working files written next to an output (a temp directory in its folder): a full
+    disk, read-only filesystem or permission error in the block becomes one line naming
+    ``path`` and the reason (exit 73) instead of a bare OSError from a library's write."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        raise write_error(os.fspath(path), exc) from None
 
 
 def make_dirs(path: str | os.PathLike) -> None:
@@ -40,13 +53,21 @@ def make_dirs(path: str | os.PathLike) -> None:
 
 def create_exclusive(path: str | os.PathLike, text: str) -> bool:
     """Write ``text`` into a new file ``path`` (FILE_MODE); False when it exists already."""
+    path = os.fspath(path)
     try:
-        fd = os.open(os.fspath(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     except FileExistsError:
         return False
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(fd, FILE_MODE)
-        f.write(text)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    try:
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(fd, FILE_MODE)
+            f.write(text)
+    except OSError as exc:     # a full disk: no empty or partial file of ours is left behind
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise write_error(path, exc) from None
     return True
 
 
@@ -73,8 +94,7 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb", permissions: int = 
         make_dirs(directory)
         fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     except OSError as exc:
-        raise TegraAIError(f"cannot write {path}: {exc.strerror or exc}",
-                           hint="choose a writable output location") from None
+        raise write_error(path, exc) from None
     try:
         os.fchmod(fd, permissions)   # mkstemp makes 0600 files
         with os.fdopen(fd, mode) as f:
@@ -87,8 +107,7 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb", permissions: int = 
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, OSError):
-            raise TegraAIError(f"cannot write {path}: {exc.strerror or exc}",
-                               hint="check free space and permissions") from None
+            raise write_error(path, exc) from None
         raise
 
 

@@ -4,11 +4,11 @@ unchanged multi-gigabyte model is not re-read on every boot."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 
 from tegra_ai.errors import TegraAIError
 from tegra_ai.util.atomic import atomic_write_json
+from tegra_ai.util.jsonfile import JSONFileError, read_json_file
 
 CHUNK = 1 << 20
 
@@ -59,11 +59,10 @@ class HashMemo:
         self.dirty = False
         if memo_path and os.path.exists(memo_path):
             try:
-                with open(memo_path) as f:
-                    data = json.load(f)
+                data = read_json_file(memo_path)
                 if isinstance(data, dict) and isinstance(data.get("files"), dict):
                     self.entries = data["files"]
-            except (OSError, ValueError):
+            except JSONFileError:   # FIFO, huge, nested thousands deep, not JSON: a cache, rebuilt
                 self.entries = {}
         self.hits = 0
         self.misses = 0
