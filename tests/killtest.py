@@ -13,9 +13,10 @@ interrupted. The cache and mirror are on the test's own filesystem (fsync is rea
 Rounds pick a scenario: one ensure, two concurrent ensures with different manifests
 (models dropped with ``--prune unlisted``, a model whose options change and whose old
 engine is pruned as stale), one publish, two publishes, or ensure and publish together;
-one process (sometimes both) is killed after a random delay, mostly aimed into a step
-that recent unkilled runs went through (so short steps, the writes, renames and prunes,
-are hit as often as long ones). A survivor must exit 0.
+one process (sometimes both) is killed: mostly as it enters a step that recent unkilled
+runs went through (the process stops itself there, TEGRA_AI_TEST_STOP_AT, and gets the
+SIGKILL: short steps, renames and prunes, are hit as often as long ones), or 0-20 ms
+into such a step, or after a random delay. A survivor must exit 0.
 Then, before anything else runs:
 
 * no dangling stable link (``CACHE/NAME.engine[.json]``),
@@ -102,7 +103,8 @@ class World:
     def listed(self, set_name: str) -> set:
         return {n for b in SETS[set_name] for n, _p in BUNDLES[b]}
 
-    def spawn(self, op: str, set_name: str | None = None, prune: str = "unlisted", lock_timeout: float = 60):
+    def spawn(self, op: str, set_name: str | None = None, prune: str = "unlisted", lock_timeout: float = 60,
+              stop_at: str | None = None):
         self.count += 1
         tag = f"{self.count:04d}-{op}"
         phases = os.path.join(self.logs, tag + ".phases")
@@ -117,7 +119,7 @@ class World:
         out = open(os.path.join(self.logs, tag + ".out"), "w")
         err = open(os.path.join(self.logs, tag + ".err"), "w")
         proc = subprocess.Popen([sys.executable, "-m", "tegra_ai.cli.optimize", *args], stdout=out, stderr=err,
-                                env=dict(self.env, TEGRA_AI_TEST_PHASES=phases))
+                                env=dict(self.env, TEGRA_AI_TEST_PHASES=phases, TEGRA_AI_TEST_STOP_AT=stop_at or ""))
         out.close()
         err.close()
         proc.tag, proc.op, proc.set_name, proc.prune, proc.phases = tag, op, set_name, prune, phases
@@ -245,6 +247,15 @@ class World:
         return bad
 
 
+def stopped(pid: int) -> bool:
+    """Whether the process stopped itself (SIGSTOP: state T in /proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except (OSError, IndexError):
+        return False
+
+
 def wait_all(procs, timeout=180):
     for p in procs:
         try:
@@ -262,7 +273,7 @@ def run(kills: int, seed: int, work: str, out=print, max_rounds: int | None = No
     out(f"kill test: seed {seed}, target {kills} kills, work {work}")
     estimate = {"ensure": 2.0, "publish": 0.8, "startup": 0.3}   # seconds, learnt from unkilled runs
     stats = {"seed": seed, "kills": 0, "rounds": 0, "completed_before_kill": 0, "recovery_runs": 0,
-             "by_scenario": collections.Counter(), "by_phase": collections.Counter(), "violations": []}
+             "by_scenario": collections.Counter(), "by_mode": collections.Counter(), "by_phase": collections.Counter(), "violations": []}
     t_start = time.monotonic()
 
     timelines = {"ensure": collections.deque(maxlen=20), "publish": collections.deque(maxlen=20)}
@@ -276,16 +287,19 @@ def run(kills: int, seed: int, work: str, out=print, max_rounds: int | None = No
                 timelines[p.op].append([(t - p.t0, step) for t, step in steps])
 
     def aim(op):
-        """(step, occurrence, extra delay) to kill at: mostly a step a recent unkilled run
-        went through, each as likely as any other however short (writes, renames and prunes
-        take milliseconds where start-up and builds take a second), killed 0-20 ms after it
-        began; else (None, 0, delay): anywhere in the run by time alone."""
-        if timelines[op] and rng.random() < 0.75:
+        """Where to kill: ("stop", step, n): the process stops itself (SIGSTOP) as it enters
+        the n-th time a step a recent unkilled run went through, each step as likely as any
+        other however short (a rename takes microseconds, a build a second), and is killed
+        there; ("after", step, n, delay): killed 0-20 ms after it began that step; ("time",
+        delay): anywhere in the run by time alone."""
+        r = rng.random()
+        if timelines[op] and r < 0.85:
             line = rng.choice(timelines[op])
             step = rng.choice(line)[1]
-            return step, rng.randrange(sum(1 for _t, s in line if s == step)) + 1, rng.uniform(0, 0.02)
+            nth = rng.randrange(sum(1 for _t, s in line if s == step)) + 1
+            return ("stop", step, nth, 0.0) if r < 0.6 else ("after", step, nth, rng.uniform(0, 0.02))
         low = 0.0 if rng.random() < 0.3 else 0.9 * estimate["startup"]
-        return None, 0, rng.uniform(low, max(low + 0.05, 1.1 * estimate[op]))
+        return ("time", None, 0, rng.uniform(low, max(low + 0.05, 1.1 * estimate[op])))
 
     first = world.spawn("ensure", "abc")        # a filled cache to start from
     wait_all([first])
@@ -298,23 +312,30 @@ def run(kills: int, seed: int, work: str, out=print, max_rounds: int | None = No
         scenario = rng.choices([s for s, _w in SCENARIOS], [w for _s, w in SCENARIOS])[0]
         before_links, bad = world.links()
         before_mirror = world.mirror_index()
+        ops = scenario.split("+")
+        chosen = list(range(len(ops))) if len(ops) > 1 and rng.random() < 0.3 else [rng.randrange(len(ops))]
+        mode, step, nth, delay = aim(ops[chosen[0]])
         procs = []
-        for op in scenario.split("+"):
+        for i, op in enumerate(ops):
             set_name = rng.choice([s for s in SETS if not any(p.set_name == s for p in procs)])
             prune = rng.choice(["unlisted", "unlisted", "stale"])
-            procs.append(world.spawn(op, set_name, prune))
+            stop_at = f"{step}:{nth}" if mode == "stop" and i == chosen[0] else None
+            procs.append(world.spawn(op, set_name, prune, stop_at=stop_at))
             if len(procs) == 1 and rng.random() < 0.5:
                 time.sleep(rng.uniform(0, 0.3))   # the second starts a little later
-        victims = procs if len(procs) > 1 and rng.random() < 0.3 else [rng.choice(procs)]
-        step, nth, delay = aim(victims[0].op)
-        if step is None:
-            deadline = victims[0].t0 + delay
+        victims = [procs[i] for i in chosen]
+        first = victims[0]
+        limit = time.monotonic() + 120
+        if mode == "time":
+            deadline = first.t0 + delay
             while time.monotonic() < deadline and any(v.poll() is None for v in victims):
                 time.sleep(0.005)
+        elif mode == "stop":
+            while first.poll() is None and time.monotonic() < limit and not stopped(first.pid):
+                time.sleep(0.002)
         else:
-            limit = time.monotonic() + 120
             while any(v.poll() is None for v in victims) and time.monotonic() < limit and \
-                    sum(1 for _t, s in world.steps(victims[0]) if s == step) < nth:
+                    sum(1 for _t, s in world.steps(first) if s == step) < nth:
                 time.sleep(0.002)
             time.sleep(delay)
         killed = []
@@ -328,6 +349,8 @@ def run(kills: int, seed: int, work: str, out=print, max_rounds: int | None = No
             else:
                 stats["completed_before_kill"] += 1
         stats["kills"] += len(killed)
+        if killed:
+            stats["by_mode"][mode] += 1
         if killed and stats["kills"] // 25 != (stats["kills"] - len(killed)) // 25:
             out(f"... {stats['kills']} kills, {stats['rounds']} rounds, {time.monotonic() - t_start:.0f} s")
         if killed:
@@ -383,6 +406,7 @@ def run(kills: int, seed: int, work: str, out=print, max_rounds: int | None = No
     out(f"{stats['kills']} kills in {stats['rounds']} rounds ({stats['completed_before_kill']} runs finished before "
         f"their kill), {stats['recovery_runs']} recovery runs, {stats['seconds']} s; seed {seed}")
     out("kills per scenario: " + ", ".join(f"{k} {v}" for k, v in sorted(stats["by_scenario"].items())))
+    out("rounds by how the kill was aimed: " + ", ".join(f"{k} {v}" for k, v in sorted(stats["by_mode"].items())))
     out("kills per phase:")
     for k, v in sorted(stats["by_phase"].items(), key=lambda kv: (-kv[1], kv[0])):
         out(f"  {v:4d}  {k}")

@@ -13,8 +13,10 @@ writes ``MODEL.pid`` (the builder's process id) when it starts.
 
 TEGRA_AI_TEST_PHASES (the kill test, tests/killtest.py): a file where the process appends
 one line ``PID MONOTONIC-SECONDS PHASE`` as it enters each step of ensure and publish that a kill could
-interrupt (lock waits, the build, each atomic write, link updates, prunes), so the kill
-test can tell where each SIGKILL landed."""
+interrupt (lock waits, the build, each atomic write: begun, temp file made, written and
+about to be fsynced and renamed, done; link updates, prunes), so the kill test can tell
+where each SIGKILL landed. TEGRA_AI_TEST_STOP_AT="STEP:N": the process stops itself
+(SIGSTOP) as it enters STEP for the N-th time, for the kill test to SIGKILL it there."""
 
 import os
 
@@ -79,6 +81,7 @@ def _is_build_child():
 _phases = os.environ.get("TEGRA_AI_TEST_PHASES")
 if _phases and not _is_build_child():     # the ensure or publish process itself
     import contextlib
+    import signal
     import time
 
     from tegra_ai.cache import build_child as _build_child
@@ -88,9 +91,15 @@ if _phases and not _is_build_child():     # the ensure or publish process itself
 
     _fd = os.open(_phases, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
+    _stop_step, _, _stop_nth = os.environ.get("TEGRA_AI_TEST_STOP_AT", "").rpartition(":")
+    _seen = {}
+
     def _mark(phase):
         # one write: lines never interleave; CLOCK_MONOTONIC is one clock for all processes
         os.write(_fd, f"{os.getpid()} {time.monotonic():.4f} {phase}\n".encode())
+        _seen[phase] = _seen.get(phase, 0) + 1
+        if phase == _stop_step and str(_seen[phase]) == _stop_nth:
+            os.kill(os.getpid(), signal.SIGSTOP)    # the kill test SIGKILLs it right here
 
     def _kind(path):
         base = os.path.basename(os.fspath(path))
@@ -125,7 +134,9 @@ if _phases and not _is_build_child():     # the ensure or publish process itself
     def _writer(path, *a, **k):
         _mark("write-" + _kind(path))
         with _real_writer(path, *a, **k) as f:
+            _mark("writing-" + _kind(path))       # its temp file exists
             yield f
+            _mark("renaming-" + _kind(path))      # written; flush, fsync, rename, fsync dir next
         _mark("wrote-" + _kind(path))
 
     _atomic.atomic_writer = _writer
