@@ -29,6 +29,9 @@
 #   [contexts]       execution contexts that may run a dynamic-shape engine at once
 #                    (pipeline streams, runtime workers): one profile set each (default 1)
 # A wrong option stops parsing with a message naming the variable and flag.
+# At do_compile each model's options become one build request (tegra_ai.spec.BuildRequest,
+# ${TEGRA_AI_REQUEST_DIR}/<name>.json) that `tensorrt-optimize bundle --request` records
+# whole in the bundle's manifest; the device's `ensure` builds exactly that request.
 #
 # Where engines are built:
 #  * By default (TEGRA_AI_ENGINE_BUILDER empty) on the device at first boot, by
@@ -112,6 +115,8 @@ TEGRA_AI_SRCDIR ?= "${@tegra_ai_layer.compat.unpackdir(d)}"
 # Data only (models, manifests, engines): no compiler or C library is needed to build it.
 INHIBIT_DEFAULT_DEPS = "1"
 TEGRA_AI_BUNDLE_DIR = "${B}/tegra-ai-bundle"
+# One build request per model (<name>.json), written by tensorrt_engine_write_requests.
+TEGRA_AI_REQUEST_DIR = "${B}/tegra-ai-requests"
 TEGRA_AI_ENGINE_DIR = "${B}/tegra-ai-engines"
 
 DEPENDS += "tegra-ai-tools-native python3-numpy-native \
@@ -179,6 +184,21 @@ tensorrt_engine_build_on_builder() {
 tensorrt_engine_build_on_builder[vardepsexclude] += "TEGRA_AI_ENGINE_BUILDER TEGRA_AI_ENGINE_BUILDER_COMMAND TEGRA_AI_ENGINE_BUILDER_CACHE TEGRA_AI_SSH_AUTH_SOCK TMPDIR"
 tensorrt_engine_build_on_builder[vardeps] += "TEGRA_AI_TRT_VERSION TEGRA_AI_COMPUTE_CAPABILITY TEGRA_AI_L4T_VERSION TEGRA_AI_ENGINE_BUILDER_MODULE"
 
+# Each model's build request (tegra_ai.spec.BuildRequest), constructed once from its
+# variables (parsed and validated by tegra_ai_layer.engines, the one place that reads
+# them) and the fetched files (a calibration cache is hashed), written as JSON; the
+# bundle step below takes it whole (`tensorrt-optimize bundle --request FILE`), records
+# it in the bundle's manifest, and the device's `ensure` builds exactly that request.
+python tensorrt_engine_write_requests() {
+    import tegra_ai_layer.engines as engines
+    try:
+        for path in engines.write_requests(d):
+            bb.debug(1, "build request: %s" % path)
+    except engines.ModelConfigError as e:
+        bb.fatal("%s: %s" % (d.getVar("PN"), e))
+}
+do_compile[prefuncs] += "tensorrt_engine_write_requests"
+
 tensorrt_engine_do_compile() {
     rm -rf ${TEGRA_AI_BUNDLE_DIR} ${TEGRA_AI_ENGINE_DIR}
     mkdir -p ${TEGRA_AI_BUNDLE_DIR}
@@ -192,7 +212,8 @@ tensorrt_engine_do_compile() {
 }
 do_compile[vardepsexclude] += "TEGRA_AI_ENGINE_BUILDER"
 # Task signature: the models' options are varflags, which BitBake does not hash;
-# TEGRA_AI_MODELS_SIGNATURE holds them (and the models' file names) as one value.
+# TEGRA_AI_MODELS_SIGNATURE holds them (and the models' file names) as one value: what
+# the build requests are made of, besides the files' contents (SRC_URI checksums).
 # The target description is computed by python; [vardepvalue] hashes its result.
 TEGRA_AI_MODELS_SIGNATURE = "${@tegra_ai_layer.engines.models_signature(d)}"
 TEGRA_AI_MODELS_SIGNATURE[vardepvalue] = "${TEGRA_AI_MODELS_SIGNATURE}"

@@ -69,6 +69,18 @@ def scratch(tmp_path_factory):
     }.items():
         (d / f"manifests/{name}").mkdir(parents=True)
         (d / f"manifests/{name}/manifest.json").write_text(content)
+    # build requests (bundle --request; paths relative to the file's folder)
+    for name, content in {
+        "good": {"model": "../static.onnx", "options": {"precision": "fp16"}},
+        "notjson": "{",
+        "field": {"model": "../static.onnx", "optionz": {}},
+        "option": {"model": "../static.onnx", "options": {"precision": "int3"}},
+        "nomodel": {"model": "../nope.onnx"},
+        "calib": {"model": "../static.onnx", "calibration_cache": "../notes.txt",
+                  "options": {"precision": "int8", "calibration_sha256": "0" * 64}},
+    }.items():
+        (d / "requests").mkdir(exist_ok=True)
+        (d / "requests" / f"{name}.json").write_text(content if isinstance(content, str) else json.dumps(content))
     (d / "foreign-bundle").mkdir()
     (d / "foreign-bundle" / "manifest.json").write_text('{"mine": true}')
     (d / "taken-bundle" / "static").mkdir(parents=True)
@@ -183,6 +195,22 @@ CASES = [
     ("bundle-out-foreign-manifest", ["bundle", S, "--out", "foreign-bundle"], 2, "not a tegra-ai-manifest"),
     ("bundle-out-foreign-model-dir", ["bundle", S, "--out", "taken-bundle"], 2, "not a model of this bundle"),
     ("bundle-unknown-target", ["bundle", S, "--out", "b", "--target", "trt-7.1"], 2, "no facts for TensorRT 7.1"),
+    # ---- bundle --request FILE (the Yocto class's build request, whole)
+    ("bundle-no-model", ["bundle", "--out", "b"], 2, "needs MODEL.onnx"),
+    ("bundle-request-and-model", ["bundle", S, "--request", "requests/good.json", "--out", "b"], 2, "not both"),
+    ("bundle-request-and-flags", ["bundle", "--request", "requests/good.json", "--out", "b", "--precision", "fp32",
+                                  "--timing-cache", "notes.txt"], 2, "drop --precision, --timing-cache"),
+    ("bundle-request-missing", ["bundle", "--request", "requests/none.json", "--out", "b"], 2, "No such file"),
+    ("bundle-request-dir", ["bundle", "--request", "adir", "--out", "b"], 2, "not a regular file"),
+    ("bundle-request-not-json", ["bundle", "--request", "requests/notjson.json", "--out", "b"], 2, "not valid JSON"),
+    ("bundle-request-not-object", ["bundle", "--request", "nonobj.engine.json", "--out", "b"], 2, "expected an object"),
+    ("bundle-request-unknown-field", ["bundle", "--request", "requests/field.json", "--out", "b"], 2,
+     "unknown field(s) optionz"),
+    ("bundle-request-bad-option", ["bundle", "--request", "requests/option.json", "--out", "b"], 2, "int3"),
+    ("bundle-request-missing-model", ["bundle", "--request", "requests/nomodel.json", "--out", "b"], 2,
+     "does not exist"),
+    ("bundle-request-calibration-changed", ["bundle", "--request", "requests/calib.json", "--out", "b"], 2,
+     "is not the sha256 of"),
     # ---- ensure: manifests and options
     ("ensure-missing-manifest", ["ensure", "--manifest", "none", "--cache", "c", "--json"], 2, "does not exist"),
     ("ensure-manifest-not-json", ["ensure", "--manifest", "manifests/notjson", "--cache", "c"], 2, "not valid JSON"),

@@ -127,7 +127,7 @@ def test_ota_changes_rebuild_and_prune(bundle, tmp_path, change):
         rt = runtime(facts=platform.DeviceFacts("8.7", "Orin", "p3701-0004", "36.4.3", 14, "12.6"))
     else:
         m = json.load(open(os.path.join(bundle, "manifest.json")))
-        m["models"][0]["options"]["precision"] = "fp32"
+        m["models"][0]["request"]["options"]["precision"] = "fp32"
         json.dump(m, open(os.path.join(bundle, "manifest.json"), "w"))
     b = FakeBuilder()
     s = run(bundle, cache, b, rt=rt)
@@ -277,6 +277,24 @@ def test_tampered_model_is_refused(bundle, tmp_path):
     assert s["exit_code"] == 1 and "does not match its manifest" in s["models"][0]["error"]
 
 
+def test_tampered_calibration_is_refused_before_a_build(tmp_path, static_model):
+    """The bundle's calibration cache changed on the device: building with it would store an
+    engine under a key that names other data. Refused; the intact bundle builds."""
+    from tegra_ai.spec import BuildRequest
+
+    (tmp_path / "c.cache").write_bytes(b"TRT-8500-EntropyCalibration2\n")
+    request = BuildRequest.from_request(static_model, calibration_cache=str(tmp_path / "c.cache"), precision="int8")
+    out = str(tmp_path / "bundle")
+    sha, files = model_digest(static_model)
+    (entry,) = load_manifest(add_to_bundle(out, "net", files, sha, request))
+    with open(entry.calibration_cache, "ab") as f:
+        f.write(b"input: 3c010a14\n")
+    b = FakeBuilder()
+    s = run(out, str(tmp_path / "cache"), b)
+    assert s["exit_code"] == 1 and b.calls == []
+    assert "calibration.cache does not match its manifest" in s["models"][0]["error"]
+
+
 def test_no_tensorrt_exit_69(bundle, tmp_path, monkeypatch):
     def missing():
         raise TegraAIError("TensorRT is not available on this machine", exit_code=69)
@@ -333,7 +351,7 @@ def test_verify_cache_names_the_differing_input(bundle, tmp_path):
     # against the manifest: options and model
     assert verify_cache(cache, manifests=(bundle,))["problems"] == []
     m = json.load(open(os.path.join(bundle, "manifest.json")))
-    m["models"][0]["options"]["precision"] = "fp32"
+    m["models"][0]["request"]["options"]["precision"] = "fp32"
     json.dump(m, open(os.path.join(bundle, "manifest.json"), "w"))
     problems = verify_cache(cache, manifests=(bundle,))["problems"]
     assert len(problems) == 1 and "build option precision" in problems[0]
@@ -540,3 +558,29 @@ def test_flipped_engine_byte_invisible_to_stat_is_not_a_hit_next_boot(bundle, tm
     s2 = run(bundle, cache, b)
     assert s2["hits"] == 0 and s2["built"] == 1 and b.calls == ["net"]
     assert bytes(data) != open(engine, "rb").read()
+
+
+def test_manifest_version_1_gives_the_same_request(tmp_path, static_model):
+    """A bundle written before the request was recorded whole (version 1: its parts as loose
+    fields) is read as the same BuildRequest, so its engines keep their keys."""
+    from tegra_ai.spec import BuildRequest
+
+    (tmp_path / "t.cache").write_bytes(b"timings")
+    (tmp_path / "c.cache").write_bytes(b"TRT-8500-EntropyCalibration2\n")
+    request = BuildRequest.from_request(static_model, timing_cache=str(tmp_path / "t.cache"),
+                                        calibration_cache=str(tmp_path / "c.cache"), precision="int8",
+                                        plugins=["libnvinfer_plugin.so.10"])
+    out = str(tmp_path / "bundle")
+    sha, files = model_digest(static_model)
+    path = add_to_bundle(out, "net", files, sha, request)
+    (v2,) = load_manifest(path)
+    data = json.load(open(path))
+    m = data["models"][0]
+    r = m.pop("request")
+    m.update(onnx=r["model"], options=r["options"], calibration_data=r["calibration_data"],
+             calibration_cache=r["calibration_cache"], timing_cache=r["timing_cache"], plugins=r["plugins"])
+    data["version"] = 1
+    json.dump(data, open(path, "w"))
+    (v1,) = load_manifest(path)
+    assert v1.request == v2.request and v1.request.options == request.options
+    assert v1.calibration_cache.endswith("net/calibration.cache") and v1.plugins == ("libnvinfer_plugin.so.10",)

@@ -60,7 +60,7 @@ def test_bundle_carries_calibration(tmp_path, default_model):
     assert main(["bundle", default_model, "--out", str(tmp_path / "b"), "--precision", "int8",
                  "--calibration", str(calib), "--shapes", "input:1x1x8x8:8x1x8x8:64x1x8x8",
                  "--timing-cache", str(tc)]) == 0
-    m = json.load(open(tmp_path / "b" / "manifest.json"))["models"][0]
+    m = json.load(open(tmp_path / "b" / "manifest.json"))["models"][0]["request"]
     assert m["calibration_data"] == "digits/calibration.npz" and m["options"]["calibration_sha256"]
     assert (tmp_path / "b" / m["timing_cache"]).read_bytes() == b"timings"
     from tegra_ai.cache.manifest import load_manifest

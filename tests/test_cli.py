@@ -187,7 +187,7 @@ def test_bundle_records_plugin_and_validates_for_the_target(tmp_path, dynamic_mo
                "--plugin", "/usr/lib/tegra-ai/libtegra_ai_plugin.so", "--plugin", "libnvinfer_plugin.so.10")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["name"] == "dynamic"
-    m = json.load(open(out / "manifest.json"))["models"][0]
+    m = json.load(open(out / "manifest.json"))["models"][0]["request"]     # manifest version 2
     assert m["plugins"] == ["/usr/lib/tegra-ai/libtegra_ai_plugin.so", "libnvinfer_plugin.so.10"]
     assert m["options"]["plugins"] == ["libnvinfer_plugin.so.10", "libtegra_ai_plugin.so"]
     # the same model without shapes: refused on the host, with a profile to copy

@@ -178,6 +178,7 @@ def test_sidecar_load_refuses(tmp_path, kind, no_hang):
 @pytest.mark.parametrize("kind", ["deep", "fifo"])
 def test_spec_files_are_bad_input_naming_the_file(tmp_path, kind, no_hang):
     from tegra_ai.bench.report import load_report
+    from tegra_ai.cli.optimize import _request_from_file     # bundle --request (the Yocto class's file)
     from tegra_ai.postprocess.detection import DetectionSpec
     from tegra_ai.preprocess.spec import PreprocessSpec
     from tegra_ai.runtime.ensemble import load as load_ensemble
@@ -185,7 +186,7 @@ def test_spec_files_are_bad_input_naming_the_file(tmp_path, kind, no_hang):
     path = tmp_path / "spec.json"
     _hostile(path, kind)
     why = "nested too deep" if kind == "deep" else "not a regular file"
-    for read in (PreprocessSpec.load, DetectionSpec.load, load_report, load_ensemble):
+    for read in (PreprocessSpec.load, DetectionSpec.load, load_report, load_ensemble, _request_from_file):
         with pytest.raises(TegraAIError, match=why) as err:
             read(str(path))
         assert str(path) in str(err.value) and err.value.exit_code == 2, read

@@ -188,7 +188,7 @@ def test_manifest_plugin_entries_are_checked(plugin_bundle, plugins, match):
     bundle, _lib = plugin_bundle
     path = os.path.join(bundle, "manifest.json")
     m = json.load(open(path))
-    m["models"][0]["plugins"] = plugins
+    m["models"][0]["request"]["plugins"] = plugins
     json.dump(m, open(path, "w"))
     with pytest.raises(TegraAIError, match=match):
         load_manifest(path)
@@ -198,7 +198,7 @@ def test_manifest_plugins_must_match_the_options(plugin_bundle):
     bundle, _lib = plugin_bundle
     path = os.path.join(bundle, "manifest.json")
     m = json.load(open(path))
-    m["models"][0]["plugins"] = ["/usr/lib/other/libother.so"]
+    m["models"][0]["request"]["plugins"] = ["/usr/lib/other/libother.so"]
     json.dump(m, open(path, "w"))
     with pytest.raises(TegraAIError, match="do not match the build options"):
         load_manifest(path)

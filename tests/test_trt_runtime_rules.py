@@ -531,8 +531,9 @@ def test_child_receives_the_request_whole(monkeypatch, tmp_path, default_model):
 
 
 def test_yocto_class_constructs_the_clis_request(monkeypatch, tmp_path, default_model):
-    """The layer's ModelSpec and `tensorrt-optimize bundle` (its argv) make the same BuildRequest."""
-    import argparse
+    """The layer's ModelSpec, through the request file the class writes, and `tensorrt-optimize
+    bundle` with the same options as flags make the same BuildRequest."""
+    import json
 
     from tegra_ai.cli import optimize
 
@@ -543,8 +544,12 @@ def test_yocto_class_constructs_the_clis_request(monkeypatch, tmp_path, default_
     (tmp_path / "c.cache").write_bytes(b"TRT-8500-EntropyCalibration2\n")
     spec = ModelSpec("d", "d.onnx", "int8", shapes=["input:1x1x8x8:8x1x8x8:64x1x8x8"], workspace=1 << 28,
                      calibration="c.cache", timing_cache="c.cache", contexts=2)
-    argv = spec.bundle_args(str(tmp_path), str(tmp_path / "out"), check=False)
-    parser = optimize.build_parser()
-    args = parser.parse_args(argv)
-    assert isinstance(args, argparse.Namespace)
-    assert optimize._request_from_args(args) == spec.build_request(str(tmp_path))
+    (tmp_path / "req").mkdir()
+    (tmp_path / "req" / "d.json").write_text(json.dumps(spec.request_json(str(tmp_path), str(tmp_path / "req"))))
+    from_file = optimize._request_from_file(str(tmp_path / "req" / "d.json"))
+    assert from_file == spec.build_request(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    flags = ["--precision", "int8", "--shapes", "input:1x1x8x8:8x1x8x8:64x1x8x8", "--workspace", str(1 << 28),
+             "--calibration-cache", "c.cache", "--timing-cache", "c.cache", "--contexts", "2"]
+    args = optimize.build_parser().parse_args(["bundle", "d.onnx", "--out", "out"] + flags)
+    assert optimize._request_from_args(args).map_files(os.path.abspath) == from_file

@@ -11,7 +11,7 @@ options)::
 
 Everything here is plain Python and is called from the class's anonymous python
 (parse time: ``parse_models`` raises ``ModelConfigError`` naming the variable) and
-from its tasks (``bundle_commands``).
+from its tasks (``write_requests``, then ``bundle_commands``).
 """
 
 import os
@@ -23,7 +23,7 @@ from tegra_ai.errors import TegraAIError
 
 __all__ = [
     "ModelConfigError", "ModelSpec", "OPTION_FLAGS", "PRECISIONS",
-    "parse_models", "bundle_commands", "bundle_target", "compute_capability",
+    "parse_models", "bundle_commands", "write_requests", "request_file", "bundle_target", "compute_capability",
     "guess_trt_version", "short_trt_version", "check_builder", "remote_ensure_script", "builder_command",
     "builder_expectations", "verify_cache_args", "builder_cache_dir", "builder_lockfile", "ssh_auth_sock",
     "absolute_file_checksums", "model_files", "models_signature",
@@ -93,42 +93,19 @@ class ModelSpec(object):
         """Input files the bundle step reads (model, calibration, timing cache, preprocess spec)."""
         return [p for p in (self.onnx, self.calibration, self.timing_cache, self.preprocess) if p]
 
-    def bundle_args(self, srcdir, outdir, target=None, check=True):
-        """argv (without the program) of ``tensorrt-optimize bundle`` for this model."""
-        def path(p):
-            return p if os.path.isabs(p) else os.path.join(srcdir, p)
-        args = ["bundle", path(self.onnx), "--out", outdir, "--name", self.name,
-                "--precision", self.precision]
-        for profile in self.shapes:
-            args += ["--shapes", profile]
-        if self.workspace is not None:
-            args += ["--workspace", str(self.workspace)]
-        if self.dla_core is not None:
-            args += ["--dla-core", str(self.dla_core)]
-            if self.gpu_fallback:
-                args.append("--gpu-fallback")
-        if self.opt_level is not None:
-            args += ["--opt-level", str(self.opt_level)]
-        if self.calibration:
-            args += ["--calibration-cache", path(self.calibration)]
-        if self.strongly_typed:
-            args.append("--strongly-typed")
-        if self.timing_cache:
-            args += ["--timing-cache", path(self.timing_cache)]
-        if self.preprocess:
-            args += ["--preprocess", path(self.preprocess)]
-        if self.contexts != 1:
-            args += ["--contexts", str(self.contexts)]
-        if target:
-            args += ["--target", target]
-        if not check:
-            args.append("--no-check")
-        return args
+    def to_dict(self):
+        """The model's validated variables, file names as written (relative to UNPACKDIR):
+        what the bundle task's signature holds (``models_signature``). ``qdq`` only
+        relaxes validation and is not part of the build request."""
+        return {"name": self.name, "onnx": self.onnx, "precision": self.precision, "shapes": list(self.shapes),
+                "workspace": self.workspace, "dla_core": self.dla_core, "gpu_fallback": self.gpu_fallback,
+                "opt_level": self.opt_level, "calibration": self.calibration, "strongly_typed": self.strongly_typed,
+                "timing_cache": self.timing_cache, "preprocess": self.preprocess, "contexts": self.contexts}
 
     def build_request(self, srcdir):
-        """The :class:`tegra_ai.spec.BuildRequest` of this model (files read: the calibration
-        cache is hashed), the same one ``tensorrt-optimize bundle`` constructs from
-        :meth:`bundle_args` (tests/layer check they are equal)."""
+        """The :class:`tegra_ai.spec.BuildRequest` of this model, constructed once here
+        (the calibration cache is hashed, so it runs after do_unpack); relative file
+        names are looked up in ``srcdir``."""
         def path(p):
             return p if not p or os.path.isabs(p) else os.path.join(srcdir, p)
         return _spec.BuildRequest.from_request(
@@ -136,6 +113,29 @@ class ModelSpec(object):
             precision=self.precision, shapes=list(self.shapes), workspace=self.workspace, dla_core=self.dla_core,
             gpu_fallback=self.gpu_fallback, opt_level=self.opt_level, strongly_typed=self.strongly_typed or None,
             contexts=self.contexts)
+
+    def request_json(self, srcdir, reqdir):
+        """:meth:`build_request` as the request file in ``reqdir`` holds it
+        (``BuildRequest.to_dict``): files given relative to UNPACKDIR become relative to
+        ``reqdir`` (``bundle --request`` resolves them from the file's directory), so the
+        file does not name TMPDIR; absolute ones stay as they are."""
+        request = self.build_request(srcdir)
+        absolute = set(p for p in self.files() if os.path.isabs(p))
+        return request.map_files(lambda p: p if p in absolute else os.path.relpath(p, reqdir)).to_dict()
+
+    def bundle_args(self, request_file, outdir, srcdir, target=None, check=True):
+        """argv (without the program) of ``tensorrt-optimize bundle`` for this model: the
+        request file holds every build option and build input; the rest is what only the
+        bundle step takes (name, preprocessing spec, the preflight's target)."""
+        args = ["bundle", "--request", request_file, "--out", outdir, "--name", self.name]
+        if self.preprocess:
+            args += ["--preprocess", self.preprocess if os.path.isabs(self.preprocess)
+                     else os.path.join(srcdir, self.preprocess)]
+        if target:
+            args += ["--target", target]
+        if not check:
+            args.append("--no-check")
+        return args
 
     def __repr__(self):
         return "ModelSpec(%r, %r, %r)" % (self.name, self.onnx, self.precision)
@@ -291,15 +291,46 @@ def parse_models(d):
     return [parse_model(d, n) for n in names]
 
 
-def bundle_commands(d, tool="tensorrt-optimize", srcdir=None, outdir=None):
-    """Shell lines (one per model) that write the bundle with ``tensorrt-optimize bundle``."""
+def request_file(d, name, reqdir=None):
+    """Where the class writes model ``name``'s build request (TEGRA_AI_REQUEST_DIR/<name>.json)."""
+    return os.path.join(reqdir or d.getVar("TEGRA_AI_REQUEST_DIR"), name + ".json")
+
+
+def write_requests(d, srcdir=None, reqdir=None):
+    """Write every model's build request (:meth:`ModelSpec.request_json`) into ``reqdir``,
+    emptied first; returns the files. Run by the bundle task before ``bundle_commands``
+    (do_compile[prefuncs]): the files are hashed there. Raises ``ModelConfigError``
+    naming the variable (e.g. a calibration cache SRC_URI did not provide)."""
+    import json
+    import shutil
+
+    srcdir = srcdir or d.getVar("TEGRA_AI_SRCDIR")
+    reqdir = reqdir or d.getVar("TEGRA_AI_REQUEST_DIR")
+    specs = parse_models(d)
+    shutil.rmtree(reqdir, ignore_errors=True)
+    os.makedirs(reqdir)
+    written = []
+    for spec in specs:
+        data = _spec_call(model_var(spec.name), spec.request_json, srcdir, reqdir)
+        path = request_file(d, spec.name, reqdir)
+        with open(path, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.write("\n")
+        written.append(path)
+    return written
+
+
+def bundle_commands(d, tool="tensorrt-optimize", srcdir=None, outdir=None, reqdir=None):
+    """Shell lines (one per model) that add each model to the bundle with
+    ``tensorrt-optimize bundle --request FILE`` (the files ``write_requests`` writes)."""
     srcdir = srcdir or d.getVar("TEGRA_AI_SRCDIR")
     outdir = outdir or d.getVar("TEGRA_AI_BUNDLE_DIR")
     target = (d.getVar("TEGRA_AI_BUNDLE_TARGET") or "").strip() or None
     check = read_bool(d.getVar("TEGRA_AI_ONNX_CHECK") or "0", "TEGRA_AI_ONNX_CHECK")
     lines = []
     for spec in parse_models(d):
-        argv = [tool] + spec.bundle_args(srcdir, outdir, target=target, check=check)
+        argv = [tool] + spec.bundle_args(request_file(d, spec.name, reqdir), outdir, srcdir, target=target,
+                                         check=check)
         lines.append(" ".join(shlex.quote(a) for a in argv))
     return "\n    ".join(lines)
 
@@ -309,14 +340,15 @@ def models_signature(d):
 
     BitBake hashes a variable's value but not its varflags, where the options live; file
     names stay as written (relative to UNPACKDIR), so the build directory does not
-    enter the signature. '' when the models are invalid (parsing fails elsewhere).
+    enter the signature (the files' contents do, through SRC_URI's checksums).
+    '' when the models are invalid (parsing fails elsewhere).
     """
     import json
     try:
         specs = parse_models(d)
     except ModelConfigError:
         return ""
-    return json.dumps([spec.bundle_args("", "") for spec in specs], separators=(",", ":"))
+    return json.dumps([spec.to_dict() for spec in specs], sort_keys=True, separators=(",", ":"))
 
 
 def model_files(d):

@@ -189,12 +189,12 @@ def take(d, log=None):
     if not os.path.isdir(src):
         return [], []
     keys = load_public_keys((d.getVar("TEGRA_AI_MIRROR_PUBKEYS") or "").split())
-    from tegra_ai.util.jsonfile import JSONFileError, read_json_file
+    from tegra_ai.cache.manifest import load_manifest
 
     manifest = os.path.join(d.getVar("TEGRA_AI_BUNDLE_DIR"), "manifest.json")
-    try:
-        models = {m["name"]: m for m in read_json_file(manifest)["models"]}
-    except (JSONFileError, KeyError, TypeError) as e:
+    try:     # the one manifest reader (bounded JSON, the models' build requests whole)
+        models = {m.name: m for m in load_manifest(manifest)}
+    except TegraAIError as e:
         raise PrebuiltError("%s: not a bundle manifest (%s)" % (manifest, e))
     target = _target(d)
     out_dir = d.getVar("TEGRA_AI_ENGINE_DIR")
@@ -235,7 +235,7 @@ def _check(engine, name, model, keys, target, Sidecar, TegraAIError):
     if model is None:
         return "no model %r in this bundle" % name
     km = sidecar.key_material
-    if km.get("model_sha256") != model.get("sha256") or km.get("options") != model.get("options"):
+    if km.get("model_sha256") != model.sha256 or km.get("options") != model.request.options.to_dict():
         return "built from another model file or with other build options than this bundle's"
     if not _matches(sidecar.tensorrt, sidecar.device, target):
         return "built for another TensorRT, GPU, L4T release or module than this image's"

@@ -514,6 +514,14 @@ class BuildRequest:
 
         return dataclasses.replace(self, **changes)
 
+    def map_files(self, fn) -> "BuildRequest":
+        """The same request with ``fn(path)`` for each file the build host reads (model,
+        timing cache, calibration data and cache; absent ones stay None): how a request
+        file's relative paths are resolved and a bundle's copies replace the sources.
+        Plugin libraries are paths on the device and stay as they are."""
+        keys = ("model", "timing_cache", "calibration_data", "calibration_cache")
+        return self.replace(**{k: fn(getattr(self, k)) for k in keys if getattr(self, k)})
+
     @property
     def has_calibration(self) -> bool:
         return bool(self.calibration_data or self.calibration_cache)

@@ -130,8 +130,23 @@ def script(d, func):
     return out.getvalue()
 
 
+def run_python(d, func):
+    """Run python function ``func`` as BitBake runs a task's python prefunc (bb.build.exec_func)."""
+    import bb.build
+    if not d.getVar("T"):
+        d.setVar("T", os.path.join(d.getVar("WORKDIR"), "temp"))
+    os.makedirs(d.getVar("T"), exist_ok=True)
+    bb.build.exec_func(func, d)
+
+
 def run(d, func, env=None, check=True, cwd=None):
-    """Run shell function ``func`` as a task (cwd: the first of its [dirs], else B)."""
+    """Run shell function ``func`` as a task (cwd: the first of its [dirs], else B), after
+    its [prefuncs] (python ones in this process, as BitBake runs them in its own)."""
+    for pre in (d.getVarFlag(func, "prefuncs") or "").split():
+        if d.getVarFlag(pre, "python"):
+            run_python(d, pre)
+        else:
+            run(d, pre, env=env, cwd=cwd)
     text = script(d, func)
     dirs = (d.getVarFlag(func, "dirs") or "").split()
     for flag in ("cleandirs",):

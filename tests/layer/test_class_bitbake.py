@@ -45,10 +45,11 @@ def test_good_recipe(parse_recipe):
     assert d.getVar("TEGRA_AI_BUNDLE_TARGET") == "trt-10.3"
     assert d.getVar("PACKAGE_ARCH") == "armv8a_tegra"
     compile_ = d.getVar("tensorrt_engine_do_compile")
-    assert ("tensorrt-optimize bundle /build/work/model/det.onnx --out /build/work/model/build/tegra-ai-bundle "
-            "--name det --precision int8 --shapes images:1x3x64x64:2x3x64x64:4x3x64x64 --workspace 536870912 "
-            "--calibration-cache /build/work/model/det.calib --target trt-10.3 --no-check") in compile_
-    assert "--name cls --precision fp16 --dla-core 1 --gpu-fallback" in compile_
+    assert ("tensorrt-optimize bundle --request /build/work/model/build/tegra-ai-requests/det.json "
+            "--out /build/work/model/build/tegra-ai-bundle --name det --target trt-10.3 --no-check") in compile_
+    assert "--request /build/work/model/build/tegra-ai-requests/cls.json" in compile_
+    # the requests are written first, by the task's python prefunc
+    assert "tensorrt_engine_write_requests" in d.getVarFlag("do_compile", "prefuncs").split()
     # the default: no builder, engines on first boot
     assert "will be built on the device at first boot" in compile_
     assert d.getVarFlag("do_compile", "nostamp") is None
@@ -61,9 +62,58 @@ def test_good_recipe(parse_recipe):
     assert "${D}" + d.getVar("TEGRA_AI_ENGINE_SEED") in install.replace(d.getVar("D"), "${D}")
 
 
-def test_varflag_precision_default(parse_recipe):
+def write_requests(d, tmp_path):
+    """The bundle task's prefunc (tegra_ai_layer.engines.write_requests) on the parsed recipe,
+    with its sources in tmp_path/src: {model: request JSON}."""
+    import json
+
+    import tegra_ai_layer.engines as engines
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    for f in ("det.onnx", "cls.onnx"):
+        (src / f).write_bytes(b"model")
+    (src / "det.calib").write_bytes(b"TRT-8500-EntropyCalibration2\n")
+    paths = engines.write_requests(d, srcdir=str(src), reqdir=str(tmp_path / "requests"))
+    return {os.path.basename(p)[:-len(".json")]: json.load(open(p)) for p in paths}
+
+
+def test_requests_hold_every_option(parse_recipe, tmp_path):
+    requests = write_requests(parse_recipe(GOOD), tmp_path)
+    det, cls = requests["det"], requests["cls"]
+    assert det["model"] == "../src/det.onnx" and det["calibration_cache"] == "../src/det.calib"
+    assert det["options"]["precision"] == "int8" and det["options"]["workspace"] == 512 << 20
+    assert det["options"]["profiles"] == [[{"name": "images", "min": [1, 3, 64, 64], "opt": [2, 3, 64, 64],
+                                            "max": [4, 3, 64, 64]}]]
+    assert len(det["options"]["calibration_sha256"]) == 64
+    assert (cls["options"]["precision"], cls["options"]["dla_core"], cls["options"]["gpu_fallback"]) == ("fp16", 1, True)
+
+
+def test_varflag_precision_default(parse_recipe, tmp_path):
     d = parse_recipe(GOOD + 'TEGRA_AI_ENGINE_PRECISION = "fp32"\n')
-    assert "--name cls --precision fp32" in d.getVar("tensorrt_engine_do_compile")
+    assert write_requests(d, tmp_path)["cls"]["options"]["precision"] == "fp32"
+
+
+def test_bundle_step_passes_the_request_whole(parse_recipe):
+    """The class's bundle lines name the request file and only what bundle alone takes: a
+    build flag there (the class going back to a loose argv) fails this test."""
+    import shlex
+
+    from tegra_ai.cli.optimize import build_parser
+    bundle = build_parser()._subparsers._group_actions[0].choices["bundle"]
+    build_flags = {s for group in bundle._action_groups if group.title.startswith("build options")
+                   for a in group._group_actions for s in a.option_strings}
+    build_flags |= {"--timing-cache"}
+    assert {"--precision", "--shapes", "--calibration-cache", "--plugin"} <= build_flags
+    d = parse_recipe(GOOD + 'TEGRA_AI_MODEL_cls[preprocess] = "cls.json"\n'
+                     'TEGRA_AI_MODEL_cls[timing_cache] = "cls.timing"\nTEGRA_AI_MODEL_cls[contexts] = "2"\n')
+    lines = [shlex.split(ln) for ln in d.getVar("tensorrt_engine_do_compile").splitlines()
+             if "tensorrt-optimize bundle" in ln]
+    assert len(lines) == 2
+    for argv in lines:
+        flags = {a for a in argv if a.startswith("-")}
+        assert "--request" in flags and not flags & build_flags, flags
+        assert flags <= {"--request", "--out", "--name", "--preprocess", "--target", "--no-check"}, flags
+        assert not [a for a in argv[2:] if a.endswith(".onnx")]      # no MODEL: it is in the request
 
 
 def test_override_syntax_applies(parse_recipe, bb_layer_data):

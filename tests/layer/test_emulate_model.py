@@ -48,10 +48,105 @@ def test_bundle_and_install_as_bitbake_runs_them(tmp_path, series):
     assert bundle + "/manifest.json" in files
     manifest = json.load(open(d.getVar("D") + bundle + "/manifest.json"))
     (model,) = manifest["models"]
-    assert model["name"] == "digits" and model["options"]["precision"] == "fp16"
-    assert model["options"]["workspace"] == 64 << 20
+    # the bundle holds the request the class wrote, whole (its model now the bundle's copy)
+    request = json.load(open(os.path.join(d.getVar("TEGRA_AI_REQUEST_DIR"), "digits.json")))
+    assert request["options"]["precision"] == "fp16" and request["options"]["workspace"] == 64 << 20
+    assert model["name"] == "digits" and model["request"] == dict(request, model="digits/digits.onnx")
     split = emulate.package_split(d, files)
     assert list(split) == [d.getVar("PN")], split.get(None)
+
+
+def engines_lib():
+    import tegra_ai_layer.engines as engines     # on the path through the layer's addpylib (emulate.parse)
+    return engines
+
+
+CLASS_OPTIONS = {"precision": "int8", "calibration": "digits.calib", "timing_cache": "digits.timing",
+                 "contexts": "2", "opt_level": "3", "strongly_typed": "0"}
+# the same options as `tensorrt-optimize` flags (with the recipe's own shapes and workspace)
+CLI_FLAGS = ["--precision", "int8", "--calibration-cache", "digits.calib", "--timing-cache", "digits.timing",
+             "--contexts", "2", "--opt-level", "3", "--shapes", "input:1x1x8x8:8x1x8x8:32x1x8x8", "--workspace", "64M"]
+
+
+def test_class_request_is_the_clis_request(tmp_path, monkeypatch):
+    """Varflags -> the class's request file -> `bundle --request` -> the manifest -> the
+    request ensure builds: the same request and cache key as `tensorrt-optimize build`
+    and `bundle` construct from the same options given as flags."""
+    from tegra_ai.cache.manifest import load_manifest
+    from tegra_ai.cli import optimize
+    from tegra_ai.onnx_files import model_digest
+    from tegra_ai.platform import DeviceFacts
+    from tegra_ai.trt import compat
+    from tegra_ai.trt.builder import engine_key
+
+    d = parse(tmp_path, TEGRA_AI_ONNX_CHECK="0")
+    for flag, value in CLASS_OPTIONS.items():
+        d.setVarFlag("TEGRA_AI_MODEL_digits", flag, value)
+    env = native_tool(tmp_path)
+    emulate.unpack(d)
+    src = d.getVar("TEGRA_AI_SRCDIR")
+    with open(os.path.join(src, "digits.calib"), "wb") as f:
+        f.write(b"TRT-8500-EntropyCalibration2\ninput: 3c010a14\n")
+    with open(os.path.join(src, "digits.timing"), "wb") as f:
+        f.write(b"timings")
+    emulate.run(d, "do_compile", env=env)
+    (entry,) = load_manifest(os.path.join(d.getVar("TEGRA_AI_BUNDLE_DIR"), "manifest.json"))
+
+    monkeypatch.chdir(src)
+    parser = optimize.build_parser()
+    built = optimize._request_from_args(parser.parse_args(["build", "digits.onnx"] + CLI_FLAGS))
+    bundled = optimize._request_from_args(parser.parse_args(["bundle", "digits.onnx", "--out", "o"] + CLI_FLAGS))
+    assert built == bundled
+    # the bundle holds that request whole, its files the bundle's copies
+    copies = os.path.join(d.getVar("TEGRA_AI_BUNDLE_DIR"), "digits")
+    assert entry.request == built.replace(model=os.path.join(copies, "digits.onnx"),
+                                          calibration_cache=os.path.join(copies, "calibration.cache"),
+                                          timing_cache=os.path.join(copies, "timing.cache"))
+    feats, facts = compat.features_for("10.3.0.30"), DeviceFacts("8.7", "Orin", "p3767-0005", "36.4.3", 8, "12.6")
+    key = engine_key(model_digest("digits.onnx")[0], built.options, feats, facts)[0]
+    # first-boot ensure keys and builds exactly that request (its timing cache: the cache's own)
+    from tegra_ai.cache import build_child
+    from tegra_ai.cache.ensure import ensure
+    from tegra_ai.errors import TegraAIError
+    handed = []
+
+    def build_in_child(request, **kw):
+        handed.append(request)
+        raise TegraAIError("stand-in: no TensorRT here")
+    monkeypatch.setattr(build_child, "build_in_child", build_in_child)
+    summary = ensure([d.getVar("TEGRA_AI_BUNDLE_DIR")], str(tmp_path / "cache"), loader=None, show_progress=False,
+                     runtime=(feats, lambda options: facts), log=lambda m: None)
+    assert summary["models"][0]["key"] == key
+    assert handed == [entry.request.replace(timing_cache=os.path.join(summary["cache"], "timing.cache"))]
+    # an option changed in the recipe changes the request (and so the key)
+    d.setVarFlag("TEGRA_AI_MODEL_digits", "opt_level", "4")
+    (path,) = engines_lib().write_requests(d)
+    with open(path) as f:
+        assert json.load(f)["options"]["opt_level"] == 4
+
+
+def test_calibration_not_fetched_stops_the_task_naming_the_variable(tmp_path):
+    """The request is constructed after do_unpack (the calibration cache is hashed): a file
+    SRC_URI did not bring stops do_compile with one line naming the variable, no bundle."""
+    import logging
+
+    import bb
+    d = parse(tmp_path, TEGRA_AI_ONNX_CHECK="0")
+    d.setVarFlag("TEGRA_AI_MODEL_digits", "precision", "int8")
+    d.setVarFlag("TEGRA_AI_MODEL_digits", "calibration", "digits.calib")
+    emulate.unpack(d)
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger("BitBake").addHandler(handler)
+    try:
+        with pytest.raises(bb.BBHandledException):
+            emulate.run(d, "do_compile", env=native_tool(tmp_path))
+    finally:
+        logging.getLogger("BitBake").removeHandler(handler)
+    (line,) = [m for m in messages if "TEGRA_AI_MODEL_digits" in m]
+    assert "calibration cache" in line and "digits.calib does not exist" in line and "\n" not in line
+    assert not os.path.exists(d.getVar("TEGRA_AI_BUNDLE_DIR"))
 
 
 def test_preflight_runs_at_build_time(tmp_path):
@@ -268,6 +363,22 @@ def test_signature_follows_the_real_inputs(signature, change):
     assert signature(**change) != signature()
 
 
+@pytest.mark.parametrize("flag, value", [("opt_level", "3"), ("contexts", "2"), ("workspace", "128M"),
+                                         ("strongly_typed", "1")])
+def test_an_option_changes_the_request_and_the_signature(tmp_path, signature, flag, value):
+    """Every build option reaches the request file, and the bundle task's signature."""
+    def request(**flags):
+        d = parse(tmp_path)
+        for k, v in flags.items():
+            d.setVarFlag("TEGRA_AI_MODEL_digits", k, v)
+        reqdir = str(tmp_path / "req")
+        (path,) = engines_lib().write_requests(d, srcdir=str(tmp_path), reqdir=reqdir)
+        with open(path) as f:
+            return f.read()
+    assert request(**{flag: value}) != request()
+    assert signature(**{"TEGRA_AI_MODEL_digits[%s]" % flag: value}) != signature()
+
+
 @pytest.mark.parametrize("change", [
     {"TEGRA_AI_ENGINE_BUILDER": "ssh -o BatchMode=yes root@orin-ref-2"},
     {"TEGRA_AI_ENGINE_BUILDER_CACHE": "/data/builder-cache"},
@@ -296,8 +407,11 @@ def test_user_recipe_example_parses(tmp_path):
     except ImportError as e:
         pytest.skip("BitBake's bb package is not installed (pip install bitbake-setup): %s" % e)
     compile_ = d.getVar("tensorrt_engine_do_compile")
-    assert "--name detector --precision int8" in compile_
-    assert "--shapes images:1x3x640x640:1x3x640x640:4x3x640x640 --workspace 1073741824" in compile_
+    assert "--request %s/detector.json" % d.getVar("TEGRA_AI_REQUEST_DIR") in compile_
+    assert "--name detector --preprocess" in compile_ and "--precision" not in compile_
+    (spec,) = engines_lib().parse_models(d)
+    assert (spec.precision, spec.calibration, spec.workspace) == ("int8", "detector.calib", 1 << 30)
+    assert spec.shapes == ["images:1x3x640x640:1x3x640x640:4x3x640x640"]
     assert "tegra-ai-tools-native" in d.getVar("DEPENDS")
 
 

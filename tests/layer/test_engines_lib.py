@@ -1,5 +1,7 @@
 """lib/tegra_ai_layer without BitBake: a dict-backed stand-in for the data store."""
 
+import os
+
 import pytest
 
 from tegra_ai_layer import compat, engines
@@ -32,20 +34,27 @@ def test_defaults():
     assert spec.name == "m" and spec.precision == "fp16" and spec.shapes == [] and spec.workspace is None
 
 
-def test_all_options():
+def test_all_options(tmp_path):
     d = model({"precision": "int8", "calibration": "m.calib", "shapes": "in:1x3:2x3:4x3,mask:1x1 in:8x3",
                "workspace": "256M", "dla_core": "0", "gpu_fallback": "1", "opt_level": "3",
                "timing_cache": "t.cache", "preprocess": "p.json"})
     (spec,) = engines.parse_models(d)
     assert spec.workspace == 256 << 20
-    args = spec.bundle_args("/src", "/out", target="trt-10.3", check=False)
-    assert args[:8] == ["bundle", "/src/m.onnx", "--out", "/out", "--name", "m", "--precision", "int8"]
-    assert args.count("--shapes") == 2
-    for a in ("--dla-core", "--gpu-fallback", "--opt-level", "--calibration-cache", "--timing-cache",
-              "--preprocess", "--no-check"):
-        assert a in args
-    assert args[args.index("--target") + 1] == "trt-10.3"
-    assert args[args.index("--calibration-cache") + 1] == "/src/m.calib"
+    src, req = tmp_path / "src", tmp_path / "build" / "requests"
+    src.mkdir()
+    (src / "m.calib").write_bytes(b"TRT-8500-EntropyCalibration2\n")
+    data = spec.request_json(str(src), str(req))
+    # every build option and build input is in the request, files relative to its folder
+    assert data["model"] == "../../src/m.onnx" and data["calibration_cache"] == "../../src/m.calib"
+    assert data["timing_cache"] == "../../src/t.cache"
+    o = data["options"]
+    assert (o["precision"], o["workspace"], o["dla_core"], o["gpu_fallback"], o["opt_level"]) == (
+        "int8", 256 << 20, 0, True, 3)
+    assert len(o["profiles"]) == 2 and len(o["calibration_sha256"]) == 64
+    # the bundle step's argv: the request file and what only bundle takes, no build flag
+    args = spec.bundle_args("/req/m.json", "/out", "/src", target="trt-10.3", check=False)
+    assert args == ["bundle", "--request", "/req/m.json", "--out", "/out", "--name", "m",
+                    "--preprocess", "/src/p.json", "--target", "trt-10.3", "--no-check"]
 
 
 @pytest.mark.parametrize("flags, values, message", [
@@ -99,7 +108,9 @@ def test_bitbake_flags_are_not_options():
 
 def test_qdq_int8_needs_no_calibration():
     (spec,) = engines.parse_models(model({"precision": "int8", "qdq": "1"}))
-    assert "--calibration-cache" not in spec.bundle_args("/s", "/o")
+    data = spec.request_json("/s", "/s/req")
+    assert data["options"]["precision"] == "int8" and data["calibration_cache"] is None
+    assert data["options"]["calibration_sha256"] is None
 
 
 @pytest.mark.parametrize("arch, cc", [("72", "7.2"), ("87", "8.7"), ("110", "11.0"), ("", ""), ("sm87", "")])

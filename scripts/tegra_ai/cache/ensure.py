@@ -145,6 +145,19 @@ class RekeySource(EngineSource):
         return None
 
 
+def _check_calibration(request) -> None:
+    """The calibration data a build reads must be the data its key names (the bundle's
+    copy can rot or be edited on the device): checked before a build, not on a cache hit."""
+    from tegra_ai.spec import hash_calibration
+
+    want = request.options.calibration_sha256
+    if want and request.has_calibration:
+        if hash_calibration(request.calibration_data, request.calibration_cache) != want:
+            where = request.calibration_data or request.calibration_cache
+            raise TegraAIError(f"{where} does not match its manifest (sha256 differs): the bundle is corrupt "
+                               "or was changed after it was made")
+
+
 def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builder=None, loader="default",
            runtime=None, seeds: tuple = (), sources: tuple = (), show_progress: bool = True, verbose: bool = False,
            model_timeout: float | None = None, lock_timeout: float | None = None, load_plugin=None,
@@ -237,19 +250,20 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
             if sha != entry.sha256:
                 raise TegraAIError(f"{entry.onnx} does not match its manifest (sha256 differs): the bundle is corrupt "
                                    "or was changed after it was made")
-            facts = facts_for(entry.options)
+            request = entry.request       # the bundle's build request, whole: key and build both take it
+            facts = facts_for(request.options)
             record["device"] = facts.to_dict()
             this_release = this_release or facts.l4t_release
             # Plugins first: their creators must be registered before an engine using
             # them is deserialized or built, and their digests are part of the key.
-            for lib in entry.plugins:
+            for lib in request.plugins:
                 if load_plugin is not None and lib not in loaded_plugins:   # once per process
                     load_plugin(lib)
                     loaded_plugins.add(lib)
-            plugins = plugin_digests(entry.plugins)
+            plugins = plugin_digests(request.plugins)
             if plugins:
                 record["plugins"] = plugins
-            key, material = engine_key(sha, entry.options, feats, facts, plugins)
+            key, material = engine_key(sha, request.options, feats, facts, plugins)
             record["key"] = key
             with cache.lock(entry.name, timeout=lock_timeout, on_wait=lambda pid, comm: log(
                     f"{entry.name}: waiting up to {lock_timeout:g} s for its lock, held by "
@@ -269,6 +283,7 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
                             record["source"] = source.label
                             break
                 if found is None:
+                    _check_calibration(request)
                     log(f"{entry.name}: building engine (key {key[:12]})")
                     result = builder(entry)
                     if result.sidecar.cache_key != key:

@@ -41,6 +41,7 @@ def _add_build_options(p):
                         "runtime workers); the engine gets one copy of the profiles per context (default 1)")
     g.add_argument("--compute-capability", metavar="M.m",
                    help="TensorRT-RTX only: the GPU architecture to build for (8.0, 8.6, 8.9, 12.0)")
+    return g
 
 
 def _request_from_args(args):
@@ -53,10 +54,6 @@ def _request_from_args(args):
         precision=args.precision, shapes=args.shapes, workspace=args.workspace, dla_core=args.dla_core,
         gpu_fallback=args.gpu_fallback, opt_level=args.opt_level, strongly_typed=args.strongly_typed,
         compute_capability=args.compute_capability, contexts=args.contexts)
-
-
-def _options_from_args(args):
-    return _request_from_args(args).options
 
 
 # --------------------------------------------------------------------------- commands
@@ -118,46 +115,93 @@ def cmd_check(args):
     return 0 if report.ok else 1
 
 
+def _request_from_file(path: str):
+    """``bundle --request FILE``: a BuildRequest as ``BuildRequest.to_dict`` writes it (the
+    Yocto class writes one per model), taken whole. Relative paths are relative to the
+    file's directory; the calibration files must be the ones its options were hashed from."""
+    from tegra_ai.spec import BuildRequest, hash_calibration
+    from tegra_ai.util.jsonfile import JSONFileError, read_json_file
+
+    def bad(msg):
+        return TegraAIError(f"request {path}: {msg}", exit_code=EXIT_USAGE)
+
+    try:
+        data = read_json_file(path, max_bytes=1 << 20)
+        request = BuildRequest.from_dict(data)
+    except JSONFileError as exc:
+        raise bad(str(exc)) from None
+    except TegraAIError as exc:
+        raise bad(exc.message.removeprefix("build request: ")) from None
+    base = os.path.dirname(os.path.abspath(path))
+    request = request.map_files(lambda p: os.path.normpath(os.path.join(base, p)))   # absolute: as it is
+    try:
+        digest = hash_calibration(request.calibration_data, request.calibration_cache)
+    except TegraAIError as exc:
+        raise bad(exc.message) from None
+    if digest != request.options.calibration_sha256:
+        raise bad(f"options.calibration_sha256 is not the sha256 of "
+                  f"{request.calibration_data or request.calibration_cache or 'its calibration files (none)'}: "
+                  "the file changed after the request was written; write the request again")
+    return request
+
+
+def _bundle_request(args):
+    """The one BuildRequest of ``bundle``: from --request FILE, or from MODEL and the flags
+    (``args.request_flags``: bundle's flags that the request holds, with their defaults)."""
+    if args.request is None:
+        if args.model is None:
+            raise TegraAIError("bundle needs MODEL.onnx (with build flags) or --request FILE", exit_code=EXIT_USAGE)
+        return _request_from_args(args)
+    if args.model is not None:
+        raise TegraAIError(f"bundle: give the model in --request {args.request} or as MODEL ({args.model}), "
+                           "not both", exit_code=EXIT_USAGE)
+    # the request file is the whole request: a flag beside it would silently be one or the other
+    given = [flag for dest, flag, default in args.request_flags if getattr(args, dest) != default]
+    if given:
+        raise TegraAIError(f"bundle --request {args.request}: the request file holds the build options; "
+                           f"drop {', '.join(given)} (or change the request)", exit_code=EXIT_USAGE)
+    return _request_from_file(args.request)
+
+
 def cmd_bundle(args):
     from tegra_ai.cache.manifest import add_to_bundle
     from tegra_ai.onnx_files import model_digest
 
-    options = _options_from_args(args)
+    request = _bundle_request(args)
+    options = request.options
     preprocess = None
     if args.preprocess:
         from tegra_ai.preprocess.spec import PreprocessSpec
 
         preprocess = PreprocessSpec.load(args.preprocess).to_dict()
-    if args.calibration and os.path.isdir(args.calibration):
+    if request.calibration_data and os.path.isdir(request.calibration_data):
         raise TegraAIError("bundle takes calibration data as one .npz file", exit_code=EXIT_USAGE)
-    if args.timing_cache and not os.path.isfile(args.timing_cache):
-        raise TegraAIError(f"timing cache {args.timing_cache} does not exist", exit_code=EXIT_USAGE)
-    if args.plugin:
+    if request.timing_cache and not os.path.isfile(request.timing_cache):
+        raise TegraAIError(f"timing cache {request.timing_cache} does not exist", exit_code=EXIT_USAGE)
+    if request.plugins:
         from tegra_ai.cache.manifest import check_plugin_name
 
-        for lib in args.plugin:
+        for lib in request.plugins:
             check_plugin_name(lib)
     if args.target and not args.no_check:
         from tegra_ai.onnx_tools.check import check_build_options, check_model, format_report
         from tegra_ai.onnx_tools.targets import resolve_target
 
         target = resolve_target(args.target)
-        report = check_model(args.model, target)
+        report = check_model(request.model, target)
         if not report.ok:
             print(format_report(report), file=sys.stderr)
-            raise TegraAIError(f"{args.model} fails the preflight for {args.target}; not bundled")
+            raise TegraAIError(f"{request.model} fails the preflight for {args.target}; not bundled")
         # what 'build' would refuse on the device, refused here on the host
-        check_build_options(report, options, target, calibration_data=args.calibration,
-                            calibration_cache=args.calibration_cache)
-    elif args.calibration:
+        check_build_options(report, options, target, calibration_data=request.calibration_data,
+                            calibration_cache=request.calibration_cache)
+    elif request.calibration_data:
         from tegra_ai.trt.calibrator import load_calibration_arrays
 
-        load_calibration_arrays(args.calibration)
-    sha, files = model_digest(args.model)
-    name = args.name or os.path.splitext(os.path.basename(args.model))[0]
-    manifest = add_to_bundle(args.out, name, files, sha, options, preprocess,
-                             calibration_data=args.calibration, calibration_cache=args.calibration_cache,
-                             timing_cache=args.timing_cache, plugins=tuple(args.plugin))
+        load_calibration_arrays(request.calibration_data)
+    sha, files = model_digest(request.model)
+    name = args.name or os.path.splitext(os.path.basename(request.model))[0]
+    manifest = add_to_bundle(args.out, name, files, sha, request, preprocess)
     if args.json:
         print_json({"manifest": os.path.abspath(manifest), "name": name, "sha256": sha})
     else:
@@ -409,16 +453,26 @@ def build_parser():
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("bundle", parents=common, help="add a model (validated, hashed, with its build options) to a bundle for 'ensure'")
-    p.add_argument("model")
+    p.add_argument("model", nargs="?", help="the ONNX model (or give --request instead)")
+    p.add_argument("--request", metavar="FILE",
+                   help="a build request (JSON, as the Yocto class writes it: model, build options, calibration "
+                        "and timing cache files relative to FILE's directory) in place of MODEL and the build flags")
     p.add_argument("--out", required=True, metavar="DIR", help="bundle directory (holds manifest.json)")
     p.add_argument("--name", help="model name in the manifest (default: file name)")
     p.add_argument("--preprocess", metavar="SPEC.json", help="preprocessing spec to record with the model")
     p.add_argument("--target", help="run the preflight for this target first and refuse a failing model")
     p.add_argument("--no-check", action="store_true", help="skip the preflight (no onnx package needed)")
-    p.add_argument("--timing-cache", metavar="FILE", help="a timing cache to ship with the model (seeds the device's)")
-    _add_build_options(p)
+    timing = p.add_argument("--timing-cache", metavar="FILE",
+                            help="a timing cache to ship with the model (seeds the device's)")
+    group = _add_build_options(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bundle)
+    # refused beside --request: every build option, and the timing cache (a file of the request)
+    names, defaults = {}, {}
+    for action in list(group._group_actions) + [timing]:
+        names.setdefault(action.dest, []).extend(action.option_strings)
+        defaults.setdefault(action.dest, action.default)    # as parse_args fills them in: the first wins
+    p.set_defaults(request_flags=[(dest, "/".join(opts), defaults[dest]) for dest, opts in names.items()])
 
     p = sub.add_parser("ensure", parents=common, help="every model in the manifests gets a valid engine in the cache (first boot)")
     p.add_argument("--manifest", action="append", required=True, metavar="PATH",
