@@ -230,6 +230,12 @@ CASES = [
     ("ensure-model-timeout-type", ["ensure", "--manifest", "m", "--cache", "c", "--model-timeout", "soon"], 2,
      "invalid float value"),
     ("ensure-prune", ["ensure", "--manifest", "m", "--cache", "c", "--prune", "all"], 2, "invalid choice"),
+    ("ensure-lock-timeout-negative", ["ensure", "--manifest", "manifests/other", "--cache", "c",
+                                      "--lock-timeout", "-1"], 2, "--lock-timeout -1.0: expected a number of seconds"),
+    ("ensure-lock-timeout-nan", ["ensure", "--manifest", "manifests/other", "--cache", "c", "--lock-timeout", "nan"],
+     2, "--lock-timeout nan: expected a number of seconds"),
+    ("ensure-lock-timeout-type", ["ensure", "--manifest", "m", "--cache", "c", "--lock-timeout", "1h"], 2,
+     "invalid float value"),
     # ---- export (Triton / DeepStream)
     ("export-no-target", ["export", "--manifest", "goodbundle", "--cache", "emptycache"], 2, "needs --triton"),
     ("export-missing-cache", ["export", "--manifest", "goodbundle", "--cache", "nocache", "--triton", "r"], 2,

@@ -125,6 +125,12 @@ PUBLISH_CASES = [
      "index expiry nan: expected days > 0"),
     ("text-index-expiry", ["--cache", "cache", "--to", "m", "--key", "keys/mirror.key", "--index-expiry", "1w"], 2,
      "invalid float value"),
+    ("negative-lock-timeout", ["--cache", "cache", "--to", "m", "--key", "keys/mirror.key", "--lock-timeout", "-5"],
+     2, "--lock-timeout -5.0: expected a number of seconds >= 0"),
+    ("inf-lock-timeout", ["--cache", "cache", "--to", "m", "--key", "keys/mirror.key", "--lock-timeout", "inf"],
+     2, "--lock-timeout inf: expected a number of seconds >= 0"),
+    ("text-lock-timeout", ["--cache", "cache", "--to", "m", "--key", "keys/mirror.key", "--lock-timeout", "soon"],
+     2, "invalid float value"),
 ]
 
 

@@ -20,6 +20,7 @@ _WRITE_HINTS = {
     _errno.EACCES: "run as a user who may write there, or choose another directory",
     _errno.EPERM: "run as a user who may write there, or choose another directory",
 }
+EXIT_TEMPFAIL = 75     # sysexits EX_TEMPFAIL: another process held a lock past --lock-timeout; retry later
 
 
 class TegraAIError(Exception):

@@ -5,9 +5,18 @@ replaced by a builder that writes bytes and a real sidecar, or crashes, or hangs
 command. It claims nothing about TensorRT; it exercises our process handling.
 
 TEGRA_AI_TEST_BUILD = "MODEL=ACTION,...", or "*=ACTION" for every model; ACTION is
-``ok``, ``segv`` (the builder segfaults), ``sleep`` (hangs for 120 s) or ``fail`` (a
-TegraAIError). TEGRA_AI_TEST_MARK: a directory where each build writes ``MODEL.pid``
-(the builder's process id) when it starts."""
+``ok``, ``segv`` (the builder segfaults), ``sleep`` (hangs for 120 s), ``fail`` (a
+TegraAIError) or ``slow`` (what the kill test uses: a build of 100-400 ms, like the
+fastest real ones, or TEGRA_AI_TEST_BUILD_SECONDS="LOW,HIGH", of an engine of TEGRA_AI_TEST_ENGINE_BYTES bytes, default 4 MiB,
+whose bytes follow from its key). TEGRA_AI_TEST_MARK: a directory where each build
+writes ``MODEL.pid`` (the builder's process id) when it starts.
+
+TEGRA_AI_TEST_PHASES (the kill test, tests/killtest.py): a file where the process appends
+one line ``PID MONOTONIC-SECONDS PHASE`` as it enters each step of ensure and publish that a kill could
+interrupt (lock waits, the build, each atomic write: begun, temp file made, written and
+about to be fsynced and renamed, done; link updates, prunes), so the kill test can tell
+where each SIGKILL landed. TEGRA_AI_TEST_STOP_AT="STEP:N": the process stops itself
+(SIGSTOP) as it enters STEP for the N-th time, for the kill test to SIGKILL it there."""
 
 import os
 
@@ -48,7 +57,100 @@ if _spec:
         from tegra_ai.onnx_files import model_digest
 
         sha, _files = model_digest(model_path)
-        _key, material = _builder.engine_key(sha, options, FEATS, FACTS, _builder.plugin_digests(plugin_libraries))
-        return _builder.BuildResult(engine=f"engine of {name}".encode(), sidecar=Sidecar.new(material, build_seconds=0.0))
+        key, material = _builder.engine_key(sha, options, FEATS, FACTS, _builder.plugin_digests(plugin_libraries))
+        engine = f"engine of {name}".encode()
+        if action == "slow":
+            import random
+
+            low, high = (float(x) for x in os.environ.get("TEGRA_AI_TEST_BUILD_SECONDS", "0.1,0.4").split(","))
+            time.sleep(random.uniform(low, high))
+            size = int(os.environ.get("TEGRA_AI_TEST_ENGINE_BYTES", 4 << 20))
+            engine = random.Random(key).randbytes(size)   # one key, one engine: publish sees no conflict
+        return _builder.BuildResult(engine=engine, sidecar=Sidecar.new(material, build_seconds=0.0))
 
     _builder.build_engine = build_engine
+
+def _is_build_child():
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            return b"tegra_ai.cache.build_child" in f.read()
+    except OSError:
+        return False
+
+
+_phases = os.environ.get("TEGRA_AI_TEST_PHASES")
+if _phases and not _is_build_child():     # the ensure or publish process itself
+    import contextlib
+    import signal
+    import time
+
+    from tegra_ai.cache import build_child as _build_child
+    from tegra_ai.cache import publish as _publish
+    from tegra_ai.cache import store as _store
+    from tegra_ai.util import atomic as _atomic
+
+    _fd = os.open(_phases, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    _stop_step, _, _stop_nth = os.environ.get("TEGRA_AI_TEST_STOP_AT", "").rpartition(":")
+    _seen = {}
+
+    def _mark(phase):
+        # one write: lines never interleave; CLOCK_MONOTONIC is one clock for all processes
+        os.write(_fd, f"{os.getpid()} {time.monotonic():.4f} {phase}\n".encode())
+        _seen[phase] = _seen.get(phase, 0) + 1
+        if phase == _stop_step and str(_seen[phase]) == _stop_nth:
+            os.kill(os.getpid(), signal.SIGSTOP)    # the kill test SIGKILLs it right here
+
+    def _kind(path):
+        base = os.path.basename(os.fspath(path))
+        for suffix, kind in ((".engine.json", "sidecar"), (".engine.sig", "signature"), (".engine", "engine"),
+                             ("index.json", "index"), (".hashmemo.json", "memo")):
+            if base.endswith(suffix):
+                return kind
+        return "other"
+
+    def _around(owner, attr, phase, context=False):
+        real = getattr(owner, attr)
+        if context:
+            @contextlib.contextmanager
+            def wrapped(*a, **k):
+                _mark(phase + "-wait")
+                with real(*a, **k) as value:
+                    _mark(phase + "-held")
+                    yield value
+                _mark(phase + "-released")
+        else:
+            def wrapped(*a, **k):
+                _mark(phase)
+                try:
+                    return real(*a, **k)
+                finally:
+                    _mark(phase + "-done")
+        setattr(owner, attr, wrapped)
+
+    _real_writer = _atomic.atomic_writer
+
+    @contextlib.contextmanager
+    def _writer(path, *a, **k):
+        _mark("write-" + _kind(path))
+        with _real_writer(path, *a, **k) as f:
+            _mark("writing-" + _kind(path))       # its temp file exists
+            yield f
+            _mark("renaming-" + _kind(path))      # written; flush, fsync, rename, fsync dir next
+        _mark("wrote-" + _kind(path))
+
+    _atomic.atomic_writer = _writer
+    from tegra_ai.cache import ensure as _ensure
+
+    _around(_ensure, "ensure", "ensure")            # the CLI imports these when the command runs
+    _around(_publish, "publish", "publish")
+    _around(_store.EngineCache, "lock", "model-lock", context=True)
+    _around(_store.EngineCache, "cache_lock", "cache-lock", context=True)
+    _around(_store.EngineCache, "update_link", "link")
+    _around(_store.EngineCache, "remove_link", "unlink")
+    _around(_store.EngineCache, "prune", "prune")
+    _around(_store.EngineCache, "prune_unlisted", "prune-unlisted")
+    _around(_store, "_remove_tree", "rmtree")
+    _around(_build_child.ChildProcessBuilder, "__call__", "build")
+    _around(_publish, "_publish_lock", "publish-lock", context=True)
+    _mark("started")

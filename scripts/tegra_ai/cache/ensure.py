@@ -19,8 +19,10 @@ import time
 
 from tegra_ai.cache.build_child import ChildProcessBuilder
 from tegra_ai.cache.manifest import find_manifests, load_manifest
-from tegra_ai.cache.store import VOLATILE_FILESYSTEMS, EngineCache
-from tegra_ai.errors import EXIT_CANTCREAT, EXIT_FAILURE, EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError, write_error
+from tegra_ai.cache.store import (DEFAULT_LOCK_TIMEOUT, VOLATILE_FILESYSTEMS, EngineCache, LockTimeout,
+                                  check_lock_timeout)
+from tegra_ai.errors import (EXIT_CANTCREAT, EXIT_FAILURE, EXIT_TEMPFAIL, EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError,
+                             write_error)
 from tegra_ai.onnx_files import model_digest
 from tegra_ai.spec import KEY_FORMAT, Sidecar, sidecar_path
 
@@ -158,7 +160,8 @@ def _check_calibration(request) -> None:
 
 def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builder=None, loader="default",
            runtime=None, seeds: tuple = (), sources: tuple = (), show_progress: bool = True, verbose: bool = False,
-           model_timeout: float | None = None, load_plugin=None, log=LOG.info) -> dict:
+           model_timeout: float | None = None, lock_timeout: float | None = None, load_plugin=None,
+           log=LOG.info) -> dict:
     """Returns a JSON-able summary; ``summary["exit_code"]`` is what the CLI exits with.
 
     ``runtime`` is ``(features, facts_for(options))``; by default TensorRT and this GPU.
@@ -167,13 +170,23 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
     ``builder(entry) -> BuildResult``; by default each build runs in a child process
     (:class:`~tegra_ai.cache.build_child.ChildProcessBuilder`) stopped after
     ``model_timeout`` seconds. ``load_plugin(library)`` loads a model's plugin library
-    before its engine is looked up or built (by default into TensorRT's registry)."""
+    before its engine is looked up or built (by default into TensorRT's registry).
+
+    ``lock_timeout``: seconds to wait for a model's lock (another run building it) and the
+    cache lock; default :data:`~tegra_ai.cache.store.DEFAULT_LOCK_TIMEOUT`, or
+    ``model_timeout`` + 5 minutes when that is longer. A model whose lock stays held fails
+    with the holder's PID (its link and index entry are left to the holder); exit 75
+    (EX_TEMPFAIL) when that is the only kind of failure."""
     if prune not in PRUNE_POLICIES:
         raise TegraAIError(f"--prune {prune!r}: expected one of {', '.join(PRUNE_POLICIES)}", exit_code=EXIT_USAGE)
     if model_timeout is not None and not (isinstance(model_timeout, (int, float)) and model_timeout > 0):
         raise TegraAIError(f"--model-timeout {model_timeout!r}: expected a number of seconds > 0",
                            exit_code=EXIT_USAGE)
+    lock_timeout = check_lock_timeout(lock_timeout)
+    if lock_timeout is None:
+        lock_timeout = max(DEFAULT_LOCK_TIMEOUT, (model_timeout or 0) + 300)
     started = time.monotonic()
+    since = time.time()          # pruning never removes a model a concurrent run wrote after this
     entries = load_entries(manifest_paths)
     cache = EngineCache(cache_dir)
     summary = {"cache": cache.root, "models": [], "built": 0, "hits": 0, "seeded": 0, "fetched": 0, "rekeyed": 0,
@@ -252,7 +265,9 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
                 record["plugins"] = plugins
             key, material = engine_key(sha, request.options, feats, facts, plugins)
             record["key"] = key
-            with cache.lock(entry.name):
+            with cache.lock(entry.name, timeout=lock_timeout, on_wait=lambda pid, comm: log(
+                    f"{entry.name}: waiting up to {lock_timeout:g} s for its lock, held by "
+                    f"{f'PID {pid}' if pid else 'another process'}")):
                 found = cache.lookup(entry.name, key)
                 status = "hit"
                 if found is not None and not loads(found[0], "the cache"):
@@ -300,6 +315,8 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
                 exc = write_error(exc.filename or cache.root, exc)
             record["status"] = "failed"
             record["error"] = str(exc)
+            if isinstance(exc, LockTimeout):
+                record["lock_holder"] = exc.holder      # its link and index entry are the holder's
             if exc.exit_code == EXIT_CANTCREAT:
                 record["exit_code"] = EXIT_CANTCREAT
             summary["failed"] += 1
@@ -307,25 +324,43 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
         record["seconds"] = round(time.monotonic() - t0, 3)
 
     # A model whose engine failed has no valid engine for its current key: applications
-    # must not pick up the previous one from the index or its stable link.
-    dropped = {r["name"] for r in summary["models"] if r.get("status") == "failed"}
-    for name in dropped:
-        cache.remove_link(name)
-    if prune == "unlisted":
-        summary["pruned_models"] = cache.prune_unlisted({e.name for e in entries}, l4t_release=this_release)
-        dropped |= set(summary["pruned_models"])
+    # must not pick up the previous one from the index or its stable link (under its lock,
+    # unless a concurrent run linked an engine since this run started).
+    failed = [r for r in summary["models"] if r.get("status") == "failed"]
+    dropped = set()
+    for r in failed:
+        if "lock_holder" in r:
+            continue
+        with contextlib.suppress(FileNotFoundError, TegraAIError):      # LockTimeout is one
+            with cache.lock(r["name"], timeout=lock_timeout, create=False):
+                if not cache.linked_since(r["name"], since):
+                    cache.remove_link(r["name"])
+                    dropped.add(r["name"])
     try:
-        cache.write_index(index, drop=dropped)
+        with cache.cache_lock(timeout=lock_timeout):
+            if prune == "unlisted":
+                summary["pruned_models"] = cache.prune_unlisted({e.name for e in entries}, l4t_release=this_release,
+                                                                since=since)
+                dropped |= set(summary["pruned_models"])
+            cache.write_index(index, drop=dropped)
+            cache.memo.save()
+    except LockTimeout as exc:
+        summary["warnings"].append(f"{exc} (index.json not updated)")
+        log(f"warning: {exc}; index.json not updated")
+        summary["index_lock_timeout"] = True
     except TegraAIError as exc:        # a full or read-only cache: the engines are there, the index is not
         summary["error"] = exc.message
         summary["failed_index"] = True
         log(f"FAILED: {exc}")
-    cache.memo.save()
     summary["seconds"] = round(time.monotonic() - started, 3)
     # 73 when the cache could not be written (a model's files, its link or the index): a
-    # full disk or read-only cache, named in each failed model's error; else 1 if any failed
+    # full disk or read-only cache, named in each failed model's error; 75 when the only
+    # failures are models (or the index) another process held past --lock-timeout; else
+    # 1 if any failed
     cant_write = summary.get("failed_index") or any(r.get("exit_code") == EXIT_CANTCREAT for r in summary["models"])
-    summary["exit_code"] = EXIT_CANTCREAT if cant_write else EXIT_FAILURE if summary["failed"] else 0
+    busy_only = all("lock_holder" in r for r in failed) and (failed or summary.get("index_lock_timeout"))
+    summary["exit_code"] = EXIT_CANTCREAT if cant_write else EXIT_TEMPFAIL if busy_only else \
+        EXIT_FAILURE if summary["failed"] else 0
     return summary
 
 

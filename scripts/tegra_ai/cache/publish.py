@@ -33,7 +33,7 @@ import re
 import time
 
 from tegra_ai.cache.mirror import MIRROR_INDEX, MIRROR_INDEX_FORMAT, MIRROR_INDEX_VERSION, signature_path
-from tegra_ai.cache.store import EngineCache, engine_relpath
+from tegra_ai.cache.store import DEFAULT_LOCK_TIMEOUT, EngineCache, check_lock_timeout, engine_relpath, file_lock
 from tegra_ai.errors import EXIT_FAILURE, EXIT_USAGE, TegraAIError, not_writable
 from tegra_ai.spec import Sidecar, check_model_name, sidecar_path
 from tegra_ai.util.atomic import atomic_write_bytes, atomic_write_json, create_exclusive, make_dirs
@@ -77,10 +77,16 @@ def _read(path: str, limit: int | None = None) -> bytes:
         return f.read() if limit is None else f.read(limit)
 
 
-def _present(mirror: str, rel: str, sidecar: Sidecar):
-    """'absent', 'same' (this engine is there), or 'different' (something else holds the paths)."""
+def _present(mirror: str, rel: str, sidecar: Sidecar, listed: bool = True):
+    """'absent', 'same' (this engine is there), or 'different' (something else holds the paths).
+    An engine (and signature) without a sidecar that the index does not list (``listed``
+    False) is a killed publish's: the sidecar is written last and the index after it, so
+    it counts as absent and is written again (the caller holds the publish lock)."""
     paths = [os.path.join(mirror, *p.split("/")) for p in (rel, sidecar_path(rel), signature_path(rel))]
     if not any(os.path.lexists(p) for p in paths):
+        return "absent"
+    if not listed and not os.path.lexists(paths[1]) and all(os.path.isfile(p) or not os.path.lexists(p)
+                                                           for p in paths):
         return "absent"
     there = Sidecar.read_if_ours(paths[1])
     if there is None or there.cache_key != sidecar.cache_key or there.engine_sha256 != sidecar.engine_sha256:
@@ -124,17 +130,13 @@ def _remove_stale_temp_files(mirror: str) -> None:
 
 
 @contextlib.contextmanager
-def _publish_lock(mirror: str):
-    import fcntl
-
-    fd = os.open(os.path.join(mirror, ".publish.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)   # flock: released by the kernel when a holder dies
+def _publish_lock(mirror: str, timeout: float = DEFAULT_LOCK_TIMEOUT):
+    # flock: released by the kernel when a holder dies; waited for at most ``timeout`` s
+    with file_lock(os.path.join(mirror, ".publish.lock"), timeout=timeout, what=f"mirror {mirror}",
+                   hint="another tensorrt-optimize publish is writing this mirror; retry later, or stop that "
+                        "process if it hangs"):
         _remove_stale_temp_files(mirror)
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def _read_index_file(mirror: str) -> dict:
@@ -189,13 +191,17 @@ def _index_entry(name: str, sidecar: Sidecar, raw_sidecar: bytes, signature: byt
 
 
 def publish(cache_dir: str, mirror_dir: str, private_key: str, *, names=(), key_backend: str | None = None,
-            index_expiry_days: float | None = None) -> dict:
+            index_expiry_days: float | None = None, lock_timeout: float | None = None) -> dict:
     """Sign and copy every valid engine of ``cache_dir`` (or of ``names``) into ``mirror_dir``,
     and sign a new index (next sequence number; expiring ``index_expiry_days`` from now).
-    Returns a JSON-able summary; ``exit_code`` 1 when an engine conflicts with one there."""
+    Returns a JSON-able summary; ``exit_code`` 1 when an engine conflicts with one there.
+    One publisher at a time per mirror: another one's lock is waited for at most
+    ``lock_timeout`` seconds (default :data:`~tegra_ai.cache.store.DEFAULT_LOCK_TIMEOUT`),
+    then :class:`~tegra_ai.cache.store.LockTimeout` (exit 75) names its PID."""
     from tegra_ai.cache.signing import load_private_key
 
     index_expiry_days = check_index_expiry(index_expiry_days)
+    lock_timeout = check_lock_timeout(lock_timeout)
     key = load_private_key(private_key, backend=key_backend)
     if not os.path.isdir(cache_dir):
         raise _usage(f"engine cache {cache_dir} does not exist or is not a directory")
@@ -229,17 +235,19 @@ def publish(cache_dir: str, mirror_dir: str, private_key: str, *, names=(), key_
         # Its existence is the mark: created exclusively, no temp file a concurrent publish could see.
         create_exclusive(marker, "engine mirror written by tensorrt-optimize publish\n")
 
-    with _publish_lock(mirror):   # one publisher at a time: engine, signature and sidecar stay a set
+    with _publish_lock(mirror, DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout):
+        # one publisher at a time: engine, signature and sidecar stay a set
         moment = datetime.datetime.now(datetime.timezone.utc)
         now = moment.isoformat(timespec="seconds")
-        index = {rel: e for rel, e in read_index(mirror).items()
+        listed = read_index(mirror)
+        index = {rel: e for rel, e in listed.items()
                  if os.path.isfile(os.path.join(mirror, *str(rel).split("/")))}
         results = []
         for name, engine_path, sidecar in candidates:
             rel = engine_relpath(name, sidecar.cache_key)
             row = {"name": name, "key": sidecar.cache_key, "engine": rel, "size": sidecar.engine_size}
             results.append(row)
-            state = _present(mirror, rel, sidecar)
+            state = _present(mirror, rel, sidecar, listed=rel in listed)
             if state == "different":
                 row.update(status="conflict", reason=f"{rel} already holds a different engine (or foreign files) for "
                                                      "this key; not overwritten")
@@ -257,8 +265,12 @@ def publish(cache_dir: str, mirror_dir: str, private_key: str, *, names=(), key_
                     index[rel] = _index_entry(name, sidecar, _read(sidecar_path(dest), 1 << 22),
                                               _read(signature_path(dest), 1 << 16), key, now)
                 continue
-            raw_sidecar = _read(sidecar_path(engine_path), 1 << 22)
-            engine = _read(engine_path)
+            try:
+                raw_sidecar = _read(sidecar_path(engine_path), 1 << 22)
+                engine = _read(engine_path)
+            except OSError:     # a concurrent ensure pruned it (publish takes no cache lock)
+                row.update(status="skipped", reason="the engine was removed from the cache while it was read")
+                continue
             try:
                 check = Sidecar.from_dict(json_loads(raw_sidecar), where=sidecar_path(engine_path))
             except (JSONFileError, TegraAIError):

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import math
 import os
 import re
+import time
 
-from tegra_ai.errors import EXIT_USAGE, WRITE_ERRNOS, TegraAIError, not_writable, write_error
+from tegra_ai.errors import EXIT_TEMPFAIL, EXIT_USAGE, WRITE_ERRNOS, TegraAIError, not_writable, write_error
 from tegra_ai.spec import Sidecar, check_model_name, short_key, sidecar_path, write_engine_files
-from tegra_ai.util.atomic import FILE_MODE, atomic_write_json, create_exclusive, make_dirs
+from tegra_ai.util.atomic import DIR_MODE, FILE_MODE, atomic_write_json, create_exclusive, make_dirs
 from tegra_ai.util.hashing import HashMemo
 from tegra_ai.util.jsonfile import JSONFileError, read_json_file
 
@@ -24,6 +26,115 @@ MODEL_MARKER = ".tegra-ai-model"
 INDEX_NAME = "index.json"
 INDEX_FORMAT = "tegra-ai-engine-index"
 _ENGINE_FILE = re.compile(r"^(?P<name>.+)-(?P<key>[0-9a-f]{24})\.engine$")
+CACHE_LOCK = ".cache.lock"       # cache-wide: index.json, the hash memo, pruning unlisted models
+DEFAULT_LOCK_TIMEOUT = 3600.0    # seconds a lock is waited for (ensure: at least --model-timeout + 5 min)
+_PRUNED_DIR = re.compile(r"^\.(?P<name>.+)\.pruned-[0-9]+\.tmp$")   # a model directory being removed
+_NEW_DIR = re.compile(r"^\.(?P<name>.+)\.new-(?P<pid>[0-9]+)-\w+\.tmp$")  # one being made by process PID
+
+
+class LockTimeout(TegraAIError):
+    """A lock was held by another process for longer than the caller would wait."""
+
+    def __init__(self, message: str, hint: str | None = None, holder: int | None = None):
+        super().__init__(message, hint=hint, exit_code=EXIT_TEMPFAIL)
+        self.holder = holder
+
+
+def check_lock_timeout(seconds, flag: str = "--lock-timeout"):
+    """A lock wait bound: a number of seconds >= 0 (0: do not wait), or None for the default."""
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) \
+            or seconds < 0:
+        raise TegraAIError(f"{flag} {seconds!r}: expected a number of seconds >= 0", exit_code=EXIT_USAGE)
+    return float(seconds)
+
+
+def lock_holder(path: str):
+    """(PID, command name) a holder wrote into the lock file ``path``; (None, None) when
+    none is written (the holder has not written it yet, or an older version holds it)."""
+    try:
+        with open(path, "rb") as f:
+            pid = int(f.read(32).split()[0])
+    except (OSError, ValueError, IndexError):
+        return None, None
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return pid, f.read().strip() or None
+    except OSError:
+        return pid, None
+
+
+@contextlib.contextmanager
+def file_lock(path: str, *, timeout: float, what: str, hint: str | None = None, prepare=None, on_wait=None):
+    """Exclusive ``flock`` on ``path`` (created), waited for at most ``timeout`` seconds.
+
+    flock, not fcntl/lockf: the kernel releases it when the holder dies, even by SIGKILL,
+    so a killed run never leaves a lock behind (flock(2)). It is polled with LOCK_NB (no
+    SIGALRM: a library must not take the process's signals); a holder that is alive and
+    hangs makes the wait end with :class:`LockTimeout` naming ``what`` and the holder's PID,
+    which each holder writes into the file (and clears on release). ``prepare()`` runs
+    before each open (it makes the directory); ``on_wait(pid, comm)`` once when the lock is
+    busy. When the file was removed or replaced while we waited (a pruned model directory),
+    the lock is taken again on the file now at ``path``."""
+    import fcntl
+
+    deadline = time.monotonic() + timeout
+    told = False
+    while True:
+        if prepare is not None:
+            prepare()
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        except FileNotFoundError:
+            if prepare is None or time.monotonic() > deadline:
+                raise
+            continue        # its directory was removed just after prepare() made it: make it again
+        except OSError as exc:
+            if exc.errno in WRITE_ERRNOS:       # a read-only or full cache or mirror: 73, named
+                raise write_error(path, exc) from None
+            raise TegraAIError(f"{what}: cannot open the lock file {path}: {exc.strerror or exc}",
+                               exit_code=EXIT_USAGE) from None
+        try:
+            delay = 0.005
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    pass
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    pid, comm = lock_holder(path)
+                    who = f"PID {pid}" + (f" ({comm})" if comm else "") if pid else "another process"
+                    raise LockTimeout(f"{what}: {path} is held by {who} for more than {timeout:g} s; not waiting longer "
+                                      "(--lock-timeout)", hint=hint, holder=pid)
+                if not told and on_wait is not None:
+                    told = True
+                    on_wait(*lock_holder(path))
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 0.25)
+            try:
+                st = os.stat(path)
+                same = (st.st_ino, st.st_dev) == (os.fstat(fd).st_ino, os.fstat(fd).st_dev)
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            break
+        os.close(fd)    # locked a removed file: its directory was pruned while we waited
+    try:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def engine_relpath(name: str, key: str) -> str:
@@ -74,35 +185,80 @@ class EngineCache:
             raise TegraAIError(f"{directory} exists and was not made by tegra-ai (no {MODEL_MARKER}); "
                                "refusing to use it", hint="choose another --cache directory or remove it",
                                exit_code=EXIT_USAGE)
-        make_dirs(directory)
+        text = "engines of this model are managed by tensorrt-optimize ensure\n"
+        if not os.path.isdir(directory):
+            # Made with its marker under a temp name, then renamed into place: a kill leaves
+            # no model directory without its marker (one no run could prove is its own).
+            import tempfile
+
+            tmp = tempfile.mkdtemp(prefix=f".{name}.new-{os.getpid()}-", suffix=".tmp", dir=self.root)
+            os.chmod(tmp, DIR_MODE)
+            create_exclusive(os.path.join(tmp, MODEL_MARKER), text)
+            try:
+                os.rename(tmp, directory)       # over nothing, or an empty directory
+            except OSError:
+                _remove_tree(tmp)               # a concurrent run made it first
+                if not os.path.isdir(directory):
+                    raise
         marker = os.path.join(directory, MODEL_MARKER)
         if not os.path.exists(marker):
             # Its existence is the mark (no temp file: a concurrent ensure holding the lock
             # removes stale temp files).
-            create_exclusive(marker, "engines of this model are managed by tensorrt-optimize ensure\n")
+            create_exclusive(marker, text)
         return directory
 
     @contextlib.contextmanager
-    def lock(self, name: str):
-        """Exclusive per-model lock; a second ``ensure`` waits, then finds the engine built."""
-        import fcntl
+    def lock(self, name: str, timeout: float | None = None, create: bool = True, on_wait=None):
+        """Exclusive per-model lock; a second ``ensure`` waits, then finds the engine built.
+        It waits at most ``timeout`` seconds (default :data:`DEFAULT_LOCK_TIMEOUT`), then
+        raises :class:`LockTimeout` naming the model and the holder's PID. With ``create``
+        False a model directory that does not exist (or is not ours) is not made: the wait
+        ends with FileNotFoundError (pruning a model another run just removed)."""
+        directory = self.model_dir(name)
 
-        directory = self._make_model_dir(name)
-        fd = os.open(os.path.join(directory, ".lock"), os.O_RDWR | os.O_CREAT, FILE_MODE)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        def prepare():
+            if create:
+                self._make_model_dir(name)
+            elif not self.is_model_dir(name):
+                raise FileNotFoundError(directory)
+
+        with file_lock(os.path.join(directory, ".lock"), what=name,
+                       timeout=DEFAULT_LOCK_TIMEOUT if timeout is None else timeout, prepare=prepare,
+                       on_wait=on_wait, hint="another tensorrt-optimize (ensure) is using this model; it goes on "
+                                             "when that one ends: retry later, or stop that process if it hangs"):
             self._remove_stale_temp_files(directory)
+            # the stable link's temp names (update_link) are written under this lock too
+            for pattern in (f".{glob.escape(name)}.engine.[0-9]*.tmp", f".{glob.escape(name)}.engine.json.[0-9]*.tmp"):
+                self._remove_stale_temp_files(self.root, pattern)
             yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+
+    @contextlib.contextmanager
+    def cache_lock(self, timeout: float | None = None, on_wait=None):
+        """The cache-wide lock: index.json, the hash memo and pruning of unlisted models.
+        Lock order: it is taken with no model lock held, and model locks are only tried
+        (never waited for) under it, so two runs cannot deadlock."""
+        with file_lock(os.path.join(self.root, CACHE_LOCK), what=f"engine cache {self.root}",
+                       timeout=DEFAULT_LOCK_TIMEOUT if timeout is None else timeout, on_wait=on_wait,
+                       hint="another tensorrt-optimize ensure is finishing on this cache; retry later"):
+            # Under it no other run writes index.json or the memo, or removes a directory:
+            # temp files of those are a killed run's.
+            # util.atomic's temp names: "." + the file's name + ".XXXXXXXX.tmp"
+            for pattern in (f".{INDEX_NAME}.*.tmp", f".{glob.escape(os.path.basename(self.memo.memo_path or 'x'))}.*.tmp"):
+                self._remove_stale_temp_files(self.root, pattern)
+            for n in os.listdir(self.root):
+                new = _NEW_DIR.match(n)
+                if (_PRUNED_DIR.match(n) or (new and not _alive(int(new.group("pid"))))) and \
+                        os.path.isfile(os.path.join(self.root, n, MODEL_MARKER)):
+                    _remove_tree(os.path.join(self.root, n))
+            yield
 
     @staticmethod
-    def _remove_stale_temp_files(directory: str) -> None:
+    def _remove_stale_temp_files(directory: str, pattern: str = ".*.tmp") -> None:
         # Under the lock no writer is active, so any temp file of ours is a crashed build's.
-        for tmp in glob.glob(os.path.join(directory, ".*.tmp")):
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        for tmp in glob.glob(os.path.join(glob.escape(directory), pattern)):
+            if os.path.islink(tmp) or os.path.isfile(tmp):
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
 
     # -- reading --------------------------------------------------------------------
     def lookup(self, name: str, key: str):
@@ -151,6 +307,10 @@ class EngineCache:
     def prune(self, name: str, keep_keys: set, l4t_release: str | None = None) -> list:
         """Delete engines and sidecars of ``name`` whose key is not kept, and engines without
         a sidecar, in a model directory of ours; never any other file. Returns removed paths.
+        The caller holds the model's lock.
+
+        Never removed: the engine the stable link points at. A sidecar goes before its engine: a kill in between leaves an engine without a
+        sidecar (not an engine; pruned next time), never a sidecar naming a missing engine.
 
         A/B updates: with ``l4t_release`` (this device's), an engine whose sidecar names
         another L4T release belongs to the other rootfs slot and is kept (the newest one
@@ -158,6 +318,11 @@ class EngineCache:
         if not self.is_model_dir(name):
             return []
         keep = {short_key(k) for k in keep_keys}
+        link = self.link_path(name)
+        if self._link_is_ours(link, name):
+            linked = _ENGINE_FILE.match(os.path.basename(os.readlink(link)))
+            if linked and linked.group("name") == name:
+                keep.add(linked.group("key"))
         directory = self.model_dir(name)
         candidates = {}          # short key -> [paths]
         for path in sorted(os.listdir(directory)):
@@ -184,31 +349,53 @@ class EngineCache:
                 candidates.pop(k, None)
         removed = []
         for paths in candidates.values():
-            for full in paths:
+            for full in sorted(paths, key=lambda p: not p.endswith(".json")):   # sidecar first
                 with contextlib.suppress(OSError):
                     os.unlink(full)
                     removed.append(full)
         return sorted(removed)
 
-    def prune_unlisted(self, listed: set, protect: set = frozenset(), l4t_release: str | None = None) -> list:
+    def prune_unlisted(self, listed: set, protect: set = frozenset(), l4t_release: str | None = None,
+                       since: float | None = None) -> list:
         """Remove model directories of ours whose model is not listed; returns their names.
         With ``l4t_release``, a directory still holding an engine of another L4T release (the
-        other A/B slot lists the model) keeps that engine and is not removed."""
-        import shutil
+        other A/B slot lists the model) keeps that engine and is not removed.
 
+        Safe against concurrent runs with other manifests: the caller holds the cache lock;
+        each model's lock is only tried (a model another run is ensuring now is skipped),
+        and a model whose stable link or files were written after ``since`` (the
+        caller's start, ``time.time()``) is kept. The link goes first, then the directory
+        is renamed away in one step (a kill leaves no dangling link and no half-removed
+        model directory; the renamed one is removed under the next run's cache lock)."""
         removed = []
         for name in sorted(os.listdir(self.root)):
             if name in listed or name in protect or not self.is_model_dir(name):
                 continue
-            if l4t_release:
-                self.prune(name, set(), l4t_release)
-                kept = (_ENGINE_FILE.match(n) for n in os.listdir(os.path.join(self.root, name)))
-                if any(m and m.group("name") == name for m in kept):
-                    continue
-            self.remove_link(name)
-            shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+            directory = os.path.join(self.root, name)
+            try:
+                with self.lock(name, timeout=0, create=False):
+                    if since is not None and self._written_since(name, since):
+                        continue
+                    self.remove_link(name)
+                    if l4t_release:
+                        self.prune(name, set(), l4t_release)
+                        kept = (_ENGINE_FILE.match(n) for n in os.listdir(directory))
+                        if any(m and m.group("name") == name for m in kept):
+                            continue
+                    trash = os.path.join(self.root, f".{name}.pruned-{os.getpid()}.tmp")
+                    os.rename(directory, trash)
+            except (LockTimeout, FileNotFoundError):
+                continue            # another run holds it (it lists it) or removed it just now
+            _remove_tree(trash)
             removed.append(name)
         return removed
+
+    def _written_since(self, name: str, since: float) -> bool:
+        paths = [self.link_path(name), sidecar_path(self.link_path(name))]
+        with contextlib.suppress(OSError):
+            paths += [os.path.join(self.model_dir(name), n) for n in os.listdir(self.model_dir(name))
+                      if n != ".lock"]
+        return any(_mtime(p) > since for p in paths)
 
     # -- stable paths for applications (DeepStream's model-engine-file) ---------------
     def link_path(self, name: str) -> str:
@@ -250,6 +437,11 @@ class EngineCache:
             os.replace(tmp, path)
         return link
 
+    def linked_since(self, name: str, since: float) -> bool:
+        """Whether the stable link of ``name`` was written after ``since`` (``time.time()``)."""
+        link = self.link_path(name)
+        return self._link_is_ours(link, name) and _mtime(link) > since
+
     def remove_link(self, name: str) -> None:
         link = self.link_path(name)
         for path in (sidecar_path(link), link):
@@ -272,12 +464,46 @@ class EngineCache:
     def write_index(self, models: dict, drop: set = frozenset()) -> None:
         """index.json: name -> engine and sidecar, what applications read to find engines.
         Entries are replaced by ``models``; ``drop`` removes names; entries whose engine no
-        longer exists are dropped."""
+        longer exists are dropped. The caller holds the cache lock. An entry of ``models``
+        whose stable link now points at another engine (a concurrent run with another
+        manifest linked it later) does not replace what is there."""
         index = {n: e for n, e in self.read_index().items() if n not in drop}
-        index.update(models)
+        for n, e in models.items():
+            link = self.link_path(n)
+            if e.get("link") and self._link_is_ours(link, n) and \
+                    os.path.realpath(link) != os.path.realpath(e.get("engine") or ""):
+                continue
+            index[n] = e
         index = {n: e for n, e in index.items()
                  if isinstance(e, dict) and isinstance(e.get("engine"), str) and os.path.exists(e["engine"])}
         atomic_write_json(os.path.join(self.root, INDEX_NAME), {"format": INDEX_FORMAT, "models": index})
+
+
+def _mtime(path: str) -> float:
+    """lstat mtime. Compared with a ``time.time()`` taken before: a file written before it
+    is never newer; one written within a clock tick (Linux stamps files from a coarse
+    clock, a few ms) after it may look older."""
+    try:
+        return os.lstat(path).st_mtime
+    except OSError:
+        return float("-inf")
+
+
+def _alive(pid: int) -> bool:
+    """Model directories are made without the cache lock: only a dead maker's is removed."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _remove_tree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def filesystem_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:

@@ -250,7 +250,7 @@ def cmd_ensure(args):
     sources = _mirror_sources(args)
     summary = ensure(args.manifest, args.cache, prune=args.prune, loader="default" if not args.no_load_check else None,
                      seeds=tuple(args.seed), sources=tuple(sources), show_progress=not args.no_progress,
-                     verbose=args.verbose, model_timeout=args.model_timeout)
+                     verbose=args.verbose, model_timeout=args.model_timeout, lock_timeout=args.lock_timeout)
     if sources:
         summary["mirrors"] = [s.url for s in sources]
     error = summary.get("error")
@@ -277,7 +277,8 @@ def cmd_ensure(args):
 def cmd_publish(args):
     from tegra_ai.cache.publish import publish
 
-    summary = publish(args.cache, args.to, args.key, names=tuple(args.name), index_expiry_days=args.index_expiry)
+    summary = publish(args.cache, args.to, args.key, names=tuple(args.name), index_expiry_days=args.index_expiry,
+                      lock_timeout=args.lock_timeout)
     if args.json:
         print_json(summary)
     else:
@@ -484,6 +485,10 @@ def build_parser():
     p.add_argument("--no-load-check", action="store_true", help="trust sidecars without deserializing cached engines")
     p.add_argument("--model-timeout", type=float, metavar="SECONDS",
                    help="stop a model's engine build after this long (that model fails, the others go on)")
+    p.add_argument("--lock-timeout", type=float, metavar="SECONDS",
+                   help="wait at most this long for a model another process holds (that model fails naming the "
+                        "holder's PID, the others go on; exit 75 when that is the only failure); default 3600, or "
+                        "--model-timeout + 300 when longer")
     m = p.add_argument_group("engine mirrors (on a miss, before building; default from the environment: "
                              "TEGRA_AI_ENGINE_MIRRORS, TEGRA_AI_MIRROR_KEYS, TEGRA_AI_MIRROR_TIMEOUT)")
     m.add_argument("--mirror", action="append", default=[], metavar="URL",
@@ -513,6 +518,9 @@ def build_parser():
     p.add_argument("--index-expiry", type=float, metavar="DAYS",
                    help="devices refuse the signed index this many days after this publish (default: no expiry; "
                         "publish again before then)")
+    p.add_argument("--lock-timeout", type=float, metavar="SECONDS",
+                   help="wait at most this long for another publish into the same mirror (then exit 75 naming its "
+                        "PID; default 3600)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_publish)
 
