@@ -561,3 +561,19 @@ def test_killed_publish_leaves_no_temp_files_after_the_next(tmp_path, bundle, mi
     assert result["exit_code"] == 0
     assert not any(os.path.exists(p) for p in leftovers)
     assert open(foreign).read() == "mine"
+
+
+def test_publish_removes_a_killed_publishs_engine_whose_model_left_the_cache(tmp_path, bundle, mirror, keys):
+    """A publish killed after the engine and signature (the sidecar comes last) of a model that
+    ensure has pruned from the cache since: no later publish completes it, so the next one
+    removes the orphan; a complete engine the index lists is kept."""
+    engine, sidecar, sig = engine_files(mirror)
+    orphan = os.path.join(mirror, "gone", "gone-" + "0" * 24 + ".engine")
+    os.makedirs(os.path.dirname(orphan))
+    with open(orphan, "wb") as f:
+        f.write(b"half-published engine")
+    with open(orphan + ".sig", "wb") as f:
+        f.write(b"s" * 64)
+    publish(str(tmp_path / "reference-cache"), mirror, keys["private_key"])
+    assert not os.path.exists(orphan) and not os.path.exists(orphan + ".sig")
+    assert os.path.isfile(engine) and os.path.isfile(sidecar) and os.path.isfile(sig)

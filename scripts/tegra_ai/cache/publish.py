@@ -129,6 +129,33 @@ def _remove_stale_temp_files(mirror: str) -> None:
                     os.unlink(os.path.join(dirpath, name))
 
 
+def _remove_unfinished(mirror: str, listed: dict) -> list:
+    """Engine files that have no sidecar and that the index does not list: a killed publish's
+    (it writes the engine, its signature, then the sidecar, then the index), whose model may
+    have left the cache since, so no later publish completes it. Removed under the publish
+    lock with their signatures (a reader never takes an engine without its sidecar)."""
+    removed = []
+    for name in sorted(os.listdir(mirror)):
+        folder = os.path.join(mirror, name)
+        try:
+            check_model_name(name)
+        except TegraAIError:
+            continue
+        if os.path.islink(folder) or not os.path.isdir(folder):
+            continue
+        for f in sorted(os.listdir(folder)):
+            path = os.path.join(folder, f)
+            rel = f"{name}/{f}"
+            if not f.endswith(".engine") or rel in listed or os.path.lexists(sidecar_path(path)) \
+                    or os.path.islink(path) or not os.path.isfile(path):
+                continue
+            for p in (signature_path(path), path):
+                with contextlib.suppress(OSError):
+                    os.unlink(p)
+            removed.append(rel)
+    return removed
+
+
 @contextlib.contextmanager
 def _publish_lock(mirror: str, timeout: float = DEFAULT_LOCK_TIMEOUT):
     # flock: released by the kernel when a holder dies; waited for at most ``timeout`` s
@@ -299,6 +326,8 @@ def publish(cache_dir: str, mirror_dir: str, private_key: str, *, names=(), key_
             # with checksums known at parse time (tensorrt_engine.bbclass, TEGRA_AI_PREBUILT_INDEX).
             index[rel] = _index_entry(name, sidecar, raw_sidecar, signature, key, now)
             LOG.info("%s: published %s", name, rel)
+        for rel in _remove_unfinished(mirror, index):
+            LOG.info("removed %s: a killed publish's engine without a sidecar, no longer in the cache", rel)
         sequence = max(index_sequence(mirror) + 1, int(time.time()))
         expires = None if index_expiry_days is None else \
             (moment + datetime.timedelta(days=index_expiry_days)).isoformat(timespec="seconds")
