@@ -772,20 +772,16 @@ def write_results(text: str, path: str) -> None:
     os.replace(tmp, path)
 
 
-def _models(value: str) -> list:
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    bad = [n for n in names if n not in MODELS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"unknown model {bad[0] if bad else value!r}: expected {', '.join(MODELS)}")
-    return names
-
-
-def _methods(value: str) -> list:
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    bad = [n for n in names if n not in METHODS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"unknown method {bad[0] if bad else value!r}: expected {', '.join(METHODS)}")
-    return names
+def _names(choices, what: str):
+    """argparse type: a comma-separated list of ``choices``."""
+    def parse(value: str) -> list:
+        names = [v.strip() for v in value.split(",") if v.strip()]
+        bad = [n for n in names if n not in choices]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(f"unknown {what} {bad[0] if bad else value!r}: "
+                                             f"expected {', '.join(choices)}")
+        return names
+    return parse
 
 
 def _positive(value: str) -> int:
@@ -800,8 +796,8 @@ def _positive(value: str) -> int:
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", type=_models, default=list(MODELS), help=f"sections to run (default {','.join(MODELS)})")
-    ap.add_argument("--methods", type=_methods, default=list(METHODS), help="INT8 calibration methods (default all)")
+    ap.add_argument("--models", type=_names(MODELS, "model"), default=list(MODELS), help=f"sections to run (default {','.join(MODELS)})")
+    ap.add_argument("--methods", type=_names(METHODS, "method"), default=list(METHODS), help="INT8 calibration methods (default all)")
     ap.add_argument("--samples", type=_positive, default=1000, help="classifier evaluation lines (default 1000)")
     ap.add_argument("--calib", type=_positive, default=256, help="classifier calibration lines (default 256)")
     ap.add_argument("--gate-samples", type=_positive, default=200, help="fallback gate lines (default 200)")
