@@ -104,7 +104,6 @@ def main(argv=None):
     print(f"copy full frame {t_copy:.4f} ms, copy footprint {t_fcopy:.4f} ms, PyTorch {t_torch:.4f} ms")
 
     read_source, geometry0 = loader.read_source, (layout.AA_ROWS_PER_THREAD, layout.AA_BLOCK)
-    stream = torch.cuda.current_stream().cuda_stream
     try:
         for name, source in builds:
             loader.read_source = lambda module, s=source: s if module == "preprocess" else read_source(module)
@@ -113,8 +112,12 @@ def main(argv=None):
             layout.AA_BLOCK = (32, rows, 1)
             pres = [Preprocessor(spec) for _ in range(ROTATE)]  # one per source batch: descriptors stay put
             imgs = [[SourceImage(s[i].data_ptr(), H, W) for i in range(B)] for s in srcs]
-            fns = [lambda k=k: pres[k].run_device(imgs[k], out.data_ptr(), stream=stream) for k in range(ROTATE)]
-            fns[0]()
+            # the stream current at call time: graph_median_ms captures on a stream of its own
+            fns = [lambda k=k: pres[k].run_device(imgs[k], out.data_ptr(),
+                                                  stream=torch.cuda.current_stream().cuda_stream)
+                   for k in range(ROTATE)]
+            for fn in fns:  # each instance uploads its descriptors on its first call: not inside a capture
+                fn()
             torch.cuda.synchronize()
             diff = (out.float() - ref.float()).abs().max().item()
             t_same = graph_median_ms(fns[0], torch)

@@ -440,6 +440,30 @@ struct TaiAaColumn<4> {
     }
 };
 
+#ifndef TAI_AA_SWIZZLE
+#define TAI_AA_SWIZZLE 0
+#endif
+// One item's 16 results (64 bytes at o) as four 16-byte stores. Stored in order 0, 1, 2, 3, the
+// eight threads of a quarter warp (chunks c .. c + 7, 64 bytes apart) hit two of the eight 16-byte
+// bank groups: four-way conflicts. Thread c stores its quarters rotated by (c >> 1) & 3, so the
+// eight threads of each store hit eight different groups.
+static __device__ __forceinline__ void tai_aa_store16(float* o, const int* acc, float inv, int c) {
+    float4 f[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+        f[u] = make_float4((float)acc[4 * u] * inv, (float)acc[4 * u + 1] * inv, (float)acc[4 * u + 2] * inv,
+                           (float)acc[4 * u + 3] * inv);
+    const int r = (c >> 1) & 3;
+    float4 g[4];   // g[s] = f[(s + r) & 3], by two conditional rotations (selects, no local memory)
+#pragma unroll
+    for (int s = 0; s < 4; ++s) g[s] = (r & 1) ? f[(s + 1) & 3] : f[s];
+#pragma unroll
+    for (int s = 0; s < 4; ++s) f[s] = (r & 2) ? g[(s + 2) & 3] : g[s];
+    float4* o4 = (float4*)o;
+#pragma unroll
+    for (int s = 0; s < 4; ++s) o4[(s + r) & 3] = f[s];
+}
+
 // Vertical pass of the tiled kernel. Item (j, c): resized row ry0 + j, bytes [c*VEC, c*VEC + VEC)
 // of the footprint rows (VEC 8/16: of the VEC-aligned span holding them, the footprint from
 // byte b0 % VEC; VEC 4: from the footprint's first byte). Only chunks and words that hold at
@@ -462,8 +486,12 @@ static __device__ __forceinline__ void tai_aa_vertical(const TaiImageDesc& d, in
         const int wsum = TaiAaColumn<VEC>::run(acc, q, d.src_pitch, hi - lo, wf, c, nbytes);
         const float inv = 1.f / (float)wsum;
         float* o = vbuf + j * TAI_AA_VCAP + c * VEC;
+        if (VEC == 16 && TAI_AA_SWIZZLE) {
+            tai_aa_store16(o, acc, inv, c);
+        } else {
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) o[k] = (float)acc[k] * inv;
+            for (int k = 0; k < VEC; ++k) o[k] = (float)acc[k] * inv;
+        }
     }
 }
 
@@ -504,13 +532,19 @@ static __device__ __forceinline__ void tai_preprocess_aa_tiled(const TaiPreproce
     const int hoff = aligned ? (b0 & (TAI_AA_VEC - 1)) : 0;  // where footprint byte 0 sits in a vbuf row
     const int nch = aligned ? (hoff + nbytes + TAI_AA_VEC - 1) / TAI_AA_VEC : (nbytes + 3) >> 2;
     if (!tiled || nch * (aligned ? TAI_AA_VEC : 4) > TAI_AA_VCAP) {
+        // The call takes the parameters' address: they are copied to the stack here, in the
+        // branch, not at kernel entry by every thread of every block (88 bytes of local stores
+        // per thread, 35 MB per 1080p batch of 16, when the call took the kernel's p).
+        const TaiPreprocessParams pc = p;
         for (int k = 0; k < TAI_AA_ROWS_PER_THREAD; ++k)
-            tai_aa_fallback<FMT>(p, n, oy0 + threadIdx.y + k * TAI_AA_BLOCK_Y, ox0 + threadIdx.x);
+            tai_aa_fallback<FMT>(pc, n, oy0 + threadIdx.y + k * TAI_AA_BLOCK_Y, ox0 + threadIdx.x);
         return;
     }
     const int tid = threadIdx.y * TAI_BLOCK_X + threadIdx.x;
 
-    // 1. Column filter table (warp 0): first source column, tap count, normalised weights.
+    // 1. Column filter table (warp 0): first source column, tap count, normalised weights, tap-major
+    //    (wx[t * TAI_BLOCK_X + column]) so that the 32 columns of a warp read 32 different banks; a
+    //    column-major table made every weight read of the horizontal pass a 32-way bank conflict.
     if (tid < rx1 - rx0) {
         float cx, ix;
         int lo, hi;
@@ -518,7 +552,7 @@ static __device__ __forceinline__ void tai_preprocess_aa_tiled(const TaiPreproce
         float ws = 0.f;
         for (int x = lo; x < hi; ++x) ws += tai_aa_weight(x, cx, ix);
         const float inv = 1.f / ws;
-        for (int t = 0; t < hi - lo; ++t) wx[tid * TAI_AA_TMAX + t] = tai_aa_weight(lo + t, cx, ix) * inv;
+        for (int t = 0; t < hi - lo; ++t) wx[t * TAI_BLOCK_X + tid] = tai_aa_weight(lo + t, cx, ix) * inv;
         xlo_s[tid] = lo;
         xn_s[tid] = hi - lo;
     }
@@ -541,11 +575,11 @@ static __device__ __forceinline__ void tai_preprocess_aa_tiled(const TaiPreproce
         if (col_in && ry >= 0 && ry < d.roi_h) {
             const int col = rx - rx0;
             const int nt = xn_s[col];
-            const float* w = wx + col * TAI_AA_TMAX;
+            const float* w = wx + col;
             const float* h = vbuf + (ry - ry0) * TAI_AA_VCAP + hoff + (xlo_s[col] - x_lo) * bpp;
             float s0 = 0.f, s1 = 0.f, s2 = 0.f;
             for (int t = 0; t < nt; ++t, h += bpp) {
-                const float wt = w[t];
+                const float wt = w[t * TAI_BLOCK_X];
                 s0 += wt * h[0];
                 if (bpp == 3) {
                     s1 += wt * h[1];
