@@ -296,9 +296,12 @@ static __device__ __forceinline__ void tai_preprocess_body(const TaiPreprocessPa
 //     bounded the horizontal-first version, which converted 3-4 values per tap);
 //  3. horizontal pass: one output pixel per thread and tile row, from the float results.
 // Only the footprint of the tile's filters is read, once per tile, with coalesced loads.
-// What set the speed on an H200 (benchmarks/RESULTS.md): resident blocks per SM (64
-// registers: 4 blocks) and rows per tile (16: the per-block fixed latency is paid once per
-// 16 rows); more loads in flight per thread or 8-byte loads did not help.
+// What set the speed on an H200 (benchmarks/RESULTS.md, measured with Nsight Compute): shared-
+// memory bank conflicts of the column table's reads (fixed: tap-major), local stores of the
+// parameters at entry (fixed: copied only where the per-pixel path needs them), resident blocks
+// per SM (64 registers: 4 blocks) and rows per tile (16). Measured and not kept: more loads in
+// flight per thread, 8-byte loads, staging the footprint in shared memory with cp.async, float
+// vertical sums, conflict-free vbuf stores (each the same speed or slower).
 // Tiles whose footprint does not fit (downscales beyond about 6x horizontally at 3 bytes
 // per pixel, 15x at 1 byte) or that hold no image pixel take the per-pixel path.
 #ifndef TAI_AA_ROWS_PER_THREAD
@@ -440,30 +443,6 @@ struct TaiAaColumn<4> {
     }
 };
 
-#ifndef TAI_AA_SWIZZLE
-#define TAI_AA_SWIZZLE 0
-#endif
-// One item's 16 results (64 bytes at o) as four 16-byte stores. Stored in order 0, 1, 2, 3, the
-// eight threads of a quarter warp (chunks c .. c + 7, 64 bytes apart) hit two of the eight 16-byte
-// bank groups: four-way conflicts. Thread c stores its quarters rotated by (c >> 1) & 3, so the
-// eight threads of each store hit eight different groups.
-static __device__ __forceinline__ void tai_aa_store16(float* o, const int* acc, float inv, int c) {
-    float4 f[4];
-#pragma unroll
-    for (int u = 0; u < 4; ++u)
-        f[u] = make_float4((float)acc[4 * u] * inv, (float)acc[4 * u + 1] * inv, (float)acc[4 * u + 2] * inv,
-                           (float)acc[4 * u + 3] * inv);
-    const int r = (c >> 1) & 3;
-    float4 g[4];   // g[s] = f[(s + r) & 3], by two conditional rotations (selects, no local memory)
-#pragma unroll
-    for (int s = 0; s < 4; ++s) g[s] = (r & 1) ? f[(s + 1) & 3] : f[s];
-#pragma unroll
-    for (int s = 0; s < 4; ++s) f[s] = (r & 2) ? g[(s + 2) & 3] : g[s];
-    float4* o4 = (float4*)o;
-#pragma unroll
-    for (int s = 0; s < 4; ++s) o4[(s + r) & 3] = f[s];
-}
-
 // Vertical pass of the tiled kernel. Item (j, c): resized row ry0 + j, bytes [c*VEC, c*VEC + VEC)
 // of the footprint rows (VEC 8/16: of the VEC-aligned span holding them, the footprint from
 // byte b0 % VEC; VEC 4: from the footprint's first byte). Only chunks and words that hold at
@@ -486,12 +465,8 @@ static __device__ __forceinline__ void tai_aa_vertical(const TaiImageDesc& d, in
         const int wsum = TaiAaColumn<VEC>::run(acc, q, d.src_pitch, hi - lo, wf, c, nbytes);
         const float inv = 1.f / (float)wsum;
         float* o = vbuf + j * TAI_AA_VCAP + c * VEC;
-        if (VEC == 16 && TAI_AA_SWIZZLE) {
-            tai_aa_store16(o, acc, inv, c);
-        } else {
 #pragma unroll
-            for (int k = 0; k < VEC; ++k) o[k] = (float)acc[k] * inv;
-        }
+        for (int k = 0; k < VEC; ++k) o[k] = (float)acc[k] * inv;
     }
 }
 
