@@ -172,7 +172,7 @@ class CalibrationBatches:
                 raise _usage(f"calibration data {path} has no array for input {inp.name!r} (it has "
                              f"{', '.join(arrays)})",
                              hint="every input needs an array of samples; only a shape-tensor input may be left "
-                                  "out (it is calibrated at its --shapes NAME=MIN:OPT:MAX opt values)")
+                                  "out, with its values in --shapes NAME=MIN:OPT:MAX (calibration uses the opt values)")
             a = arrays[inp.name]
             if a.ndim != len(inp.dims):
                 raise _usage(f"calibration array {inp.name!r} has rank {a.ndim}, the input has rank {len(inp.dims)}")
