@@ -40,6 +40,12 @@ TensorRT's runtime rules it enforces (each cites its source at the code):
   ``IOutputAllocator`` is set, which is driven as the release's binding drives it
   (``reallocate_output`` on 8.x; ``reallocate_output_async`` when overridden on 10.x);
 * R5 shape-tensor inputs live in host memory (int32 on 8.x): a device address is refused.
+* R8 implicit INT8 calibration: a network with runtime dimensions (dynamic or shape-tensor
+  inputs) needs a calibration profile, which must satisfy every rule an optimization profile
+  does (shape tensors take values, others dims); calibration runs at its opt shapes and
+  values, reading each input's bytes at that shape from the pointer ``get_batch`` returned
+  (readable when a test registered the memory in ``DEVICE_MEMORY``), and a shape-tensor
+  batch holding other values than the profile's is refused.
 
 Leak accounting for tests: ``trt._fake.live_contexts`` (a WeakSet of execution contexts).
 """
@@ -57,6 +63,9 @@ ENGINE_MAGIC = b"FAKE-TRT-ENGINE\n"
 # Device memory of the tests' CUDA stand-ins: [start, end) ranges they register, so the
 # stand-in can tell a device pointer from host memory (R5).
 DEVICE_RANGES = []
+# What the tests' CUDA stand-ins hold at a device address (address -> NumPy array), so the
+# stand-in can read calibration batches as TensorRT does (R8). Tests that register clear it.
+DEVICE_MEMORY = {}
 # TensorRT's built-in plugins (libnvinfer_plugin; a few of them) that init_libnvinfer_plugins registers.
 BUILTIN_PLUGINS = ("EfficientNMS_TRT", "BatchedNMSDynamic_TRT", "BatchedNMS_TRT", "NMSDynamic_TRT", "ROIAlign_TRT")
 
@@ -326,6 +335,53 @@ def _dims(shape):
     return tuple(int(d) for d in shape)
 
 
+_NP_TYPES = {"FLOAT": "float32", "HALF": "float16", "INT32": "int32", "INT64": "int64", "INT8": "int8",
+             "UINT8": "uint8", "BOOL": "bool", "BF16": "uint16"}
+
+
+def _profile_errors(network, label, p) -> list:
+    """What TensorRT reports at build time of profile ``p`` (an optimization profile or the
+    calibration profile) against ``network``."""
+    errors = []
+    shape_inputs = [t for t in network._inputs if t._values["is_shape_tensor"]]
+    dynamic = [t for t in network._inputs if any(int(d) < 0 for d in t.shape)]
+    # NvInferRuntime.h IOptimizationProfile::setShapeValues (8.5 l.1182-1184, 10.3 l.2210-2212,
+    # 10.13.3 l.2849-2851 (V2), 11.1 l.2684-2686): "This function must be called three times
+    # for every input tensor t that is a shape tensor ... This function must not be called for
+    # any input tensor that is not a shape tensor"; "it must be true that minVals[i] <=
+    # optVals[i] <= maxVals[i]"; nbValues is "1 if the tensor rank is 0, or dims.d[0]" (the
+    # volume from 10.0: "For multidimensional tensors, the array is in row-major order").
+    # "a full validation can only be performed at engine build time": here.
+    for t in shape_inputs:
+        if t.name not in p._shape_values:
+            errors.append(f"{label}: shape tensor input {t.name} has no shape values "
+                          "(IOptimizationProfile::setShapeValues)")
+            continue
+        mn, op, mx = p._shape_values[t.name]
+        volume = 1
+        for d in t.shape:
+            volume *= int(d)
+        if len(op) != volume:
+            errors.append(f"{label}: {len(op)} shape values for {t.name}, which has {volume} element(s)")
+        elif not all(a <= b <= c for a, b, c in zip(mn, op, mx)):
+            errors.append(f"{label}: shape values of {t.name} need min <= opt <= max")
+    for name in p._shape_values:
+        t = next((x for x in network._inputs if x.name == name), None)
+        if t is None or not t._values["is_shape_tensor"]:
+            errors.append(f"{label}: setShapeValues called for {name}, which is not a shape tensor input of "
+                          "the network")
+    for t in dynamic:
+        if t.name not in p._shapes:
+            errors.append(f"{label} does not define the shape of input {t.name}")
+    for name, (mn, _op, mx) in p._shapes.items():
+        t = next((x for x in network._inputs if x.name == name), None)
+        if t is None:
+            errors.append(f"{label}: {name} is not an input of the network")
+        elif len(mn) != len(t.shape) or any(int(d) >= 0 and (a != d or b != d) for d, a, b in zip(t.shape, mn, mx)):
+            errors.append(f"{label}: shape of {name} does not fit dimensions {list(t.shape)}")
+    return errors
+
+
 def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, dla_cores, parse_errors,
            plugin_layers=()):
     release = surface["release"]
@@ -496,6 +552,12 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
             return True
 
         def set_calibration_profile(self, profile):
+            # NvInfer.h setCalibrationProfile (8.5 l.9056-9058, 10.3 l.9123-9126, 10.13.3 l.9869-9872): "must
+            # satisfy profile->isValid() == true or be nullptr"; returns "True if the calibration profile was
+            # set correctly". This stand-in's profiles refuse inconsistent dims when they are set (set_shape),
+            # so every profile object is valid here; the network-dependent checks run at build time (R8).
+            if profile is not None and not isinstance(profile, trt.IOptimizationProfile):
+                raise TypeError("set_calibration_profile(): incompatible function arguments")
             self._calibration_profile = profile
             return True
 
@@ -549,43 +611,7 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
             if (dynamic or shape_inputs) and not profiles:
                 errors.append("Network has dynamic or shape inputs, but no optimization profile has been defined.")
             for i, p in enumerate(config._profiles):
-                # NvInferRuntime.h IOptimizationProfile::setShapeValues (8.5 l.1182-1184, 10.3 l.2210-2212,
-                # 10.13.3 l.2849-2851 (V2), 11.1 l.2684-2686): "This function must be called three times
-                # for every input tensor t that is a shape tensor ... This function must not be called for
-                # any input tensor that is not a shape tensor"; "it must be true that minVals[i] <=
-                # optVals[i] <= maxVals[i]"; nbValues is "1 if the tensor rank is 0, or dims.d[0]" (the
-                # volume from 10.0: "For multidimensional tensors, the array is in row-major order").
-                # "a full validation can only be performed at engine build time": here.
-                for t in shape_inputs:
-                    if t.name not in p._shape_values:
-                        errors.append(f"Optimization profile {i}: shape tensor input {t.name} has no shape values "
-                                      "(IOptimizationProfile::setShapeValues)")
-                        continue
-                    mn, op, mx = p._shape_values[t.name]
-                    volume = 1
-                    for d in t.shape:
-                        volume *= int(d)
-                    if len(op) != volume:
-                        errors.append(f"Optimization profile {i}: {len(op)} shape values for {t.name}, which has "
-                                      f"{volume} element(s)")
-                    elif not all(a <= b <= c for a, b, c in zip(mn, op, mx)):
-                        errors.append(f"Optimization profile {i}: shape values of {t.name} need min <= opt <= max")
-                for name in p._shape_values:
-                    t = next((x for x in network._inputs if x.name == name), None)
-                    if t is None or not t._values["is_shape_tensor"]:
-                        errors.append(f"Optimization profile {i}: setShapeValues called for {name}, which is not a "
-                                      "shape tensor input of the network")
-            for i, shapes in enumerate(profiles):
-                for t in dynamic:
-                    if t.name not in shapes:
-                        errors.append(f"Optimization profile {i} does not define the shape of input {t.name}")
-                for name, (mn, _op, mx) in shapes.items():
-                    t = next((x for x in network._inputs if x.name == name), None)
-                    if t is None:
-                        errors.append(f"Optimization profile {i}: {name} is not an input of the network")
-                    elif len(mn) != len(t.shape) or any(int(d) >= 0 and (a != d or b != d)
-                                                        for d, a, b in zip(t.shape, mn, mx)):
-                        errors.append(f"Optimization profile {i}: shape of {name} does not fit dimensions {list(t.shape)}")
+                errors += _profile_errors(network, f"Optimization profile {i}", p)
             for error in errors:
                 log(self._logger, S.ERROR, error)
             if errors:
@@ -602,7 +628,11 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
             calibrator = config._values.get("int8_calibrator")
             int8 = any(f.name == "INT8" for f in config._flags)
             if calibrator is not None and int8:
-                self._calibrate(network, calibrator)
+                errors = self._calibrate(network, config, calibrator)
+                for error in errors:
+                    log(self._logger, S.ERROR, error)
+                if errors:
+                    return None
             for e in errors_on_build:
                 log(self._logger, S.ERROR, e)
             if build_result is not ENCODE:
@@ -617,14 +647,39 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
                     "device": str(config._values.get("default_device_type", "")), "plugins": list(plugin_layers)}
             return ENGINE_MAGIC + json.dumps(desc, sort_keys=True).encode()
 
-        def _calibrate(self, network, calibrator):
+        def _calibrate(self, network, config, calibrator):
+            """R8: calibrate as TensorRT <= 10.x does; returns the errors TensorRT would log."""
             fake.calls.append("calibrate")
             cache = calibrator.read_calibration_cache()
             if cache:
                 fake.calibration.append(("cache", bytes(cache)))
-                return
+                return []
             calibrator.get_batch_size()
-            names = [t.name for t in network._inputs]
+            inputs = network._inputs
+            runtime_dims = [t.name for t in inputs if t._values["is_shape_tensor"] or any(int(d) < 0 for d in t.shape)]
+            profile = config._calibration_profile
+            if profile is None:
+                if runtime_dims:
+                    # NvInfer.h setCalibrationProfile (8.5 l.9053-9054, 10.3 l.9120-9121, 10.13.3 l.9866-9867):
+                    # "Calibration optimization profile must be set if int8 calibration is used to set scales
+                    # for a network with runtime dimensions".
+                    return [f"Calibration profile must be set for a network with runtime dimensions "
+                            f"({', '.join(runtime_dims)})"]
+                shapes = {t.name: _dims(t.shape) for t in inputs}
+            else:
+                # The calibration profile is an IOptimizationProfile: the same rules (setShapeValues for
+                # every shape tensor and for nothing else, dims that fit the network) as _profile_errors.
+                errors = _profile_errors(network, "Calibration profile", profile)
+                if errors:
+                    return errors
+                # "MIN and MAX values will be overwritten by kOPT" (8.5 l.9057, 10.3 l.9124, 10.13.3 l.9870)
+                shapes = {t.name: (profile._shape_values[t.name][1] if t._values["is_shape_tensor"]
+                                   else profile._shapes[t.name][1] if t.name in profile._shapes else _dims(t.shape))
+                          for t in inputs}
+            import numpy as np
+
+            fake.calibration_shapes = shapes
+            names = [t.name for t in inputs]
             while True:
                 pointers = calibrator.get_batch(names)
                 if not pointers:
@@ -632,7 +687,36 @@ def _impls(trt, fake, surface, inputs, outputs, build_result, errors_on_build, d
                 if len(pointers) != len(names) or not all(isinstance(p, int) for p in pointers):
                     raise RuntimeError("get_batch must return one device pointer (int) per input")
                 fake.calibration.append(("batch", len(pointers)))
+                read = {}
+                for t, ptr in zip(inputs, pointers):
+                    held = DEVICE_MEMORY.get(int(ptr))
+                    if held is None:
+                        continue   # memory the test did not register: not read
+                    shape = shapes[t.name]
+                    if t._values["is_shape_tensor"]:
+                        shape = tuple(int(d) for d in t.shape)  # the values live in a tensor of its own shape
+                    dtype = _NP_TYPES[t.dtype.name]
+                    count = 1
+                    for d in shape:
+                        count *= int(d)
+                    raw = memoryview(np.ascontiguousarray(held)).cast("B")
+                    need = count * np.dtype(dtype).itemsize
+                    if len(raw) < need:
+                        # TensorRT reads the calibration shape's bytes from the pointer: past the end here.
+                        return [f"Calibration batch {len(fake.calibration_reads) + 1}: {t.name} holds {len(raw)} "
+                                f"bytes, calibration reads {need} (shape {list(shape)})"]
+                    arr = np.frombuffer(raw[:need], dtype=dtype).reshape(shape).copy()
+                    if t._values["is_shape_tensor"] and tuple(arr.ravel().tolist()) != tuple(shapes[t.name]):
+                        # The calibration engine's one profile has min = opt = max = these values; NvInferRuntime.h
+                        # IOptimizationProfile (8.5 l.1112-1128, 10.3 l.2152-2156): "A runtime error will be raised
+                        # if the input tensor dimensions fall outside the valid range for this profile. Likewise,
+                        # users provide minimum, optimum, and maximum values for all shape tensor input values."
+                        return [f"Calibration batch {len(fake.calibration_reads) + 1}: shape tensor {t.name} holds "
+                                f"{arr.ravel().tolist()}, outside the calibration profile's {list(shapes[t.name])}"]
+                    read[t.name] = arr
+                fake.calibration_reads.append(read)
             calibrator.write_calibration_cache(b"CALIBRATION")
+            return []
 
     class IPluginRegistry:
         def _setup(self):
@@ -990,7 +1074,8 @@ def make_fake_trt(feats, inputs=(("input", (-1, 1, 8, 8)),), outputs=(("logits",
     surf = load_surface(surface or surface_for(feats.version))
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version or feats.version_string
-    fake = types.SimpleNamespace(calls=[], log=[], calibration=[], builder=None, network=None, config=None,
+    fake = types.SimpleNamespace(calls=[], log=[], calibration=[], calibration_reads=[], calibration_shapes=None,
+                                 builder=None, network=None, config=None,
                                  registry=None, surface=surf,
                                  valid_timing_caches={b"TIMING"}, plugin_load_fails=False,
                                  creators=set(), library_creators=dict(library_creators or {}), double_loads=[],

@@ -37,3 +37,21 @@ def make_model(path, *, input_dims=("N", 3, 16, 16), opset=13, op="Relu", extra_
     return path
 
 
+
+
+def make_topk_model(path):
+    """x float [N, 8] -> TopK with K an int64 [1] graph input (in TensorRT a shape-tensor
+    input: its value decides the output shape). Returns the path."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("TopK", ["x", "k"], ["values", "indices"], name="topk", axis=1)], "topk",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8]),
+         helper.make_tensor_value_info("k", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("values", TensorProto.FLOAT, ["N", "K"]),
+         helper.make_tensor_value_info("indices", TensorProto.INT64, ["N", "K"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path

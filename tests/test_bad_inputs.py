@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from badinput import assert_bad_input, invoke, tree_state
-from onnx_models import make_model
+from onnx_models import make_model, make_topk_model
 from tegra_ai.cli.optimize import main
 
 ENGINE_BYTES = b"\x00\x01not-json-not-onnx-engine-bytes" * 4
@@ -42,6 +42,10 @@ def scratch(tmp_path_factory):
     (d / "onnx.engine").write_bytes((d / "static.onnx").read_bytes())
     # calibration data
     np.savez(d / "good.npz", other=np.zeros((4, 3, 16, 16), np.float32))
+    make_topk_model(str(d / "topk.onnx"))      # k: a shape-tensor input (TopK's K)
+    np.savez(d / "k-varies.npz", x=np.zeros((4, 8), np.float32), k=np.array([[1], [2], [1], [2]], np.int64))
+    np.savez(d / "k-outside.npz", x=np.zeros((4, 8), np.float32), k=np.full((4, 1), 11, np.int64))
+    np.savez(d / "x-only.npz", x=np.zeros((4, 8), np.float32))
     np.savez(d / "objects.npz", input=np.array([{"x": 1}], dtype=object))   # pickled member
     (d / "empty.npz").write_bytes(b"")
     (d / "pickle.npz").write_bytes(pickle.dumps({"input": [1, 2, 3]}))    # a plain pickle named .npz
@@ -103,6 +107,7 @@ def scratch(tmp_path_factory):
 
 
 S, D = "static.onnx", "dynamic.onnx"
+TOPK = "x:1x8:4x8:8x8,k=1:5:10"    # topk.onnx: x dynamic, k a shape tensor (values)
 
 CASES = [
     # ---- build: outputs (nothing it did not create is ever overwritten)
@@ -170,6 +175,15 @@ CASES = [
                                   "--strongly-typed"], 2, "weakly typed"),
     ("bundle-calibration-wrong-input", ["bundle", S, "--out", "b", "--target", "jetpack6", "--precision", "int8",
                                         "--calibration", "good.npz"], 2, "no array for input"),
+    ("bundle-calibration-shape-values-vary", ["bundle", "topk.onnx", "--out", "b", "--target", "jetpack6", "--precision",
+                                              "int8", "--calibration", "k-varies.npz", "--shapes", TOPK], 2,
+     "different values in different samples"),
+    ("bundle-calibration-shape-values-outside", ["bundle", "topk.onnx", "--out", "b", "--target", "jetpack6",
+                                                 "--precision", "int8", "--calibration", "k-outside.npz", "--shapes",
+                                                 TOPK], 2, "outside --shapes k=1:5:10"),
+    ("bundle-calibration-shape-tensor-missing", ["bundle", "topk.onnx", "--out", "b", "--target", "jetpack6",
+                                                 "--precision", "int8", "--calibration", "x-only.npz", "--shapes",
+                                                 "x:1x8:4x8:8x8"], 2, "no array for input 'k'"),
     ("bundle-calibration-pickled-member", ["bundle", S, "--out", "b", "--precision", "int8",
                                            "--calibration", "objects.npz"], 2, "pickled"),
     ("bundle-calibration-pickle-file", ["bundle", S, "--out", "b", "--precision", "int8",

@@ -327,7 +327,7 @@ def check_build_options(report: Report, options, target: Target, *, calibration_
     from tegra_ai.trt.shapes import resolve_profiles
 
     inputs = [ModelInput(i["name"], tuple(i["dims"]), i["dtype"]) for i in report.inputs]
-    resolve_profiles(inputs, options.profile_objects())
+    profiles = resolve_profiles(inputs, options.profile_objects())
     feats = compat.features_for(target.tensorrt)
     typing = compat.resolve_typing(feats, options.precision, has_qdq(report.model), options.strongly_typed,
                                    has_calibration=bool(calibration_data or calibration_cache))
@@ -337,5 +337,5 @@ def check_build_options(report: Report, options, target: Target, *, calibration_
     if calibration_data:
         from tegra_ai.trt.calibrator import CalibrationBatches
 
-        CalibrationBatches(calibration_data, inputs)
+        CalibrationBatches(calibration_data, inputs, profile=profiles[0])
     return list(typing["notes"])

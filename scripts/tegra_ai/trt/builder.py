@@ -251,13 +251,16 @@ def configure(trt, feats, parsed: ParsedNetwork, request: BuildRequest) -> Confi
         from tegra_ai.trt.calibrator import (CalibrationBatches, cache_notes, cache_provenance, dataset_preprocess,
                                             make_calibrator)
 
-        batches = (CalibrationBatches(calibration_data, inputs, request.calibration_batch)
+        batches = (CalibrationBatches(calibration_data, inputs, request.calibration_batch, profiles[0])
                    if calibration_data else None)
         provenance = cache_provenance(parsed.model_sha256, feats.version_string, dataset_preprocess(calibration_data))
         calibrator = make_calibrator(trt, feats, batches, calibration_cache, provenance=provenance)
         compat.set_calibrator(feats, config, calibrator)
-        if batches is not None and any(i.is_dynamic for i in inputs):
-            compat.set_calibration_profile(trt, builder, config, {i.name: batches.batch_shape(i.name) for i in inputs})
+        if batches is not None and any(i.is_dynamic or i.shape_tensor for i in inputs):
+            # Runtime dimensions (dynamic inputs, shape-tensor inputs): the calibration profile is
+            # made like every optimization profile (shape tensors take values), min = opt = max.
+            compat.set_calibration_profile(builder, config, batches.calibration_profile(), feats)
+            notes += batches.notes()
         notes.append(f"implicit INT8 calibration: {batches.num_batches} batch(es) of {batches.batch_size}"
                      + (f" ({batches.dropped} sample(s) left over)" if batches.dropped else "")
                      if batches else f"implicit INT8 from calibration cache {calibration_cache}")

@@ -8,7 +8,10 @@ dataset manifest) are not inputs.
 
 How TensorRT reads it (explicit-batch networks, the only kind since 8.x): each batch has
 the input's *network* shape — the static shape, or the calibration profile's shape for a
-dynamic input — and ``get_batch_size()`` is ignored. So the batch served here is sized
+dynamic input — and ``get_batch_size()`` is ignored. A shape-tensor input is calibrated at
+one set of values (the calibration profile's min = opt = max): the data's array for it when
+it has one (every sample the same), else the ``--shapes`` opt values; see
+:class:`CalibrationBatches`. So the batch served here is sized
 from the input's real shape, in the input's own dtype; serving 8 samples to a static
 1xCxHxW input would make TensorRT read only the first of every 8, and serving fewer
 than a static batch would make it read past the buffer.
@@ -136,19 +139,40 @@ class CalibrationBatches:
     """Validated calibration arrays, served in batches of the network's shape (pure NumPy).
 
     ``batch_size`` is used only when every input's batch dimension is dynamic (it becomes
-    the calibration profile's batch); a static batch dimension always wins."""
+    the calibration profile's batch); a static batch dimension always wins.
 
-    def __init__(self, path: str, inputs: list, batch_size: int | None = None):
+    ``profile`` is the build's first optimization profile (``InputShapes`` per input, as
+    :func:`tegra_ai.trt.shapes.resolve_profiles` completes it). A shape-tensor input (its
+    profile takes values, ``--shapes k=MIN:OPT:MAX``) is calibrated at one set of values,
+    since the calibration profile has min = opt = max: the data's, when the data holds an
+    array for it (one row of values per sample, every row the same), else the profile's opt
+    values. Its batch is those values at the tensor's own shape (no batch axis)."""
+
+    def __init__(self, path: str, inputs: list, batch_size: int | None = None, profile: list | None = None):
         self.path = path
         arrays = load_calibration_arrays(path)
         if not arrays:
             raise _usage(f"calibration data {path} holds no arrays")
+        given = {s.name: s for s in (profile or [])}
+        self.inputs = list(inputs)
         self.arrays, self.dtypes = {}, {}
+        self.shape_values, self.shape_sources = {}, {}
         counts = set()
         static_batches = set()
         for inp in inputs:
+            self.dtypes[inp.name] = _np_dtype(getattr(inp, "dtype", "float32") or "float32")
+            entry = given.get(inp.name)
+            # A parsed network says which inputs are shape tensors; on the host (check, bundle
+            # --target) resolve_profiles has let values through only for a possible one.
+            is_shape = inp.shape_tensor if inp.shape_tensor is not None else bool(entry is not None and entry.values)
+            if is_shape:
+                counts.update(self._shape_input(path, inp, arrays.get(inp.name), entry))
+                continue
             if inp.name not in arrays:
-                raise _usage(f"calibration data {path} has no array for input {inp.name!r} (it has {', '.join(arrays)})")
+                raise _usage(f"calibration data {path} has no array for input {inp.name!r} (it has "
+                             f"{', '.join(arrays)})",
+                             hint="every input needs an array of samples; only a shape-tensor input may be left "
+                                  "out, with its values in --shapes NAME=MIN:OPT:MAX (calibration uses the opt values)")
             a = arrays[inp.name]
             if a.ndim != len(inp.dims):
                 raise _usage(f"calibration array {inp.name!r} has rank {a.ndim}, the input has rank {len(inp.dims)}")
@@ -162,8 +186,10 @@ class CalibrationBatches:
             if isinstance(d0, int) and d0 > 0:
                 static_batches.add(d0)
             self.arrays[inp.name] = a
-            self.dtypes[inp.name] = _np_dtype(getattr(inp, "dtype", "float32") or "float32")
             counts.add(a.shape[0])
+        if not self.arrays:
+            raise _usage(f"calibration data {path}: the model's only inputs are shape tensors; there is nothing "
+                         "to calibrate with")
         if len(counts) != 1:
             raise _usage(f"calibration arrays in {path} have different sample counts {sorted(counts)}")
         self.samples = counts.pop()
@@ -181,6 +207,48 @@ class CalibrationBatches:
             self.batch_size = max(1, min(int(batch_size or DEFAULT_DYNAMIC_BATCH), self.samples))
         self.num_batches = self.samples // self.batch_size  # whole batches only: a ragged one skews the histogram
 
+    def _shape_input(self, path: str, inp, a, entry) -> set:
+        """Fix the one set of values shape-tensor input ``inp`` is calibrated at; returns the
+        sample count its array adds (none when the data leaves it out)."""
+        dims = tuple(inp.dims)
+        if a is None:
+            if entry is None or not entry.values:
+                raise _usage(f"calibration data {path} has no array for shape-tensor input {inp.name!r} and --shapes "
+                             "gives no values for it",
+                             hint=f"give --shapes {inp.name}=MIN:OPT:MAX (calibration uses the opt values) or an "
+                                  f"array {inp.name!r} of one row of values per sample")
+            values, source = tuple(entry.opt), "profile"
+        else:
+            if a.ndim != len(dims) + 1 or tuple(a.shape[1:]) != dims:
+                raise _usage(f"calibration array {inp.name!r} has shape {list(a.shape)}; shape-tensor input "
+                             f"{inp.name!r} {list(dims)} takes one row of values per sample, shape [N] + {list(dims)}")
+            if a.dtype.kind not in "biuf" or (a.dtype.kind == "f" and not np.array_equal(a, np.round(a))):
+                raise _usage(f"calibration array {inp.name!r} holds {a.dtype} values; shape-tensor input "
+                             f"{inp.name!r} takes integers")
+            if a.shape[0] == 0:
+                raise _usage(f"calibration data {path} has no samples")
+            rows = np.asarray(a).reshape(a.shape[0], -1)
+            if not (rows == rows[0]).all():
+                raise _usage(f"calibration array {inp.name!r} holds different values in different samples; a "
+                             "shape-tensor input is calibrated at one set of values (the calibration profile has "
+                             "min = opt = max)",
+                             hint="calibrate once per set of values, or leave the array out to use the --shapes opt "
+                                  "values")
+            values, source = tuple(int(v) for v in rows[0]), "data"
+            if entry is not None and entry.values and not all(
+                    lo <= v <= hi for lo, v, hi in zip(entry.min, values, entry.max)):
+                raise _usage(f"calibration array {inp.name!r} holds values {list(values)}, outside --shapes "
+                             f"{entry.format()}: the engine would be calibrated at a shape it never runs")
+        want = self.dtypes[inp.name]
+        if want.kind not in "iu":
+            raise _usage(f"shape-tensor input {inp.name!r} is {want}; shape tensors are integer tensors")
+        info = np.iinfo(want)
+        if not all(info.min <= v <= info.max for v in values):
+            raise _usage(f"shape-tensor input {inp.name!r} is {want}; values {list(values)} do not fit")
+        self.shape_values[inp.name] = np.array(values, dtype=want).reshape(dims)
+        self.shape_sources[inp.name] = source
+        return set() if a is None else {a.shape[0]}
+
     @property
     def dropped(self) -> int:
         """Samples left out because they do not fill a whole batch."""
@@ -190,8 +258,32 @@ class CalibrationBatches:
         return tuple(self.arrays[name].shape[1:])
 
     def batch_shape(self, name: str) -> tuple:
-        """The shape TensorRT reads for ``name`` (what the calibration profile must be)."""
+        """The shape TensorRT reads for ``name`` (what the calibration profile must be); a
+        shape-tensor input's own shape."""
+        if name in self.shape_values:
+            return tuple(self.shape_values[name].shape)
         return (self.batch_size,) + self.sample_shape(name)
+
+    def calibration_profile(self) -> list:
+        """The calibration profile, as ``InputShapes`` in input order (what
+        :func:`tegra_ai.trt.compat.set_calibration_profile` takes): each execution input at its
+        batch shape, each shape-tensor input at its one set of values (min = opt = max)."""
+        from tegra_ai.spec import InputShapes
+
+        out = []
+        for inp in self.inputs:
+            if inp.name in self.shape_values:
+                v = tuple(int(x) for x in self.shape_values[inp.name].ravel())
+                out.append(InputShapes(inp.name, v, v, v, True))
+            else:
+                b = self.batch_shape(inp.name)
+                out.append(InputShapes(inp.name, b, b, b))
+        return out
+
+    def notes(self) -> list:
+        return [f"shape-tensor input {n} calibrated at values {v.ravel().tolist()} ("
+                + ("from the calibration data)" if self.shape_sources[n] == "data" else "the --shapes opt values)")
+                for n, v in self.shape_values.items()]
 
     def batch(self, index: int) -> dict | None:
         if index >= self.num_batches:
@@ -204,6 +296,8 @@ class CalibrationBatches:
             if want.kind in "iu" and chunk.dtype.kind == "f" and not np.array_equal(chunk, np.round(chunk)):
                 raise _usage(f"calibration array {n!r} holds fractions; the input is {want}")
             out[n] = np.ascontiguousarray(chunk, dtype=want)
+        for n, v in self.shape_values.items():
+            out[n] = v      # the same values every batch (the calibration profile's)
         return out
 
 
@@ -329,6 +423,11 @@ def make_calibrator(trt, feats, batches: CalibrationBatches | None, cache_path: 
                     return None
                 if upload is None:
                     upload = device_uploader()
+                # One device pointer per input, shape tensors included: IInt8Calibrator::getBatch
+                # "bindings An array of pointers to device memory ... containing each network input
+                # data" (NvInfer.h 8.5 l.7940-7941, 10.3 l.7694-7695, 10.13.3 l.8232-8233); the
+                # binding's get_batch returns "device memory pointers" (pyInt8Doc.h). NVIDIA's own
+                # calibrator does the same for shape tensors (Polygraphy backend/trt/calibrator.py).
                 pointers = [upload(name, data[name]) for name in names]
                 self.served.append({n: list(data[n].shape) for n in names})
                 self.index += 1

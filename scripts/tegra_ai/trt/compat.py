@@ -561,28 +561,39 @@ def _set_shape_values(feats: Features, profile, s) -> None:
                            f"{list(s.opt)}, max {list(s.max)}): {exc}", exit_code=EXIT_USAGE) from None
 
 
-def add_optimization_profile(builder, config, shapes, feats: Features | None = None) -> int:
-    """Add one optimization profile; ``shapes`` are ``trt.shapes.InputShapes`` (name, min, opt,
-    max; dims, or a shape-tensor input's values with ``values``)."""
+def make_profile(builder, shapes, feats: Features | None = None):
+    """One ``IOptimizationProfile`` from ``shapes`` (``trt.shapes.InputShapes``: name, min, opt,
+    max; dims, or a shape-tensor input's values with ``values``): the one way every profile is
+    made, the optimization profiles and the calibration profile alike."""
     profile = builder.create_optimization_profile()
     for s in shapes:
         if s.values:
             _set_shape_values(feats, profile, s)
         else:
             _set_shape(profile, s.name, s.min, s.opt, s.max)
-    index = config.add_optimization_profile(profile)
+    return profile
+
+
+def add_optimization_profile(builder, config, shapes, feats: Features | None = None) -> int:
+    """Add one optimization profile made by :func:`make_profile`."""
+    index = config.add_optimization_profile(make_profile(builder, shapes, feats))
     if index < 0:
         raise TegraAIError("TensorRT rejected an optimization profile: " + "; ".join(s.format() for s in shapes),
                            exit_code=EXIT_USAGE)
     return index
 
 
-def set_calibration_profile(trt, builder, config, shapes: dict) -> None:
-    """Dynamic-shape networks calibrate at one fixed shape per input (TensorRT <= 10.x)."""
-    profile = builder.create_optimization_profile()
-    for name, shape in shapes.items():
-        _set_shape(profile, name, shape, shape, shape)
-    config.set_calibration_profile(profile)
+def set_calibration_profile(builder, config, shapes, feats: Features | None = None) -> None:
+    """The calibration profile (TensorRT <= 10.x): one fixed shape per input, a shape-tensor
+    input's one set of values, made by :func:`make_profile` like every optimization profile.
+    NvInfer.h ``IBuilderConfig::setCalibrationProfile`` (8.5 l.9053-9058, 10.3 l.9120-9126,
+    10.13.3 l.9866-9872): "Calibration optimization profile must be set if int8 calibration is
+    used to set scales for a network with runtime dimensions", "must satisfy
+    profile->isValid() == true", "MIN and MAX values will be overwritten by kOPT", returns
+    "True if the calibration profile was set correctly" (the binding returns that bool)."""
+    if not config.set_calibration_profile(make_profile(builder, shapes, feats)):
+        raise TegraAIError("TensorRT rejected the calibration profile: " + "; ".join(s.format() for s in shapes),
+                           exit_code=EXIT_USAGE)
 
 
 def calibrator_base(trt, feats: Features):
