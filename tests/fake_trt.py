@@ -40,6 +40,12 @@ TensorRT's runtime rules it enforces (each cites its source at the code):
   ``IOutputAllocator`` is set, which is driven as the release's binding drives it
   (``reallocate_output`` on 8.x; ``reallocate_output_async`` when overridden on 10.x);
 * R5 shape-tensor inputs live in host memory (int32 on 8.x): a device address is refused.
+* R6 shape-tensor profile values: ``set_shape_input`` takes values (int32 through
+  setShapeValues up to 10.10, int64 through setShapeValuesV2 from 10.11), three calls with one
+  count and min <= opt <= max; dims for a shape tensor or values for an execution tensor are
+  refused at build time;
+* R7 TensorRT 11 has no ``BuilderFlag.FP16``/``INT8`` (strongly typed only): the release's API
+  surface (trt_api/surface-11.1.json, from NvInfer.h release/11.1) has no such members;
 * R8 implicit INT8 calibration: a network with runtime dimensions (dynamic or shape-tensor
   inputs) needs a calibration profile, which must satisfy every rule an optimization profile
   does (shape tensors take values, others dims); calibration runs at its opt shapes and
