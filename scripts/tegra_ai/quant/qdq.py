@@ -39,7 +39,7 @@ import tempfile
 import numpy as np
 
 from tegra_ai.errors import EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError
-from tegra_ai.onnx_graph import graph_inputs, load_onnx, model_opset, name_nodes
+from tegra_ai.onnx_graph import constants_to_initializers, graph_inputs, load_onnx, model_opset, name_nodes
 from tegra_ai.util.lazy import require
 
 log = logging.getLogger("tegra_ai.quant.qdq")
@@ -274,6 +274,11 @@ def quantize(model_path: str, calibration: str, output: str, *, target: str = "j
     notes = []
     batch_list = batches(feed, model, notes=notes)
     samples = used_samples(batch_list)
+    # After naming (node names stay those the accuracy gate and --exclude address): weights
+    # held in Constant nodes become initializers, which the quantizer stores INT8 per channel.
+    moved = constants_to_initializers(model)
+    if moved:
+        notes.append(f"{moved} Constant node(s) moved into initializers (their weights are stored INT8)")
     opset = model_opset(model)
     if opset < 13:
         from onnx import version_converter
