@@ -247,7 +247,9 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
         subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)
         is_half = (has_float and not unknown and not subgraph and n.op_type not in TYPE_DEFINING_OPS
                    and n.op_type not in blocked_ops and n.name not in blocked_nodes)
-        follows = n.op_type in DATA_MOVEMENT_OPS and n.input and n.input[0] in fp32
+        # A QuantizeLinear of an FP32 tensor (the graph input) quantizes it as it is, FP32 (no
+        # Cast to FP16 first: that rounding would move values across a quantization step).
+        follows = n.op_type in DATA_MOVEMENT_OPS + ("QuantizeLinear",) and n.input and n.input[0] in fp32
         half[n.name] = is_half and not follows
         if has_float and not is_half and n.op_type not in TYPE_DEFINING_OPS:
             kept.append(n.name)
@@ -271,14 +273,30 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
         uses = [(c, i) for c in consumers.get(name, []) for i, x in enumerate(c.input) if x == name]
         return bool(uses) and all(wants_half(c, i) for c, i in uses)
 
-    for name, init in inits.items():
+    taken = set(inits) | {o for n in g.node for o in n.output} | {i.name for i in g.input}
+    for name, init in list(inits.items()):
         if init.data_type == FLOAT:
             if all_half(name):
                 arr = numpy_helper.to_array(init).astype(np.float32)
                 init.CopyFrom(numpy_helper.from_array(np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16), name))
                 new_type[name] = FLOAT16
-            else:
-                new_type[name] = FLOAT
+                continue
+            new_type[name] = FLOAT
+            # A scale shared by an FP32 QuantizeLinear and an FP16 DequantizeLinear: the DQ gets
+            # an FP16 copy (not a Cast), the Q the same value in FP32 (one scale for the pair).
+            uses = [(c, i) for c in consumers.get(name, []) for i, x in enumerate(c.input)
+                    if x == name and c.op_type in QDQ_OPS and i == 1 and wants_half(c, i)]
+            if uses:
+                h = numpy_helper.to_array(init).astype(np.float16)
+                init.CopyFrom(numpy_helper.from_array(h.astype(np.float32), name))
+                copy = f"{name}_fp16"
+                while copy in taken:
+                    copy += "_"
+                taken.add(copy)
+                g.initializer.append(numpy_helper.from_array(h, copy))
+                types[copy] = new_type[copy] = FLOAT16
+                for c, i in uses:
+                    c.input[i] = copy
 
     # Weights held in Constant nodes (PaddlePaddle exports, many tf2onnx graphs) convert
     # like initializers: left FP32 they would be cast at run time and the file would grow.
