@@ -303,9 +303,10 @@ def _two_conv_qdq(path, channels=256, int8_weights=True):
 @pytest.mark.rtx
 def test_real_tensorrt_rtx_keeps_int8_weights_behind_the_casts(monkeypatch, tmp_path):
     """What the engine stores says what TensorRT made of the copy (TensorRT-RTX 1.7, strongly
-    typed, CPU-only build): 1.18 M INT8 weights behind DequantizeLinear -> Cast(FP16) -> Conv
-    stay INT8 (the engine is no larger than the unconverted Q/DQ model's, measured 1.61 vs
-    1.73 MB), while float weights become FP16 in the copy (2.78 MB against 5.14 MB FP32)."""
+    typed, CPU-only build): 1.18 M INT8 weights behind a DequantizeLinear with an FP16 scale
+    (FP16 output) -> Conv stay INT8 (the engine is no larger than the unconverted Q/DQ model's,
+    measured 1,607,492 vs 1,732,756 B; 1,607,572 B in the FP32-scale form, DequantizeLinear ->
+    Cast(FP16) -> Conv), while float weights become FP16 in the copy (2.78 MB against 5.14 MB)."""
     from tegra_ai.trt.builder import build_engine
 
     monkeypatch.setenv("TEGRA_AI_TENSORRT", "tensorrt_rtx")

@@ -22,7 +22,10 @@ with ONNX Runtime's quantization tool (``onnxruntime.quantization.quantize_stati
 - biases stay float (``QuantizeBias=False``): TensorRT quantizes them itself;
 - ``--target jetpack5`` (TensorRT 8.5): opset <= 17 and float weights behind a Q->DQ
   pair (``AddQDQPairToWeight``), the form 8.5's parser folds; newer targets get INT8
-  weight initializers behind a DequantizeLinear (4x smaller files).
+  weight initializers behind a DequantizeLinear (4x smaller files); weights held in
+  Constant nodes (PaddlePaddle exports) are moved into initializers first
+  (:func:`tegra_ai.onnx_graph.constants_to_initializers`), else the quantizer would calibrate
+  them as activations and keep them FP32 behind a per-tensor Q->DQ pair.
 
 NVIDIA Model Optimizer's ONNX PTQ (``modelopt.onnx.quantization``) is used instead when
 ``backend="modelopt"`` and it is installed (its placement is kept as it is); it is never
