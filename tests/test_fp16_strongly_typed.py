@@ -146,7 +146,10 @@ def test_qdq_fp16_scales_run_like_fp32_scales_and_fall_back_where_the_opset_stay
     be raised, the Q/DQ and their scales stay FP32 behind Casts and the summary says why."""
     from onnx import version_converter
 
+    from tegra_ai.trt.builder import build_engine
+
     src = qdq_model(tmp_path / "q.onnx", gate=())
+    target(monkeypatch, "trt-11")
     x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
     fp16 = str(tmp_path / "s16.onnx")
     summary = convert_fp16(src, fp16, qdq=True)
@@ -162,6 +165,8 @@ def test_qdq_fp16_scales_run_like_fp32_scales_and_fall_back_where_the_opset_stay
     fp32 = str(tmp_path / "s32.onnx")
     summary = convert_fp16(src, fp32, qdq=True)
     assert summary["qdq_scales"] == "fp32" and summary["opset"] == 13
+    r = build_engine(src, BuildOptions(precision="int8"), show_progress=False)  # the build says so
+    assert any(n.startswith("Q/DQ scales stay FP32 behind Casts: opset 13 could not be raised to 19") for n in r.notes)
     assert "could not be raised to 19" in summary["qdq_scales_fp32_why"] and "No Adapter" in summary["qdq_scales_fp32_why"]
     m32 = onnx.load(fp32)
     onnx.checker.check_model(m32, full_check=True)

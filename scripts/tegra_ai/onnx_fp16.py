@@ -64,7 +64,9 @@ FP32_INPUTS = {"Resize": (1, 2)}
 # releases that build FP16 copies (NvInfer.h release/11.1, IQuantizeLayer: "For strongly
 # typed networks, if the scale data type is DataType::kHALF or DataType::kBF16, it must match
 # the input data type"; addDequantize: "if the scale type is DataType::kHALF or
-# DataType::kBF16 the output type must match"): FP16 scale, FP16 input and FP16 output here.
+# DataType::kBF16 the output type must match"): FP16 scale, FP16 input and FP16 output here;
+# onnx-tensorrt (onnxOpImporters.cpp, QuantDequantLinearHelper) gives a strongly typed
+# DequantizeLayer its scale's type as output type, as ONNX DequantizeLinear-19 does.
 # TensorRT 8.5-10.x never parse this copy (they have the FP16 builder flag: the model as it
 # is, FP32 scales). A scale that is not a normal FP16 number (below 2**-14 or above 65504:
 # it would lose precision or become 0 / inf) keeps its Q/DQ nodes FP32 (Model Optimizer
