@@ -133,3 +133,33 @@ def test_fp16_file_is_about_half(tmp_path):
     out = str(tmp_path / "o.onnx")
     convert_fp16(src, out)
     assert os.path.getsize(out) <= 0.55 * os.path.getsize(src)
+
+
+def test_unfoldable_batchnorm_with_params_fp16_cannot_hold_keeps_its_values(tmp_path):
+    """A BatchNormalization after a Conv whose weights come from a DequantizeLinear (a Q/DQ
+    model: nothing to fold into) with running variances up to 9.8e7 (PP-OCRv4's detector):
+    stored FP16 they were clamped to 65504 and the layer's output was wrong; rewritten to the
+    same affine map with FP16-sized parameters it computes what FP32 does."""
+    rng = np.random.default_rng(0)
+    c = 8
+    var = np.geomspace(1e7, 9.8e7, c).astype(np.float32)
+    inits = [numpy_helper.from_array(rng.integers(-100, 100, (c, 3, 3, 3)).astype(np.int8), "wq"),
+             numpy_helper.from_array(np.full(c, 20.0, np.float32), "ws"),  # weights ~ +-2000: outputs ~ 1e4
+             numpy_helper.from_array(np.zeros(c, np.int8), "wzp"),
+             numpy_helper.from_array(rng.random(c).astype(np.float32) + 0.5, "gamma"),
+             numpy_helper.from_array(rng.standard_normal(c).astype(np.float32), "beta"),
+             numpy_helper.from_array(rng.standard_normal(c).astype(np.float32) * 300, "mean"),
+             numpy_helper.from_array(var, "var")]
+    nodes = [helper.make_node("DequantizeLinear", ["wq", "ws", "wzp"], ["w"], name="dqw", axis=0),
+             helper.make_node("Conv", ["x", "w"], ["cv"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["cv", "gamma", "beta", "mean", "var"], ["y"], name="bn")]
+    src = save(tmp_path / "m.onnx", nodes, inits, None)
+    out = str(tmp_path / "o.onnx")
+    convert_fp16(src, out, qdq=True)
+    m = onnx.load(out)
+    bn = next(n for n in m.graph.node if n.op_type == "BatchNormalization")
+    params = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    assert all(np.abs(params[i]).max() < 65504 for i in bn.input[1:])
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    y = run(src, x)
+    assert np.abs(run(out, x) - y).max() <= 5e-3 * np.abs(y).max()  # clamped: off by 18.5x the largest output

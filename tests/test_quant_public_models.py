@@ -170,8 +170,8 @@ def test_picodet_layout_fp16_halves_the_file(layout_model, tmp_path):
 def test_qdq_classifier_float_parts_fp16_runs_like_the_qdq_model(ocr_models, tmp_path):
     """The TensorRT 11 path on a real model (tegra_ai.onnx_fp16 with qdq=True, what the
     builder parses): quantized with one layer kept in float as the accuracy gate keeps it, the
-    float parts become FP16, Q/DQ scales and that layer stay FP32, and ONNX Runtime's outputs
-    stay close to the Q/DQ model's."""
+    float parts become FP16, the Q/DQ FP16 with FP16 scales (opset 13 -> 19; no Cast around
+    them), that layer stays FP32, and ONNX Runtime's outputs stay close to the Q/DQ model's."""
     from tegra_ai.onnx_graph import name_nodes
 
     calib = tmp_path / "c.npz"
@@ -188,12 +188,18 @@ def test_qdq_classifier_float_parts_fp16_runs_like_the_qdq_model(ocr_models, tmp
     out = str(tmp_path / "cls.qdq.fp16.onnx")
     summary = convert_fp16(qdq, out, qdq=True)
     assert summary["gate_fp32"] == [keep]
+    assert summary["qdq_scales"] == "fp16" and summary["opset"] == 19 and summary["qdq_fp32_scale_nodes"] == []
     c = onnx.load(out)
+    onnx.checker.check_model(c, full_check=True)
     types = {i.name: i.data_type for i in c.graph.initializer}
     consts = {n.output[0]: n.attribute[0].t.data_type for n in c.graph.node if n.op_type == "Constant"}
     types.update(consts)
-    scales = [types[n.input[1]] for n in c.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
-    assert scales and set(scales) == {onnx.TensorProto.FLOAT}
+    # FP16 scales (opset 13 -> 19), but the Q of the FP32 graph input, which quantizes it as it is
+    scales = {n.name: types[n.input[1]] for n in c.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
+    fp32_q = [n.name for n in c.graph.node if n.op_type == "QuantizeLinear" and scales[n.name] == onnx.TensorProto.FLOAT]
+    assert [next(n for n in c.graph.node if n.name == q).input[0] for q in fp32_q] == ["x"]
+    assert sum(t == onnx.TensorProto.FLOAT16 for t in scales.values()) == len(scales) - 1
+    assert _qdq_casts(c) == []  # the FP32-scale form had 161 (measured)
     kept = next(n for n in c.graph.node if n.name == keep)
     assert types.get(kept.input[1]) == onnx.TensorProto.FLOAT
     assert onnx.TensorProto.FLOAT16 in types.values()  # the float parts
@@ -203,6 +209,124 @@ def test_qdq_classifier_float_parts_fp16_runs_like_the_qdq_model(ocr_models, tmp
     ref, q, q16 = (ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
                    for p in (ocr_models["cls"], qdq, out))
     cos = float(np.dot(q.ravel(), q16.ravel()) / (np.linalg.norm(q) * np.linalg.norm(q16)))
-    assert cos >= 0.999, cos  # measured 0.9997: FP16 inputs to Q move a few values across a rounding step
-    # against the FP32 model, the FP16 float parts add little to what INT8 costs (measured 0.0900 vs 0.0887)
+    # measured 0.99883 (FP32 scales behind Casts: 0.99958): FP16 activations and FP16 scales (up to
+    # 2**-11 from the FP32 ones) move a few values across a quantization step
+    assert cos >= 0.998, cos
+    # against the FP32 model, the FP16 float parts add nothing to what INT8 costs (measured mean abs
+    # error 0.1196 vs the Q/DQ model's 0.1237: random calibration and inputs, INT8 dominates)
     assert np.abs(q16 - ref).mean() <= 1.05 * np.abs(q - ref).mean() + 2e-3
+
+
+def _qdq_casts(model) -> list:
+    """Casts right before or after a QuantizeLinear / DequantizeLinear."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    readers = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    qdq = ("QuantizeLinear", "DequantizeLinear")
+    return [n.name for n in model.graph.node if n.op_type == "Cast" and (
+        (n.input[0] in producer and producer[n.input[0]].op_type in qdq)
+        or any(r.op_type in qdq for r in readers.get(n.output[0], [])))]
+
+
+PADDLE = {"cls": ((3, 48, 192), 0.5), "det": ((3, 320, 320), 0.35), "layout": ((3, 800, 608), 0.35)}
+
+
+@pytest.mark.parametrize("which", sorted(PADDLE))
+def test_paddle_int8_file_stores_int8_weights(request, tmp_path, which):
+    """PaddlePaddle exports hold every weight in a Constant node; ONNX Runtime's quantizer makes
+    INT8 weights of initializers only, so they stayed FP32 behind a per-tensor Q->DQ pair and the
+    INT8 file was larger than the FP32 one (1.135x, 1.020x, 1.022x measured). Moved into
+    initializers first, every Conv weight is an INT8 initializer behind a DequantizeLinear,
+    per channel, as ONNX Runtime and Model Optimizer write them (measured 0.461x, 0.283x,
+    0.303x; the classifier's is higher: its 35 BatchNormalization layers' FP32 vectors, the
+    per-channel scales and the Q/DQ nodes weigh as much as its 125 kB of INT8 weights)."""
+    shape, max_ratio = PADDLE[which]
+    path = request.getfixturevalue("layout_model") if which == "layout" else request.getfixturevalue("ocr_models")[which]
+    m = onnx.load(path)
+    calib = tmp_path / "c.npz"
+    np.savez(calib, **{m.graph.input[0].name: np.random.default_rng(0).random((1,) + shape).astype(np.float32)})
+    out = str(tmp_path / "int8.onnx")
+    res = quantize(path, str(calib), out, method="minmax")
+    assert any("Constant node(s) moved into initializers" in n for n in res.notes), res.notes
+    q = onnx.load(out)
+    inits = {i.name: i for i in q.graph.initializer}
+    producer = {o: n for n in q.graph.node for o in n.output}
+    convs = [n for n in q.graph.node if n.op_type == "Conv"]
+    for conv in convs:
+        dq = producer.get(conv.input[1])
+        assert dq is not None and dq.op_type == "DequantizeLinear", conv.name
+        w = inits.get(dq.input[0])
+        assert w is not None and w.data_type == onnx.TensorProto.INT8 and numpy_helper.to_array(inits[dq.input[1]]).size == w.dims[0]
+    from tegra_ai.quant.qdq import constant_tensors
+
+    consts = constant_tensors(q.graph)
+    float_behind_q = [n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in consts]
+    assert float_behind_q == []  # no float weight stays behind a Q
+    assert os.path.getsize(out) <= max_ratio * os.path.getsize(path), os.path.getsize(out) / os.path.getsize(path)
+
+
+def test_constants_to_initializers_is_exact_on_the_classifier(ocr_models, tmp_path):
+    """The conversion alone changes nothing ONNX Runtime computes: bit-identical outputs, the
+    same node names and graph outputs."""
+    import onnxruntime as ort
+
+    from tegra_ai.onnx_graph import constants_to_initializers
+
+    m = onnx.load(ocr_models["cls"])
+    names = [n.name for n in m.graph.node if n.op_type != "Constant"]
+    assert constants_to_initializers(m) == 308
+    assert [n.name for n in m.graph.node] == names and not any(n.op_type == "Constant" for n in m.graph.node)
+    moved = str(tmp_path / "moved.onnx")
+    onnx.save(m, moved)
+    x = (np.random.default_rng(0).random((8, 3, 48, 192), np.float32) - 0.5) / 0.5
+    a, b = (ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(None, {"x": x}) for p in (ocr_models["cls"], moved))
+    assert [o.name for o in onnx.load(moved).graph.output] == [o.name for o in onnx.load(ocr_models["cls"]).graph.output]
+    assert all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+def _text_bars(h=320, w=320):
+    """Dark bars on a light page, normalised as PaddleOCR's detector input: something it finds
+    text in (random noise gives an almost empty map)."""
+    img = np.full((1, 3, h, w), 1.5, np.float32)
+    for r in range(20, h - 20, 40):
+        for c in range(20, w - 40, 14):
+            img[:, :, r:r + 14, c:c + 8] = -1.5
+    return img
+
+
+def test_detector_qdq_fp16_copy_runs_like_the_qdq_model(ocr_models, tmp_path, monkeypatch):
+    """PP-OCRv4's detector through the TensorRT 11 path (the float parts of its Q/DQ model FP16,
+    Q/DQ with FP16 scales at opset 19). Its BatchNormalization after the DequantizeLinear-fed
+    Conv (nothing to fold) has running variances up to 9.8e7: stored FP16 they were clamped to
+    65504 and the copy's map had cosine 0.64 to the Q/DQ model's on this input (0.996 now: it is
+    rewritten to the same affine map). Against the FP32-scale form (the fallback) the outputs
+    agree too."""
+    import onnxruntime as ort
+
+    from tegra_ai import onnx_fp16
+
+    calib = tmp_path / "c.npz"
+    np.savez(calib, x=np.random.default_rng(0).random((2, 3, 320, 320)).astype(np.float32))
+    qdq = str(tmp_path / "det.qdq.onnx")
+    quantize(ocr_models["det"], str(calib), qdq, method="minmax")
+    out = str(tmp_path / "det.fp16.onnx")
+    summary = convert_fp16(qdq, out, qdq=True)
+    assert summary["qdq_scales"] == "fp16" and summary["opset"] == 19
+    c = onnx.load(out)
+    onnx.checker.check_model(c, full_check=True)
+    bn_params = [numpy_helper.to_array(i) for i in c.graph.initializer if i.name.endswith(("_bnvar", "_bnscale"))]
+    assert bn_params and not any(np.any(np.abs(p) >= 65504) for p in bn_params)
+    # the Casts left around Q/DQ: after the weight DQs whose per-channel scales FP16 cannot hold
+    assert len(_qdq_casts(c)) == len(summary["qdq_fp32_scale_nodes"]) <= 8
+    monkeypatch.setattr(onnx_fp16, "raise_opset_for_fp16_scales", lambda m: (m, "the FP32-scale form, for comparison"))
+    fp32_scales = str(tmp_path / "det.fp16.s32.onnx")
+    assert convert_fp16(qdq, fp32_scales, qdq=True)["qdq_scales"] == "fp32"
+    x = _text_bars()
+    q, a, b = (ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+               for p in (qdq, out, fp32_scales))
+
+    def cos(u, v):
+        return float(u.ravel() @ v.ravel() / (np.linalg.norm(u) * np.linalg.norm(v)))
+    assert cos(a, q) >= 0.99 and cos(a, b) >= 0.99, (cos(a, q), cos(a, b), cos(b, q))

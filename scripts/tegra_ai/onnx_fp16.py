@@ -20,8 +20,9 @@ shape-inference results are not written.
 
 For the builder: :func:`fp16_model_for_build` writes an FP16 copy of a model into a
 directory the caller owns, for a strongly typed build on releases without the FP16 builder
-flag: ``--precision fp16`` of a float model, and the float parts of a Q/DQ model (Q/DQ
-nodes, their scales and the layers the accuracy gate kept in float stay FP32)."""
+flag: ``--precision fp16`` of a float model, and the float parts of a Q/DQ model (the Q/DQ
+nodes with FP16 scales at opset >= 19, raised to 19 where it was lower, FP32 scales behind
+Casts where it cannot be; the layers the accuracy gate kept in float stay FP32)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import os
 import numpy as np
 
 from tegra_ai.errors import EXIT_USAGE, TegraAIError
-from tegra_ai.onnx_graph import load_onnx, name_nodes
+from tegra_ai.onnx_graph import load_onnx, model_opset, name_nodes
 from tegra_ai.util.atomic import atomic_write_bytes
 from tegra_ai.util.jsonfile import loads as json_loads
 from tegra_ai.util.lazy import require
@@ -51,16 +52,31 @@ COORDINATE_OPS = ("NonMaxSuppression", "TopK", "RoiAlign", "Upsample", "Range", 
 # (onnxconverter-common blocks the whole operator; NVIDIA Model Optimizer's AutoCast keeps
 # only Resize's scales FP32, and Upsample, deprecated since opset 10, FP32 whole, as here).
 FP32_INPUTS = {"Resize": (1, 2)}
-# Explicit quantization: QuantizeLinear/DequantizeLinear and their scales stay FP32 in an
-# FP16 copy of a Q/DQ model. TensorRT (NvInfer.h release/11.1, IQuantizeLayer): "For
-# strongly typed networks, if the scale data type is DataType::kHALF or DataType::kBF16, it
-# must match the input data type", so an FP32 scale is the one type valid on every release;
-# ONNX QuantizeLinear-19/21 types x and y_scale alike (T1) and QuantizeLinear-13 takes a
-# float scale only, so the Q/DQ nodes compute FP32 behind Casts.
+# Explicit quantization: the Q/DQ nodes of an FP16 copy compute in FP16 with FP16 scales, as
+# NVIDIA Model Optimizer writes them (modelopt.onnx.autocast.convert_to_f16: "Opset 19 is the
+# first to support fp16 scales in Q/DQ nodes"), so no Cast pair surrounds each of them.
+# ONNX operator spec (docs/Operators.md): QuantizeLinear-13 and DequantizeLinear-13 take
+# y_scale/x_scale as tensor(float) only (DequantizeLinear-13's output is tensor(float));
+# QuantizeLinear-19/21 type x and y_scale alike (T1: float, float16, bfloat16) and
+# DequantizeLinear-19/21 output the scale's type (T2). So the copy raises an older opset to
+# QDQ_FP16_SCALE_OPSET with onnx.version_converter; where that fails, its Q/DQ nodes and
+# scales stay FP32 behind Casts (valid on every opset). TensorRT takes both forms on the
+# releases that build FP16 copies (NvInfer.h release/11.1, IQuantizeLayer: "For strongly
+# typed networks, if the scale data type is DataType::kHALF or DataType::kBF16, it must match
+# the input data type"; addDequantize: "if the scale type is DataType::kHALF or
+# DataType::kBF16 the output type must match"): FP16 scale, FP16 input and FP16 output here;
+# onnx-tensorrt (onnxOpImporters.cpp, QuantDequantLinearHelper) gives a strongly typed
+# DequantizeLayer its scale's type as output type, as ONNX DequantizeLinear-19 does.
+# TensorRT 8.5-10.x never parse this copy (they have the FP16 builder flag: the model as it
+# is, FP32 scales). A scale that is not a normal FP16 number (below 2**-14 or above 65504:
+# it would lose precision or become 0 / inf) keeps its Q/DQ nodes FP32 (Model Optimizer
+# clamps such values instead).
+QDQ_FP16_SCALE_OPSET = 19
+FP16_MIN_NORMAL = 2.0 ** -14
 # What the FP16 copy of a strongly typed build is made by: part of the engine cache key on
 # releases that build such copies (TensorRT 11, TensorRT-RTX), so an engine is rebuilt when the
 # conversion changes. Bump it with every change to what the conversion writes.
-RECIPE = "tegra-ai-fp16/2"
+RECIPE = "tegra-ai-fp16/3"  # 3: FP16 Q/DQ scales at opset >= 19
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 # The nodes the accuracy gate (tegra_ai.quant.fallback) kept in float on purpose, as the
@@ -151,6 +167,50 @@ def fold_batchnorm(model, skip_nodes=()) -> int:
     return folded
 
 
+def rescale_batchnorm(model, skip_nodes=()) -> int:
+    """Rewrite each BatchNormalization that :func:`fold_batchnorm` could not fold (its Conv's
+    weights come from a DequantizeLinear in a Q/DQ model, or it follows no Conv) and whose
+    parameters FP16 cannot hold (a running variance of 9.8e7 in PP-OCRv4's detector, above
+    65504: clamped, the layer's output is wrong) into the same affine map with FP16-sized
+    parameters, in FP32: scale = gamma / sqrt(var + epsilon), B = beta - mean * scale, mean 0,
+    var 1 - epsilon (ONNX BatchNormalization-15: y = (x - mean) / sqrt(var + epsilon) * scale + B).
+    The node stays (TensorRT fuses it into the Conv as before). Returns how many were rewritten."""
+    from onnx import numpy_helper
+
+    g = model.graph
+    consts = _constant_arrays(g)
+    done = 0
+    for bn in g.node:
+        if bn.op_type != "BatchNormalization" or len(bn.input) != 5 or len(bn.output) != 1 or bn.name in skip_nodes:
+            continue
+        vals = [consts.get(x) for x in bn.input[1:]]
+        if any(v is None or v[0].dtype != np.float32 or v[0].ndim != 1 for v in vals):
+            continue
+        gamma, beta, mean, var = (v[0].astype(np.float64) for v in vals)
+        if not all(x.shape == gamma.shape for x in (beta, mean, var)):
+            continue
+        params = np.concatenate([gamma, beta, mean, var])
+        nonzero = np.abs(params[params != 0])
+        if not ((nonzero > FP16_MAX).any() or (nonzero < FP16_MIN_NORMAL).any()):
+            continue
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        scale = gamma / np.sqrt(var + eps)
+        new = [scale, beta - mean * scale, np.zeros_like(scale), np.full_like(scale, 1.0 - eps)]
+        names = [f"{bn.output[0]}_bn{k}" for k in ("scale", "bias", "mean", "var")]
+        g.initializer.extend(numpy_helper.from_array(a.astype(np.float32), n) for a, n in zip(new, names))
+        del bn.input[1:]
+        bn.input.extend(names)
+        done += 1
+    if done:
+        used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+        for i in [i for i in g.initializer if i.name not in used]:
+            g.initializer.remove(i)
+        keep = [n for n in g.node if n.op_type != "Constant" or any(o in used for o in n.output)]
+        del g.node[:]
+        g.node.extend(keep)
+    return done
+
+
 def to_fp16(model, op_block_list=(), node_block_list=()):
     """An FP16 copy of an ONNX ModelProto: float tensors computed by nodes outside the block
     lists become FP16, graph inputs and outputs stay FP32, and a Cast is inserted wherever a
@@ -167,6 +227,8 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
     original_value_info = list(model.graph.value_info)
     if "BatchNormalization" not in op_block_list and "Conv" not in op_block_list:
         fold_batchnorm(model, skip_nodes=set(node_block_list))
+    if "BatchNormalization" not in op_block_list:
+        rescale_batchnorm(model, skip_nodes=set(node_block_list))
     model = shape_inference.infer_shapes(model)
     g = model.graph
     types = {}
@@ -187,7 +249,9 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
         subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)
         is_half = (has_float and not unknown and not subgraph and n.op_type not in TYPE_DEFINING_OPS
                    and n.op_type not in blocked_ops and n.name not in blocked_nodes)
-        follows = n.op_type in DATA_MOVEMENT_OPS and n.input and n.input[0] in fp32
+        # A QuantizeLinear of an FP32 tensor (the graph input) quantizes it as it is, FP32 (no
+        # Cast to FP16 first: that rounding would move values across a quantization step).
+        follows = n.op_type in DATA_MOVEMENT_OPS + ("QuantizeLinear",) and n.input and n.input[0] in fp32
         half[n.name] = is_half and not follows
         if has_float and not is_half and n.op_type not in TYPE_DEFINING_OPS:
             kept.append(n.name)
@@ -211,14 +275,30 @@ def to_fp16(model, op_block_list=(), node_block_list=()):
         uses = [(c, i) for c in consumers.get(name, []) for i, x in enumerate(c.input) if x == name]
         return bool(uses) and all(wants_half(c, i) for c, i in uses)
 
-    for name, init in inits.items():
+    taken = set(inits) | {o for n in g.node for o in n.output} | {i.name for i in g.input}
+    for name, init in list(inits.items()):
         if init.data_type == FLOAT:
             if all_half(name):
                 arr = numpy_helper.to_array(init).astype(np.float32)
                 init.CopyFrom(numpy_helper.from_array(np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16), name))
                 new_type[name] = FLOAT16
-            else:
-                new_type[name] = FLOAT
+                continue
+            new_type[name] = FLOAT
+            # A scale shared by an FP32 QuantizeLinear and an FP16 DequantizeLinear: the DQ gets
+            # an FP16 copy (not a Cast), the Q the same value in FP32 (one scale for the pair).
+            uses = [(c, i) for c in consumers.get(name, []) for i, x in enumerate(c.input)
+                    if x == name and c.op_type in QDQ_OPS and i == 1 and wants_half(c, i)]
+            if uses:
+                h = numpy_helper.to_array(init).astype(np.float16)
+                init.CopyFrom(numpy_helper.from_array(h.astype(np.float32), name))
+                copy = f"{name}_fp16"
+                while copy in taken:
+                    copy += "_"
+                taken.add(copy)
+                g.initializer.append(numpy_helper.from_array(h, copy))
+                types[copy] = new_type[copy] = FLOAT16
+                for c, i in uses:
+                    c.input[i] = copy
 
     # Weights held in Constant nodes (PaddlePaddle exports, many tf2onnx graphs) convert
     # like initializers: left FP32 they would be cast at run time and the file would grow.
@@ -312,6 +392,47 @@ def fold_casts(model) -> int:
     return removed
 
 
+def raise_opset_for_fp16_scales(model):
+    """``(model, None)`` at opset >= :data:`QDQ_FP16_SCALE_OPSET` (raised with
+    onnx.version_converter where it was lower; the IR version raised to what that opset
+    needs), or ``(model unchanged, why not)`` when the conversion fails (an operator without
+    an adapter, a custom domain it cannot read): the FP32-scale path then."""
+    import onnx
+    from onnx import helper, version_converter
+
+    opset = model_opset(model)
+    if opset >= QDQ_FP16_SCALE_OPSET:
+        return model, None
+    try:
+        raised = version_converter.convert_version(model, QDQ_FP16_SCALE_OPSET)
+        ir = helper.find_min_ir_version_for([o for o in raised.opset_import if o.domain in ("", "ai.onnx")])
+        raised.ir_version = max(raised.ir_version, ir)
+        onnx.checker.check_model(raised)
+    except Exception as exc:  # noqa: BLE001 - the converter raises many kinds
+        return model, (f"opset {opset} could not be raised to {QDQ_FP16_SCALE_OPSET} "
+                       f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})")
+    if not {n.name for n in model.graph.node} <= {n.name for n in raised.graph.node}:
+        return model, f"raising opset {opset} to {QDQ_FP16_SCALE_OPSET} renamed nodes"
+    name_nodes(raised)  # nodes an adapter added (ReduceMean's axes as an input, ...)
+    return raised, None
+
+
+def fp32_scale_qdq_nodes(model) -> list:
+    """Names of the Q/DQ nodes whose scale is not a normal FP16 number (any element below
+    :data:`FP16_MIN_NORMAL` or above 65504 in magnitude, or not a constant): with every node
+    that shares such a scale, they stay FP32 in the copy."""
+    g = model.graph
+    consts = _constant_arrays(g)
+    bad = set()
+    for n in g.node:
+        if n.op_type in QDQ_OPS and len(n.input) > 1:
+            v = consts.get(n.input[1])
+            a = np.abs(v[0].astype(np.float64)) if v is not None and v[0].dtype == np.float32 else None
+            if a is None or not a.size or not np.all((a >= FP16_MIN_NORMAL) & (a <= FP16_MAX)):
+                bad.add(n.input[1])
+    return [n.name for n in g.node if n.op_type in QDQ_OPS and len(n.input) > 1 and n.input[1] in bad]
+
+
 def gate_keep_fp32(model) -> list:
     """The node names a Q/DQ model's ``metadata_props`` says the accuracy gate kept in float
     (:data:`KEEP_FP32_METADATA`, written by :func:`tegra_ai.quant.qdq.quantize`); [] if none."""
@@ -331,8 +452,11 @@ def convert_fp16(model_path: str, output: str, keep_fp32=(), keep_io_types: bool
                  qdq: bool = False) -> dict:
     """Write an FP16 copy of ``model_path`` to ``output``; ``keep_fp32``: more node names or
     op types to keep in FP32. ``qdq``: the model may be explicitly quantized; its Q/DQ nodes
-    (with their scales) and the nodes its metadata says the accuracy gate kept in float stay
-    FP32, the other float layers become FP16. Returns a summary (nodes converted / kept)."""
+    compute in FP16 with FP16 scales (the opset raised to :data:`QDQ_FP16_SCALE_OPSET` where
+    lower; where that fails, or for a scale FP16 cannot hold, they and their scales stay FP32
+    behind Casts), the nodes its metadata says the accuracy gate kept in float stay FP32, the
+    other float layers become FP16. Returns a summary (nodes converted / kept, ``qdq_scales``:
+    "fp16", "fp32" or None without Q/DQ, and why FP32)."""
     onnx = require("onnx", extra="onnx", purpose="FP16 conversion")
 
     if not keep_io_types:
@@ -357,8 +481,18 @@ def convert_fp16(model_path: str, output: str, keep_fp32=(), keep_io_types: bool
     if missing:
         raise TegraAIError(f"{model_path}: {KEEP_FP32_METADATA} names {missing[0]!r}, which is not a node of the model",
                            hint="quantize the model again", exit_code=EXIT_USAGE)
-    ops = block_list(list(k for k in keep_fp32 if k in types) + (list(QDQ_OPS) if has_qdq else []))
-    nodes = [k for k in keep_fp32 if k in names] + gate
+    # Q/DQ with FP16 scales where the opset allows it or can be raised to allow it
+    # (QDQ_FP16_SCALE_OPSET); else the Q/DQ nodes and their scales stay FP32 behind Casts.
+    scales, why_fp32, fp32_qdq = None, None, []
+    if has_qdq:
+        model, why_fp32 = raise_opset_for_fp16_scales(model)
+        scales = "fp32" if why_fp32 else "fp16"
+        if why_fp32:
+            log.info("%s: Q/DQ scales stay FP32: %s", model_path, why_fp32)
+        else:
+            fp32_qdq = fp32_scale_qdq_nodes(model)
+    ops = block_list(list(k for k in keep_fp32 if k in types) + (list(QDQ_OPS) if scales == "fp32" else []))
+    nodes = [k for k in keep_fp32 if k in names] + gate + fp32_qdq
     casts_before = sum(1 for n in model.graph.node if n.op_type == "Cast")
     nodes_before = len(model.graph.node)
     try:
@@ -372,14 +506,16 @@ def convert_fp16(model_path: str, output: str, keep_fp32=(), keep_io_types: bool
     atomic_write_bytes(output, converted.SerializeToString())
     casts = sum(1 for n in converted.graph.node if n.op_type == "Cast") - casts_before
     return {"output": output, "nodes": nodes_before, "kept_fp32": sorted(kept), "casts_added": casts,
-            "keep_io_types": keep_io_types, "gate_fp32": sorted(gate), "qdq": has_qdq}
+            "keep_io_types": keep_io_types, "gate_fp32": sorted(gate), "qdq": has_qdq,
+            "qdq_scales": scales, "qdq_scales_fp32_why": why_fp32, "qdq_fp32_scale_nodes": sorted(fp32_qdq),
+            "opset": model_opset(converted)}
 
 
 def fp16_model_for_build(model_path: str, workdir: str) -> dict:
     """Builder hook: an FP16 copy of ``model_path`` in ``workdir``, for a strongly typed build
     on a release without the FP16 builder flag (TensorRT 11, TensorRT-RTX): a float model's
-    ``--precision fp16``, or the float parts of a Q/DQ model (Q/DQ, their scales and the
-    gate's FP32 nodes stay FP32). Returns :func:`convert_fp16`'s summary (``output``: the
+    ``--precision fp16``, or the float parts of a Q/DQ model (its Q/DQ with FP16 scales where
+    the opset allows, see :data:`QDQ_FP16_SCALE_OPSET`; the gate's nodes stay FP32). Returns :func:`convert_fp16`'s summary (``output``: the
     copy). External data is not supported by this path: models over 2 GB should be converted
     ahead with ``convert-fp16``."""
     out = os.path.join(workdir, os.path.splitext(os.path.basename(model_path))[0] + ".fp16.onnx")

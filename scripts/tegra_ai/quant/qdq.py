@@ -22,7 +22,10 @@ with ONNX Runtime's quantization tool (``onnxruntime.quantization.quantize_stati
 - biases stay float (``QuantizeBias=False``): TensorRT quantizes them itself;
 - ``--target jetpack5`` (TensorRT 8.5): opset <= 17 and float weights behind a Q->DQ
   pair (``AddQDQPairToWeight``), the form 8.5's parser folds; newer targets get INT8
-  weight initializers behind a DequantizeLinear (4x smaller files).
+  weight initializers behind a DequantizeLinear (4x smaller files); weights held in
+  Constant nodes (PaddlePaddle exports) are moved into initializers first
+  (:func:`tegra_ai.onnx_graph.constants_to_initializers`), else the quantizer would calibrate
+  them as activations and keep them FP32 behind a per-tensor Q->DQ pair.
 
 NVIDIA Model Optimizer's ONNX PTQ (``modelopt.onnx.quantization``) is used instead when
 ``backend="modelopt"`` and it is installed (its placement is kept as it is); it is never
@@ -39,7 +42,7 @@ import tempfile
 import numpy as np
 
 from tegra_ai.errors import EXIT_UNAVAILABLE, EXIT_USAGE, TegraAIError
-from tegra_ai.onnx_graph import graph_inputs, load_onnx, model_opset, name_nodes
+from tegra_ai.onnx_graph import constants_to_initializers, graph_inputs, load_onnx, model_opset, name_nodes
 from tegra_ai.util.lazy import require
 
 log = logging.getLogger("tegra_ai.quant.qdq")
@@ -274,6 +277,11 @@ def quantize(model_path: str, calibration: str, output: str, *, target: str = "j
     notes = []
     batch_list = batches(feed, model, notes=notes)
     samples = used_samples(batch_list)
+    # After naming (node names stay those the accuracy gate and --exclude address): weights
+    # held in Constant nodes become initializers, which the quantizer stores INT8 per channel.
+    moved = constants_to_initializers(model)
+    if moved:
+        notes.append(f"{moved} Constant node(s) moved into initializers (their weights are stored INT8)")
     opset = model_opset(model)
     if opset < 13:
         from onnx import version_converter

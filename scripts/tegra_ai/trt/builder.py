@@ -181,6 +181,8 @@ def parse_network(trt, feats, request: BuildRequest, *, verbose: bool = False,
             workdir.cleanup()
             raise
         parse_path = summary["output"]
+        if summary.get("qdq_scales_fp32_why"):  # FP16 scales need opset >= 19 (onnx_fp16.QDQ_FP16_SCALE_OPSET)
+            typing["notes"].append(f"Q/DQ scales stay FP32 behind Casts: {summary['qdq_scales_fp32_why']}")
         if summary["gate_fp32"]:
             typing["float_precision"]["kept_fp32"] = list(summary["gate_fp32"])
             typing["notes"].append(f"{len(summary['gate_fp32'])} layer(s) the accuracy gate kept in float stay FP32: "
