@@ -20,8 +20,8 @@ interrupt (lock waits, the build, each atomic write: begun, temp file made, writ
 about to be fsynced and renamed, done; link updates, prunes), so the kill test can tell
 where each SIGKILL landed. A build child marks its own atomic writes (the timing cache),
 its steps named ``child-...``. TEGRA_AI_TEST_STOP_AT="STEP:N": the process (or a build
-child, for a ``child-`` step) stops itself (SIGSTOP) as it enters STEP for the N-th time,
-for the kill test to SIGKILL it there."""
+child, for a ``child-`` step: the N-th time any build child of the run enters it) stops
+itself (SIGSTOP) as it enters STEP for the N-th time, for the kill test to SIGKILL it there."""
 
 import os
 
@@ -111,6 +111,9 @@ if _phases:     # the ensure or publish process itself, or its build child (its 
         # one write: lines never interleave; CLOCK_MONOTONIC is one clock for all processes
         os.write(_fd, f"{os.getpid()} {time.monotonic():.4f} {phase}\n".encode())
         _seen[phase] = _seen.get(phase, 0) + 1
+        if _child and phase == _stop_step:      # the N-th time any build child of the run enters it
+            with open(_phases) as f:
+                _seen[phase] = sum(1 for ln in f.read().splitlines() if ln.endswith(" " + phase))
         if phase == _stop_step and str(_seen[phase]) == _stop_nth:
             os.kill(os.getpid(), signal.SIGSTOP)    # the kill test SIGKILLs it right here
 
