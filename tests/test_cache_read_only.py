@@ -181,6 +181,24 @@ def test_fake_read_only_corrupt_engine_is_not_served(tmp_path, bundles, monkeypa
     _check_refused(again, cache, "alpha", "does not match its sidecar")
 
 
+def test_fake_read_only_engine_that_does_not_load_is_not_served(tmp_path, bundles, monkeypatch):
+    """ensure's load check (TensorRT deserializes each hit) applies on a read-only cache too."""
+    from tegra_ai.cache.ensure import ensure
+
+    cache = tmp_path / "cache"
+    b = FakeBuilder()
+    run(bundles["ab"], str(cache), b)
+    fake_erofs(monkeypatch, cache)
+
+    def loader(path):
+        if "/alpha/" in path:
+            raise TegraAIError("deserialization failed (stand-in)")
+    s = ensure([bundles["ab"]], str(cache), builder=b, loader=loader, runtime=b.rt, show_progress=False,
+               log=lambda m: None)
+    _check_refused(s, cache, "alpha", "alpha: an engine that does not load for key")
+    assert [m["status"] for m in s["models"]] == ["failed", "hit"]
+
+
 def test_writable_cache_is_not_read_only(tmp_path, bundles):
     """Unchanged on a writable cache: locked, linked, indexed as before."""
     cache = tmp_path / "cache"

@@ -8,7 +8,12 @@ unit runs, and what an image-build-time builder Jetson runs, with the same cache
 
 For each model: the cache, then an engine of the previous key format in the same cache
 (re-keyed once, :class:`RekeySource`), then each :class:`EngineSource` in order
-(read-only seed caches from the image, used in place; mirrors), then a build."""
+(read-only seed caches from the image, used in place; mirrors), then a build.
+
+A cache this process cannot write (:attr:`EngineCache.read_only`: a read-only rootfs, or
+another user's cache) serves the valid engines it holds, verified as any hit, without
+locking, and seeds in place; a model it has no valid engine for fails with exit 73
+naming the directory; nothing is written there."""
 
 from __future__ import annotations
 
@@ -280,7 +285,8 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
                     f"{f'PID {pid}' if pid else 'another process'}")):
                 found = cache.lookup(entry.name, key)
                 status = "hit"
-                if found is not None and not loads(found[0], "the cache"):
+                unloadable = found is not None and not loads(found[0], "the cache")
+                if unloadable:
                     found = None
                 if found is None:
                     for source in chain:
@@ -295,7 +301,8 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
                             record["source"] = source.label
                             break
                 if found is None and read_only:
-                    raise cache.read_only_error(entry.name, key, cache.describe_miss(entry.name, key))
+                    raise cache.read_only_error(entry.name, key, "an engine that does not load" if unloadable
+                                                else cache.describe_miss(entry.name, key))
                 if found is None:
                     _check_calibration(request)
                     log(f"{entry.name}: building engine (key {key[:12]})")

@@ -299,7 +299,7 @@ class EngineCache:
                        hint="another tensorrt-optimize ensure is finishing on this cache; retry later"):
             # Under it no other run writes index.json or the memo, or removes a directory:
             # temp files of those are a killed run's.
-            # util.atomic's temp names: "." + the file's name + ".XXXXXXXX.tmp"
+            # util.atomic's temp names: "." + the file's name + ".PID.XXXXXXXX.tmp"
             for pattern in (f".{INDEX_NAME}.*.tmp", f".{glob.escape(os.path.basename(self.memo.memo_path or 'x'))}.*.tmp"):
                 self._remove_stale_temp_files(self.root, pattern)
             # Files that are written without this lock (the timing cache: build children of
