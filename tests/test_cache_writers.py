@@ -145,7 +145,8 @@ def test_only_dead_writers_temps_are_removed(tmp_path):
     try:
         cache = EngineCache(str(tmp_path / "cache"))
         kept = [_temp(cache.root, live.pid), _temp(cache.root, os.getpid())]
-        gone = [_temp(cache.root, dead.pid), _temp(cache.root, zombie.pid), _temp(cache.root, dead.pid, "mirror-state.json")]
+        gone = [_temp(cache.root, dead.pid), _temp(cache.root, zombie.pid),
+                _temp(cache.root, dead.pid, "mirror-state.json")]
         others = [os.path.join(cache.root, n) for n in (".timing.cache.abcdefgh.tmp", "timing.cache", ".x.tmp")]
         for p in others:
             open(p, "w").close()
