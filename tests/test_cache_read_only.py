@@ -326,5 +326,13 @@ def test_suite_reads_a_read_only_cache(tmp_path, default_model, monkeypatch):
         suite.ensure_engine(default_model, "fp32", shapes, cache)
     assert err.value.exit_code == EXIT_CANTCREAT and cache in err.value.message
     assert "read-only filesystem (EROFS)" in err.value.message
+    # the command: one line, exit 73, nothing written in the cache
+    from badinput import assert_bad_input
+    from tegra_ai.cli.benchmark import main
+
+    res = assert_bad_input(main, ["suite", "--models", default_model, "--precision", "fp32", "--batch", "1",
+                                  "--out", str(tmp_path / "out"), "--cache", cache, "--no-plots", "--json"],
+                           str(tmp_path), EXIT_CANTCREAT, "no engine for key", watch=cache)
+    assert json.loads(res.stdout)["exit_code"] == EXIT_CANTCREAT
     monkeypatch.undo()
     assert tree_state(cache) == before
