@@ -180,19 +180,25 @@ def test_a_killed_build_childs_timing_cache_temp_is_removed_next_run(tmp_path, m
            "--no-load-check", "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(env, TEGRA_AI_TEST_STOP_AT="child-writing-timing:1"))
-    child = None
-    deadline = time.monotonic() + 120
-    while child is None:
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "no stop"
-        lines = open(phases).read().split("\n") if os.path.exists(phases) else []
-        pids = [int(ln.split()[0]) for ln in lines if ln.endswith(" child-writing-timing")]
-        if pids and open(f"/proc/{pids[0]}/stat").read().rsplit(")", 1)[1].split()[0] in "Tt":
-            child = pids[0]
-        time.sleep(0.01)
-    temps = [n for n in os.listdir(cache) if n.startswith(".timing.cache.") and n.endswith(".tmp")]
-    assert len(temps) == 1, os.listdir(cache)           # the killed writer's temp file is there
-    os.kill(child, signal.SIGKILL)
-    out, err = proc.communicate(timeout=120)
+    try:
+        child = None
+        deadline = time.monotonic() + 120
+        while child is None:
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                proc.stderr.read() if proc.poll() is not None else "no build child stopped"
+            lines = open(phases).read().split("\n") if os.path.exists(phases) else []
+            pids = [int(ln.split()[0]) for ln in lines if ln.endswith(" child-writing-timing")]
+            if pids and open(f"/proc/{pids[0]}/stat").read().rsplit(")", 1)[1].split()[0] in "Tt":
+                child = pids[0]
+            time.sleep(0.01)
+        temps = [n for n in os.listdir(cache) if n.startswith(".timing.cache.") and n.endswith(".tmp")]
+        assert len(temps) == 1, os.listdir(cache)           # the killed writer's temp file is there
+        os.kill(child, signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:       # a failed wait: no ensure (nor its stopped build child) outlives the test
+            proc.kill()               # the child dies with it (PR_SET_PDEATHSIG)
+            proc.communicate()
     s = json.loads(out)
     assert proc.returncode == 1 and [m["status"] for m in s["models"]] == ["failed", "built"], err
     assert "crashed (SIGKILL)" in s["models"][0]["error"]
