@@ -15,6 +15,11 @@
 #                          Engines are keyed by the L4T release and TensorRT
 #                          version, so both slots' engines live there side by side.
 #                          The service warns in the journal when it is on tmpfs.
+#                          A cache on the read-only rootfs itself serves the
+#                          engines put there when the image was made (verified,
+#                          unlocked) and can build none: a model without one
+#                          fails the service with exit 73 (docs/yocto.md). Ship
+#                          image-time engines in TEGRA_AI_ENGINE_SEED instead.
 #   Stable engine paths: the contract is that ${TEGRA_AI_ENGINE_CACHE}/<model>.engine
 #   is a symlink to the current engine of <model>, for applications and
 #   DeepStream's model-engine-file (ensure keeps it current; also

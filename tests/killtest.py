@@ -13,6 +13,10 @@ interrupted. The cache and mirror are on the test's own filesystem (fsync is rea
 Rounds pick a scenario: one ensure, two concurrent ensures with different manifests
 (models dropped with ``--prune unlisted``, a model whose options change and whose old
 engine is pruned as stale), one publish, two publishes, or ensure and publish together;
+or one ensure whose build child (the stand-in writes the timing cache as trt.builder
+does) is stopped while it writes ``timing.cache`` and SIGKILLed, as the OOM killer would
+(its ensure must then fail that model with exit 1), or its ensure is SIGKILLed then
+(the child dies with it);
 one process (sometimes both) is killed: mostly as it enters a step that recent unkilled
 runs went through (the process stops itself there, TEGRA_AI_TEST_STOP_AT, and gets the
 SIGKILL: short steps, renames and prunes, are hit as often as long ones), or 0-20 ms
@@ -30,6 +34,8 @@ Then a recovery ``ensure`` (the killed run's manifests, ``--lock-timeout 30``: a
 left behind would fail it with exit 75) and, when a publish took part, a recovery
 ``publish`` (after a killed publish) must exit 0 and leave no temp file, no engine without a sidecar, an index
 listing exactly the manifests' models, and a mirror index listing every complete set.
+"No temp file" covers the cache root too: a killed build child's timing cache temp must
+be gone after the next successful run.
 
 Prints the seed, kills per scenario and per phase, and every violation; exit 1 when
 there was one. ``tests/test_killtest.py`` runs a small count in CI."""
@@ -61,7 +67,12 @@ for p in (SCRIPTS, os.path.join(ROOT, "tests")):
 BUNDLES = {"base": [("a", "fp16"), ("b", "fp16")], "base32": [("a", "fp32"), ("b", "fp16")],
            "extra-c": [("c", "fp16")], "extra-d": [("d", "fp16")]}
 SETS = {"abc": ("base", "extra-c"), "abd": ("base", "extra-d"), "a32bc": ("base32", "extra-c"), "ab": ("base",)}
-SCENARIOS = (("ensure", 4), ("ensure+ensure", 3), ("publish", 1), ("publish+publish", 1), ("ensure+publish", 2))
+SCENARIOS = (("ensure", 4), ("ensure+ensure", 3), ("publish", 1), ("publish+publish", 1), ("ensure+publish", 2),
+             ("ensure-child", 2))
+# ensure-child: the build child is stopped as it enters one of these steps of its timing
+# cache write (its temp file exists) and SIGKILLed (the OOM killer), or its ensure is
+# SIGKILLed then (the child dies with it)
+CHILD_STEPS = ("child-writing-timing", "child-renaming-timing")
 
 
 def sha256_file(path: str) -> str:
@@ -212,6 +223,53 @@ class World:
                 bad.append(f"model folders of unlisted models after --prune unlisted: {sorted(dirs - strict_listed)}")
         return bad
 
+    def child_round(self, rng, bad: list):
+        """The ensure-child scenario: one ensure that must build model a (its other
+        options' set), whose build child stops itself as it enters a step of its timing
+        cache write; then SIGKILL the child (the OOM killer: ensure fails that model, exit
+        1) or the ensure (the child dies with it, PR_SET_PDEATHSIG). Returns (procs, the
+        procs whose run was cut short, the kill's label for the statistics)."""
+        from tegra_ai.spec import Sidecar
+
+        a = Sidecar.read_if_ours(os.path.join(self.cache, "a.engine.json"))
+        set_name = "abc" if a is not None and a.options.precision == "fp32" else "a32bc"
+        step = rng.choice(CHILD_STEPS)
+        proc = self.spawn("ensure", set_name, rng.choice(["unlisted", "stale"]), stop_at=f"{step}:1")
+        victim = rng.choice(["build child", "ensure"])
+        child = None
+        limit = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < limit and child is None:
+            try:
+                with open(proc.phases) as f:
+                    pids = [int(ln.split()[0]) for ln in f.read().splitlines() if ln.endswith(" " + step)]
+            except OSError:
+                pids = []
+            if pids and stopped(pids[0]):
+                child = pids[0]
+            time.sleep(0.002)
+        if child is None:           # nothing was built (or it hung): no kill this round
+            wait_all([proc])
+            if proc.returncode != 0:
+                bad.append(f"ensure {proc.tag} (ensure-child, no build child stopped) exited {proc.returncode}: "
+                           f"{self.stderr(proc).strip()[-400:]}")
+            return [proc], [], None
+        if victim == "build child":
+            proc.may_drop = {"a"}   # its build failed: ensure removes its link (no valid engine for its key)
+            os.kill(child, signal.SIGKILL)
+            wait_all([proc])
+            if proc.returncode != 1 or "crashed (SIGKILL)" not in self.stderr(proc):
+                bad.append(f"ensure {proc.tag} whose build child was SIGKILLed exited {proc.returncode} (expected 1, "
+                           f"that model failing as crashed): {self.stderr(proc).strip()[-400:]}")
+        else:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            deadline = time.monotonic() + 10
+            while alive(child) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if alive(child):
+                bad.append(f"the build child {child} outlived its SIGKILLed ensure {proc.tag}")
+        return [proc], [proc], f"{victim} killed at: {step}"
+
     def mirror_index(self) -> dict:
         try:
             with open(os.path.join(self.mirror, "index.json")) as f:
@@ -252,6 +310,15 @@ def stopped(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except (OSError, IndexError):
+        return False
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (a killed orphan init has not reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except (OSError, IndexError):
         return False
 
@@ -312,59 +379,74 @@ def run(kills: int, seed: int, work: str, out=print, max_rounds: int | None = No
         scenario = rng.choices([s for s, _w in SCENARIOS], [w for _s, w in SCENARIOS])[0]
         before_links, bad = world.links()
         before_mirror = world.mirror_index()
-        ops = scenario.split("+")
-        chosen = list(range(len(ops))) if len(ops) > 1 and rng.random() < 0.3 else [rng.randrange(len(ops))]
-        mode, step, nth, delay = aim(ops[chosen[0]])
-        procs = []
-        for i, op in enumerate(ops):
-            set_name = rng.choice([s for s in SETS if not any(p.set_name == s for p in procs)])
-            prune = rng.choice(["unlisted", "unlisted", "stale"])
-            stop_at = f"{step}:{nth}" if mode == "stop" and i == chosen[0] else None
-            procs.append(world.spawn(op, set_name, prune, stop_at=stop_at))
-            if len(procs) == 1 and rng.random() < 0.5:
-                time.sleep(rng.uniform(0, 0.3))   # the second starts a little later
-        victims = [procs[i] for i in chosen]
-        first = victims[0]
-        limit = time.monotonic() + 120
-        if mode == "time":
-            deadline = first.t0 + delay
-            while time.monotonic() < deadline and any(v.poll() is None for v in victims):
-                time.sleep(0.005)
-        elif mode == "stop":
-            while first.poll() is None and time.monotonic() < limit and not stopped(first.pid):
-                time.sleep(0.002)
-        else:
-            while any(v.poll() is None for v in victims) and time.monotonic() < limit and \
-                    sum(1 for _t, s in world.steps(first) if s == step) < nth:
-                time.sleep(0.002)
-            time.sleep(delay)
-        killed = []
-        for v in victims:
-            if v.poll() is None:
-                os.kill(v.pid, signal.SIGKILL)
-                v.wait()
-                killed.append(v)
-                # its last line is the step it was in: nothing is written after a SIGKILL
-                stats["by_phase"][f"{v.op}: {world.phase(v)}"] += 1
+        if scenario == "ensure-child":
+            procs, killed, label = world.child_round(rng, bad)
+            if killed:
+                stats["kills"] += 1
+                stats["by_mode"]["child"] += 1
+                stats["by_scenario"][scenario] += 1
+                stats["by_phase"][label] += 1
+                if stats["kills"] % 25 == 0:
+                    out(f"... {stats['kills']} kills, {stats['rounds']} rounds, {time.monotonic() - t_start:.0f} s")
             else:
                 stats["completed_before_kill"] += 1
-        stats["kills"] += len(killed)
-        if killed:
-            stats["by_mode"][mode] += 1
-        if killed and stats["kills"] // 25 != (stats["kills"] - len(killed)) // 25:
-            out(f"... {stats['kills']} kills, {stats['rounds']} rounds, {time.monotonic() - t_start:.0f} s")
-        if killed:
-            stats["by_scenario"][scenario] += len(killed)
-        survivors = [p for p in procs if p not in killed]
-        wait_all(survivors)
-        for p in survivors:
-            learn(p)
-            no_engines = p.op == "publish" and p.returncode == 2 and "no valid engines" in world.stderr(p)
-            if p.returncode != 0 and not no_engines:
-                bad.append(f"a run that was not killed ({p.tag}, {scenario}) exited {p.returncode}"
-                           f"{' (hung)' if getattr(p, 'hung', False) else ''}: {world.stderr(p).strip()[-400:]}")
+                for p in procs:
+                    learn(p)
+        else:
+            ops = scenario.split("+")
+            chosen = list(range(len(ops))) if len(ops) > 1 and rng.random() < 0.3 else [rng.randrange(len(ops))]
+            mode, step, nth, delay = aim(ops[chosen[0]])
+            procs = []
+            for i, op in enumerate(ops):
+                set_name = rng.choice([s for s in SETS if not any(p.set_name == s for p in procs)])
+                prune = rng.choice(["unlisted", "unlisted", "stale"])
+                stop_at = f"{step}:{nth}" if mode == "stop" and i == chosen[0] else None
+                procs.append(world.spawn(op, set_name, prune, stop_at=stop_at))
+                if len(procs) == 1 and rng.random() < 0.5:
+                    time.sleep(rng.uniform(0, 0.3))   # the second starts a little later
+            victims = [procs[i] for i in chosen]
+            first = victims[0]
+            limit = time.monotonic() + 120
+            if mode == "time":
+                deadline = first.t0 + delay
+                while time.monotonic() < deadline and any(v.poll() is None for v in victims):
+                    time.sleep(0.005)
+            elif mode == "stop":
+                while first.poll() is None and time.monotonic() < limit and not stopped(first.pid):
+                    time.sleep(0.002)
+            else:
+                while any(v.poll() is None for v in victims) and time.monotonic() < limit and \
+                        sum(1 for _t, s in world.steps(first) if s == step) < nth:
+                    time.sleep(0.002)
+                time.sleep(delay)
+            killed = []
+            for v in victims:
+                if v.poll() is None:
+                    os.kill(v.pid, signal.SIGKILL)
+                    v.wait()
+                    killed.append(v)
+                    # its last line is the step it was in: nothing is written after a SIGKILL
+                    stats["by_phase"][f"{v.op}: {world.phase(v)}"] += 1
+                else:
+                    stats["completed_before_kill"] += 1
+            stats["kills"] += len(killed)
+            if killed:
+                stats["by_mode"][mode] += 1
+            if killed and stats["kills"] // 25 != (stats["kills"] - len(killed)) // 25:
+                out(f"... {stats['kills']} kills, {stats['rounds']} rounds, {time.monotonic() - t_start:.0f} s")
+            if killed:
+                stats["by_scenario"][scenario] += len(killed)
+            survivors = [p for p in procs if p not in killed]
+            wait_all(survivors)
+            for p in survivors:
+                learn(p)
+                no_engines = p.op == "publish" and p.returncode == 2 and "no valid engines" in world.stderr(p)
+                if p.returncode != 0 and not no_engines:
+                    bad.append(f"a run that was not killed ({p.tag}, {scenario}) exited {p.returncode}"
+                               f"{' (hung)' if getattr(p, 'hung', False) else ''}: {world.stderr(p).strip()[-400:]}")
         may_drop = set()
         for p in procs:
+            may_drop |= getattr(p, "may_drop", set())
             if p.op == "ensure" and p.prune == "unlisted":
                 may_drop |= set(before_links) - world.listed(p.set_name)
         where = f"round {stats['rounds']} ({scenario}, killed {[v.tag for v in killed]} in " \

@@ -240,7 +240,7 @@ def test_publish_into_a_full_or_read_only_mirror(mounts, model_factory, where, w
 def _stand_in_env(marks):
     return dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "scripts"),
                                                          os.path.join(ROOT, "tests", "stand_ins")]),
-                TEGRA_AI_TEST_MARK=str(marks))
+                TEGRA_AI_TEST_MARK=str(marks), TEGRA_AI_TEST_TIMING_BYTES="1024")   # a 64 KiB tmpfs
 
 
 def _ensure_cli(bundle, cache, env, build="*=ok"):
@@ -291,22 +291,49 @@ def test_ensure_on_a_disk_that_fills_up(mounts, two_models):
 
 @pytest.mark.parametrize("existing", [True, False], ids=["existing-cache", "new-cache"])
 def test_ensure_on_a_read_only_cache(mounts, two_models, existing):
-    """A read-only cache: one line naming EROFS and the path, exit 73 (ensure needs its
-    per-model lock and the index: a read-only cache stops every model)."""
+    """A read-only cache serves the engines it holds (alpha: a hit, verified, no lock;
+    tests/test_cache_read_only.py); a model it does not hold (beta), or a cache that does
+    not exist: one line naming EROFS and the path, exit 73; nothing written."""
     env = _stand_in_env(mounts)
     cache = mounts / "ro" / "cache"
     if existing:
         subprocess.run(["umount", str(mounts / "ro")], check=True)
-        _ensure_cli(two_models, str(cache), env)
+        _ensure_cli(two_models, str(cache), env, build="beta=fail")
         subprocess.run(["mount", "-o", "bind,ro", str(mounts / "ro"), str(mounts / "ro")], check=True)
     before = tree_state(str(mounts / "ro"))
     proc, s = _ensure_cli(two_models, str(cache), env)
     assert proc.returncode == 73 and s["exit_code"] == 73, proc.stderr
+    if existing:
+        assert {m["name"]: m["status"] for m in s["models"]} == {"alpha": "hit", "beta": "failed"}, s
     errors = [ln for ln in proc.stderr.splitlines() if ": error:" in ln]
-    assert len(errors) == 1 and "read-only file system (EROFS)" in errors[0] and str(cache) in errors[0], \
+    assert len(errors) == 1 and "read-only" in errors[0] and "(EROFS)" in errors[0] and str(cache) in errors[0], \
         proc.stderr
+    if existing:
+        assert "beta: no engine for key" in errors[0] and "--cache" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert tree_state(str(mounts / "ro")) == before
+
+
+def test_ensure_miss_on_a_read_only_cache_without_mount(tmp_path, two_models, monkeypatch):
+    """The same catalogue row where mount is not permitted: the cache's filesystem answers
+    EROFS as a read-only mount does (tests/test_cache_read_only.fake_erofs). A model the
+    cache does not hold: exit 73, one line naming the cache, EROFS and what to do."""
+    from test_cache_read_only import fake_erofs
+    from tegra_ai import platform
+    from tegra_ai.trt import builder, compat
+
+    feats = compat.features_for("10.3.0.30")
+    monkeypatch.setattr(compat, "load", lambda: (None, feats))
+    monkeypatch.setattr(builder, "target_facts", lambda f, cc: platform.DeviceFacts(
+        "8.7", "Orin", "NVIDIA Jetson AGX Orin Developer Kit", "36.4.3"))
+    (tmp_path / "cache").mkdir()
+    fake_erofs(monkeypatch, tmp_path / "cache")
+    res = assert_bad_input(main, ["ensure", "--manifest", two_models, "--cache", "cache", "--json", "--no-load-check",
+                                  "--no-progress"], str(tmp_path), 73, "alpha: no engine for key",
+                           watch=str(tmp_path / "cache"))
+    error = next(ln for ln in res.lines if ": error:" in ln)
+    assert "read-only filesystem (EROFS)" in error and str(tmp_path / "cache") in error and "--cache" in error
+    assert json.loads(res.stdout)["exit_code"] == 73
 
 
 def test_permission_denied_as_an_unprivileged_user(tmp_path):

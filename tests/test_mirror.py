@@ -577,3 +577,36 @@ def test_publish_removes_a_killed_publishs_engine_whose_model_left_the_cache(tmp
     publish(str(tmp_path / "reference-cache"), mirror, keys["private_key"])
     assert not os.path.exists(orphan) and not os.path.exists(orphan + ".sig")
     assert os.path.isfile(engine) and os.path.isfile(sidecar) and os.path.isfile(sig)
+
+
+def test_publish_lists_a_killed_publishs_complete_engine_whose_model_left_the_cache(tmp_path, bundle, mirror, keys):
+    """A publish killed after an engine's sidecar, before the index, of a model ensure has
+    pruned from the cache since (found by the kill test): the next publish lists the set
+    when it verifies (sidecar, engine sha256, signature by its key); a set that does not
+    verify is left unlisted and untouched."""
+    from tegra_ai.cache.publish import read_index
+
+    ref = tmp_path / "reference-cache"
+    index_path = os.path.join(mirror, "index.json")
+    doc = json.load(open(index_path))
+    det = next(rel for rel in doc["signed"]["engines"] if rel.startswith("det/"))
+    del doc["signed"]["engines"][det]                     # killed before the index
+    json.dump(doc, open(index_path, "w"))
+    shutil.rmtree(ref / "det")                            # pruned from the cache since
+    for link in ("det.engine", "det.engine.json"):
+        (ref / link).unlink()
+    engine, sidecar, sig = engine_files(mirror)           # a set whose signature does not verify
+    bad = os.path.join(mirror, "net", "net-" + "1" * 24 + ".engine")
+    side = json.load(open(sidecar))
+    side["cache_key"] = "1" * 64
+    for src, dst, data in ((engine, bad, None), (sidecar, bad + ".json", json.dumps(side)), (sig, bad + ".sig", None)):
+        with open(dst, "w" if data else "wb") as f:
+            f.write(data if data else open(src, "rb").read())
+    before = {p: open(p, "rb").read() for p in (bad, bad + ".json", bad + ".sig")}
+    result = publish(str(ref), mirror, keys["private_key"])
+    assert result["exit_code"] == 0
+    listed = read_index(mirror)
+    assert det in listed
+    assert listed[det]["sha256"] == json.load(open(os.path.join(mirror, det + ".json")))["engine_sha256"]
+    assert "net/net-" + "1" * 24 + ".engine" not in listed
+    assert {p: open(p, "rb").read() for p in before} == before

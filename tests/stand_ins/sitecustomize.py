@@ -8,15 +8,20 @@ TEGRA_AI_TEST_BUILD = "MODEL=ACTION,...", or "*=ACTION" for every model; ACTION 
 ``ok``, ``segv`` (the builder segfaults), ``sleep`` (hangs for 120 s), ``fail`` (a
 TegraAIError) or ``slow`` (what the kill test uses: a build of 100-400 ms, like the
 fastest real ones, or TEGRA_AI_TEST_BUILD_SECONDS="LOW,HIGH", of an engine of TEGRA_AI_TEST_ENGINE_BYTES bytes, default 4 MiB,
-whose bytes follow from its key). TEGRA_AI_TEST_MARK: a directory where each build
+whose bytes follow from its key). Given a timing cache (ensure's ``CACHE/timing.cache``),
+the build writes it at its end as trt.builder does (``atomic_write_bytes`` of the
+serialized cache, TEGRA_AI_TEST_TIMING_BYTES bytes, default 256 KiB: a real one holds
+a few hundred KiB to some MiB of tactic timings). TEGRA_AI_TEST_MARK: a directory where each build
 writes ``MODEL.pid`` (the builder's process id) when it starts.
 
 TEGRA_AI_TEST_PHASES (the kill test, tests/killtest.py): a file where the process appends
 one line ``PID MONOTONIC-SECONDS PHASE`` as it enters each step of ensure and publish that a kill could
 interrupt (lock waits, the build, each atomic write: begun, temp file made, written and
 about to be fsynced and renamed, done; link updates, prunes), so the kill test can tell
-where each SIGKILL landed. TEGRA_AI_TEST_STOP_AT="STEP:N": the process stops itself
-(SIGSTOP) as it enters STEP for the N-th time, for the kill test to SIGKILL it there."""
+where each SIGKILL landed. A build child marks its own atomic writes (the timing cache),
+its steps named ``child-...``. TEGRA_AI_TEST_STOP_AT="STEP:N": the process (or a build
+child, for a ``child-`` step: the N-th time any build child of the run enters it) stops
+itself (SIGSTOP) as it enters STEP for the N-th time, for the kill test to SIGKILL it there."""
 
 import os
 
@@ -66,6 +71,14 @@ if _spec:
             time.sleep(random.uniform(low, high))
             size = int(os.environ.get("TEGRA_AI_TEST_ENGINE_BYTES", 4 << 20))
             engine = random.Random(key).randbytes(size)   # one key, one engine: publish sees no conflict
+        if request.timing_cache:
+            # trt.builder.build_engine: atomic_write_bytes(request.timing_cache, serialize())
+            import random
+
+            from tegra_ai.util.atomic import atomic_write_bytes
+
+            atomic_write_bytes(request.timing_cache, random.Random(key).randbytes(
+                int(os.environ.get("TEGRA_AI_TEST_TIMING_BYTES", 256 << 10))))
         return _builder.BuildResult(engine=engine, sidecar=Sidecar.new(material, build_seconds=0.0))
 
     _builder.build_engine = build_engine
@@ -79,32 +92,35 @@ def _is_build_child():
 
 
 _phases = os.environ.get("TEGRA_AI_TEST_PHASES")
-if _phases and not _is_build_child():     # the ensure or publish process itself
+if _phases:     # the ensure or publish process itself, or its build child (its atomic writes only)
     import contextlib
     import signal
     import time
 
-    from tegra_ai.cache import build_child as _build_child
-    from tegra_ai.cache import publish as _publish
-    from tegra_ai.cache import store as _store
     from tegra_ai.util import atomic as _atomic
 
+    _child = _is_build_child()
+    _prefix = "child-" if _child else ""
     _fd = os.open(_phases, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     _stop_step, _, _stop_nth = os.environ.get("TEGRA_AI_TEST_STOP_AT", "").rpartition(":")
     _seen = {}
 
     def _mark(phase):
+        phase = _prefix + phase
         # one write: lines never interleave; CLOCK_MONOTONIC is one clock for all processes
         os.write(_fd, f"{os.getpid()} {time.monotonic():.4f} {phase}\n".encode())
         _seen[phase] = _seen.get(phase, 0) + 1
+        if _child and phase == _stop_step:      # the N-th time any build child of the run enters it
+            with open(_phases) as f:
+                _seen[phase] = sum(1 for ln in f.read().splitlines() if ln.endswith(" " + phase))
         if phase == _stop_step and str(_seen[phase]) == _stop_nth:
             os.kill(os.getpid(), signal.SIGSTOP)    # the kill test SIGKILLs it right here
 
     def _kind(path):
         base = os.path.basename(os.fspath(path))
         for suffix, kind in ((".engine.json", "sidecar"), (".engine.sig", "signature"), (".engine", "engine"),
-                             ("index.json", "index"), (".hashmemo.json", "memo")):
+                             ("index.json", "index"), (".hashmemo.json", "memo"), ("timing.cache", "timing")):
             if base.endswith(suffix):
                 return kind
         return "other"
@@ -140,7 +156,12 @@ if _phases and not _is_build_child():     # the ensure or publish process itself
         _mark("wrote-" + _kind(path))
 
     _atomic.atomic_writer = _writer
+
+if _phases and not _is_build_child():
+    from tegra_ai.cache import build_child as _build_child
     from tegra_ai.cache import ensure as _ensure
+    from tegra_ai.cache import publish as _publish
+    from tegra_ai.cache import store as _store
 
     _around(_ensure, "ensure", "ensure")            # the CLI imports these when the command runs
     _around(_publish, "publish", "publish")

@@ -18,7 +18,7 @@ import os
 import re
 
 from tegra_ai.bench import harness, report as report_mod
-from tegra_ai.errors import EXIT_UNAVAILABLE, EXIT_USAGE, MissingDependencyError, TegraAIError
+from tegra_ai.errors import EXIT_CANTCREAT, EXIT_UNAVAILABLE, EXIT_USAGE, MissingDependencyError, TegraAIError
 from tegra_ai.util.atomic import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger("tegra_ai.bench.suite")
@@ -163,7 +163,7 @@ def ensure_engine(model: str, precision: str, shapes: dict, cache_dir: str, cali
     """(engine path, "hit"|"built") through the engine cache, keyed as ``ensure`` keys
     (:mod:`tegra_ai.spec`): one static profile at the cell's shapes, once per execution
     context (``contexts``: the benchmark's streams) when the model's inputs are dynamic."""
-    from tegra_ai.cache.store import EngineCache
+    from tegra_ai.cache.store import TIMING_CACHE, EngineCache
     from tegra_ai.onnx_files import model_digest
     from tegra_ai.spec import BuildOptions, BuildRequest, InputShapes, check_model_name, hash_calibration
     from tegra_ai.trt import compat
@@ -181,16 +181,19 @@ def ensure_engine(model: str, precision: str, shapes: dict, cache_dir: str, cali
     sha, _files = model_digest(model, engines.memo)
     key, _material = engine_key(sha, options, feats, facts)
     name = check_model_name(cell_name(model, precision, next(iter(shapes.values()))[0]))
-    with engines.lock(name):
-        found = engines.lookup(name, key)
-        if found is not None:
-            return found[0], "hit"
-        request = BuildRequest(model=model, options=options, timing_cache=os.path.join(engines.root, "timing.cache"),
-                               calibration_cache=calibration_cache)
-        result = build_engine(request, show_progress=show_progress, memo=engines.memo)
-        engine_path, _sidecar = engines.store(name, key, result.engine, result.sidecar)
-    engines.memo.save()
-    return engine_path, "built"
+    with engines.lock(name):        # no lock on a read-only cache (EngineCache.lock says why)
+        found, how = engines.lookup(name, key), "hit"
+        if found is None and engines.read_only is not None:
+            raise engines.read_only_error(name, key, engines.describe_miss(name, key))
+        if found is None:
+            request = BuildRequest(model=model, options=options, calibration_cache=calibration_cache,
+                                   timing_cache=os.path.join(engines.root, TIMING_CACHE))
+            result = build_engine(request, show_progress=show_progress, memo=engines.memo)
+            found, how = engines.store(name, key, result.engine, result.sidecar), "built"
+    # The memo is the whole cache's: saved under the cache lock, merged with what other runs
+    # saved (as ensure saves it), after the model lock is released.
+    engines.save_memo()
+    return found[0], how
 
 
 def _settings(backend, timing: harness.BenchConfig) -> dict:
@@ -262,7 +265,7 @@ def run_suite(models, precisions, batches, backend, out_dir, *, config: harness.
         except MissingDependencyError:
             raise
         except TegraAIError as exc:
-            if exc.exit_code == EXIT_UNAVAILABLE:
+            if exc.exit_code in (EXIT_UNAVAILABLE, EXIT_CANTCREAT):   # no TensorRT; a cache that cannot be written
                 raise
             log.warning("%s: %s", name, exc)
             cell.update(status="failed", error=str(exc))

@@ -8,7 +8,12 @@ unit runs, and what an image-build-time builder Jetson runs, with the same cache
 
 For each model: the cache, then an engine of the previous key format in the same cache
 (re-keyed once, :class:`RekeySource`), then each :class:`EngineSource` in order
-(read-only seed caches from the image, used in place; mirrors), then a build."""
+(read-only seed caches from the image, used in place; mirrors), then a build.
+
+A cache this process cannot write (:attr:`EngineCache.read_only`: a read-only rootfs, or
+another user's cache) serves the valid engines it holds, verified as any hit, without
+locking, and seeds in place; a model it has no valid engine for fails with exit 73
+naming the directory; nothing is written there."""
 
 from __future__ import annotations
 
@@ -65,6 +70,7 @@ class EngineSource:
     bytes and seconds), reported per model by ``ensure``; None when nothing to say."""
     label = "source"
     last_attempt = None
+    stores = True           # what it returns is stored into the cache (impossible on a read-only cache)
 
     def fetch(self, entry, key: str, material: dict, cache: EngineCache):
         """(engine path, Sidecar, status) or None. The engine must be verified (sidecar
@@ -76,6 +82,7 @@ class SeedSource(EngineSource):
     """A read-only cache prebuilt into the image at image-build time. Its engines are used
     in place (no copy): the image's /usr is part of every OTA update, so a seed always
     belongs to the running slot."""
+    stores = False
 
     def __init__(self, root: str):
         self.cache = EngineCache(root, create=False)
@@ -192,6 +199,14 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
     summary = {"cache": cache.root, "models": [], "built": 0, "hits": 0, "seeded": 0, "fetched": 0, "rekeyed": 0,
                "failed": 0,
                "warnings": []}
+    read_only = cache.read_only is not None
+    if read_only:
+        # An image's read-only rootfs (IMAGE_FEATURES read-only-rootfs) with engines built
+        # into it, or another user's cache: its valid engines are served (verified as any
+        # hit), seeds are used in place; nothing is built, stored, linked, pruned or indexed.
+        summary["read_only"] = True
+        log(f"engine cache {cache.root} is {cache.read_only_reason()}: its valid engines are used; nothing is "
+            "built, stored, linked, pruned or indexed there")
     fstype = cache.filesystem_type()
     if fstype in VOLATILE_FILESYSTEMS:
         warning = (f"engine cache {cache.root} is on {fstype}: engines are lost at every reboot and rebuilt at every "
@@ -270,10 +285,13 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
                     f"{f'PID {pid}' if pid else 'another process'}")):
                 found = cache.lookup(entry.name, key)
                 status = "hit"
-                if found is not None and not loads(found[0], "the cache"):
+                unloadable = found is not None and not loads(found[0], "the cache")
+                if unloadable:
                     found = None
                 if found is None:
                     for source in chain:
+                        if read_only and source.stores:
+                            continue            # it would store into the cache
                         got = source.fetch(entry, key, material, cache)
                         if source.last_attempt is not None:
                             record.setdefault("attempts", []).append(source.last_attempt)
@@ -282,6 +300,9 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
                             found = (engine_path, sidecar)
                             record["source"] = source.label
                             break
+                if found is None and read_only:
+                    raise cache.read_only_error(entry.name, key, "an engine that does not load" if unloadable
+                                                else cache.describe_miss(entry.name, key))
                 if found is None:
                     _check_calibration(request)
                     log(f"{entry.name}: building engine (key {key[:12]})")
@@ -301,8 +322,16 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
                          "rekeyed": "rekeyed"}[status]] += 1
                 # The stable link moves to the new engine before anything old is pruned: a
                 # kill in between leaves an old engine too many, never a dangling link.
-                link = cache.update_link(entry.name, engine_path)
-                if prune != "none":
+                if read_only:
+                    link = cache.link_to(entry.name, engine_path)
+                    if link is None:
+                        warning = (f"{entry.name}: the stable link {cache.link_path(entry.name)} does not point at "
+                                   f"its current engine {engine_path}, and the cache is read-only: not updated")
+                        LOG.warning("warning: %s", warning)
+                        summary["warnings"].append(warning)
+                else:
+                    link = cache.update_link(entry.name, engine_path)
+                if prune != "none" and not read_only:
                     record["pruned"] = cache.prune(entry.name, {key}, l4t_release=facts.l4t_release)
             record["engine"] = engine_path
             if link:
@@ -329,29 +358,39 @@ def ensure(manifest_paths: list, cache_dir: str, *, prune: str = "stale", builde
     failed = [r for r in summary["models"] if r.get("status") == "failed"]
     dropped = set()
     for r in failed:
-        if "lock_holder" in r:
+        if "lock_holder" in r or read_only:
             continue
         with contextlib.suppress(FileNotFoundError, TegraAIError):      # LockTimeout is one
             with cache.lock(r["name"], timeout=lock_timeout, create=False):
                 if not cache.linked_since(r["name"], since):
                     cache.remove_link(r["name"])
                     dropped.add(r["name"])
-    try:
-        with cache.cache_lock(timeout=lock_timeout):
-            if prune == "unlisted":
-                summary["pruned_models"] = cache.prune_unlisted({e.name for e in entries}, l4t_release=this_release,
-                                                                since=since)
-                dropped |= set(summary["pruned_models"])
-            cache.write_index(index, drop=dropped)
-            cache.memo.save()
-    except LockTimeout as exc:
-        summary["warnings"].append(f"{exc} (index.json not updated)")
-        log(f"warning: {exc}; index.json not updated")
-        summary["index_lock_timeout"] = True
-    except TegraAIError as exc:        # a full or read-only cache: the engines are there, the index is not
-        summary["error"] = exc.message
-        summary["failed_index"] = True
-        log(f"FAILED: {exc}")
+    if read_only:
+        # Applications read index.json: say so when it is not what they would need.
+        listed = cache.read_index()
+        stale = sorted(n for n, e in index.items() if (listed.get(n) or {}).get("engine") != e["engine"])
+        if stale:
+            warning = (f"{os.path.join(cache.root, 'index.json')} does not list the current engine of "
+                       f"{', '.join(stale)}, and the cache is read-only: not updated")
+            LOG.warning("warning: %s", warning)
+            summary["warnings"].append(warning)
+    else:
+        try:
+            with cache.cache_lock(timeout=lock_timeout):
+                if prune == "unlisted":
+                    summary["pruned_models"] = cache.prune_unlisted({e.name for e in entries},
+                                                                    l4t_release=this_release, since=since)
+                    dropped |= set(summary["pruned_models"])
+                cache.write_index(index, drop=dropped)
+                cache.memo.save()
+        except LockTimeout as exc:
+            summary["warnings"].append(f"{exc} (index.json not updated)")
+            log(f"warning: {exc}; index.json not updated")
+            summary["index_lock_timeout"] = True
+        except TegraAIError as exc:        # a full or read-only cache: the engines are there, the index is not
+            summary["error"] = exc.message
+            summary["failed_index"] = True
+            log(f"FAILED: {exc}")
     summary["seconds"] = round(time.monotonic() - started, 3)
     # 73 when the cache could not be written (a model's files, its link or the index): a
     # full disk or read-only cache, named in each failed model's error; 75 when the only

@@ -37,6 +37,7 @@ from tegra_ai.cache.store import DEFAULT_LOCK_TIMEOUT, EngineCache, check_lock_t
 from tegra_ai.errors import EXIT_FAILURE, EXIT_USAGE, TegraAIError, not_writable
 from tegra_ai.spec import Sidecar, check_model_name, sidecar_path
 from tegra_ai.util.atomic import atomic_write_bytes, atomic_write_json, create_exclusive, make_dirs
+from tegra_ai.util.hashing import sha256_file
 from tegra_ai.util.jsonfile import JSONFileError, read_json_file
 from tegra_ai.util.jsonfile import loads as json_loads
 
@@ -154,6 +155,40 @@ def _remove_unfinished(mirror: str, listed: dict) -> list:
                     os.unlink(p)
             removed.append(rel)
     return removed
+
+
+def _list_complete(mirror: str, index: dict, key, now: str) -> list:
+    """Complete engine sets (engine, signature, sidecar) that the index does not list: a
+    publish killed after an engine's sidecar and before the index, whose engine then left
+    the cache (pruned as stale) so no later publish lists it. Under the publish lock each
+    is listed when it verifies as the publish that wrote it left it (sidecar ours and
+    naming this path, engine size and sha256, the signature of the sidecar by ``key``);
+    anything else is left as it is. Returns the listed paths."""
+    listed = []
+    for name in sorted(os.listdir(mirror)):
+        folder = os.path.join(mirror, name)
+        try:
+            check_model_name(name)
+        except TegraAIError:
+            continue
+        if os.path.islink(folder) or not os.path.isdir(folder):
+            continue
+        for f in sorted(os.listdir(folder)):
+            rel, path = f"{name}/{f}", os.path.join(folder, f)
+            if not f.endswith(".engine") or rel in index or os.path.islink(path) or not os.path.isfile(path):
+                continue
+            sc = Sidecar.read_if_ours(sidecar_path(path))
+            try:
+                if sc is None or engine_relpath(name, sc.cache_key) != rel or os.path.getsize(path) != sc.engine_size:
+                    continue
+                raw_sidecar, signature = _read(sidecar_path(path), 1 << 22), _read(signature_path(path), 1 << 16)
+                if not key.public.verify(raw_sidecar, signature) or sha256_file(path) != sc.engine_sha256:
+                    continue
+            except (OSError, TegraAIError):
+                continue
+            index[rel] = _index_entry(name, sc, raw_sidecar, signature, key, now)
+            listed.append(rel)
+    return listed
 
 
 @contextlib.contextmanager
@@ -328,6 +363,8 @@ def publish(cache_dir: str, mirror_dir: str, private_key: str, *, names=(), key_
             LOG.info("%s: published %s", name, rel)
         for rel in _remove_unfinished(mirror, index):
             LOG.info("removed %s: a killed publish's engine without a sidecar, no longer in the cache", rel)
+        for rel in _list_complete(mirror, index, key, now):
+            LOG.info("listed %s: a killed publish's complete engine, no longer in the cache", rel)
         sequence = max(index_sequence(mirror) + 1, int(time.time()))
         expires = None if index_expiry_days is None else \
             (moment + datetime.timedelta(days=index_expiry_days)).isoformat(timespec="seconds")

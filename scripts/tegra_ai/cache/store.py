@@ -16,7 +16,8 @@ import os
 import re
 import time
 
-from tegra_ai.errors import EXIT_TEMPFAIL, EXIT_USAGE, WRITE_ERRNOS, TegraAIError, not_writable, write_error
+from tegra_ai.errors import (EXIT_CANTCREAT, EXIT_TEMPFAIL, EXIT_USAGE, WRITE_ERRNOS, TegraAIError, not_writable,
+                             write_error)
 from tegra_ai.spec import Sidecar, check_model_name, short_key, sidecar_path, write_engine_files
 from tegra_ai.util.atomic import DIR_MODE, FILE_MODE, atomic_write_json, create_exclusive, make_dirs
 from tegra_ai.util.hashing import HashMemo
@@ -30,6 +31,9 @@ CACHE_LOCK = ".cache.lock"       # cache-wide: index.json, the hash memo, prunin
 DEFAULT_LOCK_TIMEOUT = 3600.0    # seconds a lock is waited for (ensure: at least --model-timeout + 5 min)
 _PRUNED_DIR = re.compile(r"^\.(?P<name>.+)\.pruned-[0-9]+\.tmp$")   # a model directory being removed
 _NEW_DIR = re.compile(r"^\.(?P<name>.+)\.new-(?P<pid>[0-9]+)-\w+\.tmp$")  # one being made by process PID
+# util.atomic's temp names, "." + the file's name + ".PID.XXXXXXXX.tmp" (mkstemp's 8 characters)
+_ATOMIC_TEMP = re.compile(r"^\.(?P<file>.+)\.(?P<pid>[0-9]+)\.[A-Za-z0-9_]{8}\.tmp$")
+TIMING_CACHE = "timing.cache"    # one per cache: every build of every model reads and updates it
 
 
 class LockTimeout(TegraAIError):
@@ -145,9 +149,16 @@ def engine_relpath(name: str, key: str) -> str:
 
 
 class EngineCache:
+    """``create``: make the directory (a cache ``ensure`` and the benchmark suite write
+    into). An existing directory this process may not write (a read-only filesystem,
+    EROFS, or another user's files, EACCES) opens as a read-only cache (``read_only``:
+    that errno; None when writable): valid engines are served from it, nothing is
+    locked, built, linked, pruned or indexed there."""
+
     def __init__(self, root: str, create: bool = True):
         self.root = os.path.abspath(root)
         self.writable = create
+        self.read_only = None
         if create:
             try:
                 make_dirs(self.root)
@@ -159,8 +170,43 @@ class EngineCache:
             if not os.path.isdir(self.root):
                 raise TegraAIError(f"engine cache {self.root} is not a directory", exit_code=EXIT_USAGE)
             if not os.access(self.root, os.W_OK):
-                raise not_writable(self.root)    # read-only (EROFS) or not ours (EACCES): 73
+                # read-only (EROFS) or not ours (EACCES): its engines are still served
+                self.read_only = not_writable(self.root).errno
+                self.writable = False
+        # a read-only cache's memo is read (model digests), never saved
         self.memo = HashMemo(os.path.join(self.root, ".hashmemo.json") if create else None)
+
+    def read_only_reason(self) -> str:
+        """Why the cache is read-only, in words: "on a read-only filesystem (EROFS)"."""
+        import errno as _errno
+
+        code = self.read_only if self.read_only is not None else _errno.EROFS
+        return "on a read-only filesystem (EROFS)" if code == _errno.EROFS else \
+            f"not writable by this user ({_errno.errorcode.get(code, code)})"
+
+    def read_only_error(self, name: str, key: str, what: str = "no engine") -> TegraAIError:
+        """One line (exit 73) for a model a read-only cache cannot serve: it names the
+        directory, why it is read-only, what is there for the model and what to do."""
+        import errno as _errno
+
+        code = self.read_only if self.read_only is not None else _errno.EROFS
+        err = TegraAIError(f"{name}: {what} for key {key[:12]} in the engine cache {self.root}, which is "
+                           f"{self.read_only_reason()}: it can serve the engines it holds but cannot build or "
+                           "store one",
+                           hint="point --cache at a writable directory (persistent storage, e.g. "
+                                "/data/tegra-ai/engines), or build the engine at image time "
+                                "(tensorrt_engine.bbclass, TEGRA_AI_ENGINE_SEED)", exit_code=EXIT_CANTCREAT)
+        err.errno = code
+        return err
+
+    def describe_miss(self, name: str, key: str) -> str:
+        """What a cache holds for ``name`` when ``lookup`` found no valid engine for ``key``."""
+        engine, side = self.paths(name, key)
+        if os.path.exists(side) or os.path.exists(engine):
+            return "an engine that does not match its sidecar (corrupt or incomplete)"
+        if any(sc is not None for _n, _p, sc in self.entries(name)):
+            return "only engines of other keys (stale: the model, its options, TensorRT or the device changed)"
+        return "no engine"
 
     # -- layout ---------------------------------------------------------------------
     def model_dir(self, name: str) -> str:
@@ -213,7 +259,18 @@ class EngineCache:
         It waits at most ``timeout`` seconds (default :data:`DEFAULT_LOCK_TIMEOUT`), then
         raises :class:`LockTimeout` naming the model and the holder's PID. With ``create``
         False a model directory that does not exist (or is not ours) is not made: the wait
-        ends with FileNotFoundError (pruning a model another run just removed)."""
+        ends with FileNotFoundError (pruning a model another run just removed).
+
+        A read-only cache (``read_only``) is not locked: the lock file cannot be created
+        or opened for writing there (open(2): EROFS, EACCES), and nothing needs one: on a
+        read-only filesystem no process can write, so there is nothing to race with; a
+        cache of another user's is written by its owner with renames only (a sidecar last,
+        rename(2) is atomic), and every hit is verified (sidecar, size and sha256) before
+        it is served, so a reader never takes a half-written engine. (flock(2) would lock
+        a read-only descriptor too, but it would only make readers wait for each other.)"""
+        if self.read_only is not None:
+            yield
+            return
         directory = self.model_dir(name)
 
         def prepare():
@@ -242,15 +299,28 @@ class EngineCache:
                        hint="another tensorrt-optimize ensure is finishing on this cache; retry later"):
             # Under it no other run writes index.json or the memo, or removes a directory:
             # temp files of those are a killed run's.
-            # util.atomic's temp names: "." + the file's name + ".XXXXXXXX.tmp"
+            # util.atomic's temp names: "." + the file's name + ".PID.XXXXXXXX.tmp"
             for pattern in (f".{INDEX_NAME}.*.tmp", f".{glob.escape(os.path.basename(self.memo.memo_path or 'x'))}.*.tmp"):
                 self._remove_stale_temp_files(self.root, pattern)
+            # Files that are written without this lock (the timing cache: build children of
+            # several models, each under its own model lock; the mirror state): only a dead
+            # writer's temps.
+            remove_dead_writers_temps(self.root)
             for n in os.listdir(self.root):
                 new = _NEW_DIR.match(n)
                 if (_PRUNED_DIR.match(n) or (new and not _alive(int(new.group("pid"))))) and \
                         os.path.isfile(os.path.join(self.root, n, MODEL_MARKER)):
                     _remove_tree(os.path.join(self.root, n))
             yield
+
+    def save_memo(self, timeout: float | None = None) -> None:
+        """Save the hash memo under the cache lock (merged with what other runs saved):
+        two runs saving at once lose no entry and never tear the file. Nothing on a
+        read-only cache."""
+        if self.read_only is not None or not self.memo.dirty:
+            return
+        with self.cache_lock(timeout=timeout):
+            self.memo.save()
 
     @staticmethod
     def _remove_stale_temp_files(directory: str, pattern: str = ".*.tmp") -> None:
@@ -437,6 +507,16 @@ class EngineCache:
             os.replace(tmp, path)
         return link
 
+    def link_to(self, name: str, engine_path: str) -> str | None:
+        """``CACHE/NAME.engine`` when it (and its ``.json``) is a link of ours pointing at
+        ``engine_path`` already, else None (what a read-only cache offers in place of
+        :meth:`update_link`)."""
+        link = self.link_path(name)
+        for path, target in ((link, engine_path), (sidecar_path(link), sidecar_path(engine_path))):
+            if not self._link_is_ours(path, name) or os.path.realpath(path) != os.path.realpath(target):
+                return None
+        return link
+
     def linked_since(self, name: str, since: float) -> bool:
         """Whether the stable link of ``name`` was written after ``since`` (``time.time()``)."""
         link = self.link_path(name)
@@ -490,14 +570,45 @@ def _mtime(path: str) -> float:
 
 
 def _alive(pid: int) -> bool:
-    """Model directories are made without the cache lock: only a dead maker's is removed."""
+    """Whether process ``pid`` may still write (model directories and timing caches are made
+    without the cache lock: only a dead writer's are removed). A process of another user
+    counts as alive (EPERM); a zombie (killed, not yet reaped by its parent or init) does
+    not: it runs no code (proc(5), /proc/PID/stat state Z)."""
+    if pid <= 0:
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def remove_dead_writers_temps(directory: str) -> list:
+    """Remove util.atomic temp files in ``directory`` whose writer (the PID in the name)
+    is dead: a SIGKILLed build child's ``.timing.cache.PID.XXXXXXXX.tmp``. A live
+    writer's temp is never touched. (A PID is only this PID namespace's: processes of
+    other containers must not share a cache directory.) Returns the removed paths."""
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for n in names:
+        m = _ATOMIC_TEMP.match(n)
+        if not m or _alive(int(m.group("pid"))):
+            continue
+        path = os.path.join(directory, n)
+        if os.path.isfile(path) and not os.path.islink(path):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                removed.append(path)
+    return removed
 
 
 def _remove_tree(path: str) -> None:

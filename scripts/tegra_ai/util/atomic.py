@@ -92,7 +92,11 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb", permissions: int = 
     directory = os.path.dirname(os.path.abspath(path))
     try:
         make_dirs(directory)
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+        # "." + name + ".PID.XXXXXXXX.tmp": the writer's process id in the name lets a
+        # cleanup that holds no lock the writer holds (the engine cache's timing.cache,
+        # written by build children of several models at once) remove only the temps of
+        # writers that are dead (tegra_ai.cache.store.remove_dead_writers_temps)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp", dir=directory)
     except OSError as exc:
         raise write_error(path, exc) from None
     try:

@@ -55,18 +55,21 @@ class HashMemo:
 
     def __init__(self, memo_path: str | None):
         self.memo_path = memo_path
-        self.entries: dict = {}
         self.dirty = False
-        if memo_path and os.path.exists(memo_path):
-            try:
-                data = read_json_file(memo_path)
-                if isinstance(data, dict) and isinstance(data.get("files"), dict):
-                    self.entries = data["files"]
-            except JSONFileError:   # FIFO, huge, nested thousands deep, not JSON: a cache, rebuilt
-                self.entries = {}
+        self.changed: set = set()       # paths this process hashed or recorded (what save merges in)
+        self.entries: dict = self._read()
         self.hits = 0
         self.misses = 0
         self.boot = boot_id()
+
+    def _read(self) -> dict:
+        if not self.memo_path or not os.path.exists(self.memo_path):
+            return {}
+        try:
+            data = read_json_file(self.memo_path)
+        except JSONFileError:   # FIFO, huge, nested thousands deep, not JSON: a cache, rebuilt
+            return {}
+        return data["files"] if isinstance(data, dict) and isinstance(data.get("files"), dict) else {}
 
     def sha256(self, path: str, per_boot: bool = False) -> str:
         path = os.path.abspath(path)
@@ -83,6 +86,7 @@ class HashMemo:
         self.misses += 1
         digest = sha256_file(path)
         self.entries[path] = {"stat": stamp, "sha256": digest, "boot": self.boot}
+        self.changed.add(path)
         self.dirty = True
         return digest
 
@@ -91,15 +95,24 @@ class HashMemo:
         path = os.path.abspath(path)
         st = os.stat(path)
         self.entries[path] = {"stat": _stamp(st), "sha256": digest, "boot": self.boot}
+        self.changed.add(path)
         self.dirty = True
 
     def save(self) -> None:
+        """Write the memo: what is on disk now (another run may have saved since this one
+        read it) with this run's new entries over it, atomically. Callers that share the
+        file with other processes hold a lock around it (the engine cache's lock:
+        ``EngineCache.save_memo``), or a concurrent save can still lose entries."""
         if self.memo_path and self.dirty:
+            entries = dict(self._read())
+            entries.update({p: self.entries[p] for p in self.changed if p in self.entries})
             try:
-                atomic_write_json(self.memo_path, {"files": self.entries})
+                atomic_write_json(self.memo_path, {"files": entries})
+                self.entries = entries
             except TegraAIError:
                 pass  # read-only cache: hashing still works, just slower next time
             self.dirty = False
+            self.changed = set()
 
 
 def combined_sha256(file_digests: list) -> str:
