@@ -11,6 +11,8 @@ import datetime
 import json
 import os
 import shutil
+import time
+from unittest import mock
 
 import pytest
 
@@ -136,3 +138,34 @@ def test_unsigned_mirror_has_no_index_check(tmp_path, bundle, mirror, keys):
     os.unlink(os.path.join(mirror, MIRROR_INDEX))
     s, _ = run(bundle, str(tmp_path / "device"), sources("file://" + mirror, None, unsigned=True))
     assert s["fetched"] == 2
+
+
+def test_two_ensures_saving_the_state_of_two_mirrors_at_once_lose_neither(tmp_path, monkeypatch):
+    # Each save reads the whole state, adds its mirror and writes it back. Two saves that read
+    # before either wrote (paused here between the read and the write) would each write back
+    # what they read, and one mirror's newest sequence would be lost: that mirror could then be
+    # rolled back once. The save's lock makes the second wait for the first.
+    import threading
+
+    from tegra_ai.cache import mirror as m
+
+    read = m.load_mirror_state
+    arrived = threading.Semaphore(0)
+
+    def slow_read(root):
+        state = read(root)
+        arrived.release()
+        time.sleep(0.3)        # long enough for the other thread to read too, if nothing stops it
+        return state
+
+    monkeypatch.setattr(m, "load_mirror_state", slow_read)
+    threads = [threading.Thread(target=m._save_mirror_state, args=(str(tmp_path), url, seq))
+               for url, seq in (("https://a.example/engines", 7), ("https://b.example/engines", 9))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert read(str(tmp_path)) == {
+        "https://a.example/engines": {"sequence": 7, "seen": mock.ANY},
+        "https://b.example/engines": {"sequence": 9, "seen": mock.ANY},
+    }

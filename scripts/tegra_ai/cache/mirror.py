@@ -530,15 +530,26 @@ def load_mirror_state(cache_root: str) -> dict:
             if isinstance(v, dict) and isinstance(v.get("sequence"), int) and not isinstance(v.get("sequence"), bool)}
 
 
+MIRROR_STATE_LOCK = ".mirror-state.lock"
+MIRROR_STATE_LOCK_TIMEOUT = 60.0    # seconds; the holder only reads and rewrites one small file
+
+
 def _save_mirror_state(cache_root: str, url: str, sequence: int) -> None:
+    """Record ``sequence`` as the newest index sequence of ``url``. A read-modify-write of the
+    whole file: under its own lock (a leaf lock, taken with or without a model lock, nothing
+    taken under it), or two ensures reading mirrors A and B at once would each write back the
+    state they read and one mirror's sequence would be lost, reopening it to a rollback."""
+    from tegra_ai.cache.store import file_lock
     from tegra_ai.util.atomic import atomic_write_json
 
-    state = load_mirror_state(cache_root)
-    if state.get(url, {}).get("sequence", 0) >= sequence:     # a concurrent ensure got further
-        return
-    state[url] = {"sequence": sequence,
-                  "seen": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    atomic_write_json(os.path.join(cache_root, MIRROR_STATE), {"format": MIRROR_STATE_FORMAT, "mirrors": state})
+    with file_lock(os.path.join(cache_root, MIRROR_STATE_LOCK), timeout=MIRROR_STATE_LOCK_TIMEOUT,
+                   what=f"mirror state of engine cache {cache_root}"):
+        state = load_mirror_state(cache_root)
+        if state.get(url, {}).get("sequence", 0) >= sequence:     # a concurrent ensure got further
+            return
+        state[url] = {"sequence": sequence,
+                      "seen": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        atomic_write_json(os.path.join(cache_root, MIRROR_STATE), {"format": MIRROR_STATE_FORMAT, "mirrors": state})
 
 
 def _aware(text):
