@@ -210,6 +210,10 @@ def test_calibration_dataset_and_quantize_outputs(ws, where, words):
     assert_bad_input(main, ["quantize", "model.onnx", "--calibration", "data.npz", "-o", f"{where}/q.onnx"],
                      str(ws), 73, words)
     assert_bad_input(main, ["convert-fp16", "model.onnx", "-o", f"{where}/f.onnx"], str(ws), 73, words)
+    from tegra_ai.cli.benchmark import main as bench_main
+
+    assert_bad_input(bench_main, ["suite", "--models", "model.onnx", "--backend", "onnxruntime", "--out",
+                                  f"{where}/bench"], str(ws), 73, words)
     only_expected_files(ws / where)
 
 

@@ -18,7 +18,8 @@ import os
 import re
 
 from tegra_ai.bench import harness, report as report_mod
-from tegra_ai.errors import EXIT_CANTCREAT, EXIT_UNAVAILABLE, EXIT_USAGE, MissingDependencyError, TegraAIError
+from tegra_ai.errors import (EXIT_CANTCREAT, EXIT_UNAVAILABLE, EXIT_USAGE, WRITE_ERRNOS, MissingDependencyError,
+                             TegraAIError, write_error)
 from tegra_ai.util.atomic import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger("tegra_ai.bench.suite")
@@ -209,8 +210,6 @@ def run_suite(models, precisions, batches, backend, out_dir, *, config: harness.
     ``shapes``: {model: {input: dims}} for inputs with dynamic dimensions besides the
     batch (:func:`parse_model_shapes`). On ONNX Runtime a cell's precision is the graph's
     own (:func:`model_precision`): an FP16 ONNX is an fp16 cell, not fp32."""
-    from tegra_ai.bench.run import benchmark_model
-
     timing = (config or harness.BenchConfig()).validate()
     validate(models, precisions, batches, backend, calibration_cache)
     shapes = shapes or {}
@@ -225,9 +224,28 @@ def run_suite(models, precisions, batches, backend, out_dir, *, config: harness.
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise _usage(f"--out {out_dir} exists and is not a directory")
     cells_dir = os.path.join(out_dir, "cells")
+    made = [d for d in (out_dir, cells_dir) if not os.path.exists(d)]   # ours to take back if nothing is written
+    try:
+        return _run_plan(plan, shapes, backend, timing, out_dir, cells_dir, cache_dir, calibration_cache,
+                         power, plots, progress, device_root, force)
+    except BaseException:
+        for d in reversed(made):    # a suite that stops (full disk, read-only --out) leaves no empty folder
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+        raise
+
+
+def _run_plan(plan, shapes, backend, timing, out_dir, cells_dir, cache_dir, calibration_cache, power, plots,
+              progress, device_root, force) -> dict:
+    from tegra_ai.bench.run import benchmark_model
+
     try:
         os.makedirs(cells_dir, exist_ok=True)
     except OSError as exc:
+        if exc.errno in WRITE_ERRNOS:       # read-only, full, not ours: 73, as every other write
+            raise write_error(cells_dir, exc) from None
         raise _usage(f"cannot create {cells_dir}: {exc.strerror}") from None
     cache_dir = cache_dir or os.path.join(out_dir, "engines")
     settings = _settings(backend, timing)
