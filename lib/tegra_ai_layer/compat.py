@@ -5,7 +5,7 @@ import os
 import re
 
 __all__ = ["mirror_keys", "mirror_keys_words", "unpackdir", "recipe_available", "layer_recipe_versions", "project_version",
-           "proprietary_license", "state_directory_line", "appends_if_recipe", "check_paths",
+           "proprietary_license", "license_all", "state_directory_line", "appends_if_recipe", "check_paths",
            "check_service_settings"]
 
 
@@ -74,6 +74,15 @@ def proprietary_license(d):
     """'Proprietary' up to scarthgap; 'LicenseRef-Proprietary' (SPDX syntax, as meta-tegra master uses) after."""
     series = (d.getVar("LAYERSERIES_CORENAMES") or "").split()
     return "Proprietary" if "scarthgap" in series else "LicenseRef-Proprietary"
+
+
+def license_all(d, *names):
+    """A package under every license of ``names``: 'A & B' up to scarthgap, whose oe.license
+    knows only the operators & | ( ); 'A AND B' after (SPDX operators: master's
+    oe.license.check_license_format warns that '&' "is using an old syntax"), as meta-tegra
+    master writes it ("MIT AND LicenseRef-Proprietary")."""
+    series = (d.getVar("LAYERSERIES_CORENAMES") or "").split()
+    return (" & " if "scarthgap" in series else " AND ").join(names)
 
 
 def state_directory_line(d, var="TEGRA_AI_ENGINE_CACHE"):

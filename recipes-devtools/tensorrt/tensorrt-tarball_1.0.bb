@@ -11,13 +11,13 @@ HOMEPAGE = "https://developer.nvidia.com/tensorrt"
 # on scarthgap, "LicenseRef-Proprietary" from the SPDX-syntax releases on; accepted
 # through LICENSE_FLAGS below) and headers under the Apache-2.0 SPDX header that
 # LIC_FILES_CHKSUM checks (meta-tegra's tensorrt-core labels only that: Apache-2.0).
-LICENSE = "Apache-2.0 & ${@tegra_ai_layer.compat.proprietary_license(d)}"
+LICENSE = "${@tegra_ai_layer.compat.license_all(d, 'Apache-2.0', tegra_ai_layer.compat.proprietary_license(d))}"
 LICENSE:${PN} = "${@tegra_ai_layer.compat.proprietary_license(d)}"
 LICENSE:${PN}-plugins = "${@tegra_ai_layer.compat.proprietary_license(d)}"
 LICENSE:${PN}-trtexec = "${@tegra_ai_layer.compat.proprietary_license(d)}"
 LICENSE:${PN}-staticdev = "${@tegra_ai_layer.compat.proprietary_license(d)}"
-LICENSE:${PN}-dev = "Apache-2.0 & ${@tegra_ai_layer.compat.proprietary_license(d)}"
-LICENSE:${PN}-plugins-dev = "Apache-2.0 & ${@tegra_ai_layer.compat.proprietary_license(d)}"
+LICENSE:${PN}-dev = "${@tegra_ai_layer.compat.license_all(d, 'Apache-2.0', tegra_ai_layer.compat.proprietary_license(d))}"
+LICENSE:${PN}-plugins-dev = "${@tegra_ai_layer.compat.license_all(d, 'Apache-2.0', tegra_ai_layer.compat.proprietary_license(d))}"
 # The SPDX header of NvInfer.h (TensorRT 10.3); for another release bitbake
 # prints the new checksum: set TENSORRT_TARBALL_LIC_FILES_CHKSUM to it after
 # reading NVIDIA's license.

@@ -213,3 +213,11 @@ def test_project_version(tmp_path):
 def test_proprietary_license():
     assert compat.proprietary_license(FakeData({"LAYERSERIES_CORENAMES": "scarthgap"})) == "Proprietary"
     assert compat.proprietary_license(FakeData({"LAYERSERIES_CORENAMES": "wrynose blacksail"})) == "LicenseRef-Proprietary"
+
+
+def test_license_all_uses_each_series_operators():
+    # scarthgap's oe.license parses only & | ( ): "AND" would be read as a license name; master
+    # warns that "&" is an old syntax (oe.license.check_license_format)
+    old, new = FakeData({"LAYERSERIES_CORENAMES": "scarthgap"}), FakeData({"LAYERSERIES_CORENAMES": "wrynose"})
+    assert compat.license_all(old, "Apache-2.0", "Proprietary") == "Apache-2.0 & Proprietary"
+    assert compat.license_all(new, "Apache-2.0", "LicenseRef-Proprietary") == "Apache-2.0 AND LicenseRef-Proprietary"
