@@ -130,12 +130,9 @@ def _remove_stale_temp_files(mirror: str) -> None:
                     os.unlink(os.path.join(dirpath, name))
 
 
-def _remove_unfinished(mirror: str, listed: dict) -> list:
-    """Engine files that have no sidecar and that the index does not list: a killed publish's
-    (it writes the engine, its signature, then the sidecar, then the index), whose model may
-    have left the cache since, so no later publish completes it. Removed under the publish
-    lock with their signatures (a reader never takes an engine without its sidecar)."""
-    removed = []
+def _engine_files(mirror: str):
+    """(relative path, path) of every regular ``*.engine`` file in the mirror's model folders
+    (folders with a valid model name, not links), in sorted order."""
     for name in sorted(os.listdir(mirror)):
         folder = os.path.join(mirror, name)
         try:
@@ -146,14 +143,23 @@ def _remove_unfinished(mirror: str, listed: dict) -> list:
             continue
         for f in sorted(os.listdir(folder)):
             path = os.path.join(folder, f)
-            rel = f"{name}/{f}"
-            if not f.endswith(".engine") or rel in listed or os.path.lexists(sidecar_path(path)) \
-                    or os.path.islink(path) or not os.path.isfile(path):
-                continue
-            for p in (signature_path(path), path):
-                with contextlib.suppress(OSError):
-                    os.unlink(p)
-            removed.append(rel)
+            if f.endswith(".engine") and not os.path.islink(path) and os.path.isfile(path):
+                yield f"{name}/{f}", path
+
+
+def _remove_unfinished(mirror: str, listed: dict) -> list:
+    """Engine files that have no sidecar and that the index does not list: a killed publish's
+    (it writes the engine, its signature, then the sidecar, then the index), whose model may
+    have left the cache since, so no later publish completes it. Removed under the publish
+    lock with their signatures (a reader never takes an engine without its sidecar)."""
+    removed = []
+    for rel, path in _engine_files(mirror):
+        if rel in listed or os.path.lexists(sidecar_path(path)):
+            continue
+        for p in (signature_path(path), path):
+            with contextlib.suppress(OSError):
+                os.unlink(p)
+        removed.append(rel)
     return removed
 
 
@@ -165,29 +171,21 @@ def _list_complete(mirror: str, index: dict, key, now: str) -> list:
     naming this path, engine size and sha256, the signature of the sidecar by ``key``);
     anything else is left as it is. Returns the listed paths."""
     listed = []
-    for name in sorted(os.listdir(mirror)):
-        folder = os.path.join(mirror, name)
+    for rel, path in _engine_files(mirror):
+        if rel in index:
+            continue
+        name = rel.split("/", 1)[0]
+        sc = Sidecar.read_if_ours(sidecar_path(path))
         try:
-            check_model_name(name)
-        except TegraAIError:
-            continue
-        if os.path.islink(folder) or not os.path.isdir(folder):
-            continue
-        for f in sorted(os.listdir(folder)):
-            rel, path = f"{name}/{f}", os.path.join(folder, f)
-            if not f.endswith(".engine") or rel in index or os.path.islink(path) or not os.path.isfile(path):
+            if sc is None or engine_relpath(name, sc.cache_key) != rel or os.path.getsize(path) != sc.engine_size:
                 continue
-            sc = Sidecar.read_if_ours(sidecar_path(path))
-            try:
-                if sc is None or engine_relpath(name, sc.cache_key) != rel or os.path.getsize(path) != sc.engine_size:
-                    continue
-                raw_sidecar, signature = _read(sidecar_path(path), 1 << 22), _read(signature_path(path), 1 << 16)
-                if not key.public.verify(raw_sidecar, signature) or sha256_file(path) != sc.engine_sha256:
-                    continue
-            except (OSError, TegraAIError):
+            raw_sidecar, signature = _read(sidecar_path(path), 1 << 22), _read(signature_path(path), 1 << 16)
+            if not key.public.verify(raw_sidecar, signature) or sha256_file(path) != sc.engine_sha256:
                 continue
-            index[rel] = _index_entry(name, sc, raw_sidecar, signature, key, now)
-            listed.append(rel)
+        except (OSError, TegraAIError):
+            continue
+        index[rel] = _index_entry(name, sc, raw_sidecar, signature, key, now)
+        listed.append(rel)
     return listed
 
 
