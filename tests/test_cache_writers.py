@@ -124,6 +124,25 @@ def test_memo_save_merges_what_another_run_saved(tmp_path):
     assert sorted(os.path.basename(p) for p in HashMemo(path).entries) == ["a", "b"]
 
 
+def test_memo_save_drops_files_that_are_gone(tmp_path):
+    """Entries of files removed since (a pruned engine) leave the memo at the next save: it
+    would otherwise grow by one entry per engine ever built on the device."""
+    from tegra_ai.util.hashing import HashMemo
+
+    for n in ("kept", "pruned", "new"):
+        (tmp_path / n).write_bytes(n.encode())
+    path = str(tmp_path / ".hashmemo.json")
+    first = HashMemo(path)
+    first.sha256(str(tmp_path / "kept"))
+    first.sha256(str(tmp_path / "pruned"))
+    first.save()
+    (tmp_path / "pruned").unlink()
+    later = HashMemo(path)
+    later.sha256(str(tmp_path / "new"))
+    later.save()
+    assert sorted(os.path.basename(p) for p in HashMemo(path).entries) == ["kept", "new"]
+
+
 # ------------------------------------------------------------------ temps of dead writers
 
 def _temp(directory, pid, name="timing.cache"):

@@ -106,6 +106,9 @@ class HashMemo:
         if self.memo_path and self.dirty:
             entries = dict(self._read())
             entries.update({p: self.entries[p] for p in self.changed if p in self.entries})
+            # Files that are gone (pruned engines, replaced models) leave: the memo would
+            # otherwise only grow, one entry per engine ever built on the device.
+            entries = {p: e for p, e in entries.items() if os.path.lexists(p)}
             try:
                 atomic_write_json(self.memo_path, {"files": entries})
                 self.entries = entries
