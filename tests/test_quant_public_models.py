@@ -20,6 +20,7 @@ from onnx import numpy_helper  # noqa: E402
 
 from tegra_ai.onnx_fp16 import KEEP_FP32_METADATA, convert_fp16  # noqa: E402
 from tegra_ai.quant.qdq import quantize  # noqa: E402
+from test_fp16_strongly_typed import qdq_casts  # noqa: E402  (one definition of a Cast next to a Q/DQ)
 
 PACKAGE = "rapidocr-onnxruntime==1.4.4"
 MODELS = {"cls": "ch_ppocr_mobile_v2.0_cls_infer.onnx", "det": "ch_PP-OCRv4_det_infer.onnx"}
@@ -199,7 +200,7 @@ def test_qdq_classifier_float_parts_fp16_runs_like_the_qdq_model(ocr_models, tmp
     fp32_q = [n.name for n in c.graph.node if n.op_type == "QuantizeLinear" and scales[n.name] == onnx.TensorProto.FLOAT]
     assert [next(n for n in c.graph.node if n.name == q).input[0] for q in fp32_q] == ["x"]
     assert sum(t == onnx.TensorProto.FLOAT16 for t in scales.values()) == len(scales) - 1
-    assert _qdq_casts(c) == []  # the FP32-scale form had 161 (measured)
+    assert qdq_casts(c) == []  # the FP32-scale form had 161 (measured)
     kept = next(n for n in c.graph.node if n.name == keep)
     assert types.get(kept.input[1]) == onnx.TensorProto.FLOAT
     assert onnx.TensorProto.FLOAT16 in types.values()  # the float parts
@@ -215,19 +216,6 @@ def test_qdq_classifier_float_parts_fp16_runs_like_the_qdq_model(ocr_models, tmp
     # against the FP32 model, the FP16 float parts add nothing to what INT8 costs (measured mean abs
     # error 0.1196 vs the Q/DQ model's 0.1237: random calibration and inputs, INT8 dominates)
     assert np.abs(q16 - ref).mean() <= 1.05 * np.abs(q - ref).mean() + 2e-3
-
-
-def _qdq_casts(model) -> list:
-    """Casts right before or after a QuantizeLinear / DequantizeLinear."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-    readers = {}
-    for n in model.graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
-    qdq = ("QuantizeLinear", "DequantizeLinear")
-    return [n.name for n in model.graph.node if n.op_type == "Cast" and (
-        (n.input[0] in producer and producer[n.input[0]].op_type in qdq)
-        or any(r.op_type in qdq for r in readers.get(n.output[0], [])))]
 
 
 PADDLE = {"cls": ((3, 48, 192), 0.5), "det": ((3, 320, 320), 0.35), "layout": ((3, 800, 608), 0.35)}
@@ -319,7 +307,7 @@ def test_detector_qdq_fp16_copy_runs_like_the_qdq_model(ocr_models, tmp_path, mo
     bn_params = [numpy_helper.to_array(i) for i in c.graph.initializer if i.name.endswith(("_bnvar", "_bnscale"))]
     assert bn_params and not any(np.any(np.abs(p) >= 65504) for p in bn_params)
     # the Casts left around Q/DQ: after the weight DQs whose per-channel scales FP16 cannot hold
-    assert len(_qdq_casts(c)) == len(summary["qdq_fp32_scale_nodes"]) <= 8
+    assert len(qdq_casts(c)) == len(summary["qdq_fp32_scale_nodes"]) <= 8
     monkeypatch.setattr(onnx_fp16, "raise_opset_for_fp16_scales", lambda m: (m, "the FP32-scale form, for comparison"))
     fp32_scales = str(tmp_path / "det.fp16.s32.onnx")
     assert convert_fp16(qdq, fp32_scales, qdq=True)["qdq_scales"] == "fp32"
